@@ -1,0 +1,63 @@
+# mainevent: `make demo` runs the platform, `make test` runs the whole suite.
+# Both set up everything they need (virtualenv, npm packages, Debian chromium).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+CHROMIUM ?= /usr/bin/chromium
+HLSJS := src/mainevent/web/vendor/hls.min.js
+
+.PHONY: demo test setup lint typecheck unit e2e bench clean
+
+demo: setup
+	$(BIN)/mainevent up
+
+test: setup lint typecheck
+	$(BIN)/pytest -p no:cacheprovider
+
+setup: $(VENV)/.installed $(HLSJS) chromium
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(HLSJS): node_modules/.installed
+	mkdir -p $(dir $(HLSJS))
+	cp node_modules/hls.js/dist/hls.min.js $(HLSJS)
+
+# Browser tests drive Debian's chromium (never a downloaded browser build).
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium is missing at $(CHROMIUM): install Debian's 'chromium' package (sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium; browser tests will be skipped"; \
+	fi
+
+lint: setup
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -p no:cacheprovider -m "not e2e"
+
+e2e: setup
+	$(BIN)/pytest -p no:cacheprovider -m e2e
+
+bench: setup
+	$(PY) bench/transcode.py
+	$(PY) bench/latency.py
+
+clean:
+	rm -rf $(VENV) node_modules $(dir $(HLSJS)) .mypy_cache .ruff_cache

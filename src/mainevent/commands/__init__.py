@@ -1,0 +1,1 @@
+"""Subcommands of the `mainevent` CLI that orchestrate several components."""

@@ -1,0 +1,1 @@
+"""Value types and codecs shared by both planes (e.g. playback tokens)."""

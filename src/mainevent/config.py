@@ -1,0 +1,197 @@
+"""Typed, validated settings, loaded once: defaults → TOML file → `MAINEVENT_*` environment.
+
+Every setting is documented where it is defined (the `description` of its field); the README's
+configuration reference is generated from these models and checked by a test.
+Nested settings are addressed in the environment with `__`, e.g. `MAINEVENT_ORIGIN__PORT=8080`.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "MAINEVENT_"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Rung(_Frozen):
+    """One video rendition of the ladder."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Stable rendition id used in URLs, e.g. `v720`.")
+    width: int = Field(ge=16, le=7680, description="Output width in pixels (even).")
+    height: int = Field(ge=16, le=4320, description="Output height in pixels (even).")
+    bitrate_kbps: int = Field(ge=50, le=100_000, description="Target video bitrate (CBR-like, kbit/s).")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("must be even (4:2:0 chroma)")
+        return v
+
+
+DEFAULT_LADDER = (
+    Rung(id="v1080", width=1920, height=1080, bitrate_kbps=6000),
+    Rung(id="v720", width=1280, height=720, bitrate_kbps=3000),
+    Rung(id="v480", width=854, height=480, bitrate_kbps=1200),
+    Rung(id="v360", width=640, height=360, bitrate_kbps=600),
+)
+
+DEMO_LADDER = (
+    Rung(id="v720", width=1280, height=720, bitrate_kbps=2500),
+    Rung(id="v360", width=640, height=360, bitrate_kbps=700),
+)
+
+
+class EventSettings(_Frozen):
+    """The event being produced and its media configuration."""
+
+    id: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Event id, the `<event>` in `/live/<event>/...`.")
+    title: str = Field(default="mainevent demo", description="Human-readable title.")
+    segment_duration_ms: int = Field(default=2000, ge=1000, le=10_000, description="Segment duration D; segment n covers epoch time [n·D, (n+1)·D). Must divide 86,400,000 and be whole frames.")
+    part_target_ms: int = Field(default=500, ge=100, le=2000, description="LL-HLS part target; the packager always cuts parts of this size.")
+    window_segments: int = Field(default=6, ge=3, le=10_000, description="Segments in the live playlist window (never below 3 × target duration).")
+    fps: int = Field(default=30, ge=1, le=120, description="Output frame rate of every rung.")
+    ladder: tuple[Rung, ...] = Field(default=DEMO_LADDER, min_length=1, description="Video rungs (see `Rung`). The built-in default ladder 1080/720/480/360 is `mainevent.config.DEFAULT_LADDER`.")
+    audio_id: str = Field(default="a128", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Rendition id of the AAC-LC audio rendition.")
+    audio_bitrate_kbps: int = Field(default=128, ge=32, le=512, description="AAC-LC bitrate.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EventSettings:
+        if 86_400_000 % self.segment_duration_ms:
+            raise ValueError("segment_duration_ms must divide a day (86,400,000 ms) so epoch and time-of-day boundaries agree")
+        if (self.segment_duration_ms * self.fps) % 1000:
+            raise ValueError("segment_duration_ms must be a whole number of frames at fps")
+        if self.part_target_ms > self.segment_duration_ms or self.segment_duration_ms % self.part_target_ms:
+            raise ValueError("part_target_ms must divide segment_duration_ms")
+        ids = [r.id for r in self.ladder] + [self.audio_id]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"rendition ids must be unique, got {ids}")
+        return self
+
+
+class EncoderSettings(_Frozen):
+    """The live transcoder (one ffmpeg process per pipeline)."""
+
+    ffmpeg_path: str | None = Field(default=None, description="ffmpeg binary; default: the one shipped by the imageio-ffmpeg wheel.")
+    preset: str = Field(default="veryfast", pattern=r"^(ultrafast|superfast|veryfast|faster|fast|medium)$", description="x264 preset.")
+    threads: int = Field(default=0, ge=0, le=64, description="Encoder threads per rung (0 = ffmpeg's choice).")
+    stall_timeout_s: float = Field(default=6.0, gt=0, le=120, description="Encoder output silence after which the encoder is considered stalled and restarted.")
+    restart_backoff_s: float = Field(default=0.5, ge=0, le=60, description="Delay before restarting a crashed or stalled encoder (doubles up to 8 s while it keeps failing).")
+
+
+class IngestSettings(_Frozen):
+    """Where the contribution feed arrives."""
+
+    protocol: Literal["srt", "rtmp"] = Field(default="srt", description="Contribution protocol the ingest listens on.")
+    host: str = Field(default="127.0.0.1", description="Listen address of the ingest.")
+    port: int = Field(default=0, ge=0, le=65535, description="Listen port (0 = pick a free one).")
+    stream_key: str = Field(default="demo-key", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$", description="RTMP stream key (path `/live/<key>`) / SRT streamid.")
+    passphrase: str | None = Field(default=None, min_length=10, max_length=79, description="SRT passphrase (AES); None disables encryption.")
+    input_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Silence after which the feed counts as lost.")
+
+
+class OriginSettings(_Frozen):
+    """The HTTP origin."""
+
+    host: str = Field(default="127.0.0.1", description="Listen address.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Listen port (0 = pick a free one).")
+    data_dir: Path = Field(default=Path("data"), description="Where every segment and init section is written (survives restarts).")
+    memory_segments: int = Field(default=64, ge=4, le=100_000, description="Recent segments per rendition kept in memory.")
+    cors_origin: str = Field(default="*", description="Access-Control-Allow-Origin for playlists and media.")
+
+
+class FeedSettings(_Frozen):
+    """The venue feed simulator."""
+
+    width: int = Field(default=1280, ge=16, le=7680, description="Test pattern width.")
+    height: int = Field(default=720, ge=16, le=4320, description="Test pattern height.")
+    fps: int = Field(default=30, ge=1, le=120, description="Frame rate; frames sit on the epoch grid k/fps.")
+    bitrate_kbps: int = Field(default=6000, ge=100, le=100_000, description="Contribution bitrate.")
+    tone_hz: int = Field(default=1000, ge=20, le=20_000, description="Frequency of the tone.")
+
+
+class Settings(_Frozen):
+    """All settings of one mainevent process."""
+
+    event: EventSettings = EventSettings()
+    encoder: EncoderSettings = EncoderSettings()
+    ingest: IngestSettings = IngestSettings()
+    origin: OriginSettings = OriginSettings()
+    feed: FeedSettings = FeedSettings()
+
+
+def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: conflicts with another MAINEVENT_ variable")
+        # Lists and tables (e.g. the ladder) are given as JSON.
+        if value[:1] in ("[", "{"):
+            try:
+                node[path[-1]] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{key}: not valid JSON: {exc}") from exc
+        else:
+            node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_settings(
+    *,
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from defaults, an optional TOML file, the environment, then overrides.
+
+    Raises ConfigError with every invalid setting named.
+    """
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+    if environ is not None:
+        data = _merge(data, _env_tree(environ))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Control plane: events, playback authorisation, steering, telemetry, console."""

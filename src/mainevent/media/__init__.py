@@ -1,0 +1,1 @@
+"""Media plane: ingest, transcode, CMAF packaging, manifests, store, origin. Never imports control/."""

@@ -1,0 +1,145 @@
+"""Value types of HLS playlists (RFC 8216bis): what the renderer writes and the parser reads.
+
+Durations are integer microseconds and program-date-times integer epoch milliseconds, so a
+render → parse round trip is exact (no float seconds anywhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+PlaylistType = Literal["EVENT", "VOD"]
+
+
+@dataclass(frozen=True, slots=True)
+class PartEntry:
+    """One `EXT-X-PART` (LL-HLS partial segment)."""
+
+    uri: str
+    duration_us: int
+    independent: bool = False
+    gap: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentEntry:
+    """One media segment and the tags that precede its URI line.
+
+    `map_uri` is set on the first segment after which a (new) `EXT-X-MAP` applies; the
+    renderer writes `EXT-X-MAP` before this segment when it differs from the one in force.
+    `parts` are the `EXT-X-PART` tags of this segment (written before its URI line).
+    """
+
+    uri: str
+    duration_us: int
+    program_date_time_ms: int | None = None
+    discontinuity: bool = False
+    gap: bool = False
+    map_uri: str | None = None
+    parts: tuple[PartEntry, ...] = ()
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerControl:
+    """`EXT-X-SERVER-CONTROL`."""
+
+    can_block_reload: bool = False
+    part_hold_back_us: int | None = None
+    hold_back_us: int | None = None
+    can_skip_until_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreloadHint:
+    """`EXT-X-PRELOAD-HINT`."""
+
+    uri: str
+    type: Literal["PART", "MAP"] = "PART"
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionReport:
+    """`EXT-X-RENDITION-REPORT`."""
+
+    uri: str
+    last_msn: int
+    last_part: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPlaylist:
+    """A media playlist. `segments` are the listed segments (after any skipped ones).
+
+    `media_sequence` is the MSN of the first segment *including* skipped ones, as on the
+    wire; `skipped_segments` > 0 renders `EXT-X-SKIP` (delta update).
+    """
+
+    target_duration_s: int
+    media_sequence: int
+    segments: tuple[SegmentEntry, ...]
+    version: int = 6
+    discontinuity_sequence: int = 0
+    playlist_type: PlaylistType | None = None
+    independent_segments: bool = True
+    part_target_us: int | None = None
+    server_control: ServerControl | None = None
+    skipped_segments: int = 0
+    preload_hints: tuple[PreloadHint, ...] = ()
+    rendition_reports: tuple[RenditionReport, ...] = ()
+    endlist: bool = False
+
+    @property
+    def last_msn(self) -> int:
+        """MSN of the last listed segment (media_sequence - 1 when empty)."""
+        return self.media_sequence + self.skipped_segments + len(self.segments) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRendition:
+    """`EXT-X-MEDIA` (an alternative rendition, e.g. the audio group)."""
+
+    type: Literal["AUDIO", "VIDEO", "SUBTITLES"]
+    group_id: str
+    name: str
+    uri: str | None = None
+    default: bool = False
+    autoselect: bool = False
+    language: str | None = None
+    channels: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """`EXT-X-STREAM-INF` plus its URI line."""
+
+    uri: str
+    bandwidth: int
+    average_bandwidth: int | None = None
+    codecs: str | None = None
+    resolution: tuple[int, int] | None = None
+    frame_rate: Fraction | None = None
+    audio: str | None = None
+    pathway_id: str | None = None
+    stable_variant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContentSteering:
+    """`EXT-X-CONTENT-STEERING`."""
+
+    server_uri: str
+    pathway_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MultivariantPlaylist:
+    """A multivariant (master) playlist."""
+
+    variants: tuple[Variant, ...]
+    media: tuple[MediaRendition, ...] = ()
+    version: int = 6
+    independent_segments: bool = True
+    content_steering: ContentSteering | None = None
