@@ -16,7 +16,7 @@ demo: setup
 test: setup lint typecheck
 	$(BIN)/pytest -p no:cacheprovider
 
-setup: $(VENV)/.installed $(HLSJS) chromium
+setup: $(VENV)/.installed $(HLSJS) chromium postgres
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +61,16 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) node_modules $(dir $(HLSJS)) .mypy_cache .ruff_cache
+
+# Control-plane tests run the same suite on SQLite and on a real PostgreSQL started from Debian's
+# binaries (initdb/pg_ctl in a temporary directory, as a non-root user); never a downloaded build.
+PG_BINDIR ?= $(shell ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+.PHONY: postgres
+postgres:
+	@if [ -n "$(PG_BINDIR)" ] && [ -x "$(PG_BINDIR)/initdb" ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian postgresql for the control-plane tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "PostgreSQL binaries (initdb, pg_ctl) are missing: install Debian's 'postgresql' package (sudo apt-get install postgresql); the PostgreSQL variants of the control-plane tests will be skipped"; \
+	fi

@@ -29,10 +29,15 @@ class _Frozen(BaseModel):
 class Rung(_Frozen):
     """One video rendition of the ladder."""
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Stable rendition id used in URLs, e.g. `v720`.")
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="Stable rendition id used in URLs, e.g. `v720`.",
+    )
     width: int = Field(ge=16, le=7680, description="Output width in pixels (even).")
     height: int = Field(ge=16, le=4320, description="Output height in pixels (even).")
-    bitrate_kbps: int = Field(ge=50, le=100_000, description="Target video bitrate (CBR-like, kbit/s).")
+    bitrate_kbps: int = Field(
+        ge=50, le=100_000, description="Target video bitrate (CBR-like, kbit/s)."
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -58,23 +63,55 @@ DEMO_LADDER = (
 class EventSettings(_Frozen):
     """The event being produced and its media configuration."""
 
-    id: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Event id, the `<event>` in `/live/<event>/...`.")
+    id: str = Field(
+        default="demo",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Event id, the `<event>` in `/live/<event>/...`.",
+    )
     title: str = Field(default="mainevent demo", description="Human-readable title.")
-    segment_duration_ms: int = Field(default=2000, ge=1000, le=10_000, description="Segment duration D; segment n covers epoch time [n·D, (n+1)·D). Must divide 86,400,000 and be whole frames.")
-    part_target_ms: int = Field(default=500, ge=100, le=2000, description="LL-HLS part target; the packager always cuts parts of this size.")
-    window_segments: int = Field(default=6, ge=3, le=10_000, description="Segments in the live playlist window (never below 3 × target duration).")
+    segment_duration_ms: int = Field(
+        default=2000,
+        ge=1000,
+        le=10_000,
+        description="Segment duration D; segment n covers epoch time [n·D, (n+1)·D). Must divide 86,400,000 and be whole frames.",
+    )
+    part_target_ms: int = Field(
+        default=500,
+        ge=100,
+        le=2000,
+        description="LL-HLS part target; the packager always cuts parts of this size.",
+    )
+    window_segments: int = Field(
+        default=6,
+        ge=3,
+        le=10_000,
+        description="Segments in the live playlist window (never below 3 × target duration).",
+    )
     fps: int = Field(default=30, ge=1, le=120, description="Output frame rate of every rung.")
-    ladder: tuple[Rung, ...] = Field(default=DEMO_LADDER, min_length=1, description="Video rungs (see `Rung`). The built-in default ladder 1080/720/480/360 is `mainevent.config.DEFAULT_LADDER`.")
-    audio_id: str = Field(default="a128", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Rendition id of the AAC-LC audio rendition.")
+    ladder: tuple[Rung, ...] = Field(
+        default=DEMO_LADDER,
+        min_length=1,
+        description="Video rungs (see `Rung`). The built-in default ladder 1080/720/480/360 is `mainevent.config.DEFAULT_LADDER`.",
+    )
+    audio_id: str = Field(
+        default="a128",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="Rendition id of the AAC-LC audio rendition.",
+    )
     audio_bitrate_kbps: int = Field(default=128, ge=32, le=512, description="AAC-LC bitrate.")
 
     @model_validator(mode="after")
     def _check(self) -> EventSettings:
         if 86_400_000 % self.segment_duration_ms:
-            raise ValueError("segment_duration_ms must divide a day (86,400,000 ms) so epoch and time-of-day boundaries agree")
+            raise ValueError(
+                "segment_duration_ms must divide a day (86,400,000 ms) so epoch and time-of-day boundaries agree"
+            )
         if (self.segment_duration_ms * self.fps) % 1000:
             raise ValueError("segment_duration_ms must be a whole number of frames at fps")
-        if self.part_target_ms > self.segment_duration_ms or self.segment_duration_ms % self.part_target_ms:
+        if (
+            self.part_target_ms > self.segment_duration_ms
+            or self.segment_duration_ms % self.part_target_ms
+        ):
             raise ValueError("part_target_ms must divide segment_duration_ms")
         ids = [r.id for r in self.ladder] + [self.audio_id]
         if len(set(ids)) != len(ids):
@@ -85,32 +122,75 @@ class EventSettings(_Frozen):
 class EncoderSettings(_Frozen):
     """The live transcoder (one ffmpeg process per pipeline)."""
 
-    ffmpeg_path: str | None = Field(default=None, description="ffmpeg binary; default: the one shipped by the imageio-ffmpeg wheel.")
-    preset: str = Field(default="veryfast", pattern=r"^(ultrafast|superfast|veryfast|faster|fast|medium)$", description="x264 preset.")
-    threads: int = Field(default=0, ge=0, le=64, description="Encoder threads per rung (0 = ffmpeg's choice).")
-    stall_timeout_s: float = Field(default=6.0, gt=0, le=120, description="Encoder output silence after which the encoder is considered stalled and restarted.")
-    restart_backoff_s: float = Field(default=0.5, ge=0, le=60, description="Delay before restarting a crashed or stalled encoder (doubles up to 8 s while it keeps failing).")
+    ffmpeg_path: str | None = Field(
+        default=None,
+        description="ffmpeg binary; default: the one shipped by the imageio-ffmpeg wheel.",
+    )
+    preset: str = Field(
+        default="veryfast",
+        pattern=r"^(ultrafast|superfast|veryfast|faster|fast|medium)$",
+        description="x264 preset.",
+    )
+    threads: int = Field(
+        default=0, ge=0, le=64, description="Encoder threads per rung (0 = ffmpeg's choice)."
+    )
+    stall_timeout_s: float = Field(
+        default=6.0,
+        gt=0,
+        le=120,
+        description="Encoder output silence after which the encoder is considered stalled and restarted.",
+    )
+    restart_backoff_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="Delay before restarting a crashed or stalled encoder (doubles up to 8 s while it keeps failing).",
+    )
 
 
 class IngestSettings(_Frozen):
     """Where the contribution feed arrives."""
 
-    protocol: Literal["srt", "rtmp"] = Field(default="srt", description="Contribution protocol the ingest listens on.")
+    protocol: Literal["srt", "rtmp"] = Field(
+        default="srt", description="Contribution protocol the ingest listens on."
+    )
     host: str = Field(default="127.0.0.1", description="Listen address of the ingest.")
     port: int = Field(default=0, ge=0, le=65535, description="Listen port (0 = pick a free one).")
-    stream_key: str = Field(default="demo-key", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$", description="RTMP stream key (path `/live/<key>`) / SRT streamid.")
-    passphrase: str | None = Field(default=None, min_length=10, max_length=79, description="SRT passphrase (AES); None disables encryption.")
-    input_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Silence after which the feed counts as lost.")
+    stream_key: str = Field(
+        default="demo-key",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="RTMP stream key (path `/live/<key>`) / SRT streamid.",
+    )
+    passphrase: str | None = Field(
+        default=None,
+        min_length=10,
+        max_length=79,
+        description="SRT passphrase (AES); None disables encryption.",
+    )
+    input_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="Silence after which the feed counts as lost."
+    )
 
 
 class OriginSettings(_Frozen):
     """The HTTP origin."""
 
     host: str = Field(default="127.0.0.1", description="Listen address.")
-    port: int = Field(default=8080, ge=0, le=65535, description="Listen port (0 = pick a free one).")
-    data_dir: Path = Field(default=Path("data"), description="Where every segment and init section is written (survives restarts).")
-    memory_segments: int = Field(default=64, ge=4, le=100_000, description="Recent segments per rendition kept in memory.")
-    cors_origin: str = Field(default="*", description="Access-Control-Allow-Origin for playlists and media.")
+    port: int = Field(
+        default=8080, ge=0, le=65535, description="Listen port (0 = pick a free one)."
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Where every segment and init section is written (survives restarts).",
+    )
+    memory_segments: int = Field(
+        default=64, ge=4, le=100_000, description="Recent segments per rendition kept in memory."
+    )
+    cors_origin: str = Field(
+        default="*", description="Access-Control-Allow-Origin for playlists and media."
+    )
 
 
 class FeedSettings(_Frozen):
@@ -118,7 +198,9 @@ class FeedSettings(_Frozen):
 
     width: int = Field(default=1280, ge=16, le=7680, description="Test pattern width.")
     height: int = Field(default=720, ge=16, le=4320, description="Test pattern height.")
-    fps: int = Field(default=30, ge=1, le=120, description="Frame rate; frames sit on the epoch grid k/fps.")
+    fps: int = Field(
+        default=30, ge=1, le=120, description="Frame rate; frames sit on the epoch grid k/fps."
+    )
     bitrate_kbps: int = Field(default=6000, ge=100, le=100_000, description="Contribution bitrate.")
     tone_hz: int = Field(default=1000, ge=20, le=20_000, description="Frequency of the tone.")
 
@@ -195,3 +277,24 @@ def load_settings(
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
             lines.append(f"  {loc}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def settings_reference() -> str:
+    """The configuration reference as a Markdown table (kept in the README, checked by a test)."""
+    rows = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for section_name, section_field in Settings.model_fields.items():
+        model = section_field.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        for name, f in model.model_fields.items():
+            default = f.default
+            if name == "ladder":
+                shown = ", ".join(f"{r.id} {r.width}x{r.height} {r.bitrate_kbps}k" for r in default)
+            elif default is None:
+                shown = "—"
+            else:
+                shown = str(default)
+            env = f"`{ENV_PREFIX}{section_name.upper()}__{name.upper()}`"
+            desc = (f.description or "").replace("|", "\\|")
+            rows.append(f"| `{section_name}.{name}` | {env} | `{shown}` | {desc} |")
+    return "\n".join(rows)

@@ -5,6 +5,7 @@ Media time is always an integer number of ticks of the track's timescale, never 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +32,17 @@ class InitSection:
 
     data: bytes
     track: TrackInfo
+
+
+@dataclass(frozen=True, slots=True)
+class TrackDefaults:
+    """Per-sample defaults from the init section's `trex`, used where a fragment omits a field."""
+
+    track_id: int
+    sample_description_index: int = 1
+    sample_duration: int = 0
+    sample_size: int = 0
+    sample_flags: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,4 +126,29 @@ class SegmentRejected:
     reason: str
 
 
-CutterEvent = InitReady | PartReady | SegmentReady | SegmentRejected
+@dataclass(frozen=True, slots=True)
+class StreamFailed:
+    """The encoder's byte stream is unusable (garbage, malformed boxes, a second init section).
+
+    The cutter emits nothing after this event; restart the encoder and start a new cutter.
+    """
+
+    reason: str
+
+
+CutterEvent = InitReady | PartReady | SegmentReady | SegmentRejected | StreamFailed
+
+
+@dataclass(frozen=True, slots=True)
+class CutterStatistics:
+    """A snapshot of one cutter's counters (only events it emitted are counted)."""
+
+    rendition: str
+    bytes_in: int
+    parts_published: int
+    segments_published: int
+    bytes_published: int  # segment bytes
+    segments_rejected: int
+    rejected_by_reason: Mapping[str, int]  # reason category ("no keyframe", "timestamp gap", ...)
+    samples_dropped: int  # samples that belonged to no publishable segment
+    failed: bool

@@ -70,6 +70,24 @@ class RenditionReport:
 
 
 @dataclass(frozen=True, slots=True)
+class DateRange:
+    """`EXT-X-DATERANGE` (highlights, markers). Needs a PDT somewhere in the playlist.
+
+    `client_attributes` are the `X-<NAME>` attributes as (name, value as written): a quoted
+    string keeps its quotes (`'"abc"'`), hexadecimal and decimal values are bare.
+    """
+
+    id: str
+    start_date_ms: int
+    class_name: str | None = None
+    end_date_ms: int | None = None
+    duration_us: int | None = None
+    planned_duration_us: int | None = None
+    end_on_next: bool = False
+    client_attributes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MediaPlaylist:
     """A media playlist. `segments` are the listed segments (after any skipped ones).
 
@@ -90,6 +108,9 @@ class MediaPlaylist:
     preload_hints: tuple[PreloadHint, ...] = ()
     rendition_reports: tuple[RenditionReport, ...] = ()
     endlist: bool = False
+    # EXT-X-PART tags after the last URI line: the segment still being produced (LL-HLS).
+    pending_parts: tuple[PartEntry, ...] = ()
+    date_ranges: tuple[DateRange, ...] = ()
 
     @property
     def last_msn(self) -> int:
@@ -143,3 +164,40 @@ class MultivariantPlaylist:
     version: int = 6
     independent_segments: bool = True
     content_steering: ContentSteering | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedPart:
+    """A part of a published segment, as the packager produced it (kept for LL-HLS listing)."""
+
+    index: int
+    duration_us: int
+    independent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedSegment:
+    """A segment handed to a `RenditionWindow`: stored whole, ready to be listed."""
+
+    msn: int
+    duration_us: int
+    program_date_time_ms: int
+    init_uri: str
+    parts: tuple[PublishedPart, ...] = ()
+    gap: bool = False
+    discontinuity: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Snapshot of a `RenditionWindow` (for metrics and health)."""
+
+    published_segments: int  # segments handed to publish()
+    filled_gaps: int  # missing MSNs the window listed as EXT-X-GAP
+    listed_segments: int
+    listed_duration_us: int
+    media_sequence: int | None  # None until the first publish
+    discontinuity_sequence: int
+    last_msn: int | None
+    retained_segments: int  # removed from the playlist but still available
+    ended: bool

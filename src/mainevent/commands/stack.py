@@ -1,0 +1,174 @@
+"""Assemble and run the platform in one process: origin + pipeline (+ feed simulator).
+
+Used by `mainevent up` and by the end-to-end tests (which run it as a real subprocess).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from mainevent.config import Settings
+from mainevent.media.encode.ffmpeg import FeedSpec, IngestSpec, LadderSpec, RungSpec, find_ffmpeg
+from mainevent.media.encode.pipeline import Pipeline
+from mainevent.media.feed import FeedProcess, grid_start
+from mainevent.media.origin.app import create_app
+from mainevent.media.origin.live import LiveEvent, Metrics, RenditionSpec
+from mainevent.media.store import LocalSegmentStore
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the stack owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (for listeners that cannot bind port 0 themselves)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ladder_spec(settings: Settings) -> LadderSpec:
+    ev = settings.event
+    return LadderSpec(
+        rungs=tuple(RungSpec(r.id, r.width, r.height, r.bitrate_kbps) for r in ev.ladder),
+        audio_id=ev.audio_id,
+        audio_bitrate_kbps=ev.audio_bitrate_kbps,
+        fps=ev.fps,
+        segment_duration_ms=ev.segment_duration_ms,
+        part_target_ms=ev.part_target_ms,
+        preset=settings.encoder.preset,
+        threads=settings.encoder.threads,
+    )
+
+
+def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -> LiveEvent:
+    ev = settings.event
+    specs = [RenditionSpec(r.id, "video", r.bitrate_kbps, r.width, r.height) for r in ev.ladder]
+    specs.append(RenditionSpec(ev.audio_id, "audio", ev.audio_bitrate_kbps))
+    return LiveEvent(
+        event_id=ev.id,
+        renditions=specs,
+        store=store,
+        segment_duration_ms=ev.segment_duration_ms,
+        window_segments=ev.window_segments,
+        fps=ev.fps,
+        metrics=metrics,
+    )
+
+
+@dataclass
+class Stack:
+    """The running platform's parts, for printing URLs and for drills."""
+
+    settings: Settings
+    with_feed: bool = True
+    on_ready: Callable[[Stack], None] | None = None
+    on_listening: Callable[[Stack], None] | None = None
+    base_url: str = ""
+    ingest: IngestSpec | None = None
+    pipeline: Pipeline | None = None
+    feed: FeedProcess | None = None
+    event: LiveEvent | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        ffmpeg = find_ffmpeg(s.encoder.ffmpeg_path)
+        store = LocalSegmentStore(s.origin.data_dir, memory_segments=s.origin.memory_segments)
+        from prometheus_client import CollectorRegistry
+
+        metrics = Metrics(CollectorRegistry())
+        event = live_event(s, store, metrics)
+        restored = event.restore()
+        if restored:
+            log.info("restored %d published segments from %s", restored, s.origin.data_dir)
+        self.event = event
+        ig = s.ingest
+        port = ig.port or free_port(
+            socket.SOCK_DGRAM if ig.protocol == "srt" else socket.SOCK_STREAM, ig.host
+        )
+        self.ingest = IngestSpec(ig.protocol, ig.host, port, ig.stream_key, ig.passphrase)
+        self.pipeline = Pipeline(
+            name="primary",
+            event=event,
+            ffmpeg=ffmpeg,
+            ingest=self.ingest,
+            ladder=ladder_spec(s),
+            stall_timeout_s=s.encoder.stall_timeout_s,
+            input_timeout_s=ig.input_timeout_s,
+            restart_backoff_s=s.encoder.restart_backoff_s,
+        )
+        pipeline = self.pipeline
+
+        def health() -> dict[str, Any]:
+            return {"pipelines": [pipeline.status()]}
+
+        app = create_app({event.event_id: event}, cors_origin=s.origin.cors_origin, health=health)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((s.origin.host, s.origin.port))
+        host, http_port = sock.getsockname()[:2]
+        self.base_url = f"http://{host}:{http_port}"
+        server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                server_task = tg.create_task(server.serve(sockets=[sock]))
+                tasks = [tg.create_task(pipeline.serve())]
+                if self.with_feed:
+                    fs = s.feed
+                    spec = FeedSpec(
+                        url=self.ingest.publish_url,
+                        start_epoch=grid_start(time.time(), fs.fps),
+                        width=fs.width,
+                        height=fs.height,
+                        fps=fs.fps,
+                        bitrate_kbps=fs.bitrate_kbps,
+                        tone_hz=fs.tone_hz,
+                    )
+                    self.feed = FeedProcess(ffmpeg, spec)
+                    tasks.append(tg.create_task(self._feed_when_listening(self.feed)))
+                tasks.append(tg.create_task(self._announce(event)))
+                if self.on_listening is not None:
+                    self.on_listening(self)
+                await self._stop.wait()
+                log.info("stopping")
+                for t in tasks:
+                    t.cancel()
+                server.should_exit = True
+                await server_task
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    async def _feed_when_listening(self, feed: FeedProcess) -> None:
+        # The ingest listener needs a moment to bind before the venue connects.
+        await asyncio.sleep(0.5)
+        await feed.serve()
+
+    async def _announce(self, event: LiveEvent) -> None:
+        await event.ready_event.wait()
+        if self.on_ready is not None:
+            self.on_ready(self)

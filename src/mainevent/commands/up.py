@@ -1,0 +1,142 @@
+"""`mainevent up`: run the platform for a demo event (feed simulator, pipeline, origin)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mainevent.config import ConfigError, load_settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "up", help="run the platform: feed simulator → transcoder → packager → origin"
+    )
+    p.add_argument(
+        "--config", type=Path, help="TOML settings file (then MAINEVENT_* env, then these options)"
+    )
+    p.add_argument("--event", help="event id (default: demo)")
+    p.add_argument("--port", type=int, help="origin HTTP port (0 = any free port)")
+    p.add_argument("--host", help="origin listen address")
+    p.add_argument("--ingest-protocol", choices=["srt", "rtmp"])
+    p.add_argument("--ingest-port", type=int)
+    p.add_argument(
+        "--segment-duration",
+        type=float,
+        metavar="S",
+        help="segment duration in seconds (default 2)",
+    )
+    p.add_argument("--window", type=int, metavar="N", help="segments in the live window")
+    p.add_argument(
+        "--ladder",
+        help="video ladder as ID:WxH:KBPS,... (e.g. v720:1280x720:2500,v360:640x360:700) or 'default' for 1080/720/480/360",
+    )
+    p.add_argument("--preset", help="x264 preset (default veryfast)")
+    p.add_argument("--data-dir", type=Path, help="where segments are written")
+    p.add_argument(
+        "--no-feed",
+        action="store_true",
+        help="do not start the feed simulator (wait for a real venue feed)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def parse_ladder(text: str) -> list[dict[str, Any]]:
+    """`v720:1280x720:2500,...` → rung dicts (validated later by the settings model)."""
+    from mainevent.config import DEFAULT_LADDER
+
+    if text == "default":
+        return [r.model_dump() for r in DEFAULT_LADDER]
+    rungs = []
+    for item in text.split(","):
+        try:
+            rid, size, kbps = item.split(":")
+            w, h = size.lower().split("x")
+            rungs.append({"id": rid, "width": int(w), "height": int(h), "bitrate_kbps": int(kbps)})
+        except ValueError:
+            raise ConfigError(f"--ladder: {item!r} is not ID:WIDTHxHEIGHT:KBPS") from None
+    return rungs
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, dict[str, Any]] = {"event": {}, "origin": {}, "ingest": {}, "encoder": {}}
+    if args.event:
+        o["event"]["id"] = args.event
+    if args.segment_duration is not None:
+        o["event"]["segment_duration_ms"] = round(args.segment_duration * 1000)
+    if args.window is not None:
+        o["event"]["window_segments"] = args.window
+    if args.ladder:
+        o["event"]["ladder"] = parse_ladder(args.ladder)
+    if args.port is not None:
+        o["origin"]["port"] = args.port
+    if args.host:
+        o["origin"]["host"] = args.host
+    if args.data_dir:
+        o["origin"]["data_dir"] = str(args.data_dir)
+    if args.ingest_protocol:
+        o["ingest"]["protocol"] = args.ingest_protocol
+    if args.ingest_port is not None:
+        o["ingest"]["port"] = args.ingest_port
+    if args.preset:
+        o["encoder"]["preset"] = args.preset
+    return {k: v for k, v in o.items() if v}
+
+
+def run(args: argparse.Namespace) -> int:
+    from mainevent.commands.stack import Stack
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(
+            file=args.config, environ=os.environ, overrides=overrides_from_args(args)
+        )
+    except ConfigError as exc:
+        print(f"mainevent up: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(stack: Stack) -> None:
+        ev = settings.event.id
+        base = stack.base_url
+        ingest = stack.ingest
+        lines = [
+            "",
+            f"mainevent is live: event {ev!r}",
+            f"  player      {base}/player/?src=/live/{ev}/master.m3u8",
+            f"  multivariant {base}/live/{ev}/master.m3u8",
+            f"  health      {base}/healthz",
+            f"  metrics     {base}/metrics",
+            f"  ingest      {ingest.publish_url if ingest else '-'}",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+        print(json.dumps({"ready": True, "base_url": base, "event": ev}), flush=True)
+
+    def listening(stack: Stack) -> None:
+        ingest = stack.ingest.publish_url if stack.ingest else None
+        print(
+            json.dumps({"listening": True, "base_url": stack.base_url, "ingest_url": ingest}),
+            flush=True,
+        )
+
+    stack = Stack(
+        settings=settings, with_feed=not args.no_feed, on_ready=ready, on_listening=listening
+    )
+    print(f"starting event {settings.event.id!r}: waiting for the first segments…", flush=True)
+    try:
+        asyncio.run(stack.run())
+    except KeyboardInterrupt:
+        pass
+    return 0

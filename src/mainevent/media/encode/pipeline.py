@@ -1,0 +1,490 @@
+"""One live pipeline: ingest relay → transcoder (one ffmpeg) → packagers → LiveEvent.
+
+Adapter code only: the decisions live in the sans-IO `TsProbe` and `Cutter`. The ingest ffmpeg
+listens for the contribution feed and relays it untouched; its bytes go through `TsProbe` (feed
+health, venue clock) and into the transcoder's stdin. The transcoder is started once the venue
+clock is known, at the next epoch segment boundary T, and is restarted when it crashes, stalls
+or the feed comes back; each run gets a later T, so segment numbers never rewind or repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from mainevent.media.cmaf import (
+    CmafError,
+    Cutter,
+    InitReady,
+    PartReady,
+    SegmentReady,
+    SegmentRejected,
+    StreamFailed,
+)
+from mainevent.media.encode.ffmpeg import (
+    AAC_ENCODER_DELAY,
+    SECONDS_PER_DAY,
+    IngestSpec,
+    LadderSpec,
+    ingest_command,
+    transcode_command,
+)
+from mainevent.media.encode.process import die_with_parent
+from mainevent.media.ingest.ts import PTS_HZ, TsProbe
+from mainevent.media.origin.live import LiveEvent
+from mainevent.media.store import StoreError
+
+log = logging.getLogger(__name__)
+
+# Time from the newest input frame to the first output frame: lets the decoder reach a
+# contribution keyframe (GOP ≤ 1 s) before the transcoder's first frame.
+START_MARGIN_S = 1.2
+INPUT_QUEUE_CHUNKS = 256  # × 64 KiB ≈ 16 MiB of contribution feed
+
+
+def epoch_of_time_of_day(tod: Fraction, now: float) -> Fraction:
+    """The epoch instant with time of day `tod` nearest to `now` (handles midnight)."""
+    base = Fraction(math.floor(now / SECONDS_PER_DAY) * SECONDS_PER_DAY)
+    candidates = (base - SECONDS_PER_DAY + tod, base + tod, base + SECONDS_PER_DAY + tod)
+    return min(candidates, key=lambda c: abs(float(c) - now))
+
+
+def next_boundary(t: Fraction, segment_ms: int) -> Fraction:
+    """The first epoch segment boundary at or after `t`."""
+    d = Fraction(segment_ms, 1000)
+    return Fraction(math.ceil(t / d)) * d
+
+
+@dataclass(slots=True)
+class FeedHealth:
+    """Feed health as the ingest measures it (updated on every chunk, read any time)."""
+
+    connected: bool = False
+    bytes_total: int = 0
+    last_packet_monotonic: float | None = None
+    window: list[tuple[float, int, int]] = field(default_factory=list)  # (t, bytes, frames)
+    last_video_tod: Fraction | None = None
+    last_audio_pts: int | None = None
+    last_video_pts: int | None = None
+    feed_delay_s: float | None = None  # wall clock − venue clock of the newest frame
+    continuity_errors: int = 0
+    sync_losses: int = 0
+    decode_errors: int = 0
+    connects: int = 0
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        recent = [(t, b, f) for t, b, f in self.window if now - t <= 1.0]
+        age = None if self.last_packet_monotonic is None else now - self.last_packet_monotonic
+        drift = None
+        if self.last_audio_pts is not None and self.last_video_pts is not None:
+            drift = round((self.last_audio_pts - self.last_video_pts) / PTS_HZ, 3)
+        return {
+            "connected": self.connected,
+            "bitrate_kbps": round(sum(b for _, b, _ in recent) * 8 / 1000, 1),
+            "fps": sum(f for _, _, f in recent),
+            "since_last_packet_s": None if age is None else round(age, 3),
+            "av_drift_s": drift,
+            "feed_delay_s": None if self.feed_delay_s is None else round(self.feed_delay_s, 3),
+            "continuity_errors": self.continuity_errors,
+            "sync_losses": self.sync_losses,
+            "decode_errors": self.decode_errors,
+            "connects": self.connects,
+        }
+
+
+class _Run:
+    """One transcoder process and the packagers reading its outputs."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, start_epoch: Fraction) -> None:
+        self.proc = proc
+        self.start_epoch = start_epoch
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(INPUT_QUEUE_CHUNKS)
+        self.last_output = time.monotonic()
+        self.started = time.monotonic()
+        self.segments = 0
+        self.failed: str | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def feed(self, chunk: bytes) -> bool:
+        try:
+            self.queue.put_nowait(chunk)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+
+class Pipeline:
+    """Supervises ingest and transcoding for one feed, publishing into a LiveEvent."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        event: LiveEvent,
+        ffmpeg: str,
+        ingest: IngestSpec,
+        ladder: LadderSpec,
+        stall_timeout_s: float = 6.0,
+        input_timeout_s: float = 2.0,
+        restart_backoff_s: float = 0.5,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.event = event
+        self.ffmpeg = ffmpeg
+        self.ingest = ingest
+        self.ladder = ladder
+        self.stall_timeout_s = stall_timeout_s
+        self.input_timeout_s = input_timeout_s
+        self.restart_backoff_s = restart_backoff_s
+        self.wall = wall
+        self.health = FeedHealth()
+        self.run: _Run | None = None
+        self.ingest_proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self.runs = 0
+        self.state = "waiting for feed"
+        self._failures = 0
+        self._next_start_not_before = 0.0
+        self._stopping = False
+
+    # -- public ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Health of this pipeline (feed + transcoder), JSON-able."""
+        now = time.monotonic()
+        run = self.run
+        return {
+            "pipeline": self.name,
+            "state": self.state,
+            "feed": self.health.snapshot(now),
+            "transcoder": None
+            if run is None
+            else {
+                "pid": run.proc.pid,
+                "since_output_s": round(now - run.last_output, 3),
+                "segments": run.segments,
+                "start_epoch": float(run.start_epoch),
+            },
+            "transcoder_runs": self.runs,
+            "transcoder_restarts": self.restarts,
+        }
+
+    async def serve(self) -> None:
+        """Run until cancelled; cleans up every child process on the way out."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._ingest_loop())
+                tg.create_task(self._watchdog())
+        finally:
+            self._stopping = True
+            await self._stop_run(kill=True)
+            await _terminate(self.ingest_proc)
+
+    def _count_input_error(self, line: str) -> None:
+        # The transcoder only logs at error level: each line is a decode/demux complaint
+        # about the contribution feed (corrupt input), which feed health reports.
+        self.health.decode_errors += 1
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    async def _ingest_loop(self) -> None:
+        cmd = ingest_command(self.ffmpeg, self.ingest)
+        while True:
+            self.state = "waiting for feed"
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+            self.ingest_proc = proc
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            stderr_task = asyncio.create_task(_log_stream(proc.stderr, f"{self.name} ingest"))
+            probe = TsProbe()
+            try:
+                await self._relay(proc.stdout, probe)
+            finally:
+                self.health.connected = False
+                await _terminate(proc)
+                stderr_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stderr_task
+            log.info("%s: feed ended or lost; transcoder input closed", self.name)
+            await self._end_run_input()
+            await asyncio.sleep(0.05)
+
+    async def _relay(self, stdout: asyncio.StreamReader, probe: TsProbe) -> None:
+        h = self.health
+        first = True
+        while True:
+            try:
+                chunk = await asyncio.wait_for(
+                    stdout.read(65536), self.input_timeout_s if not first else None
+                )
+            except TimeoutError:
+                log.warning(
+                    "%s: no contribution data for %.1f s: feed lost",
+                    self.name,
+                    self.input_timeout_s,
+                )
+                return
+            if not chunk:
+                return
+            now = time.monotonic()
+            if first:
+                first = False
+                h.connected = True
+                h.connects += 1
+                self.state = "feed connected"
+                log.info("%s: feed connected", self.name)
+            events = probe.push(chunk)
+            frames = 0
+            for ev in events:
+                if ev.kind == "video":
+                    frames += 1
+                    if (
+                        h.last_video_pts is not None
+                        and ev.pts < h.last_video_pts - 12 * 3600 * PTS_HZ
+                    ):
+                        # Venue clock passed midnight: PTS went back a day; start a new run.
+                        log.info(
+                            "%s: venue clock wrapped at midnight; restarting transcoder", self.name
+                        )
+                        await self._stop_run(kill=True)
+                    h.last_video_pts = ev.pts
+                    h.last_video_tod = Fraction(ev.pts, PTS_HZ)
+                else:
+                    h.last_audio_pts = ev.pts
+            stats = probe.statistics()
+            h.continuity_errors, h.sync_losses = stats.continuity_errors, stats.sync_losses
+            h.bytes_total += len(chunk)
+            h.last_packet_monotonic = now
+            h.window.append((now, len(chunk), frames))
+            if len(h.window) > 512 or (h.window and now - h.window[0][0] > 2.0):
+                h.window = [w for w in h.window if now - w[0] <= 1.0]
+            if h.last_video_tod is not None:
+                wall = self.wall()
+                h.feed_delay_s = float(
+                    Fraction(wall) - epoch_of_time_of_day(h.last_video_tod, wall)
+                )
+            run = self.run
+            if run is None and h.last_video_tod is not None and now >= self._next_start_not_before:
+                run = await self._start_run()
+            if run is not None and not run.feed(chunk):
+                log.warning(
+                    "%s: transcoder input queue full: transcoder is not keeping up", self.name
+                )
+                run.failed = run.failed or "input queue full"
+
+    # -- transcoder -----------------------------------------------------------------------
+
+    async def _start_run(self) -> _Run:
+        tod = self.health.last_video_tod
+        assert tod is not None
+        wall = self.wall()
+        newest = epoch_of_time_of_day(tod, wall)
+        seg_ms = self.ladder.segment_duration_ms
+        start = next_boundary(newest + Fraction(START_MARGIN_S).limit_denominator(1000), seg_ms)
+        floor_msn = self.event.next_msn_floor()
+        d = Fraction(seg_ms, 1000)
+        if start / d < floor_msn:
+            start = floor_msn * d
+        ids = [r.id for r in self.ladder.rungs] + [self.ladder.audio_id]
+        pipes = {rid: os.pipe() for rid in ids}
+        outputs = {rid: w for rid, (_, w) in pipes.items()}
+        cmd = transcode_command(self.ffmpeg, self.ladder, start % SECONDS_PER_DAY, outputs)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=tuple(outputs.values()),
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            for w in outputs.values():
+                os.close(w)
+        run = _Run(proc, start)
+        self.run = run
+        self.runs += 1
+        self.state = "transcoding"
+        origin_ms = int(start * 1000)
+        min_msn = int(start / d)
+        log.info(
+            "%s: transcoder run %d (pid %d) starts at epoch %.3f, msn %d",
+            self.name,
+            self.runs,
+            proc.pid,
+            float(start),
+            min_msn,
+        )
+        assert proc.stdin is not None
+        assert proc.stderr is not None
+        run.tasks.append(asyncio.create_task(self._writer(run, proc.stdin)))
+        run.tasks.append(
+            asyncio.create_task(
+                _log_stream(proc.stderr, f"{self.name} transcoder", self._count_input_error)
+            )
+        )
+        for rid, (r, _) in pipes.items():
+            delay = AAC_ENCODER_DELAY if rid == self.ladder.audio_id else Fraction(0)
+            cutter = Cutter(
+                rendition=rid,
+                segment_duration_ms=seg_ms,
+                part_target_ms=self.ladder.part_target_ms,
+                origin_epoch_ms=origin_ms,
+                encoder_delay=delay,
+                min_msn=min_msn,
+            )
+            run.tasks.append(asyncio.create_task(self._package(run, rid, r, cutter)))
+        return run
+
+    async def _writer(self, run: _Run, stdin: asyncio.StreamWriter) -> None:
+        try:
+            while (chunk := await run.queue.get()) is not None:
+                stdin.write(chunk)
+                await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+                stdin.close()
+
+    async def _package(self, run: _Run, rendition: str, fd: int, cutter: Cutter) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        )
+        try:
+            while True:
+                data = await reader.read(1 << 16)
+                try:
+                    events = cutter.push(data) if data else cutter.finish()
+                except CmafError as exc:
+                    # e.g. an init we cannot package: this run's output is unusable.
+                    events = [StreamFailed(f"{type(exc).__name__}: {exc}")]
+                run.last_output = time.monotonic()
+                for ev in events:
+                    try:
+                        await self._handle(run, rendition, ev)
+                    except StoreError as exc:
+                        # Not stored whole → not published; the next segment may succeed.
+                        msn = ev.segment.msn if isinstance(ev, SegmentReady) else -1
+                        self.event.on_rejected(rendition, msn, f"store: {exc}")
+                if not data:
+                    return
+        finally:
+            transport.close()
+
+    async def _handle(self, run: _Run, rendition: str, ev: object) -> None:
+        if isinstance(ev, InitReady):
+            await self.event.on_init(rendition, ev.init)
+        elif isinstance(ev, PartReady):
+            self.event.on_part(rendition, ev.part)
+        elif isinstance(ev, SegmentReady):
+            await self.event.on_segment(rendition, ev.segment)
+            run.segments += 1
+            self._failures = 0
+        elif isinstance(ev, SegmentRejected):
+            self.event.on_rejected(rendition, ev.msn, ev.reason)
+        elif isinstance(ev, StreamFailed):
+            log.error("%s: %s output unusable: %s", self.name, rendition, ev.reason)
+            run.failed = run.failed or f"{rendition}: {ev.reason}"
+
+    async def _end_run_input(self) -> None:
+        """The feed is gone: let the transcoder flush what it has, then reap it."""
+        run = self.run
+        if run is None:
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            run.queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(run.proc.wait(), 5.0)
+        except TimeoutError:
+            pass
+        await self._stop_run(kill=True)
+
+    async def _stop_run(self, *, kill: bool) -> None:
+        run, self.run = self.run, None
+        if run is None:
+            return
+        if run.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                run.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.proc.wait(), 5.0)
+        # Let packagers drain what the pipes still hold (finish() rejects the partial segment).
+        pending = [t for t in run.tasks if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=3.0)
+            for t in still:
+                t.cancel()
+            for t in still:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            run = self.run
+            if run is None:
+                continue
+            now = time.monotonic()
+            reason = None
+            if run.proc.returncode is not None:
+                reason = f"transcoder exited with code {run.proc.returncode}"
+            elif run.failed:
+                reason = run.failed
+            elif now - run.last_output > self.stall_timeout_s and self.health.connected:
+                reason = f"transcoder produced nothing for {now - run.last_output:.1f} s (stalled)"
+            if reason is None:
+                continue
+            if not self.health.connected and run.proc.returncode is not None:
+                continue  # feed ended; the ingest loop reaps this run
+            log.error("%s: %s; restarting", self.name, reason)
+            self.state = f"restarting: {reason}"
+            await self._stop_run(kill=True)
+            self.restarts += 1
+            self._failures += 1
+            backoff = min(8.0, self.restart_backoff_s * (2 ** max(0, self._failures - 1)))
+            self._next_start_not_before = time.monotonic() + backoff
+
+
+async def _terminate(proc: asyncio.subprocess.Process | None) -> None:
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 3.0)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+async def _log_stream(
+    stream: asyncio.StreamReader, what: str, on_line: Callable[[str], None] | None = None
+) -> None:
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            log.warning("%s: %s", what, text)
+            if on_line is not None:
+                on_line(text)

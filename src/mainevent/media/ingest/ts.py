@@ -1,0 +1,165 @@
+"""Sans-IO MPEG-TS probe: follows PAT/PMT, reads PES timestamps, counts what a feed carries.
+
+The ingest relays the contribution feed untouched to the transcoder and feeds the same bytes
+here to learn the venue clock (the time of day in the PTS), frame rate, bitrate, audio/video
+drift and corruption (lost sync, continuity errors), without decoding anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PACKET = 188
+SYNC = 0x47
+PTS_HZ = 90_000
+_VIDEO_TYPES = {0x1B: "h264", 0x24: "hevc", 0x02: "mpeg2"}
+_AUDIO_TYPES = {0x0F: "aac", 0x03: "mp3", 0x04: "mp3", 0x81: "ac3"}
+
+
+@dataclass(frozen=True, slots=True)
+class PesStart:
+    """A PES packet began on an elementary stream (one video frame / audio frame group)."""
+
+    kind: str  # "video" | "audio"
+    pts: int  # 90 kHz ticks (time of day on a venue clock)
+
+
+@dataclass(slots=True)
+class TsStatistics:
+    """Running counters (a snapshot is taken with `TsProbe.statistics()`)."""
+
+    packets: int = 0
+    bytes: int = 0
+    sync_losses: int = 0
+    continuity_errors: int = 0
+    video_frames: int = 0
+    audio_pes: int = 0
+    first_video_pts: int | None = None
+    last_video_pts: int | None = None
+    last_audio_pts: int | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+
+
+@dataclass(slots=True)
+class _Pid:
+    kind: str
+    cc: int = -1
+
+
+@dataclass(slots=True)
+class TsProbe:
+    """Feed bytes in with `push`; returns the PES starts seen, keeps counters."""
+
+    _buf: bytearray = field(default_factory=bytearray)
+    _pmt_pids: set[int] = field(default_factory=set)
+    _streams: dict[int, _Pid] = field(default_factory=dict)
+    _stats: TsStatistics = field(default_factory=TsStatistics)
+
+    def push(self, data: bytes) -> list[PesStart]:
+        """Consume bytes (any chunking); returns the PES starts they completed."""
+        buf = self._buf
+        buf += data
+        out: list[PesStart] = []
+        i = 0
+        n = len(buf)
+        while n - i >= PACKET:
+            if buf[i] != SYNC:
+                # Lost sync: skip to the next byte that starts two consecutive packets.
+                self._stats.sync_losses += 1
+                j = i + 1
+                while j + PACKET < n and not (buf[j] == SYNC and buf[j + PACKET] == SYNC):
+                    j += 1
+                if j + PACKET >= n:
+                    i = j
+                    break
+                i = j
+                continue
+            self._packet(memoryview(buf)[i : i + PACKET], out)
+            i += PACKET
+        del buf[:i]
+        return out
+
+    def statistics(self) -> TsStatistics:
+        """A copy of the counters."""
+        s = self._stats
+        return TsStatistics(**{f: getattr(s, f) for f in s.__dataclass_fields__})
+
+    def _packet(self, pkt: memoryview, out: list[PesStart]) -> None:
+        st = self._stats
+        st.packets += 1
+        st.bytes += PACKET
+        pusi = bool(pkt[1] & 0x40)
+        pid = ((pkt[1] & 0x1F) << 8) | pkt[2]
+        afc = (pkt[3] >> 4) & 0x3
+        cc = pkt[3] & 0x0F
+        off = 4
+        if afc & 0x2:
+            off += 1 + pkt[4]
+        if not afc & 0x1 or off >= PACKET:
+            return
+        payload = pkt[off:]
+        if pid == 0:
+            if pusi:
+                self._pat(payload)
+            return
+        if pid in self._pmt_pids:
+            if pusi:
+                self._pmt(payload)
+            return
+        stream = self._streams.get(pid)
+        if stream is None:
+            return
+        if stream.cc >= 0 and cc != (stream.cc + 1) & 0x0F and cc != stream.cc:
+            st.continuity_errors += 1
+        stream.cc = cc
+        if pusi and len(payload) >= 14 and payload[0] == 0 and payload[1] == 0 and payload[2] == 1:
+            if payload[7] & 0x80:
+                p = payload[9:14]
+                pts = (
+                    ((p[0] >> 1) & 0x07) << 30
+                    | p[1] << 22
+                    | (p[2] >> 1) << 15
+                    | p[3] << 7
+                    | p[4] >> 1
+                )
+                out.append(PesStart(stream.kind, pts))
+                if stream.kind == "video":
+                    st.video_frames += 1
+                    if st.first_video_pts is None:
+                        st.first_video_pts = pts
+                    st.last_video_pts = pts
+                else:
+                    st.audio_pes += 1
+                    st.last_audio_pts = pts
+
+    def _pat(self, payload: memoryview) -> None:
+        sec = payload[1 + payload[0] :]
+        if len(sec) < 8 or sec[0] != 0x00:
+            return
+        length = ((sec[1] & 0x0F) << 8) | sec[2]
+        body = sec[8 : 3 + length - 4]
+        for k in range(0, len(body) - 3, 4):
+            program = (body[k] << 8) | body[k + 1]
+            if program != 0:
+                self._pmt_pids.add(((body[k + 2] & 0x1F) << 8) | body[k + 3])
+
+    def _pmt(self, payload: memoryview) -> None:
+        sec = payload[1 + payload[0] :]
+        if len(sec) < 12 or sec[0] != 0x02:
+            return
+        length = ((sec[1] & 0x0F) << 8) | sec[2]
+        info_len = ((sec[10] & 0x0F) << 8) | sec[11]
+        k = 12 + info_len
+        end = min(3 + length - 4, len(sec))
+        while k + 5 <= end:
+            stype = sec[k]
+            pid = ((sec[k + 1] & 0x1F) << 8) | sec[k + 2]
+            es_len = ((sec[k + 3] & 0x0F) << 8) | sec[k + 4]
+            if stype in _VIDEO_TYPES and pid not in self._streams:
+                self._streams[pid] = _Pid("video")
+                self._stats.video_codec = _VIDEO_TYPES[stype]
+            elif stype in _AUDIO_TYPES and pid not in self._streams:
+                self._streams[pid] = _Pid("audio")
+                self._stats.audio_codec = _AUDIO_TYPES[stype]
+            k += 5 + es_len

@@ -1,0 +1,470 @@
+"""The headless player's HTTP adapter: plays one HLS stream with httpx, like hls.js would.
+
+It fetches the multivariant playlist, the chosen video rendition and the audio rendition,
+reloads media playlists on the RFC 8216bis schedule, downloads init sections and segments
+(sequentially per track, the tracks in parallel), lets the ABR core pick renditions, retries
+failures with backoff and fails over to the next base URL. Decisions live in the sans-IO cores
+(`abr`, `model`, `timeline`); this module supplies time and bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from mainevent.media.manifest import parse_media_playlist, parse_multivariant_playlist
+from mainevent.media.manifest.errors import ManifestError
+from mainevent.media.manifest.model import MediaRendition, MultivariantPlaylist, Variant
+from mainevent.player.abr import AbrConfig, AbrController
+from mainevent.player.model import (
+    PlaybackConfig,
+    PlaybackEvent,
+    PlaybackModel,
+    PlaybackStarted,
+    StallEnded,
+    StallStarted,
+)
+from mainevent.player.report import LatencySummary, PlaybackReport, RenditionSwitch
+from mainevent.player.timeline import SegmentRef, SegmentTimeline, TimelineAnchor
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerConfig:
+    """Behaviour of the headless player beyond ABR and playback thresholds."""
+
+    abr: AbrConfig = field(default_factory=AbrConfig)
+    playback: PlaybackConfig = field(default_factory=PlaybackConfig)
+    tick_s: float = 0.25
+    """How often the playhead is advanced and live latency sampled."""
+    startup_timeout_s: float = 30.0
+    """Give up (fatal) if playback has not started this long after the play request."""
+    max_buffer_s: float = 30.0
+    """Stop fetching ahead of the playhead beyond this much media (hls.js maxBufferLength)."""
+    retry_base_s: float = 0.5
+    """First retry delay; doubles per failed attempt of the same request..."""
+    retry_max_s: float = 4.0
+    """...up to this."""
+    failover_after: int = 3
+    """Failed attempts of one request after which the next base URL is tried."""
+    fatal_after: int = 10
+    """Failed attempts of one request after which the session ends with a fatal error."""
+    request_timeout_s: float = 10.0
+    """Timeout of each request when `play()` creates its own client."""
+
+    def __post_init__(self) -> None:
+        if self.tick_s <= 0 or self.startup_timeout_s <= 0 or self.max_buffer_s <= 0:
+            raise ValueError("tick, startup timeout and max buffer must be positive")
+        if not 1 <= self.failover_after <= self.fatal_after:
+            raise ValueError("need 1 <= failover_after <= fatal_after")
+
+
+async def play(
+    url: str,
+    *,
+    duration_s: float,
+    client: httpx.AsyncClient | None = None,
+    fallback_urls: Sequence[str] = (),
+    clock: Clock = time.time,
+    sleep: Sleep = asyncio.sleep,
+    config: PlayerConfig | None = None,
+) -> PlaybackReport:
+    """Play the HLS stream at `url` for `duration_s` seconds after playback starts.
+
+    `fallback_urls` are tried in turn (wrapping around) after repeated failures: each is
+    another multivariant playlist URL, or a bare origin (`http://edge-b:8080`) to which the
+    path of `url` is appended. `clock` returns epoch seconds (latency is measured against the
+    PDT in the playlists); `sleep` waits that clock's seconds. Never raises for stream
+    problems: they end up in the report (`fatal`, `http_errors`).
+    """
+    if duration_s < 0:
+        raise ValueError("duration_s must not be negative")
+    cfg = config or PlayerConfig()
+    urls = [url, *(_fallback_url(url, f) for f in fallback_urls)]
+    if client is None:
+        async with httpx.AsyncClient(timeout=cfg.request_timeout_s, follow_redirects=True) as own:
+            return await _Session(urls, duration_s, own, clock, sleep, cfg).run()
+    return await _Session(urls, duration_s, client, clock, sleep, cfg).run()
+
+
+def _fallback_url(primary: str, fallback: str) -> str:
+    parts = urlsplit(fallback)
+    if parts.path in ("", "/") and not parts.query:
+        main = urlsplit(primary)
+        return urlunsplit((parts.scheme, parts.netloc, main.path, main.query, ""))
+    return fallback
+
+
+class _FatalError(Exception):
+    """Playback cannot continue; the message goes into the report."""
+
+
+class _BadResponseError(Exception):
+    """A 2xx response whose body is not what was asked for (e.g. not a playlist)."""
+
+
+@dataclass(slots=True)
+class _Track:
+    """One loaded rendition: "main" (video, ABR-switched) or "audio"."""
+
+    name: str
+    uri: str
+    label: str
+    timeline: SegmentTimeline
+    level: int | None = None
+    text: str | None = None
+    next_reload_at: float = 0.0
+    inits: set[tuple[str, str]] = field(default_factory=set)
+
+
+class _Session:
+    def __init__(
+        self,
+        urls: list[str],
+        duration_s: float,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        sleep: Sleep,
+        config: PlayerConfig,
+    ) -> None:
+        self._urls = urls
+        self._base = 0
+        self._duration_s = duration_s
+        self._client = client
+        self._clock = clock
+        self._sleep = sleep
+        self._cfg = config
+        self._requested_at = 0.0
+        self._anchor = TimelineAnchor()
+        self._variants: tuple[Variant, ...] = ()
+        self._abr: AbrController | None = None
+        self._model: PlaybackModel | None = None
+        self._tracks: list[_Track] = []
+        self._latencies: list[float] = []
+        self._switches: list[RenditionSwitch] = []
+        self._errors: Counter[str] = Counter()
+        self._segments = 0
+        self._playlists = 0
+        self._bytes = 0
+        self._failovers = 0
+        self._resyncs = 0
+        self._fatal: str | None = None
+
+    # -- session ---------------------------------------------------------------------------
+
+    async def run(self) -> PlaybackReport:
+        self._requested_at = self._clock()
+        try:
+            await self._start()
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._run_track(t)) for t in self._tracks]
+                await self._run_clock()
+                for task in tasks:
+                    task.cancel()
+        except* _FatalError as group:
+            self._fatal = str(group.exceptions[0])
+            log.info("playback of %s failed: %s", self._urls[0], self._fatal)
+        if self._model is not None:
+            self._on_events(self._model.advance(self._clock()))
+        return self._report()
+
+    async def _start(self) -> None:
+        response = await self._get("multivariant playlist", lambda: self._urls[self._base])
+        variants, audio = _select_renditions(response.text)
+        self._variants = variants
+        self._abr = AbrController([v.bandwidth for v in variants], self._cfg.abr)
+        level = self._abr.decide(0.0, 0.0)
+        main = _Track("main", variants[level].uri, self._label(variants[level]), self._timeline())
+        main.level = level
+        self._tracks = [main]
+        if audio is not None and audio.uri is not None:
+            self._tracks.append(_Track("audio", audio.uri, audio.name, self._timeline()))
+        self._switches.append(RenditionSwitch(self._clock() - self._requested_at, main.label))
+        async with asyncio.TaskGroup() as tg:
+            for track in self._tracks:
+                tg.create_task(self._reload(track))
+        start = main.timeline.start_position_us()
+        while start is None:  # a live stream that has not published its first segment yet
+            self._check_startup_deadline()
+            await self._sleep(max(0.0, main.next_reload_at - self._clock()))
+            await self._reload(main)
+            start = main.timeline.start_position_us()
+        self._model = PlaybackModel(
+            [t.name for t in self._tracks], start, self._requested_at, self._cfg.playback
+        )
+
+    def _label(self, variant: Variant) -> str:
+        if not variant.uri:  # a media playlist was given directly: name it after its URL
+            return _label(Variant(uri=urlsplit(self._urls[0]).path, bandwidth=0))
+        return _label(variant)
+
+    def _timeline(self) -> SegmentTimeline:
+        return SegmentTimeline(self._anchor)
+
+    async def _run_clock(self) -> None:
+        """Advance the playhead, sample latency, and decide when the session is over."""
+        model = self._require_model()
+        while True:
+            now = self._clock()
+            self._on_events(model.advance(now))
+            if model.state == "ended":
+                return
+            stats = model.statistics()
+            if stats.startup_s is not None:
+                if stats.latency_s is not None:
+                    self._latencies.append(stats.latency_s)
+                remaining = self._duration_s - (now - self._requested_at - stats.startup_s)
+                if remaining <= 0:
+                    return
+                await self._sleep(min(self._cfg.tick_s, remaining))
+            else:
+                self._check_startup_deadline()
+                await self._sleep(self._cfg.tick_s)
+
+    def _check_startup_deadline(self) -> None:
+        waited = self._clock() - self._requested_at
+        if waited > self._cfg.startup_timeout_s:
+            raise _FatalError(f"playback did not start within {self._cfg.startup_timeout_s:g} s")
+
+    def _on_events(self, events: list[PlaybackEvent]) -> None:
+        for event in events:
+            if isinstance(event, PlaybackStarted):
+                log.info("playback started after %.3f s", event.startup_s)
+            elif isinstance(event, StallStarted):
+                log.info("stalled at position %d us", event.position_us)
+            elif isinstance(event, StallEnded):
+                log.info("resumed after a %.3f s stall", event.duration_s)
+
+    def _require_model(self) -> PlaybackModel:
+        if self._model is None:
+            raise RuntimeError("playback model used before the first media playlist was loaded")
+        return self._model
+
+    # -- tracks ----------------------------------------------------------------------------
+
+    async def _run_track(self, track: _Track) -> None:
+        model = self._require_model()
+        max_buffer_us = round(self._cfg.max_buffer_s * 1_000_000)
+        while True:
+            if track.name == "main":
+                await self._adapt(track)
+            position = model.fetch_position_us(track.name)
+            if track.timeline.is_behind_window(position):
+                self._resync(track)
+                continue
+            ref = track.timeline.locate(position)
+            if ref is not None:
+                excess_us = model.buffer_ahead_us(track.name) - max_buffer_us
+                if excess_us > 0:
+                    await self._sleep(excess_us / 1_000_000)
+                    continue
+                await self._fetch_segment(track, ref)
+                if self._clock() >= track.next_reload_at and not self._ended(track):
+                    await self._reload(track)
+                continue
+            if self._ended(track):
+                self._on_events(model.complete(track.name, self._clock()))
+                return
+            await self._sleep(max(0.0, track.next_reload_at - self._clock()))
+            await self._reload(track)
+
+    @staticmethod
+    def _ended(track: _Track) -> bool:
+        playlist = track.timeline.playlist
+        return playlist is not None and playlist.endlist
+
+    async def _adapt(self, track: _Track) -> None:
+        """Let the ABR core choose the rendition of the next segment; switch if it changed."""
+        model = self._require_model()
+        abr = self._abr
+        if abr is None:
+            return
+        segment_s = track.timeline.target_duration_us / 1_000_000
+        level = abr.decide(model.buffer_ahead_us(track.name) / 1_000_000, segment_s)
+        if level == track.level:
+            return
+        variant = self._variants[level]
+        log.info("switching from %s to %s", track.label, self._label(variant))
+        track.level = level
+        track.uri = variant.uri
+        track.label = self._label(variant)
+        track.timeline = track.timeline.for_switch()
+        track.text = None
+        self._switches.append(RenditionSwitch(self._clock() - self._requested_at, track.label))
+        await self._reload(track)
+
+    def _resync(self, track: _Track) -> None:
+        """The playhead fell out of the live window: jump back to hold-back behind the edge."""
+        target = track.timeline.start_position_us()
+        if target is None:
+            return
+        self._resyncs += 1
+        log.info("fell behind the live window; jumping to %d us", target)
+        self._on_events(self._require_model().seek(target, self._clock()))
+
+    async def _reload(self, track: _Track) -> None:
+        """Reload the track's media playlist and schedule the next reload (RFC 8216bis 6.3.4)."""
+        attempt = 0
+        while True:
+            response, took_s = await self._get_timed(
+                f"{track.label} playlist", lambda: self._media_url(track)
+            )
+            started = self._clock() - took_s
+            try:
+                playlist = parse_media_playlist(response.text)
+            except ManifestError as exc:
+                attempt += 1
+                await self._failed("invalid-playlist", f"{track.label} playlist: {exc}", attempt)
+                continue
+            break
+        self._playlists += 1
+        changed = response.text != track.text
+        track.text = response.text
+        track.timeline.update(playlist)
+        if changed and playlist.segments:
+            wait_s = playlist.segments[-1].duration_us / 1_000_000
+        else:
+            wait_s = playlist.target_duration_s / 2
+        track.next_reload_at = started + wait_s
+
+    async def _fetch_segment(self, track: _Track, ref: SegmentRef) -> None:
+        model = self._require_model()
+        if ref.gap:  # nothing to download; the gap plays as silence/black (or is skipped)
+            self._on_events(
+                model.append(track.name, ref.start_us, ref.duration_us, self._clock(), ref.pdt_ms)
+            )
+            return
+        if ref.map_uri is not None and (track.uri, ref.map_uri) not in track.inits:
+            map_uri = ref.map_uri
+            await self._get(f"{track.label} init", lambda: urljoin(self._media_url(track), map_uri))
+            track.inits.add((track.uri, map_uri))
+        response, took_s = await self._get_timed(
+            f"{track.label} segment {ref.msn}", lambda: urljoin(self._media_url(track), ref.uri)
+        )
+        if track.name == "main" and self._abr is not None:
+            self._abr.sample(took_s, len(response.content))
+        self._segments += 1
+        self._on_events(
+            model.append(track.name, ref.start_us, ref.duration_us, self._clock(), ref.pdt_ms)
+        )
+
+    def _media_url(self, track: _Track) -> str:
+        return urljoin(self._urls[self._base], track.uri)
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _get(self, what: str, url_of: Callable[[], str]) -> httpx.Response:
+        """GET with retries, backoff and failover; `url_of` resolves against the current base."""
+        response, _took_s = await self._get_timed(what, url_of)
+        return response
+
+    async def _get_timed(
+        self, what: str, url_of: Callable[[], str]
+    ) -> tuple[httpx.Response, float]:
+        """`_get`, also returning how long the successful attempt took (request to last byte)."""
+        attempt = 0
+        while True:
+            base = self._base
+            url = url_of()
+            started = self._clock()
+            try:
+                response = await self._client.get(url)
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            else:
+                if 200 <= response.status_code < 300:
+                    self._bytes += len(response.content)
+                    return response, self._clock() - started
+                key = str(response.status_code)
+            attempt += 1
+            await self._failed(key, f"{what} ({url}): {key}", attempt, base)
+
+    async def _failed(self, key: str, detail: str, attempt: int, base: int | None = None) -> None:
+        """Count a failed attempt; fail over, give up or back off."""
+        self._errors[key] += 1
+        log.debug("attempt %d failed: %s", attempt, detail)
+        if attempt >= self._cfg.fatal_after:
+            raise _FatalError(f"{detail}, {attempt} attempts failed")
+        if attempt % self._cfg.failover_after == 0 and len(self._urls) > 1:
+            if base is None or base == self._base:  # not already moved on by another track
+                self._base = (self._base + 1) % len(self._urls)
+                self._failovers += 1
+                log.warning("failing over to %s after: %s", self._urls[self._base], detail)
+            return  # retry at once on the next base
+        delay = min(self._cfg.retry_max_s, self._cfg.retry_base_s * 2 ** max(0, attempt - 1))
+        await self._sleep(delay)
+
+    # -- report ----------------------------------------------------------------------------
+
+    def _report(self) -> PlaybackReport:
+        stats = self._model.statistics() if self._model is not None else None
+        return PlaybackReport(
+            url=self._urls[0],
+            startup_s=stats.startup_s if stats else None,
+            played_s=stats.played_s if stats else 0.0,
+            stalls=stats.stalls if stats else 0,
+            stall_time_s=stats.stall_time_s if stats else 0.0,
+            latency=LatencySummary.of(self._latencies),
+            renditions=tuple(self._switches),
+            segments_fetched=self._segments,
+            playlists_fetched=self._playlists,
+            bytes_fetched=self._bytes,
+            http_errors=dict(sorted(self._errors.items())),
+            failovers=self._failovers,
+            final_url=self._urls[self._base],
+            resyncs=self._resyncs,
+            fatal=self._fatal,
+        )
+
+
+def _select_renditions(text: str) -> tuple[tuple[Variant, ...], MediaRendition | None]:
+    """Variants in ascending bandwidth (one pathway) and the audio rendition to load."""
+    if "#EXT-X-STREAM-INF" not in text:
+        if "#EXTINF" in text or "#EXT-X-TARGETDURATION" in text:
+            # A media playlist given directly: one rendition, the URL itself.
+            return (Variant(uri="", bandwidth=0),), None
+        raise _FatalError("not an HLS playlist (no #EXT-X-STREAM-INF or #EXTINF)")
+    try:
+        multivariant = parse_multivariant_playlist(text)
+    except ManifestError as exc:
+        raise _FatalError(f"invalid multivariant playlist: {exc}") from exc
+    variants = _one_pathway(multivariant)
+    if not variants:
+        raise _FatalError("multivariant playlist lists no variants")
+    ordered = tuple(sorted(variants, key=lambda v: v.bandwidth))
+    group = next((v.audio for v in ordered if v.audio), None)
+    audio = [m for m in multivariant.media if m.type == "AUDIO" and m.group_id == group and m.uri]
+    chosen = next((m for m in audio if m.default), audio[0] if audio else None)
+    return ordered, chosen
+
+
+def _one_pathway(multivariant: MultivariantPlaylist) -> list[Variant]:
+    """With content steering, the variants of the initial pathway (no steering client yet)."""
+    pathways = [v.pathway_id for v in multivariant.variants if v.pathway_id]
+    if not pathways:
+        return list(multivariant.variants)
+    steering = multivariant.content_steering
+    wanted = steering.pathway_id if steering and steering.pathway_id else pathways[0]
+    return [v for v in multivariant.variants if (v.pathway_id or wanted) == wanted]
+
+
+def _label(variant: Variant) -> str:
+    """Rendition name for reports: `v720` for `v720/index.m3u8`, `low` for `low.m3u8`."""
+    path = urlsplit(variant.uri).path.rstrip("/")
+    if not path:
+        return "main"
+    head, _, tail = path.rpartition("/")
+    if tail in ("index.m3u8", "playlist.m3u8", "prog_index.m3u8") and head:
+        return head.rpartition("/")[2]
+    return tail.removesuffix(".m3u8")

@@ -1,0 +1,183 @@
+"""Run the real platform (`mainevent up`) as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+# A light ladder so two cores can run feed + transcoder + tests + browser together.
+TEST_LADDER = "v360:640x360:600,v180:320x180:200"
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of every live descendant of `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class RunningStack:
+    proc: subprocess.Popen[str]
+    base_url: str
+    event: str
+    data_dir: Path
+    ingest_url: str
+    ready_event: threading.Event
+    reader: threading.Thread | None = None
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=4000))
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until every rendition has published (the `ready` line)."""
+        if not self.ready_event.wait(timeout):
+            raise AssertionError("stack not ready:\n" + "\n".join(self.log))
+
+    @property
+    def master_url(self) -> str:
+        return f"{self.base_url}/live/{self.event}/master.m3u8"
+
+    def health(self) -> dict[str, object]:
+        r = httpx.get(f"{self.base_url}/healthz", timeout=5)
+        r.raise_for_status()
+        result: dict[str, object] = r.json()
+        return result
+
+    def pipeline_status(self) -> dict[str, object]:
+        pipelines = self.health()["pipelines"]
+        assert isinstance(pipelines, list)
+        status: dict[str, object] = pipelines[0]
+        return status
+
+    def transcoder_pid(self) -> int | None:
+        t = self.pipeline_status().get("transcoder")
+        return int(t["pid"]) if isinstance(t, dict) else None
+
+    def stop(self) -> set[int]:
+        """SIGINT like Ctrl-C; returns descendants still alive afterwards (should be none)."""
+        kids = descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.reader is not None:
+            self.reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(p) for p in kids):
+            time.sleep(0.1)
+        return {p for p in kids if alive(p)}
+
+
+def start_stack(
+    data_dir: Path,
+    *,
+    ladder: str = TEST_LADDER,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    wait_ready: bool = True,
+) -> RunningStack:
+    """Start `mainevent up` on free ports and wait until its first segments are published."""
+    environ = dict(os.environ)
+    environ.update(
+        {
+            "MAINEVENT_FEED__WIDTH": "640",
+            "MAINEVENT_FEED__HEIGHT": "360",
+            "MAINEVENT_FEED__BITRATE_KBPS": "1500",
+        }
+    )
+    environ.update(env or {})
+    cmd = [
+        sys.executable,
+        "-m",
+        "mainevent.cli",
+        "up",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--ladder",
+        ladder,
+        "--preset",
+        "ultrafast",
+        *extra_args,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ
+    )
+    log: deque[str] = deque(maxlen=4000)
+    info: dict[str, str] = {}
+    listening = threading.Event()
+    ready = threading.Event()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.append(line.rstrip())
+            if line.startswith("{"):
+                msg = json.loads(line)
+                info.update(msg)
+                if msg.get("listening"):
+                    listening.set()
+                if msg.get("ready"):
+                    ready.set()
+        listening.set()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    if not listening.wait(30) or "base_url" not in info:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("mainevent up did not start:\n" + "\n".join(log))
+    stack = RunningStack(
+        proc=proc,
+        base_url=info["base_url"],
+        event=info.get("event", "demo"),
+        data_dir=data_dir,
+        ingest_url=info["ingest_url"],
+        ready_event=ready,
+        log=log,
+    )
+    if wait_ready:
+        try:
+            stack.wait_ready(timeout)
+        except AssertionError:
+            stack.stop()
+            raise
+    return stack
