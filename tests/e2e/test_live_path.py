@@ -217,3 +217,42 @@ def _check_minute(client: httpx.Client, stack: RunningStack) -> None:
     msn = max(history["v360"])
     data = client.get(f"{base}/{msn}.m4s").raise_for_status().content
     assert [b.type for b in iter_boxes(data)][:2] == ["moof", "mdat"]
+
+
+def test_segments_start_on_the_captured_frame_of_their_epoch_boundary(stack: RunningStack) -> None:
+    """Segment n of every rung starts with the frame captured at n·D: epoch lock measured, not assumed."""
+    from mainevent.media.encode.ffmpeg import BARCODE_BITS
+    from mainevent.testing.barcode import segment_frame_numbers
+
+    with httpx.Client(timeout=10) as client:
+        urls = rendition_urls(client, stack.master_url)
+        for rid, (w, h) in {"v360": (640, 360), "v180": (320, 180)}.items():
+            base = urls[rid].rsplit("/", 1)[0]
+            pl = fetch_playlist(client, urls[rid])
+            init = client.get(f"{base}/init.mp4").raise_for_status().content
+            msn = pl.last_msn
+            seg = client.get(f"{base}/{msn}.m4s").raise_for_status().content
+            frames = segment_frame_numbers(init, seg, w, h)
+            first = msn * 2 * 30 % (1 << BARCODE_BITS)
+            assert len(frames) == 60
+            assert frames == [(first + i) % (1 << BARCODE_BITS) for i in range(60)], (
+                rid,
+                frames[:5],
+                first,
+            )
+
+
+def test_rtmp_contribution_feed(tmp_path: Path) -> None:
+    """A venue pushing RTMP (stream key in the path) goes live with epoch-numbered segments too."""
+    s = start_stack(
+        tmp_path / "rtmp", ladder="v180:320x180:200", extra_args=("--ingest-protocol", "rtmp")
+    )
+    try:
+        assert s.ingest_url.startswith("rtmp://")
+        assert s.ingest_url.endswith("/live/demo-key")
+        with httpx.Client(timeout=5) as client:
+            pl = fetch_playlist(client, f"{s.base_url}/live/{s.event}/v180/index.m3u8")
+        seg = pl.segments[-1]
+        assert seg.program_date_time_ms == pl.last_msn * 2000
+    finally:
+        assert not s.stop()
