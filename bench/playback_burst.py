@@ -1,0 +1,497 @@
+"""Join storm against the playback API: saturation rate, latency at 50 % / 100 %, 5× overload.
+
+Starts `mainevent control serve` (one uvicorn worker, SQLite) in a subprocess pinned to one core
+and drives it from this process, pinned to the other, over loopback with a small raw HTTP/1.1
+client (an httpx client would saturate before the server). Latency is measured from each
+request's *intended* send time (open loop, no coordinated omission).
+
+Run: `.venv/bin/python bench/playback_burst.py [--seconds 4]` (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import random
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mainevent.control.auth import DevIdentityProvider, hash_api_key
+from mainevent.control.db import Account, open_database
+from mainevent.control.settings import DEV_IDP_SECRET
+
+ADMIN_KEY = "bench-admin-key"
+ACCOUNTS = 20_000
+PLAYING = 400
+
+
+@dataclass
+class Result:
+    """Outcomes of one phase."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {"start": [], "refresh": []})
+    codes: dict[str, dict[int, int]] = field(default_factory=lambda: {"start": {}, "refresh": {}})
+    missing_retry_after: int = 0
+    sent: int = 0
+    elapsed: float = 0.0
+    send_time: float = 0.0
+    planned_rate: float = 0.0
+    lost: int = 0
+
+    def add(self, kind: str, status: int, latency: float, retry_after: bool) -> None:
+        self.codes[kind][status] = self.codes[kind].get(status, 0) + 1
+        if status == 200:
+            self.latencies[kind].append(latency)
+        elif status in (429, 503) and not retry_after:
+            self.missing_retry_after += 1
+
+
+def pct(values: list[float], q: float) -> float:
+    """q-th percentile in milliseconds."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return 1000 * s[min(len(s) - 1, int(q / 100 * len(s)))]
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        return cls(r, w)
+
+    async def request(self, raw: bytes) -> tuple[int, bool, bytes]:
+        self.writer.write(raw)
+        line = await self.reader.readline()
+        status = int(line.split()[1])
+        length, retry = 0, False
+        while True:
+            h = await self.reader.readline()
+            if h in (b"\r\n", b""):
+                break
+            name, _, value = h.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"retry-after":
+                retry = True
+        body = await self.reader.readexactly(length) if length else b""
+        return status, retry, body
+
+
+def post(path: str, jwt: str, body: dict[str, object]) -> bytes:
+    data = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {jwt}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
+class Load:
+    """Builds requests: new starts by fresh viewers/devices, refreshes by already-playing sessions."""
+
+    def __init__(self, idp: DevIdentityProvider) -> None:
+        self.jwts = [idp.mint(f"acc{i}", ttl_s=3600) for i in range(ACCOUNTS)]
+        self.n = 0
+        self.playing: list[tuple[str, str, str]] = []  # (jwt, session, token)
+
+    def start(self) -> bytes:
+        self.n += 1
+        return post(
+            "/v1/events/bell/playback",
+            self.jwts[self.n % ACCOUNTS],
+            {"device": {"id": f"dev{self.n}"}},
+        )
+
+    def refresh(self) -> bytes:
+        jwt, sid, token = random.choice(self.playing)
+        return post(f"/v1/sessions/{sid}/refresh", jwt, {"token": token})
+
+
+async def closed_loop(port: int, load: Load, seconds: float, conns: int) -> float:
+    """Saturation: `conns` connections, each sending its next new start as soon as it is answered."""
+    res = Result()
+    gen = _OpenLoop(res)
+    deadline = time.perf_counter() + seconds
+    plan = [load.start() for _ in range(int(seconds * 20_000))]
+    feed = iter(plan)
+
+    def refill(conn: _Client) -> bool:
+        raw = next(feed, None) if time.perf_counter() < deadline else None
+        if raw is None:
+            return False
+        gen.outstanding += 1
+        conn.send("start", raw, time.perf_counter())
+        return True
+
+    gen.refill = refill
+    gen.all_submitted = True  # closed loop: done when the last in-flight request is answered
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    for _ in range(conns):
+        transport, proto = await loop.create_connection(lambda: _Client(gen), "127.0.0.1", port)
+        proto.transport = transport
+        refill(proto)
+    await asyncio.wait_for(gen.finished.wait(), seconds + 60)
+    elapsed = time.perf_counter() - t0
+    for c in gen.idle:
+        if c.transport is not None:
+            c.transport.close()
+    return res.codes["start"].get(200, 0) / elapsed
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive connection of the open-loop generator: callbacks only, no task per request."""
+
+    def __init__(self, gen: _OpenLoop) -> None:
+        self.gen = gen
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.pending: tuple[str, float] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.Transport):
+            self.transport = transport
+
+    def send(self, kind: str, raw: bytes, intended: float) -> None:
+        assert self.transport is not None
+        self.pending = (kind, intended)
+        self.transport.write(raw)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.pending is not None:  # the server closed a connection with a request outstanding
+            self.pending = None
+            self.gen.lost += 1
+            self.gen.outstanding -= 1
+            if self.gen.outstanding == 0 and self.gen.all_submitted:
+                self.gen.finished.set()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buf[:end]).lower()
+        at = head.find(b"content-length:")
+        length = (
+            int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None])
+            if at >= 0
+            else 0
+        )
+        if len(self.buf) < end + 4 + length:
+            return
+        del self.buf[: end + 4 + length]
+        assert self.pending is not None
+        kind, intended = self.pending
+        self.pending = None
+        self.gen.done(self, kind, int(head[9:12]), intended, b"retry-after:" in head)
+
+
+class _OpenLoop:
+    """Sends planned requests at their intended times over a pre-opened connection pool."""
+
+    def __init__(self, res: Result) -> None:
+        self.res = res
+        self.idle: list[_Client] = []
+        self.backlog: collections.deque[tuple[str, bytes, float]] = collections.deque()
+        self.outstanding = 0
+        self.all_submitted = False
+        self.lost = 0
+        self.finished = asyncio.Event()
+        #: Closed-loop mode: called with a connection that became free; True if it sent again.
+        self.refill: Callable[[_Client], bool] | None = None
+
+    def submit(self, kind: str, raw: bytes, intended: float) -> None:
+        self.outstanding += 1
+        if self.idle:
+            self.idle.pop().send(kind, raw, intended)
+        else:
+            self.backlog.append((kind, raw, intended))
+
+    def done(self, conn: _Client, kind: str, status: int, intended: float, retry: bool) -> None:
+        self.res.add(kind, status, time.perf_counter() - intended, retry)
+        self.outstanding -= 1
+        if self.backlog:
+            conn.send(*self.backlog.popleft())
+        elif self.refill is None or not self.refill(conn):
+            self.idle.append(conn)
+        if self.outstanding == 0 and self.all_submitted:
+            self.finished.set()
+
+
+async def open_loop(
+    port: int,
+    load: Load,
+    start_rate: float,
+    refresh_rate: float,
+    seconds: float,
+    conns: int = 512,
+) -> Result:
+    """Fixed-rate arrivals of new starts and refreshes; latency from each request's intended send time.
+
+    Requests are built and connections opened before the clock starts, and responses are parsed
+    in protocol callbacks, so the single load core spends itself on sending and receiving.
+    """
+    res = Result()
+    gen = _OpenLoop(res)
+    loop = asyncio.get_running_loop()
+    for _ in range(conns):
+        transport, proto = await loop.create_connection(lambda: _Client(gen), "127.0.0.1", port)
+        proto.transport = transport
+        gen.idle.append(proto)
+    total = start_rate + refresh_rate
+    n = int(total * seconds)
+    plan = []
+    for _ in range(n):
+        kind = "refresh" if random.random() < refresh_rate / total else "start"
+        plan.append((kind, load.refresh() if kind == "refresh" else load.start()))
+    t0 = time.perf_counter()
+    i = 0
+    while i < n:
+        now = time.perf_counter()
+        while i < n and t0 + i / total <= now:
+            kind, raw = plan[i]
+            gen.submit(kind, raw, t0 + i / total)
+            i += 1
+        if i < n:
+            await asyncio.sleep(max(0.0, t0 + i / total - time.perf_counter()))
+    res.send_time = max(1e-9, time.perf_counter() - t0)
+    res.planned_rate = total
+    gen.all_submitted = True
+    if gen.outstanding:
+        await asyncio.wait_for(gen.finished.wait(), 120)
+    res.lost = gen.lost
+    res.sent = n
+    res.elapsed = time.perf_counter() - t0
+    for c in gen.idle:
+        if c.transport is not None:
+            c.transport.close()
+    return res
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(port: int, proc: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise SystemExit("control plane exited during start-up")
+        try:
+            c = await Conn.open(port)
+            status, _, _ = await c.request(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+            c.writer.close()
+            if status == 200:
+                return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise SystemExit("control plane did not start")
+
+
+async def setup_event(port: int) -> None:
+    c = await Conn.open(port)
+    now = time.time()
+    body: dict[str, object] = {
+        "id": "bell",
+        "title": "Bell",
+        "starts_at": datetime.fromtimestamp(now - 60, UTC).isoformat(),
+        "ends_at": datetime.fromtimestamp(now + 7200, UTC).isoformat(),
+        "policy": {"subscription_tiers": ["premium"], "max_streams": 50},
+    }
+    steps: list[tuple[str, dict[str, object]]] = [("/v1/events", body)]
+    steps += [
+        ("/v1/events/bell/transitions", {"to": s}) for s in ("scheduled", "rehearsal", "live")
+    ]
+    for path, payload in steps:
+        data = json.dumps(payload).encode()
+        raw = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+            f"Idempotency-Key: {path}-{payload.get('to', 'create')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode() + data
+        status, _, text = await c.request(raw)
+        if status not in (200, 201):
+            raise SystemExit(f"setup failed: {path} {status} {text[:200]!r}")
+    c.writer.close()
+
+
+async def server_histograms(port: int) -> dict[str, list[tuple[float, int]]]:
+    """Cumulative latency buckets per priority as measured by the server (arrival → response end)."""
+    c = await Conn.open(port)
+    _, _, body = await c.request(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+    c.writer.close()
+    out: dict[str, list[tuple[float, int]]] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("mainevent_control_request_seconds_bucket"):
+            labels, value = line.rsplit(" ", 1)
+            prio = labels.split('priority="')[1].split('"')[0]
+            le = labels.split('le="')[1].split('"')[0]
+            out.setdefault(prio, []).append(
+                (float("inf") if le == "+Inf" else float(le), int(value))
+            )
+    return out
+
+
+def server_pct(
+    before: dict[str, list[tuple[float, int]]],
+    after: dict[str, list[tuple[float, int]]],
+    prio: str,
+    q: float,
+) -> float:
+    """q-th percentile (ms, bucket upper bound) of the server-side latency between two scrapes."""
+    deltas = [(le, a - b) for (le, a), (_, b) in zip(after[prio], before[prio], strict=True)]
+    total = deltas[-1][1]
+    if total == 0:
+        return float("nan")
+    for le, cum in deltas:
+        if cum >= q / 100 * total:
+            return le * 1000
+    return float("inf")
+
+
+def report(
+    label: str,
+    res: Result,
+    before: dict[str, list[tuple[float, int]]],
+    after: dict[str, list[tuple[float, int]]],
+) -> None:
+    s, r = res.codes["start"], res.codes["refresh"]
+    s_total, r_total = sum(s.values()), sum(r.values())
+    print(
+        f"  {label}: planned {res.planned_rate:,.0f} req/s, the load process achieved "
+        f"{res.sent / res.send_time:,.0f} req/s ({res.sent} requests)"
+        + (
+            "  <- load-generator bound: client latencies include its own backlog"
+            if res.sent / res.send_time < 0.9 * res.planned_rate
+            else ""
+        )
+    )
+    print(
+        f"    new starts: {s_total} sent, codes {dict(sorted(s.items()))}; admitted: client p50 "
+        f"{pct(res.latencies['start'], 50):.1f} ms p99 {pct(res.latencies['start'], 99):.1f} ms, "
+        f"server p50 <= {server_pct(before, after, 'new_start', 50):.1f} ms "
+        f"p99 <= {server_pct(before, after, 'new_start', 99):.1f} ms"
+    )
+    if r_total:
+        print(
+            f"    refreshes:  {r_total} sent, served {100 * r.get(200, 0) / r_total:.1f} %; client p50 "
+            f"{pct(res.latencies['refresh'], 50):.1f} ms p99 {pct(res.latencies['refresh'], 99):.1f} ms, "
+            f"server p99 <= {server_pct(before, after, 'refresh', 99):.1f} ms"
+        )
+    others: dict[int | str, int] = {k: v for k, v in (s | r).items() if k not in (200, 429, 503)}
+    if res.lost:
+        others["connection closed without a response"] = res.lost
+    print(
+        f"    errors other than 429/503: {others or 'none'}; 429/503 without Retry-After: {res.missing_retry_after}"
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="mainevent-bench-"))
+    url = f"sqlite:///{tmp}/control.db"
+    db = open_database(url)
+    with db.write.begin() as s:
+        now = datetime.now(UTC)
+        s.add_all(
+            Account(id=f"acc{i}", plan="premium", version=1, updated_at=now)
+            for i in range(ACCOUNTS)
+        )
+    db.dispose()
+    port = free_port()
+    env = dict(os.environ) | {
+        "MAINEVENT_CONTROL__DATABASE_URL": url,
+        "MAINEVENT_CONTROL__DATA_DIR": str(tmp),
+        "MAINEVENT_CONTROL__API_KEYS": json.dumps(
+            [{"name": "bench", "role": "admin", "key_sha256": hash_api_key(ADMIN_KEY)}]
+        ),
+        "MAINEVENT_CONTROL__ACCOUNT_RATE": "1000",
+        "MAINEVENT_CONTROL__ACCOUNT_BURST": "1000",
+        "MAINEVENT_CONTROL__ADDRESS_RATE": "1000000",
+        "MAINEVENT_CONTROL__ADDRESS_BURST": "1000000",
+    }
+    cores = sorted(os.sched_getaffinity(0))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mainevent.cli",
+        "control",
+        "serve",
+        "--port",
+        str(port),
+        env=env,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        if len(cores) >= 2:
+            os.sched_setaffinity(proc.pid, {cores[0]})
+            os.sched_setaffinity(0, {cores[1]})
+        await wait_ready(port, proc)
+        await setup_event(port)
+        load = Load(
+            DevIdentityProvider(
+                secret=DEV_IDP_SECRET, issuer="mainevent-dev-idp", audience="mainevent"
+            )
+        )
+        c = await Conn.open(port)
+        for _ in range(PLAYING):
+            status, _, body = await c.request(load.start())
+            if status == 200:
+                g = json.loads(body)
+                load.playing.append((load.jwts[load.n % ACCOUNTS], g["session_id"], g["token"]))
+        c.writer.close()
+        print(
+            f"playback burst: server pinned to core {cores[0]}, load to core {cores[-1]}; {ACCOUNTS} accounts, SQLite"
+        )
+        sat = await closed_loop(port, load, args.seconds, conns=64)
+        print(f"  saturation (64 connections back to back): {sat:,.0f} authorisations/s")
+        await asyncio.sleep(1)
+        for label, factor, refresh in (
+            ("50 % of saturation", 0.5, 0.0),
+            ("100 % of saturation", 1.0, 0.0),
+            ("2.5x overload of new starts + refreshes at 20 % of saturation", 2.5, 0.2),
+            ("5x overload of new starts + refreshes at 20 % of saturation", 5.0, 0.2),
+        ):
+            before = await server_histograms(port)
+            res = await open_loop(port, load, sat * factor, sat * refresh, args.seconds)
+            report(label, res, before, await server_histograms(port))
+            await asyncio.sleep(1)
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    """Parse arguments and run the storm."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=4.0, help="duration of each phase")
+    args = p.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Sans-IO token-bucket rate limits, single and keyed (per account, per client address)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+__all__ = ["KeyedRateLimiter", "TokenBucket"]
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens per second, holding at most ``burst``; starts full."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    updated: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        if self.tokens < 0:
+            self.tokens = self.burst
+
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens: 0.0 if allowed, else the seconds until it would be (Retry-After)."""
+        if now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate
+
+    def is_full(self, now: float) -> bool:
+        """Whether the bucket would be full at ``now`` (and can be forgotten)."""
+        return self.tokens + (now - self.updated) * self.rate >= self.burst
+
+
+class KeyedRateLimiter:
+    """One bucket per key, at most ``max_keys`` remembered (least recently used forgotten first).
+
+    Forgetting a key hands it a full bucket, which errs on the side of serving: a limiter must
+    never be the reason a legitimate viewer is refused because memory was tight.
+    """
+
+    __slots__ = ("_buckets", "burst", "max_keys", "rate")
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        if rate <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("rate must be positive, burst and max_keys at least 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, key: str, now: float, cost: float = 1.0) -> float:
+        """Spend from ``key``'s bucket: 0.0 if allowed, else seconds to wait (Retry-After)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self.rate, self.burst, updated=now)
+            self._buckets[key] = bucket
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(now, cost)
+
+    def __len__(self) -> int:
+        return len(self._buckets)

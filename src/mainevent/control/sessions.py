@@ -1,0 +1,108 @@
+"""Sans-IO playback session registry: heartbeats, expiry and the concurrent-stream limit.
+
+This is the embedded implementation of the ``SessionStore`` role (one process); a distributed
+deployment would put the same operations on Redis. Times are epoch seconds passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["PlaybackSession", "SessionRegistry"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackSession:
+    """One player's session for one event on one device."""
+
+    id: str
+    account_id: str
+    event_id: str
+    device_id: str
+    expires_at: float
+
+
+class SessionRegistry:
+    """Sessions by id and by account; expired sessions do not count and are swept lazily."""
+
+    __slots__ = ("_by_account", "_by_id", "ttl")
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._by_id: dict[str, PlaybackSession] = {}
+        self._by_account: dict[str, set[str]] = {}
+
+    def active(self, account_id: str, now: float) -> list[PlaybackSession]:
+        """Live sessions of an account (expired ones are dropped on the way)."""
+        ids = self._by_account.get(account_id)
+        if not ids:
+            return []
+        out = []
+        for sid in list(ids):
+            s = self._by_id[sid]
+            if s.expires_at <= now:
+                self.end(sid)
+            else:
+                out.append(s)
+        return out
+
+    def start(
+        self,
+        *,
+        session_id: str,
+        account_id: str,
+        event_id: str,
+        device_id: str,
+        now: float,
+        limit: int,
+        until: float | None = None,
+    ) -> PlaybackSession | None:
+        """Open a session unless the account is at ``limit``; the same device replaces its old one."""
+        others = [s for s in self.active(account_id, now) if s.device_id != device_id]
+        if len(others) >= limit:
+            return None
+        for s in self.active(account_id, now):
+            if s.device_id == device_id:
+                self.end(s.id)
+        session = PlaybackSession(
+            session_id, account_id, event_id, device_id, max(now + self.ttl, until or 0.0)
+        )
+        self._by_id[session_id] = session
+        self._by_account.setdefault(account_id, set()).add(session_id)
+        return session
+
+    def get(self, session_id: str, now: float) -> PlaybackSession | None:
+        """The session if it exists and has not expired."""
+        s = self._by_id.get(session_id)
+        if s is None or s.expires_at <= now:
+            return None
+        return s
+
+    def heartbeat(self, session_id: str, now: float) -> PlaybackSession | None:
+        """Extend a live session; None if it is unknown or expired."""
+        s = self.get(session_id, now)
+        if s is None:
+            return None
+        s = replace(s, expires_at=max(s.expires_at, now + self.ttl))
+        self._by_id[session_id] = s
+        return s
+
+    def restore(self, session: PlaybackSession, now: float) -> PlaybackSession:
+        """Re-register a session proven by a valid playback token (e.g. after expiry or a restart)."""
+        s = replace(session, expires_at=max(session.expires_at, now + self.ttl))
+        self._by_id[s.id] = s
+        self._by_account.setdefault(s.account_id, set()).add(s.id)
+        return s
+
+    def end(self, session_id: str) -> None:
+        """Forget a session (player stopped)."""
+        s = self._by_id.pop(session_id, None)
+        if s is not None:
+            ids = self._by_account.get(s.account_id)
+            if ids is not None:
+                ids.discard(session_id)
+                if not ids:
+                    del self._by_account[s.account_id]
+
+    def __len__(self) -> int:
+        return len(self._by_id)

@@ -1,0 +1,83 @@
+"""The real server adapter: admission decided while parsing, canned 503s, keep-alive framing intact."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from mainevent.common.admission import AdmissionController, AdmissionPolicy
+from mainevent.control.app import create_app
+from mainevent.control.db import open_database
+from mainevent.control.server import AdmittingProtocol, build_services
+from tests.control.conftest import make_settings
+
+
+@pytest.fixture
+def shedding_server(tmp_path: Path) -> Iterator[tuple[str, AdmissionController]]:
+    """uvicorn with AdmittingProtocol whose admission sheds every purchase and every status poll."""
+    db = open_database(f"sqlite:///{tmp_path}/c.db")
+    services = build_services(make_settings(), db=db)
+    services.admission = AdmissionController(AdmissionPolicy(in_flight_share=(1.0, 1.0, 0.0, 0.0)))
+    app = create_app(services)
+    AdmittingProtocol.admission = services.admission
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        http=AdmittingProtocol,
+        loop="asyncio",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", services.admission
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        AdmittingProtocol.admission = None
+        db.dispose()
+
+
+def test_shed_requests_get_canned_503_and_the_connection_keeps_working(
+    shedding_server: tuple[str, AdmissionController],
+) -> None:
+    """Shed polls and purchases (with bodies) get 503 + Retry-After; later requests on the same connection are answered normally."""
+    url, admission = shedding_server
+    with httpx.Client(base_url=url, timeout=5) as client:
+        for _ in range(2):
+            r = client.get("/v1/events/final/status")
+            assert r.status_code == 503
+            assert r.json()["error"]["reason"] == "overloaded"
+            assert int(r.headers["retry-after"]) >= 5
+            r = client.post(
+                "/v1/purchases",
+                json={"event_id": "final", "pad": "x" * 5000},
+                headers={"Idempotency-Key": "k"},
+            )
+            assert r.status_code == 503
+            assert r.json()["error"]["details"] == {"priority": "purchase"}
+        ok = client.get("/healthz")
+        assert ok.status_code == 200
+        assert ok.json() == {"status": "ok"}
+        start = client.post("/v1/events/final/playback", json={"device": {"id": "d"}})
+        assert start.status_code == 401  # admitted, then refused for lack of a viewer token
+        assert client.get("/healthz").status_code == 200
+    stats = admission.statistics()
+    assert stats.in_flight == 0  # every admitted request released its slot
+    assert stats.shed[2:] == (2, 2)
+    assert stats.admitted[1] == 1
