@@ -97,8 +97,10 @@ class PlaybackModel:
         if not self._ranges:
             raise ValueError("a playback needs at least one track")
         self._complete: set[str] = set()
-        # (start_us, end_us, pdt_ms) of recently appended segments that carry a PDT.
-        self._pdt: deque[tuple[int, int, int]] = deque(maxlen=64)
+        # Per track, (start_us, end_us, pdt_ms) of recently appended segments that carry a PDT.
+        self._pdt: dict[str, deque[tuple[int, int, int]]] = {
+            t: deque(maxlen=64) for t in self._ranges
+        }
         self._position_us = start_position_us
         self._state: PlaybackState = "buffering"
         self._requested_at = requested_at
@@ -149,7 +151,7 @@ class PlaybackModel:
         ranges.append((start_us, start_us + duration_us))
         self._ranges[track] = _merge(ranges, self._config.max_hole_us)
         if pdt_ms is not None:
-            self._pdt.append((start_us, start_us + duration_us, pdt_ms))
+            self._pdt[track].append((start_us, start_us + duration_us, pdt_ms))
         events += self._check_ready()
         return events
 
@@ -198,13 +200,20 @@ class PlaybackModel:
         return found[1] if found is not None else self._position_us
 
     def latency_s(self) -> float | None:
-        """Wall clock minus the PDT at the playhead, as of the last advance (None before start)."""
+        """Wall clock minus the PDT at the playhead, as of the last advance (SPEC.md §6).
+
+        The PDT is that of the first track's segment under the playhead ("main": the video
+        frame on screen), extrapolated within the segment; another track's only when the first
+        has none there. None before playback started or where no segment carries a PDT.
+        """
         if self._started_at is None:
             return None
-        for start, end, pdt_ms in reversed(self._pdt):
-            if start <= self._position_us <= end:
-                pdt_s = pdt_ms / 1000 + (self._position_us - start) / 1_000_000
-                return self._last_now - pdt_s
+        pos = self._position_us
+        for pdts in self._pdt.values():
+            for start, end, pdt_ms in reversed(pdts):
+                if start <= pos <= end:
+                    pdt_s = pdt_ms / 1000 + (pos - start) / 1_000_000
+                    return self._last_now - pdt_s
         return None
 
     def statistics(self) -> PlaybackStats:

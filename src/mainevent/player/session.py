@@ -195,8 +195,11 @@ class _Session:
             for track in self._tracks:
                 tg.create_task(self._reload(track))
         start = main.timeline.start_position_us()
-        while start is None:  # a live stream that has not published its first segment yet
+        while start is None:  # live playlist still shorter than the hold-back (or empty)
             self._check_startup_deadline()
+            log.debug(
+                "waiting for %s to hold %d us of media", main.label, main.timeline.hold_back_us()
+            )
             await self._sleep(max(0.0, main.next_reload_at - self._clock()))
             await self._reload(main)
             start = main.timeline.start_position_us()
@@ -306,7 +309,7 @@ class _Session:
 
     def _resync(self, track: _Track) -> None:
         """The playhead fell out of the live window: jump back to hold-back behind the edge."""
-        target = track.timeline.start_position_us()
+        target = track.timeline.resync_position_us()
         if target is None:
             return
         self._resyncs += 1

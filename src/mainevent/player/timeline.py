@@ -49,11 +49,13 @@ class TimelineAnchor:
 class SegmentTimeline:
     """The segments of one rendition's latest playlist, with positions; `update()` per reload."""
 
-    __slots__ = ("_anchor", "_known", "playlist", "segments")
+    __slots__ = ("_anchor", "_head_msn", "_known", "_slid", "playlist", "segments")
 
     def __init__(self, anchor: TimelineAnchor | None = None) -> None:
         self._anchor = anchor or TimelineAnchor()
         self._known: dict[int, SegmentRef] = {}
+        self._head_msn: int | None = None  # first MSN of the first playlist loaded
+        self._slid = False  # segments have been removed from the head since
         self.playlist: MediaPlaylist | None = None
         self.segments: tuple[SegmentRef, ...] = ()
 
@@ -65,11 +67,17 @@ class SegmentTimeline:
         """
         other = SegmentTimeline(self._anchor)
         other._known = dict(self._known)
+        other._head_msn = self._head_msn
+        other._slid = self._slid
         return other
 
     def update(self, playlist: MediaPlaylist) -> None:
         """Take a freshly loaded playlist of this rendition."""
         first_msn = playlist.media_sequence + playlist.skipped_segments
+        if self._head_msn is None:
+            self._head_msn = first_msn
+        elif first_msn > self._head_msn:
+            self._slid = True
         listed = playlist.segments
         mean_us = sum(s.duration_us for s in listed) // len(listed) if listed else 0
         refs: list[SegmentRef] = []
@@ -132,7 +140,11 @@ class SegmentTimeline:
         return self.playlist.target_duration_s * 1_000_000 if self.playlist else 0
 
     def hold_back_us(self) -> int:
-        """Distance behind the live edge to start at: HOLD-BACK, at least 3 x target duration."""
+        """Distance behind the end of the playlist to start at (RFC 8216bis 6.3.3, hls.js).
+
+        EXT-X-SERVER-CONTROL HOLD-BACK when the playlist has one (the server must make it at
+        least 3 x target duration; a smaller value is raised to that), else 3 x target duration.
+        """
         hold_back = 3 * self.target_duration_us
         control = self.playlist.server_control if self.playlist else None
         if control is not None and control.hold_back_us is not None:
@@ -140,17 +152,44 @@ class SegmentTimeline:
         return hold_back
 
     def start_position_us(self) -> int | None:
-        """Where standard (non-LL) playback starts: hold-back behind the live edge, in the window.
+        """Where standard (non-LL) playback starts; None while a live playlist is too short.
 
-        For a finished (ENDLIST) playlist: the first segment.
+        RFC 8216bis 6.3.3: the client SHOULD NOT choose a segment that starts less than
+        HOLD-BACK (at least 3 x target duration) from the end of the playlist. The distance is
+        playlist time, the sum of the EXTINF durations after the segment's start (not a PDT
+        difference: PDT has millisecond precision and may jump). Within that segment playback
+        starts exactly HOLD-BACK before the end, as hls.js does (its liveSyncPosition).
+
+        A live playlist holding less than HOLD-BACK of media (a stream that just began) has no
+        such segment: the answer is None and the player keeps reloading until it has one.
+        Starting at its first segment instead would put the playhead about one segment behind
+        the live edge for the whole session, with too little buffer to ride out the reload
+        schedule (stalls). Only a sliding window that has already dropped segments from its
+        head and is still shorter than HOLD-BACK (it will never hold more) starts at its first
+        segment, as hls.js clamps. For a finished (ENDLIST) playlist: the first segment.
         """
         if not self.segments or self.playlist is None:
             return None
-        first = self.segments[0].start_us
         if self.playlist.endlist:
-            return first
-        edge = self.segments[-1].end_us
-        return max(first, edge - self.hold_back_us())
+            return self.segments[0].start_us
+        hold_back = self.hold_back_us()
+        remaining = 0  # playlist time from the start of `ref` to the end of the playlist
+        for ref in reversed(self.segments):
+            remaining += ref.duration_us
+            if remaining + _EDGE_SLACK_US >= hold_back:
+                return ref.start_us + max(0, remaining - hold_back)
+        return self.segments[0].start_us if self._slid else None
+
+    def resync_position_us(self) -> int | None:
+        """Where to jump back to after falling out of the live window.
+
+        The start position; the first listed segment if the playlist is (against the RFC)
+        shorter than the hold-back.
+        """
+        start = self.start_position_us()
+        if start is None and self.segments:
+            return self.segments[0].start_us
+        return start
 
 
 def _with_map(ref: SegmentRef, map_uri: str) -> SegmentRef:
