@@ -275,3 +275,31 @@ def test_origin_restart_serves_what_was_published(tmp_path: Path) -> None:
                     assert r.status_code == 200, (rid, seg.uri, r.status_code)
     finally:
         assert not again.stop()
+
+
+def test_stalled_encoder_is_detected_and_replaced(tmp_path: Path) -> None:
+    """A transcoder that hangs (SIGSTOP) is killed and replaced; numbering moves on, nothing reused."""
+    stack = start_stack(tmp_path / "data", env={"MAINEVENT_ENCODER__STALL_TIMEOUT_S": "3"})
+    try:
+        w = stack_watcher(stack)
+        w.run_for(3)
+        pid = stack.transcoder_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        frozen_at = max(w.media_msns("v360"))
+        wait_for(
+            lambda: (w.poll() or True) and max(w.media_msns("v360")) >= frozen_at + 3,
+            40,
+            "segments from a new transcoder",
+        )
+        status = stack.pipeline_status()
+        assert status["transcoder_restarts"] >= 1
+        assert stack.transcoder_pid() != pid
+        for rid in w.urls:
+            listed = sorted(w.seen[rid])
+            assert listed == list(range(listed[0], listed[-1] + 1)), (
+                "hole in media sequence numbers"
+            )
+            w.check_published_media(rid, w.media_msns(rid)[-4:])
+    finally:
+        assert not stack.stop()

@@ -13,6 +13,20 @@ from mainevent.media.feed import FeedProcess, grid_start
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser(
+        "feed-ctl", help="drill: break a running `mainevent feed` through its --control API"
+    )
+    c.add_argument("control", help="the feed's control address, e.g. http://127.0.0.1:9100")
+    c.add_argument(
+        "action", choices=["status", "drop", "restart", "clear", "stall", "corrupt", "desync"]
+    )
+    c.add_argument(
+        "value",
+        nargs="?",
+        type=float,
+        help="stall: seconds; corrupt: TS packets; desync: audio offset ms",
+    )
+    c.set_defaults(func=control_command)
     p = sub.add_parser(
         "feed",
         help="push a synthetic venue feed over SRT or RTMP",
@@ -31,6 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--duration", type=float, help="stop after S seconds (default: run until Ctrl-C)"
     )
     p.add_argument("--ffmpeg", help="ffmpeg binary (default: the imageio-ffmpeg wheel's)")
+    p.add_argument(
+        "--control",
+        metavar="HOST:PORT",
+        help="serve the drill API (drop, stall, corrupt, desync, restart) here",
+    )
     p.add_argument(
         "--corrupt-every", type=float, metavar="S", help="drill: damage the feed every S seconds"
     )
@@ -84,18 +103,72 @@ def run(args: argparse.Namespace) -> int:
     )
     feed = FeedProcess(ffmpeg, spec, restart=args.duration is None)
 
+    control: tuple[str, int] | None = None
+    if args.control:
+        host, _, port = args.control.rpartition(":")
+        if not port.isdigit() or not host:
+            print(f"mainevent feed: --control {args.control!r} is not HOST:PORT", file=sys.stderr)
+            return 2
+        control = (host, int(port))
+
     async def main() -> None:
         async with asyncio.TaskGroup() as tg:
             serve = tg.create_task(feed.serve())
+            helpers = []
             if args.corrupt_every:
-                damage = tg.create_task(
-                    feed.corrupt_periodically(args.corrupt_every, args.corrupt_packets)
+                helpers.append(
+                    tg.create_task(
+                        feed.corrupt_periodically(args.corrupt_every, args.corrupt_packets)
+                    )
                 )
-                await serve
-                damage.cancel()
+            if control is not None:
+                import uvicorn
+
+                from mainevent.media.feed_control import create_feed_control_app
+
+                config = uvicorn.Config(
+                    create_feed_control_app(feed),
+                    host=control[0],
+                    port=control[1],
+                    log_level="warning",
+                    lifespan="off",
+                )
+                helpers.append(tg.create_task(uvicorn.Server(config).serve()))
+            await serve
+            for h in helpers:
+                h.cancel()
 
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def control_command(args: argparse.Namespace) -> int:
+    """`mainevent feed-ctl`: send one drill command to a running feed simulator."""
+    import json
+
+    import httpx
+
+    base = args.control if "://" in args.control else f"http://{args.control}"
+    body: dict[str, float | int] = {}
+    needs = {"stall": "seconds", "corrupt": "packets", "desync": "audio_offset_ms"}
+    if args.action in needs:
+        if args.value is None:
+            print(
+                f"mainevent feed-ctl: {args.action} needs a value ({needs[args.action]})",
+                file=sys.stderr,
+            )
+            return 2
+        body[needs[args.action]] = args.value if args.action == "stall" else int(args.value)
+    try:
+        if args.action == "status":
+            r = httpx.get(f"{base}/status", timeout=5)
+        else:
+            r = httpx.post(f"{base}/faults/{args.action}", json=body, timeout=5)
+    except httpx.HTTPError as exc:
+        print(f"mainevent feed-ctl: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(r.json(), indent=2))
+    return 0 if r.is_success else 1

@@ -61,6 +61,7 @@ class FeedFaults:
     garbage_packets: int = 0  # overwrite the payload of the next N TS packets with random bytes
     garbage_bytes: int = 0  # insert N raw random bytes (loss of TS sync)
     stall_until: float = 0.0  # monotonic time until which nothing is sent
+    audio_offset_ticks: int = 0  # shift audio PTS/DTS by this many 90 kHz ticks (A/V desync)
 
 
 class FeedProcess:
@@ -69,7 +70,7 @@ class FeedProcess:
     def __init__(self, ffmpeg: str, spec: FeedSpec, *, restart: bool = True) -> None:
         self.ffmpeg = ffmpeg
         self.spec = spec
-        self.restart = restart
+        self.auto_restart = restart
         self.faults = FeedFaults()
         self.bytes_sent = 0
         self.starts = 0
@@ -92,6 +93,35 @@ class FeedProcess:
         """Send nothing for `seconds` (the connection stays open)."""
         self.faults.stall_until = time.monotonic() + seconds
 
+    def desync_audio(self, offset_ms: int) -> None:
+        """Shift audio timestamps against video by `offset_ms` (0 restores sync)."""
+        self.faults.audio_offset_ticks = offset_ms * 90
+
+    def clear(self) -> None:
+        """Remove every pending or ongoing fault (in place: the relay holds this object)."""
+        f = self.faults
+        f.garbage_packets = f.garbage_bytes = f.audio_offset_ticks = 0
+        f.stall_until = 0.0
+
+    def restart(self) -> None:
+        """Stop the current feed cleanly; it starts again (new connection) if restart is on."""
+        for p in self._procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+
+    def status(self) -> dict[str, object]:
+        """What the simulator is doing now (JSON-able)."""
+        f = self.faults
+        return {
+            "url": self.spec.url,
+            "running": bool(self._procs),
+            "starts": self.starts,
+            "bytes_sent": self.bytes_sent,
+            "stalled_for_s": max(0.0, round(f.stall_until - time.monotonic(), 3)),
+            "pending_garbage_packets": f.garbage_packets,
+            "audio_offset_ms": f.audio_offset_ticks // 90,
+        }
+
     def drop(self) -> None:
         """Kill the current feed abruptly (as a cut cable would); it restarts if enabled."""
         for p in self._procs:
@@ -103,7 +133,7 @@ class FeedProcess:
         try:
             while True:
                 await self._once()
-                if not self.restart:
+                if not self.auto_restart:
                     return
                 await asyncio.sleep(0.5)
         finally:
@@ -146,6 +176,8 @@ class FeedProcess:
             while chunk := await _read_packets(src, 64):
                 if f.stall_until > time.monotonic():
                     continue  # frames generated during a stall are lost, as at a venue
+                if f.audio_offset_ticks:
+                    chunk = shift_audio_timestamps(chunk, f.audio_offset_ticks)
                 if f.garbage_packets > 0 or f.garbage_bytes > 0:
                     chunk = self._damage(chunk)
                 dst.write(chunk)
@@ -172,6 +204,45 @@ class FeedProcess:
             n, f.garbage_bytes = f.garbage_bytes, 0
             buf[len(buf) // 2 : len(buf) // 2] = os.urandom(n)
         return bytes(buf)
+
+
+def _read_ts(b: bytearray, i: int) -> int:
+    return (
+        ((b[i] >> 1) & 0x07) << 30
+        | b[i + 1] << 22
+        | (b[i + 2] >> 1) << 15
+        | b[i + 3] << 7
+        | b[i + 4] >> 1
+    )
+
+
+def _write_ts(b: bytearray, i: int, prefix: int, value: int) -> None:
+    value %= 1 << 33
+    b[i] = (prefix << 4) | ((value >> 29) & 0x0E) | 1
+    b[i + 1] = (value >> 22) & 0xFF
+    b[i + 2] = ((value >> 14) & 0xFE) | 1
+    b[i + 3] = (value >> 7) & 0xFF
+    b[i + 4] = ((value << 1) & 0xFE) | 1
+
+
+def shift_audio_timestamps(chunk: bytes, ticks: int) -> bytes:
+    """Add `ticks` (90 kHz) to the PTS/DTS of every audio PES starting in these TS packets."""
+    buf = bytearray(chunk)
+    for off in range(0, len(buf) - TS_PACKET + 1, TS_PACKET):
+        if buf[off] != 0x47 or not buf[off + 1] & 0x40:
+            continue
+        afc = (buf[off + 3] >> 4) & 0x3
+        p = off + 4 + (1 + buf[off + 4] if afc & 0x2 else 0)
+        if not afc & 0x1 or p + 19 > off + TS_PACKET:
+            continue
+        if buf[p : p + 3] != b"\x00\x00\x01" or not 0xC0 <= buf[p + 3] <= 0xDF:
+            continue
+        flags = buf[p + 7] >> 6
+        if flags & 0x2:
+            _write_ts(buf, p + 9, 0x3 if flags == 0x3 else 0x2, _read_ts(buf, p + 9) + ticks)
+        if flags == 0x3:
+            _write_ts(buf, p + 14, 0x1, _read_ts(buf, p + 14) + ticks)
+    return bytes(buf)
 
 
 async def _read_packets(src: asyncio.StreamReader, count: int) -> bytes:

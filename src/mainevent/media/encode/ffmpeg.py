@@ -274,6 +274,12 @@ def transcode_command(
         "error",
         "-nostats",
         "-copyts",
+        # The input is known (H.264 + AAC in TS, starting at a keyframe with PAT/PMT): a short
+        # probe lets the first output frame follow the input by well under a second.
+        "-probesize",
+        "1000000",
+        "-analyzeduration",
+        "1000000",
         "-f",
         "mpegts",
         "-i",

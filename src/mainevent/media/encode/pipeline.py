@@ -16,10 +16,12 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mainevent.media.cmaf import (
     CmafError,
@@ -81,6 +83,34 @@ class FeedHealth:
     decode_errors: int = 0
     connects: int = 0
 
+    error_times: list[float] = field(default_factory=list)  # when corrupt-input events were seen
+
+    def note_errors(self, now: float, count: int) -> None:
+        if count > 0:
+            self.error_times.extend([now] * min(count, 100))
+            del self.error_times[:-1000]
+
+    def verdict(self, now: float, *, input_timeout_s: float, fps: int) -> tuple[str, str]:
+        """(healthy | degraded | lost, reason) from the live counters."""
+        if not self.connected:
+            return "lost", "never connected" if self.connects == 0 else "feed disconnected"
+        age = None if self.last_packet_monotonic is None else now - self.last_packet_monotonic
+        if age is not None and age > input_timeout_s:
+            return "lost", f"no data for {age:.1f} s"
+        snap = self.snapshot(now)
+        reasons = []
+        recent = sum(1 for t in self.error_times if now - t <= 5.0)
+        if recent:
+            reasons.append(f"{recent} corrupt-input events in the last 5 s")
+        if snap["fps"] < 0.9 * fps:
+            reasons.append(f"frame rate {snap['fps']} below {fps}")
+        drift = snap["av_drift_s"]
+        if drift is not None and abs(drift) > 0.1:
+            reasons.append(f"audio/video drift {drift:+.3f} s")
+        if reasons:
+            return "degraded", "; ".join(reasons)
+        return "healthy", "ok"
+
     def snapshot(self, now: float) -> dict[str, Any]:
         recent = [(t, b, f) for t, b, f in self.window if now - t <= 1.0]
         age = None if self.last_packet_monotonic is None else now - self.last_packet_monotonic
@@ -108,6 +138,9 @@ class _Run:
         self.proc = proc
         self.start_epoch = start_epoch
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(INPUT_QUEUE_CHUNKS)
+        # Input starts at a contribution keyframe (with PAT/PMT in front), so the decoder
+        # never sees a GOP it cannot decode.
+        self.awaiting_keyframe = True
         self.last_output = time.monotonic()
         self.started = time.monotonic()
         self.segments = 0
@@ -163,9 +196,14 @@ class Pipeline:
         """Health of this pipeline (feed + transcoder), JSON-able."""
         now = time.monotonic()
         run = self.run
+        verdict, reason = self.health.verdict(
+            now, input_timeout_s=self.input_timeout_s, fps=self.ladder.fps
+        )
         return {
             "pipeline": self.name,
             "state": self.state,
+            "verdict": verdict,
+            "reason": reason,
             "feed": self.health.snapshot(now),
             "transcoder": None
             if run is None
@@ -194,6 +232,7 @@ class Pipeline:
         # The transcoder only logs at error level: each line is a decode/demux complaint
         # about the contribution feed (corrupt input), which feed health reports.
         self.health.decode_errors += 1
+        self.health.note_errors(time.monotonic(), 1)
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -229,6 +268,7 @@ class Pipeline:
     async def _relay(self, stdout: asyncio.StreamReader, probe: TsProbe) -> None:
         h = self.health
         first = True
+        stream_pos = 0
         while True:
             try:
                 chunk = await asyncio.wait_for(
@@ -244,6 +284,7 @@ class Pipeline:
             if not chunk:
                 return
             now = time.monotonic()
+            chunk_start, stream_pos = stream_pos, stream_pos + len(chunk)
             if first:
                 first = False
                 h.connected = True
@@ -269,6 +310,10 @@ class Pipeline:
                 else:
                     h.last_audio_pts = ev.pts
             stats = probe.statistics()
+            h.note_errors(
+                now,
+                stats.continuity_errors + stats.sync_losses - h.continuity_errors - h.sync_losses,
+            )
             h.continuity_errors, h.sync_losses = stats.continuity_errors, stats.sync_losses
             h.bytes_total += len(chunk)
             h.last_packet_monotonic = now
@@ -283,6 +328,24 @@ class Pipeline:
             run = self.run
             if run is None and h.last_video_tod is not None and now >= self._next_start_not_before:
                 run = await self._start_run()
+            if run is not None and run.awaiting_keyframe:
+                key = next(
+                    (
+                        e
+                        for e in events
+                        if e.kind == "video" and e.random_access and e.offset >= chunk_start
+                    ),
+                    None,
+                )
+                if key is None:
+                    continue
+                run.awaiting_keyframe = False
+                log.info(
+                    "%s: feeding transcoder from the keyframe at venue time %.3f",
+                    self.name,
+                    key.pts / PTS_HZ,
+                )
+                chunk = probe.program_header() + chunk[key.offset - chunk_start :]
             if run is not None and not run.feed(chunk):
                 log.warning(
                     "%s: transcoder input queue full: transcoder is not keeping up", self.name
@@ -320,6 +383,8 @@ class Pipeline:
             for w in outputs.values():
                 os.close(w)
         run = _Run(proc, start)
+        # Nothing can come out before the first frame at T: the stall clock starts there.
+        run.last_output = time.monotonic() + max(0.0, float(start) - wall)
         self.run = run
         self.runs += 1
         self.state = "transcoding"
@@ -488,3 +553,80 @@ async def _log_stream(
             log.warning("%s: %s", what, text)
             if on_line is not None:
                 on_line(text)
+
+
+class PipelineCollector:
+    """Prometheus collector reading pipelines' health at scrape time (no per-chunk metric cost)."""
+
+    def __init__(self, pipelines: list[Pipeline]) -> None:
+        self.pipelines = pipelines
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["pipeline"]
+        g = {
+            "connected": GaugeMetricFamily(
+                "mainevent_feed_connected",
+                "1 while the contribution feed is connected",
+                labels=labels,
+            ),
+            "bitrate": GaugeMetricFamily(
+                "mainevent_feed_bitrate_kbps",
+                "Incoming feed bitrate over the last second",
+                labels=labels,
+            ),
+            "fps": GaugeMetricFamily(
+                "mainevent_feed_fps", "Incoming video frames over the last second", labels=labels
+            ),
+            "age": GaugeMetricFamily(
+                "mainevent_feed_since_last_packet_seconds",
+                "Time since the last contribution packet",
+                labels=labels,
+            ),
+            "drift": GaugeMetricFamily(
+                "mainevent_feed_av_drift_seconds",
+                "Audio minus video timestamp at the ingest",
+                labels=labels,
+            ),
+            "delay": GaugeMetricFamily(
+                "mainevent_feed_delay_seconds",
+                "Wall clock minus venue clock of the newest frame",
+                labels=labels,
+            ),
+        }
+        verdict = GaugeMetricFamily(
+            "mainevent_feed_verdict",
+            "1 for the feed's current verdict",
+            labels=["pipeline", "verdict"],
+        )
+        errors = CounterMetricFamily(
+            "mainevent_feed_input_errors",
+            "Corrupt-input events (TS continuity, sync loss, decode)",
+            labels=["pipeline", "kind"],
+        )
+        restarts = CounterMetricFamily(
+            "mainevent_transcoder_restarts",
+            "Transcoder restarts after a crash or stall",
+            labels=labels,
+        )
+        for p in self.pipelines:
+            st = p.status()
+            f = st["feed"]
+            name = [p.name]
+            g["connected"].add_metric(name, 1.0 if f["connected"] else 0.0)
+            g["bitrate"].add_metric(name, float(f["bitrate_kbps"]))
+            g["fps"].add_metric(name, float(f["fps"]))
+            if f["since_last_packet_s"] is not None:
+                g["age"].add_metric(name, float(f["since_last_packet_s"]))
+            if f["av_drift_s"] is not None:
+                g["drift"].add_metric(name, float(f["av_drift_s"]))
+            if f["feed_delay_s"] is not None:
+                g["delay"].add_metric(name, float(f["feed_delay_s"]))
+            for v in ("healthy", "degraded", "lost"):
+                verdict.add_metric([p.name, v], 1.0 if st["verdict"] == v else 0.0)
+            for kind in ("continuity_errors", "sync_losses", "decode_errors"):
+                errors.add_metric([p.name, kind], float(f[kind]))
+            restarts.add_metric(name, float(st["transcoder_restarts"]))
+        yield from g.values()
+        yield verdict
+        yield errors
+        yield restarts

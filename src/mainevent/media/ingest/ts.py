@@ -22,6 +22,8 @@ class PesStart:
 
     kind: str  # "video" | "audio"
     pts: int  # 90 kHz ticks (time of day on a venue clock)
+    offset: int = 0  # stream byte offset of the TS packet that starts this PES
+    random_access: bool = False  # the packet's random_access_indicator (a keyframe starts here)
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class TsProbe:
     _pmt_pids: set[int] = field(default_factory=set)
     _streams: dict[int, _Pid] = field(default_factory=dict)
     _stats: TsStatistics = field(default_factory=TsStatistics)
+    _consumed: int = 0  # stream offset of _buf[0]
+    _psi: dict[int, bytes] = field(default_factory=dict)  # last PAT / PMT packets by PID
 
     def push(self, data: bytes) -> list[PesStart]:
         """Consume bytes (any chunking); returns the PES starts they completed."""
@@ -75,17 +79,22 @@ class TsProbe:
                     break
                 i = j
                 continue
-            self._packet(memoryview(buf)[i : i + PACKET], out)
+            self._packet(memoryview(buf)[i : i + PACKET], out, self._consumed + i)
             i += PACKET
         del buf[:i]
+        self._consumed += i
         return out
+
+    def program_header(self) -> bytes:
+        """The last PAT and PMT packets seen: prepend them when starting a decoder mid-stream."""
+        return b"".join(self._psi[pid] for pid in sorted(self._psi))
 
     def statistics(self) -> TsStatistics:
         """A copy of the counters."""
         s = self._stats
         return TsStatistics(**{f: getattr(s, f) for f in s.__dataclass_fields__})
 
-    def _packet(self, pkt: memoryview, out: list[PesStart]) -> None:
+    def _packet(self, pkt: memoryview, out: list[PesStart], offset: int) -> None:
         st = self._stats
         st.packets += 1
         st.bytes += PACKET
@@ -102,10 +111,12 @@ class TsProbe:
         if pid == 0:
             if pusi:
                 self._pat(payload)
+                self._psi[pid] = bytes(pkt)
             return
         if pid in self._pmt_pids:
             if pusi:
                 self._pmt(payload)
+                self._psi[pid] = bytes(pkt)
             return
         stream = self._streams.get(pid)
         if stream is None:
@@ -123,7 +134,8 @@ class TsProbe:
                     | p[3] << 7
                     | p[4] >> 1
                 )
-                out.append(PesStart(stream.kind, pts))
+                rai = bool(afc & 0x2 and pkt[4] > 0 and pkt[5] & 0x40)
+                out.append(PesStart(stream.kind, pts, offset, rai))
                 if stream.kind == "video":
                     st.video_frames += 1
                     if st.first_video_pts is None:

@@ -1,0 +1,41 @@
+"""Feed health verdicts (healthy / degraded / lost) with the reason an operator reads."""
+
+from __future__ import annotations
+
+from mainevent.media.encode.pipeline import FeedHealth
+
+
+def healthy_feed(now: float) -> FeedHealth:
+    h = FeedHealth(connected=True, connects=1, last_packet_monotonic=now - 0.05)
+    h.window = [(now - 0.5 + i / 30, 6000, 1) for i in range(30)]
+    h.last_video_pts, h.last_audio_pts = 900_000, 900_000
+    return h
+
+
+def test_healthy() -> None:
+    """A connected feed at full frame rate with no errors is healthy."""
+    assert healthy_feed(100.0).verdict(100.0, input_timeout_s=2, fps=30) == ("healthy", "ok")
+
+
+def test_lost_when_silent_or_disconnected() -> None:
+    """No data for longer than the timeout, or no connection, is lost with the reason."""
+    h = healthy_feed(100.0)
+    assert h.verdict(102.5, input_timeout_s=2, fps=30)[0] == "lost"
+    assert "no data for 2.5 s" in h.verdict(102.5, input_timeout_s=2, fps=30)[1]
+    assert FeedHealth().verdict(0, input_timeout_s=2, fps=30) == ("lost", "never connected")
+    h.connected = False
+    assert h.verdict(100.0, input_timeout_s=2, fps=30) == ("lost", "feed disconnected")
+
+
+def test_degraded_reasons() -> None:
+    """Drift, corrupt input and a low frame rate degrade the feed and are all named."""
+    h = healthy_feed(100.0)
+    h.last_audio_pts = 900_000 + 27_000  # +0.3 s
+    h.note_errors(99.0, 3)
+    h.window = h.window[:20]
+    verdict, reason = h.verdict(100.0, input_timeout_s=2, fps=30)
+    assert verdict == "degraded"
+    assert "audio/video drift +0.300 s" in reason
+    assert "3 corrupt-input events" in reason
+    assert "frame rate 20 below 30" in reason
+    assert h.verdict(106.0, input_timeout_s=10, fps=30)[1].count("corrupt") == 0
