@@ -1,0 +1,50 @@
+"""Shield and CDN edges: a sans-IO HTTP cache core behind a lean asyncio/httptools server.
+
+`Cache` decides (keys, freshness, stale serving, eviction, collapsing); `EdgeServer` does the I/O;
+`Fault` drills break one edge on purpose; `nginx_shield_config` renders the equivalent Debian
+nginx configuration for interop.
+"""
+
+from mainevent.media.edge.cache import (
+    Cache,
+    CacheStats,
+    Entry,
+    Fetch,
+    Finished,
+    Freshness,
+    Hit,
+    Stale,
+    UpstreamResponse,
+    Wait,
+    cache_key,
+    object_type,
+    parse_cache_control,
+)
+from mainevent.media.edge.faults import Fault, FaultDecision, FaultError, decide
+from mainevent.media.edge.nginx import NginxShield, nginx_shield_config
+from mainevent.media.edge.server import ADMIN_HEADER, EdgeConfig, EdgeServer
+
+__all__ = [
+    "ADMIN_HEADER",
+    "Cache",
+    "CacheStats",
+    "EdgeConfig",
+    "EdgeServer",
+    "Entry",
+    "Fault",
+    "FaultDecision",
+    "FaultError",
+    "Fetch",
+    "Finished",
+    "Freshness",
+    "Hit",
+    "NginxShield",
+    "Stale",
+    "UpstreamResponse",
+    "Wait",
+    "cache_key",
+    "decide",
+    "nginx_shield_config",
+    "object_type",
+    "parse_cache_control",
+]

@@ -1,0 +1,126 @@
+"""A request storm from its own process: N concurrent connections GET one URL at once.
+
+    python -m mainevent.media.edge.storm URL N [--header 'Name: value'] [--timeout S]
+
+Prints one JSON line: status counts, `X-Cache` counts, body digests (sha256 → count), errors.
+Raw asyncio sockets with httptools, so one process can hold thousands of connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+from collections import Counter
+from urllib.parse import urlsplit
+
+import httptools
+
+__all__ = ["storm"]
+
+
+class _Response:
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+async def _one(
+    host: str, port: int, request: bytes, go: asyncio.Event, limit_s: float
+) -> tuple[int, str, str]:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit_s)
+    try:
+        await go.wait()
+        writer.write(request)
+        resp = _Response()
+        parser = httptools.HttpResponseParser(resp)
+        async with asyncio.timeout(limit_s):
+            while not resp.done:
+                data = await reader.read(65536)
+                if not data:
+                    parser.feed_data(b"")
+                    break
+                parser.feed_data(data)
+        if not resp.done:
+            return 0, "", "truncated"
+        body = b"".join(resp.body)
+        declared = resp.headers.get("content-length")
+        if declared is not None and int(declared) != len(body):
+            return 0, "", "short"
+        return (
+            parser.get_status_code(),
+            resp.headers.get("x-cache", "-"),
+            hashlib.sha256(body).hexdigest(),
+        )
+    finally:
+        writer.close()
+
+
+async def storm(
+    url: str, n: int, headers: dict[str, str] | None = None, limit_s: float = 30.0
+) -> dict[str, object]:
+    """Connect `n` clients first, then release all requests together; summarise the answers."""
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    target = u.path + (f"?{u.query}" if u.query else "")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\n{extra}Connection: close\r\n\r\n".encode()
+    )
+    go = asyncio.Event()
+    tasks = [asyncio.create_task(_one(host, port, request, go, limit_s)) for _ in range(n)]
+    await asyncio.sleep(0)
+    # Let the connections open (bounded by the backlog) before firing.
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+    go.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    statuses: Counter[str] = Counter()
+    caches: Counter[str] = Counter()
+    digests: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    for r in results:
+        if isinstance(r, BaseException):
+            errors[type(r).__name__] += 1
+            continue
+        status, cache, digest = r
+        if status == 0:
+            errors[digest] += 1
+            continue
+        statuses[str(status)] += 1
+        caches[cache] += 1
+        digests[digest] += 1
+    return {
+        "statuses": dict(statuses),
+        "x_cache": dict(caches),
+        "digests": dict(digests),
+        "errors": dict(errors),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mainevent.media.edge.storm")
+    p.add_argument("url")
+    p.add_argument("n", type=int)
+    p.add_argument("--header", action="append", default=[])
+    p.add_argument("--timeout", type=float, default=30.0)
+    args = p.parse_args(argv)
+    headers = dict(h.split(": ", 1) for h in args.header)
+    print(json.dumps(asyncio.run(storm(args.url, args.n, headers, args.timeout))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

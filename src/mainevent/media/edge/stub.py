@@ -1,0 +1,164 @@
+"""A controllable upstream for edge tests and drills: publish objects later, hold LL-HLS blocking
+reloads until their segment exists, count every request, go down and come back on the same port.
+
+It speaks just enough HTTP/1.1 (httptools) to be an origin; it is not the real origin (which
+lives in `media/origin`) but lets tests decide exactly when an object appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import cast
+from urllib.parse import parse_qsl
+
+import httptools
+
+__all__ = ["StubObject", "StubUpstream"]
+
+
+@dataclass(frozen=True, slots=True)
+class StubObject:
+    body: bytes
+    cache_control: str = "public, max-age=31536000, immutable"
+    content_type: str = "video/iso.segment"
+    status: int = 200
+
+
+@dataclass(slots=True, eq=False)
+class _Conn(asyncio.Protocol):
+    stub: StubUpstream
+    transport: asyncio.Transport | None = None
+    parser: object = None
+    url: bytes = b""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.parser = httptools.HttpRequestParser(self)
+        self.stub.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stub.conns.discard(self)
+        for t in self.tasks:
+            t.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)  # type: ignore[attr-defined]
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.stub.respond(self, self.url.decode()))
+        self.tasks.append(task)
+        task.add_done_callback(self.tasks.remove)
+
+
+class StubUpstream:
+    """An in-process origin stand-in on 127.0.0.1 (`url` once started)."""
+
+    def __init__(self, *, hold_missing_s: float = 0.0, hold_timeout_s: float = 10.0) -> None:
+        self.objects: dict[str, StubObject] = {}
+        self.playlists: dict[str, tuple[int, str]] = {}
+        """Playlist path → (last msn, cache-control of blocking responses)."""
+        self.fetches: Counter[str] = Counter()
+        self.hold_missing_s = hold_missing_s
+        self.hold_timeout_s = hold_timeout_s
+        self.conns: set[_Conn] = set()
+        self._changed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+        self.down = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Conn(self), "127.0.0.1", self.port, backlog=4096, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.down = False
+
+    async def stop(self) -> None:
+        """Go down: stop listening and drop every connection (connection refused from now)."""
+        self.down = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.abort()
+        await asyncio.sleep(0)
+
+    def publish(self, path: str, obj: StubObject) -> None:
+        self.objects[path] = obj
+        self._wake()
+
+    def set_playlist_msn(self, path: str, msn: int, cache_control: str = "max-age=12") -> None:
+        """The media playlist at `path` now ends at `msn` (releases held blocking reloads)."""
+        self.playlists[path] = (msn, cache_control)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _playlist(self, path: str, msn: int) -> bytes:
+        lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:2", f"#EXT-X-MEDIA-SEQUENCE:{max(0, msn - 2)}"]
+        for n in range(max(0, msn - 2), msn + 1):
+            lines += ["#EXTINF:2.0,", f"{n}.m4s"]
+        return ("\n".join(lines) + "\n").encode()
+
+    async def _until(self, ready: object, limit_s: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while not ready():  # type: ignore[operator]
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return True
+
+    async def respond(self, conn: _Conn, target: str) -> None:
+        self.fetches[target] += 1
+        path, _, query = target.partition("?")
+        params = dict(parse_qsl(query))
+        status, cc, ctype, body = 404, "max-age=1", "text/plain", b"not found\n"
+        if path in self.playlists:
+            want = int(params.get("_HLS_msn", "-1"))
+            if want >= 0:
+                ok = await self._until(lambda: self.playlists[path][0] >= want, self.hold_timeout_s)
+                if not ok:
+                    status, cc, body = 503, "no-store", b"held too long\n"
+            if status == 404:
+                msn, blocking_cc = self.playlists[path]
+                status, ctype = 200, "application/vnd.apple.mpegurl"
+                cc = blocking_cc if want >= 0 else "max-age=1"
+                body = self._playlist(path, msn)
+        else:
+            if path not in self.objects and self.hold_missing_s > 0:
+                await self._until(lambda: path in self.objects, self.hold_missing_s)
+            obj = self.objects.get(path)
+            if obj is not None:
+                status, cc, ctype, body = obj.status, obj.cache_control, obj.content_type, obj.body
+        head = (
+            f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nCache-Control: {cc}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.write(head + body)
