@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 HLSJS := src/mainevent/web/vendor/hls.min.js
+DASHJS := src/mainevent/web/vendor/dash.all.min.js
 
 .PHONY: demo test setup lint typecheck unit e2e bench clean
 
@@ -16,7 +17,7 @@ demo: setup
 test: setup lint typecheck
 	$(BIN)/pytest -p no:cacheprovider
 
-setup: $(VENV)/.installed $(HLSJS) chromium postgres
+setup: $(VENV)/.installed $(HLSJS) $(DASHJS) chromium postgres nginx
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ node_modules/.installed: package.json package-lock.json
 $(HLSJS): node_modules/.installed
 	mkdir -p $(dir $(HLSJS))
 	cp node_modules/hls.js/dist/hls.min.js $(HLSJS)
+
+$(DASHJS): node_modules/.installed
+	mkdir -p $(dir $(DASHJS))
+	cp node_modules/dashjs/dist/modern/umd/dash.all.min.js $(DASHJS)
 
 # Browser tests drive Debian's chromium (never a downloaded browser build).
 chromium:
@@ -73,4 +78,16 @@ postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	else \
 		echo "PostgreSQL binaries (initdb, pg_ctl) are missing: install Debian's 'postgresql' package (sudo apt-get install postgresql); the PostgreSQL variants of the control-plane tests will be skipped"; \
+	fi
+
+# The delivery-tier interop test and bench/edge.py run Debian's nginx as a shield (never a
+# downloaded build); wrk drives the edge benchmark.
+.PHONY: nginx
+nginx:
+	@if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian nginx for the delivery-tier interop test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	else \
+		echo "nginx is missing: install Debian's 'nginx' package (sudo apt-get install nginx); the nginx interop tests will be skipped"; \
 	fi

@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "mainevent.commands.feed",
     "mainevent.player.cli",
     "mainevent.control.cli",
+    "mainevent.media.edge.cli",
 )
 
 

@@ -81,11 +81,27 @@ class EventSettings(_Frozen):
         le=2000,
         description="LL-HLS part target; the packager always cuts parts of this size.",
     )
+    latency: Literal["standard", "low"] = Field(
+        default="standard",
+        description="Latency mode: `standard` HLS, or `low` for LL-HLS (parts, blocking reload, delta updates, preload hints). DASH is served in both.",
+    )
+    part_hold_back_ms: int | None = Field(
+        default=None,
+        ge=300,
+        le=30_000,
+        description="LL-HLS PART-HOLD-BACK (how far behind the live edge players start); default 3 × the declared PART-TARGET (part target + one AAC frame, rounded up to 1 ms).",
+    )
+    hold_back_ms: int | None = Field(
+        default=None,
+        ge=3000,
+        le=300_000,
+        description="LL-HLS HOLD-BACK for players not in low-latency mode; default 3 × target duration.",
+    )
     window_segments: int = Field(
         default=6,
         ge=3,
         le=10_000,
-        description="Segments in the live playlist window (never below 3 × target duration).",
+        description="Segments in the live playlist window (never below 3 × target duration); in low-latency mode at least 12 × target duration of media, so delta updates (CAN-SKIP-UNTIL = 6 × TD) skip something.",
     )
     fps: int = Field(default=30, ge=1, le=120, description="Output frame rate of every rung.")
     ladder: tuple[Rung, ...] = Field(
@@ -113,6 +129,14 @@ class EventSettings(_Frozen):
             or self.segment_duration_ms % self.part_target_ms
         ):
             raise ValueError("part_target_ms must divide segment_duration_ms")
+        declared_part_ms = self.part_target_ms + 22  # one AAC frame at 48 kHz, rounded up
+        if self.part_hold_back_ms is not None and self.part_hold_back_ms < 3 * declared_part_ms:
+            raise ValueError(
+                f"part_hold_back_ms must be at least 3 × the declared part target ({3 * declared_part_ms} ms)"
+            )
+        td_ms = -(-self.segment_duration_ms // 1000) * 1000
+        if self.hold_back_ms is not None and self.hold_back_ms < 3 * td_ms:
+            raise ValueError(f"hold_back_ms must be at least 3 × target duration ({3 * td_ms} ms)")
         ids = [r.id for r in self.ladder] + [self.audio_id]
         if len(set(ids)) != len(ids):
             raise ValueError(f"rendition ids must be unique, got {ids}")
@@ -190,6 +214,22 @@ class OriginSettings(_Frozen):
     )
     cors_origin: str = Field(
         default="*", description="Access-Control-Allow-Origin for playlists and media."
+    )
+    token_keys: dict[str, str] = Field(
+        default_factory=lambda: {
+            "dev": "6d61696e6576656e742d6465762d746f6b656e2d6b65792d6e6f742d736563726574"
+        },
+        description="Playback-token HMAC keys (key id → hex) the origin and edges accept on `/t/<token>/live/...`. The default is the public development key: set your own in production.",
+    )
+    require_token: bool = Field(
+        default=False,
+        description="Refuse `/live/...` without a playback token (403 `missing_token`).",
+    )
+    max_held_requests: int = Field(
+        default=20_000,
+        ge=1,
+        le=1_000_000,
+        description="LL-HLS blocking requests one origin process holds at most; beyond it answers 503 with Retry-After.",
     )
 
 

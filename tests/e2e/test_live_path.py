@@ -13,22 +13,11 @@ import pytest
 
 from mainevent.media.cmaf import iter_boxes
 from mainevent.media.encode.ffmpeg import find_ffmpeg
+from mainevent.testing.browser import CHROMIUM, player_page, sample_stats
 from mainevent.testing.stack import RunningStack, start_stack
 from tests.e2e.hls import fetch_playlist, rendition_urls
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 
 @pytest.fixture(scope="module")
@@ -62,32 +51,10 @@ def test_browser_plays_live_stream(stack: RunningStack, tmp_path: Path) -> None:
     """hls.js in Chromium plays ≥ 20 s live with no stall, several renditions, low latency."""
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (make setup installs it as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=BROWSER_ARGS,
-        )
-        try:
-            page = ctx.new_page()
-            console: list[str] = []
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.goto(f"{stack.base_url}/player/?src=/live/{stack.event}/master.m3u8")
-            page.wait_for_function(
-                "window.mainevent && window.mainevent.stats().playing", timeout=30_000
-            )
-            first = page.evaluate("window.mainevent.stats()")
-            samples = []
-            deadline = time.monotonic() + 24
-            while time.monotonic() < deadline:
-                time.sleep(1)
-                samples.append(page.evaluate("window.mainevent.stats()"))
-            page.screenshot(path=str(tmp_path / "player.png"))
-        finally:
-            ctx.close()
+    url = f"{stack.base_url}/player/?src=/live/{stack.event}/master.m3u8"
+    with player_page(url, tmp_path / "profile") as page:
+        first, *samples = sample_stats(page, 24)
+        page.screenshot(path=str(tmp_path / "player.png"))
     last = samples[-1]
     assert not last["fatal"], last["errors"]
     assert last["currentTime"] - first["currentTime"] >= 20, (first, last)

@@ -30,12 +30,14 @@ def test_lost_when_silent_or_disconnected() -> None:
 def test_degraded_reasons() -> None:
     """Drift, corrupt input and a low frame rate degrade the feed and are all named."""
     h = healthy_feed(100.0)
-    h.last_audio_pts = 900_000 + 27_000  # +0.3 s
+    for i in range(10):  # audio PES every 1920 ticks, then timestamps jump 0.3 s ahead
+        h.av.push("audio", 900_000 + i * 1920 + (27_000 if i >= 5 else 0))
+        h.av.push("video", 900_000 + i * 3000)
     h.note_errors(99.0, 3)
     h.window = h.window[:20]
     verdict, reason = h.verdict(100.0, input_timeout_s=2, fps=30)
     assert verdict == "degraded"
-    assert "audio/video drift +0.300 s" in reason
+    assert "audio/video offset +0.300 s" in reason
     assert "3 corrupt-input events" in reason
     assert "frame rate 20 below 30" in reason
     assert h.verdict(106.0, input_timeout_s=10, fps=30)[1].count("corrupt") == 0

@@ -1,4 +1,5 @@
-"""Assemble and run the platform in one process: origin + pipeline (+ feed simulator).
+"""Assemble and run the platform in one process: origin + pipeline (+ feed simulator), and the
+delivery tier in front of the origin: shield → edges `cdn-a`, `cdn-b`, `cdn-c`, each on its port.
 
 Used by `mainevent up` and by the end-to-end tests (which run it as a real subprocess).
 """
@@ -8,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,14 +21,29 @@ from typing import Any
 import uvicorn
 
 from mainevent.config import Settings
+from mainevent.media.edge import EdgeConfig, EdgeServer
 from mainevent.media.encode.ffmpeg import FeedSpec, IngestSpec, LadderSpec, RungSpec, find_ffmpeg
-from mainevent.media.encode.pipeline import Pipeline
+from mainevent.media.encode.pipeline import Pipeline, PipelineCollector
 from mainevent.media.feed import FeedProcess, grid_start
+from mainevent.media.origin import tune_gc
 from mainevent.media.origin.app import create_app
 from mainevent.media.origin.live import LiveEvent, Metrics, RenditionSpec
 from mainevent.media.store import LocalSegmentStore
 
 log = logging.getLogger(__name__)
+
+
+SHUTDOWN_DEADLINE_S = 15.0
+
+
+def _force_exit() -> None:
+    log.error("shutdown did not finish within %.0f s; exiting now", SHUTDOWN_DEADLINE_S)
+    logging.shutdown()
+    os._exit(1)
+
+
+class StackError(Exception):
+    """The platform cannot start; the message says why and what to do."""
 
 
 class _Server(uvicorn.Server):
@@ -70,6 +88,11 @@ def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -
         window_segments=ev.window_segments,
         fps=ev.fps,
         metrics=metrics,
+        latency=ev.latency,
+        part_target_ms=ev.part_target_ms,
+        part_hold_back_ms=ev.part_hold_back_ms,
+        hold_back_ms=ev.hold_back_ms,
+        max_held_requests=settings.origin.max_held_requests,
     )
 
 
@@ -86,9 +109,65 @@ class Stack:
     pipeline: Pipeline | None = None
     feed: FeedProcess | None = None
     event: LiveEvent | None = None
+    edge_names: tuple[str, ...] = ("cdn-a", "cdn-b", "cdn-c")
+    """CDN edges behind one shield; empty = no delivery tier (players use the origin)."""
+    edge_port_base: int = 0
+    """Shield on this port, edges on the next ones; 0 = any free ports."""
+    edge_admin_secret: str | None = None
+    edge_token_keys: dict[str, str] | None = None
+    shield: EdgeServer | None = None
+    edges: dict[str, EdgeServer] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def edge_urls(self) -> dict[str, str]:
+        """Edge name → base URL (empty without a delivery tier)."""
+        return {name: e.url for name, e in self.edges.items()}
+
+    async def _start_edges(self, host: str) -> None:
+        if not self.edge_names:
+            return
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        base = self.edge_port_base
+        regions = {"cdn-a": ("eu",), "cdn-b": ("us",), "cdn-c": ("apac",)}
+        self.shield = EdgeServer(
+            EdgeConfig(
+                name="shield",
+                upstream=self.base_url,
+                host=host,
+                port=base,
+                max_bytes=256 * 1024 * 1024,
+                admin_secret=self.edge_admin_secret,
+            )
+        )
+        await self.shield.start()
+        for i, name in enumerate(self.edge_names, start=1):
+            edge = EdgeServer(
+                EdgeConfig(
+                    name=name,
+                    upstream=self.shield.url,
+                    regions=regions.get(name, ()),
+                    host=host,
+                    port=base + i if base else 0,
+                    max_bytes=128 * 1024 * 1024,
+                    admin_secret=self.edge_admin_secret,
+                    token_keys=self.edge_token_keys,
+                )
+            )
+            await edge.start()
+            self.edges[name] = edge
+
+    async def _close_edges(self) -> None:
+        for edge in [*self.edges.values(), *([self.shield] if self.shield else [])]:
+            await edge.close()
+
     def stop(self) -> None:
+        """Begin a graceful shutdown; if it has not finished within the deadline, exit anyway
+        (children die with us: they were started with PDEATHSIG)."""
+        if not self._stop.is_set():
+            timer = threading.Timer(SHUTDOWN_DEADLINE_S, _force_exit)
+            timer.daemon = True
+            timer.start()
         self._stop.set()
 
     async def run(self) -> None:
@@ -119,17 +198,43 @@ class Stack:
             restart_backoff_s=s.encoder.restart_backoff_s,
         )
         pipeline = self.pipeline
+        metrics.registry.register(PipelineCollector([pipeline]))
 
         def health() -> dict[str, Any]:
             return {"pipelines": [pipeline.status()]}
 
-        app = create_app({event.event_id: event}, cors_origin=s.origin.cors_origin, health=health)
+        app = create_app(
+            {event.event_id: event},
+            cors_origin=s.origin.cors_origin,
+            health=health,
+            token_keys=s.origin.token_keys,
+            require_token=s.origin.require_token,
+        )
+        if self.edge_token_keys is None and s.origin.require_token:
+            # Edges with keys require tokens on /live/: same policy as the origin.
+            self.edge_token_keys = dict(s.origin.token_keys)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((s.origin.host, s.origin.port))
+        try:
+            sock.bind((s.origin.host, s.origin.port))
+        except OSError as exc:
+            sock.close()
+            raise StackError(
+                f"origin cannot listen on {s.origin.host}:{s.origin.port}: {exc.strerror} "
+                "(choose another --port, or 0 for any free port)"
+            ) from None
         host, http_port = sock.getsockname()[:2]
         self.base_url = f"http://{host}:{http_port}"
-        server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        await self._start_edges(host)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                timeout_graceful_shutdown=int(SHUTDOWN_DEADLINE_S // 3),
+            )
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
@@ -151,6 +256,9 @@ class Stack:
                     self.feed = FeedProcess(ffmpeg, spec)
                     tasks.append(tg.create_task(self._feed_when_listening(self.feed)))
                 tasks.append(tg.create_task(self._announce(event)))
+                # Startup garbage (imports, settings) leaves the collector's reach; full
+                # collections get rarer, so held LL-HLS requests do not see long pauses.
+                tune_gc()
                 if self.on_listening is not None:
                     self.on_listening(self)
                 await self._stop.wait()
@@ -160,6 +268,7 @@ class Stack:
                 server.should_exit = True
                 await server_task
         finally:
+            await self._close_edges()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from mainevent.config import ConfigError, load_settings
 
@@ -34,6 +35,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--window", type=int, metavar="N", help="segments in the live window")
     p.add_argument(
+        "--latency",
+        choices=["standard", "low"],
+        help="latency mode: standard HLS (default) or low (LL-HLS parts, blocking reload)",
+    )
+    p.add_argument(
         "--ladder",
         help="video ladder as ID:WxH:KBPS,... (e.g. v720:1280x720:2500,v360:640x360:700) or 'default' for 1080/720/480/360",
     )
@@ -45,7 +51,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="do not start the feed simulator (wait for a real venue feed)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_edge_options(p)
     p.set_defaults(func=run)
+
+
+def _add_edge_options(p: argparse.ArgumentParser) -> None:
+    """Delivery tier: shield + edges cdn-a/b/c (admin secret and token keys from the env)."""
+    p.add_argument(
+        "--edge-port-base",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="shield on PORT, cdn-a/b/c on PORT+1..3 (default: any free ports)",
+    )
+    p.add_argument(
+        "--no-edges", action="store_true", help="no shield/edges: players use the origin"
+    )
+
+
+def _edge_env(environ: dict[str, str] | os._Environ[str]) -> tuple[str, dict[str, str] | None]:
+    """MAINEVENT_EDGE_ADMIN_SECRET (default: random per run), MAINEVENT_EDGE_TOKEN_KEYS=kid:hex,…"""
+    import secrets
+
+    secret = environ.get("MAINEVENT_EDGE_ADMIN_SECRET") or secrets.token_hex(16)
+    keys: dict[str, str] = {}
+    for item in environ.get("MAINEVENT_EDGE_TOKEN_KEYS", "").split(","):
+        kid, sep, hexkey = item.strip().partition(":")
+        if sep:
+            keys[kid] = hexkey
+    return secret, keys or None
 
 
 def parse_ladder(text: str) -> list[dict[str, Any]]:
@@ -73,6 +107,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         o["event"]["segment_duration_ms"] = round(args.segment_duration * 1000)
     if args.window is not None:
         o["event"]["window_segments"] = args.window
+    if args.latency:
+        o["event"]["latency"] = args.latency
     if args.ladder:
         o["event"]["ladder"] = parse_ladder(args.ladder)
     if args.port is not None:
@@ -91,7 +127,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mainevent.commands.stack import Stack
+    from mainevent.commands.stack import Stack, StackError
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -110,11 +146,24 @@ def run(args: argparse.Namespace) -> int:
         ev = settings.event.id
         base = stack.base_url
         ingest = stack.ingest
+        edges = stack.edge_urls
+        play_base = edges.get("cdn-a", next(iter(edges.values()), ""))
+        src = f"{play_base}/live/{ev}/master.m3u8" if play_base else f"/live/{ev}/master.m3u8"
+        others = ",".join(u for n, u in edges.items() if u != play_base)
         lines = [
             "",
             f"mainevent is live: event {ev!r}",
-            f"  player      {base}/player/?src=/live/{ev}/master.m3u8",
-            f"  multivariant {base}/live/{ev}/master.m3u8",
+            f"  player      {base}/player/?src={src}" + (f"&edges={others}" if others else ""),
+            f"  multivariant {play_base or base}/live/{ev}/master.m3u8",
+            *(
+                [f"  low-latency {base}/player/?ll=1&src={src}"]
+                if settings.event.latency == "low"
+                else []
+            ),
+            f"  dash        {base}/player/?src={play_base or base}/live/{ev}/manifest.mpd",
+            *(f"  {name:<11} {url}/live/{ev}/master.m3u8" for name, url in edges.items()),
+            *([f"  shield      {stack.shield.url}"] if stack.shield else []),
+            f"  origin      {base}/live/{ev}/master.m3u8",
             f"  health      {base}/healthz",
             f"  metrics     {base}/metrics",
             f"  ingest      {ingest.publish_url if ingest else '-'}",
@@ -122,21 +171,53 @@ def run(args: argparse.Namespace) -> int:
             "",
         ]
         print("\n".join(lines), flush=True)
-        print(json.dumps({"ready": True, "base_url": base, "event": ev}), flush=True)
+        print(
+            json.dumps({"ready": True, "base_url": base, "event": ev, **_edge_info(stack)}),
+            flush=True,
+        )
 
     def listening(stack: Stack) -> None:
         ingest = stack.ingest.publish_url if stack.ingest else None
         print(
-            json.dumps({"listening": True, "base_url": stack.base_url, "ingest_url": ingest}),
+            json.dumps(
+                {
+                    "listening": True,
+                    "base_url": stack.base_url,
+                    "ingest_url": ingest,
+                    **_edge_info(stack),
+                }
+            ),
             flush=True,
         )
 
+    def _edge_info(stack: Stack) -> dict[str, Any]:
+        if not stack.edges:
+            return {}
+        return {
+            "edges": stack.edge_urls,
+            "shield_url": stack.shield.url if stack.shield else None,
+            "edge_admin_secret": stack.edge_admin_secret,
+        }
+
+    admin_secret, token_keys = _edge_env(os.environ)
+
     stack = Stack(
-        settings=settings, with_feed=not args.no_feed, on_ready=ready, on_listening=listening
+        settings=settings,
+        with_feed=not args.no_feed,
+        on_ready=ready,
+        on_listening=listening,
+        edge_names=() if args.no_edges else ("cdn-a", "cdn-b", "cdn-c"),
+        edge_port_base=args.edge_port_base,
+        edge_admin_secret=admin_secret,
+        edge_token_keys=token_keys,
     )
     print(f"starting event {settings.event.id!r}: waiting for the first segments…", flush=True)
     try:
-        asyncio.run(stack.run())
+        # uvloop: the origin and edges answer thousands of held LL-HLS requests at once.
+        uvloop.run(stack.run())
+    except StackError as exc:
+        print(f"mainevent up: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -58,6 +59,14 @@ class RunningStack:
     ready_event: threading.Event
     reader: threading.Thread | None = None
     log: deque[str] = field(default_factory=lambda: deque(maxlen=4000))
+    edges: dict[str, str] = field(default_factory=dict)
+    """Edge name (`cdn-a`, …) → base URL; empty when started with `--no-edges`."""
+    shield_url: str | None = None
+    edge_admin_secret: str | None = None
+
+    def edge_master_url(self, name: str = "cdn-a") -> str:
+        """The multivariant playlist as served by edge `name`."""
+        return f"{self.edges[name]}/live/{self.event}/master.m3u8"
 
     def wait_ready(self, timeout: float) -> None:
         """Wait until every rendition has published (the `ready` line)."""
@@ -85,13 +94,20 @@ class RunningStack:
         return int(t["pid"]) if isinstance(t, dict) else None
 
     def stop(self) -> set[int]:
-        """SIGINT like Ctrl-C; returns descendants still alive afterwards (should be none)."""
+        """SIGINT like Ctrl-C; returns descendants still alive afterwards (should be none).
+
+        Raises AssertionError when the platform did not shut down cleanly (exit code ≠ 0, or
+        still running after 20 s): a hung shutdown is a bug, not something to kill quietly.
+        """
         kids = descendants(self.proc.pid)
-        if self.proc.poll() is None:
+        hung = False
+        interrupted = self.proc.poll() is None
+        if interrupted:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
+                hung = True
                 self.proc.kill()
                 self.proc.wait()
         if self.reader is not None:
@@ -101,6 +117,11 @@ class RunningStack:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(alive(p) for p in kids):
             time.sleep(0.1)
+        if hung or (interrupted and self.proc.returncode != 0):
+            tail = "\n".join(list(self.log)[-30:])
+            raise AssertionError(
+                f"unclean shutdown (exit {self.proc.returncode}, hung={hung}):\n{tail}"
+            )
         return {p for p in kids if alive(p)}
 
 
@@ -142,7 +163,7 @@ def start_stack(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ
     )
     log: deque[str] = deque(maxlen=4000)
-    info: dict[str, str] = {}
+    info: dict[str, Any] = {}
     listening = threading.Event()
     ready = threading.Event()
 
@@ -173,6 +194,9 @@ def start_stack(
         ingest_url=info["ingest_url"],
         ready_event=ready,
         log=log,
+        edges=dict(info.get("edges") or {}),
+        shield_url=info.get("shield_url"),
+        edge_admin_secret=info.get("edge_admin_secret"),
     )
     if wait_ready:
         try:

@@ -1,9 +1,12 @@
 /*
- * mainevent web player: hls.js on an HTMLVideoElement plus live QoE figures.
+ * mainevent web player: hls.js (or dash.js for DASH) on an HTMLVideoElement plus live QoE figures.
  *
  * Query parameters:
  *   src=URL         playlist (default /live/demo/master.m3u8)
- *   ll=1            hls.js lowLatencyMode (LL-HLS); default standard live, 3 x TD behind the edge
+ *   ll=1            hls.js lowLatencyMode (LL-HLS: parts, blocking reload, delta updates; starts
+ *                   PART-HOLD-BACK behind the edge); default standard live, 3 x TD behind the edge
+ *   dash=1          play a DASH MPD with dash.js (implied when src ends in .mpd); default
+ *                   src is then /live/demo/manifest.mpd
  *   autoplay=0      do not start on load (default: start muted, so browsers allow it)
  *   edges=A,B       base URLs of alternative CDNs (parsed and shown; not used yet)
  *
@@ -18,13 +21,16 @@
   var MAX_ERRORS = 50;
 
   var params = new URLSearchParams(window.location.search);
-  var src = new URL(params.get("src") || "/live/demo/master.m3u8", window.location.href).href;
+  var dash = flag(params.get("dash"), /\.mpd(\?|$)/.test(params.get("src") || ""));
+  var defaultSrc = dash ? "/live/demo/manifest.mpd" : "/live/demo/master.m3u8";
+  var src = new URL(params.get("src") || defaultSrc, window.location.href).href;
   var lowLatency = flag(params.get("ll"), false);
   var autoplay = flag(params.get("autoplay"), true);
   var edges = parseEdges(params.get("edges"));
 
   var video = document.getElementById("video");
   var hls = null;
+  var dashPlayer = null;
   var mode = "unsupported";
 
   // Startup is measured from the play request: navigation start when autoplaying (what a
@@ -162,6 +168,11 @@
   }
 
   function playheadDateMs() {
+    if (dashPlayer) {
+      // dash.js maps the playhead to UTC through the MPD timeline and the UTCTiming clock.
+      var utc = dashPlayer.timeAsUTC();
+      return utc && isFinite(utc) ? utc * 1000 : null;
+    }
     if (hls) {
       var d = hls.playingDate;
       if (d && !isNaN(d.getTime())) return d.getTime();
@@ -176,6 +187,18 @@
   }
 
   function levelList() {
+    if (dashPlayer) {
+      var reps = dashPlayer.getRepresentationsByType ? dashPlayer.getRepresentationsByType("video") : [];
+      return (reps || []).map(function (r) {
+        return {
+          height: r.height || null,
+          width: r.width || null,
+          bitrate: r.bandwidth || null,
+          name: r.id || null,
+          codecs: r.codecs || null,
+        };
+      });
+    }
     if (!hls || !hls.levels) return [];
     return hls.levels.map(function (l) {
       return {
@@ -238,6 +261,7 @@
       lowLatency: lowLatency,
       mode: mode,
       hlsVersion: typeof Hls !== "undefined" ? Hls.version : null,
+      dashVersion: dashPlayer ? dashPlayer.getVersion() : null,
       src: src,
       edges: edges.map(function (e) { return e.url; }),
     };
@@ -420,6 +444,9 @@
       backBufferLength: 30,
     };
     if (!lowLatency) config.liveSyncDurationCount = 3;
+    // Video is independent only at segment starts (2 s GOP), so hls.js starts up to a segment
+    // further back than PART-HOLD-BACK; a gentle speed-up brings it to its target latency.
+    if (lowLatency) config.maxLiveSyncPlaybackRate = 1.25;
     hls = new Hls(config);
     hls.on(Hls.Events.ERROR, onHlsError);
     hls.on(Hls.Events.LEVEL_SWITCHED, function (_e, data) { level = data.level; });
@@ -437,6 +464,26 @@
     });
     hls.loadSource(src);
     hls.attachMedia(video);
+  }
+
+  function startDash() {
+    mode = "dash.js";
+    var script = document.createElement("script");
+    script.src = "/static/vendor/dash.all.min.js";
+    script.onerror = function () { markFatal("dash.js is not installed (make setup copies it)"); };
+    script.onload = function () {
+      dashPlayer = dashjs.MediaPlayer().create();
+      dashPlayer.on(dashjs.MediaPlayer.events.ERROR, function (e) {
+        var err = e && e.error ? e.error : {};
+        recordError("dashError", String(err.code || "error"), false, err.message);
+      });
+      dashPlayer.on(dashjs.MediaPlayer.events.PLAYBACK_ERROR, function (e) {
+        recordError("dashPlaybackError", "playback", true, e && e.error ? String(e.error) : null);
+        markFatal("dash.js playback error");
+      });
+      dashPlayer.initialize(video, src, autoplay);
+    };
+    document.head.appendChild(script);
   }
 
   function startNative() {
@@ -464,7 +511,9 @@
   });
 
   // Chromium answers canPlayType(HLS) with "maybe" but cannot play it natively: MSE first.
-  if (typeof Hls !== "undefined" && Hls.isSupported()) {
+  if (dash) {
+    startDash();
+  } else if (typeof Hls !== "undefined" && Hls.isSupported()) {
     startHls();
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
     startNative();
@@ -480,6 +529,7 @@
   window.mainevent = {
     stats: statsSnapshot,
     hls: function () { return hls; },
-    config: { src: src, lowLatency: lowLatency, autoplay: autoplay, edges: edges.map(function (e) { return e.url; }) },
+    dash: function () { return dashPlayer; },
+    config: { src: src, lowLatency: lowLatency, dash: dash, autoplay: autoplay, edges: edges.map(function (e) { return e.url; }) },
   };
 })();

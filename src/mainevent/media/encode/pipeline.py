@@ -41,7 +41,7 @@ from mainevent.media.encode.ffmpeg import (
     transcode_command,
 )
 from mainevent.media.encode.process import die_with_parent
-from mainevent.media.ingest.ts import PTS_HZ, TsProbe
+from mainevent.media.ingest.ts import PTS_HZ, AvOffsetTracker, TsProbe
 from mainevent.media.origin.live import LiveEvent
 from mainevent.media.store import StoreError
 
@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 # Time from the newest input frame to the first output frame: lets the decoder reach a
 # contribution keyframe (GOP ≤ 1 s) before the transcoder's first frame.
 START_MARGIN_S = 1.2
-INPUT_QUEUE_CHUNKS = 256  # × 64 KiB ≈ 16 MiB of contribution feed
+INPUT_QUEUE_CHUNKS = 256
+# A connected feed silent this long is dropped and the listener restarted (the venue reconnects).
+RELISTEN_AFTER_S = 10.0  # × 64 KiB ≈ 16 MiB of contribution feed
 
 
 def epoch_of_time_of_day(tod: Fraction, now: float) -> Fraction:
@@ -76,6 +78,7 @@ class FeedHealth:
     window: list[tuple[float, int, int]] = field(default_factory=list)  # (t, bytes, frames)
     last_video_tod: Fraction | None = None
     last_audio_pts: int | None = None
+    av: AvOffsetTracker = field(default_factory=AvOffsetTracker)
     last_video_pts: int | None = None
     feed_delay_s: float | None = None  # wall clock − venue clock of the newest frame
     continuity_errors: int = 0
@@ -104,9 +107,9 @@ class FeedHealth:
             reasons.append(f"{recent} corrupt-input events in the last 5 s")
         if snap["fps"] < 0.9 * fps:
             reasons.append(f"frame rate {snap['fps']} below {fps}")
-        drift = snap["av_drift_s"]
-        if drift is not None and abs(drift) > 0.1:
-            reasons.append(f"audio/video drift {drift:+.3f} s")
+        offset = snap["av_offset_s"]
+        if abs(offset) > 0.1:
+            reasons.append(f"audio/video offset {offset:+.3f} s")
         if reasons:
             return "degraded", "; ".join(reasons)
         return "healthy", "ok"
@@ -114,15 +117,12 @@ class FeedHealth:
     def snapshot(self, now: float) -> dict[str, Any]:
         recent = [(t, b, f) for t, b, f in self.window if now - t <= 1.0]
         age = None if self.last_packet_monotonic is None else now - self.last_packet_monotonic
-        drift = None
-        if self.last_audio_pts is not None and self.last_video_pts is not None:
-            drift = round((self.last_audio_pts - self.last_video_pts) / PTS_HZ, 3)
         return {
             "connected": self.connected,
             "bitrate_kbps": round(sum(b for _, b, _ in recent) * 8 / 1000, 1),
             "fps": sum(f for _, _, f in recent),
             "since_last_packet_s": None if age is None else round(age, 3),
-            "av_drift_s": drift,
+            "av_offset_s": round(self.av.offset_s, 3),
             "feed_delay_s": None if self.feed_delay_s is None else round(self.feed_delay_s, 3),
             "continuity_errors": self.continuity_errors,
             "sync_losses": self.sync_losses,
@@ -269,26 +269,46 @@ class Pipeline:
         h = self.health
         first = True
         stream_pos = 0
+        silent_since: float | None = None
         while True:
             try:
                 chunk = await asyncio.wait_for(
                     stdout.read(65536), self.input_timeout_s if not first else None
                 )
             except TimeoutError:
-                log.warning(
-                    "%s: no contribution data for %.1f s: feed lost",
-                    self.name,
-                    self.input_timeout_s,
-                )
-                return
+                now = time.monotonic()
+                if silent_since is None:
+                    # A stalled feed: flush and end this run (its partial segment is rejected);
+                    # keep the connection, the venue may resume on it.
+                    silent_since = now - self.input_timeout_s
+                    log.warning(
+                        "%s: no contribution data for %.1f s: feed lost",
+                        self.name,
+                        self.input_timeout_s,
+                    )
+                    self.state = "feed lost (connection open)"
+                    await self._end_run_input()
+                elif now - silent_since > RELISTEN_AFTER_S:
+                    log.warning(
+                        "%s: feed silent for %.0f s: listening anew", self.name, now - silent_since
+                    )
+                    return
+                continue
             if not chunk:
                 return
+            if silent_since is not None:
+                log.info(
+                    "%s: feed resumed after %.1f s", self.name, time.monotonic() - silent_since
+                )
+                silent_since = None
+                self.state = "feed connected"
             now = time.monotonic()
             chunk_start, stream_pos = stream_pos, stream_pos + len(chunk)
             if first:
                 first = False
                 h.connected = True
                 h.connects += 1
+                h.av = AvOffsetTracker()  # a new connection starts in step
                 self.state = "feed connected"
                 log.info("%s: feed connected", self.name)
             events = probe.push(chunk)
@@ -306,9 +326,11 @@ class Pipeline:
                         )
                         await self._stop_run(kill=True)
                     h.last_video_pts = ev.pts
+                    h.av.push("video", ev.pts)
                     h.last_video_tod = Fraction(ev.pts, PTS_HZ)
                 else:
                     h.last_audio_pts = ev.pts
+                    h.av.push("audio", ev.pts)
             stats = probe.statistics()
             h.note_errors(
                 now,
@@ -583,8 +605,8 @@ class PipelineCollector:
                 labels=labels,
             ),
             "drift": GaugeMetricFamily(
-                "mainevent_feed_av_drift_seconds",
-                "Audio minus video timestamp at the ingest",
+                "mainevent_feed_av_offset_seconds",
+                "Audio timestamps moved against video since the feed connected",
                 labels=labels,
             ),
             "delay": GaugeMetricFamily(
@@ -617,8 +639,7 @@ class PipelineCollector:
             g["fps"].add_metric(name, float(f["fps"]))
             if f["since_last_packet_s"] is not None:
                 g["age"].add_metric(name, float(f["since_last_packet_s"]))
-            if f["av_drift_s"] is not None:
-                g["drift"].add_metric(name, float(f["av_drift_s"]))
+            g["drift"].add_metric(name, float(f["av_offset_s"]))
             if f["feed_delay_s"] is not None:
                 g["delay"].add_metric(name, float(f["feed_delay_s"]))
             for v in ("healthy", "degraded", "lost"):

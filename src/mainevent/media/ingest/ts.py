@@ -175,3 +175,41 @@ class TsProbe:
                 self._streams[pid] = _Pid("audio")
                 self._stats.audio_codec = _AUDIO_TYPES[stype]
             k += 5 + es_len
+
+
+@dataclass(slots=True)
+class _Cadence:
+    last: int | None = None
+    step: int | None = None  # the stream's regular PTS increment (PES duration)
+    offset: int = 0  # sum of unexpected jumps, 90 kHz ticks
+
+
+@dataclass(slots=True)
+class AvOffsetTracker:
+    """Tracks how far audio timestamps moved against video since the feed connected.
+
+    A muxer re-interleaves by timestamp, so a feed whose audio timestamps were shifted still
+    arrives with audio and video PTS side by side; what betrays the shift is a jump in one
+    stream's otherwise regular PTS cadence. Each unexpected jump (beyond the stream's regular
+    increment) is added to that stream's offset; the A/V offset is audio minus video.
+    """
+
+    _video: _Cadence = field(default_factory=_Cadence)
+    _audio: _Cadence = field(default_factory=_Cadence)
+
+    def push(self, kind: str, pts: int) -> None:
+        c = self._video if kind == "video" else self._audio
+        if c.last is not None:
+            step = pts - c.last
+            if c.step is None:
+                c.step = step if step > 0 else None
+            elif step > 0 and abs(step - c.step) * 4 <= c.step:
+                c.step = step  # follow small cadence changes (e.g. 1920/2048-tick audio PES)
+            elif abs(step - c.step) > c.step:
+                c.offset += step - c.step  # a jump: timestamps moved by more than one PES
+        c.last = pts
+
+    @property
+    def offset_s(self) -> float:
+        """Audio minus video timestamp jumps, seconds (0 while in step)."""
+        return (self._audio.offset - self._video.offset) / PTS_HZ

@@ -12,10 +12,12 @@ from mainevent.media.manifest.hls import (
 from mainevent.media.manifest.model import (
     ContentSteering,
     DateRange,
+    LowLatency,
     MediaPlaylist,
     MediaRendition,
     MultivariantPlaylist,
     PartEntry,
+    PartPosition,
     PlaylistType,
     PreloadHint,
     PublishedPart,
@@ -26,16 +28,19 @@ from mainevent.media.manifest.model import (
     Variant,
     WindowStats,
 )
-from mainevent.media.manifest.window import RenditionWindow
+from mainevent.media.manifest.window import PartState, RenditionWindow
 
 __all__ = [
     "ContentSteering",
     "DateRange",
+    "LowLatency",
     "ManifestError",
     "MediaPlaylist",
     "MediaRendition",
     "MultivariantPlaylist",
     "PartEntry",
+    "PartPosition",
+    "PartState",
     "PlaylistError",
     "PlaylistType",
     "PreloadHint",

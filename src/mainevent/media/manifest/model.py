@@ -176,6 +176,34 @@ class PublishedPart:
 
 
 @dataclass(frozen=True, slots=True)
+class LowLatency:
+    """LL-HLS settings of a `RenditionWindow` (rfc8216bis §4.4.3.7-8, §6.2.5).
+
+    `part_target_us` is the declared PART-TARGET: it must be at least the longest part the
+    packager cuts (audio parts overrun the cut by up to one AAC frame), while `part_us` is the
+    nominal cut, used to know how many parts a segment has (for the preload hint).
+    """
+
+    part_target_us: int
+    part_us: int
+    part_hold_back_us: int
+    hold_back_us: int
+    can_skip_until_us: int
+    version: int = 9
+
+
+@dataclass(frozen=True, slots=True)
+class PartPosition:
+    """The newest part a playlist lists: `msn` (its parent segment) and part `index`.
+
+    `index` is -1 when segment `msn` is listed whole and has no parts.
+    """
+
+    msn: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class PublishedSegment:
     """A segment handed to a `RenditionWindow`: stored whole, ready to be listed."""
 

@@ -1,12 +1,18 @@
 """The origin: an ASGI app serving the live event's playlists and media (ARCHITECTURE.md URLs).
 
     /live/<event>/master.m3u8                multivariant playlist
-    /live/<event>/<rendition>/index.m3u8     media playlist
+    /live/<event>/manifest.mpd               DASH MPD (same CMAF media)
+    /live/<event>/<rendition>/index.m3u8     media playlist (LL-HLS: _HLS_msn, _HLS_part, _HLS_skip)
     /live/<event>/<rendition>/init*.mp4      CMAF init section
     /live/<event>/<rendition>/<msn>.m4s      segment
     /live/<event>/<rendition>/<msn>.<k>.m4s  LL-HLS part
     /player/, /static/...                    web player
     /healthz, /metrics
+    /time                                    server clock, ISO 8601 (DASH UTCTiming)
+
+In low-latency mode, blocking playlist reloads and requests for a part not yet produced (the
+preload hint) are held until the part lands, for at most 3 × target duration (then 503); the
+rules are in `blocking.py`, the waiting in `LiveEvent`.
 
 Names are matched by strict patterns and never joined into file paths as given, so there is no
 path traversal. Unknown and future objects are 404 with a short negative TTL.
@@ -14,9 +20,11 @@ path traversal. Unknown and future objects are 404 with a short negative TTL.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,10 +41,22 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
+from mainevent.common.tokens import TokenGate, TokenVerifier
+from mainevent.media.origin.blocking import (
+    HoldLimitReached,
+    Rejection,
+    cache_control,
+    check_directives,
+    parse_directives,
+)
 from mainevent.media.origin.live import LiveEvent
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+MPD_TYPE = "application/dash+xml"
+_PLAYLIST = PLAYLIST_TYPE.encode()
+_TEXT = b"text/plain; charset=utf-8"
 _SEGMENT = re.compile(r"^(?P<msn>\d{1,18})\.m4s$")
 _PART = re.compile(r"^(?P<msn>\d{1,18})\.(?P<part>\d{1,4})\.m4s$")
 _INIT = re.compile(r"^init(-[0-9a-f]{12})?\.mp4$")
@@ -62,13 +82,21 @@ class Origin:
         self.cors_origin = cors_origin
         self.health_extra = health
         self.started = time.monotonic()
+        self._cors = cors_origin.encode("latin-1")
+        self._counters: dict[tuple[int, str, int], Any] = {}
 
     def _headers(self, cache: str) -> dict[str, str]:
         return {"Cache-Control": cache, "Access-Control-Allow-Origin": self.cors_origin}
 
     def _count(self, event: LiveEvent | None, kind: str, status: int) -> None:
         if event is not None:
-            event.metrics.requests.labels(kind, str(status)).inc()
+            # Children cached: `labels()` costs a lock and a lookup per call, and the LL-HLS
+            # release path counts thousands of responses in one go.
+            key = (id(event.metrics), kind, status)
+            child = self._counters.get(key)
+            if child is None:
+                child = self._counters[key] = event.metrics.requests.labels(kind, str(status))
+            child.inc()
 
     def _not_found(self, event: LiveEvent | None, kind: str, what: str) -> Response:
         self._count(event, kind, 404)
@@ -93,21 +121,147 @@ class Origin:
             text, 200, media_type=PLAYLIST_TYPE, headers=self._headers(self._half_td(event))
         )
 
-    async def media_playlist(self, request: Request) -> Response:
-        event = self.events.get(request.path_params["event"])
-        rendition = request.path_params["rendition"]
-        if event is None or not event.has_rendition(rendition):
-            return self._not_found(event, "playlist", f"rendition {rendition!r}")
-        text = event.playlist(rendition)
-        if text is None:
-            self._count(event, "playlist", 404)
-            return PlainTextResponse(
-                "no segment published yet\n", 404, headers=self._headers("max-age=1")
-            )
-        self._count(event, "playlist", 200)
-        return Response(
-            text, 200, media_type=PLAYLIST_TYPE, headers=self._headers(self._half_td(event))
+    def _error(self, event: LiveEvent, kind: str, status: int, reason: str) -> Response:
+        self._count(event, kind, status)
+        cache = cache_control(event.target_duration_s, blocking=False, error=True)
+        return PlainTextResponse(f"{reason}\n", status, headers=self._headers(cache))
+
+    def _busy(self, event: LiveEvent, kind: str) -> Response:
+        # Not cached: the refusal is about this origin's load now, not about the object.
+        self._count(event, kind, 503)
+        headers = self._headers("no-store") | {"Retry-After": "1"}
+        return PlainTextResponse(
+            "too many held requests on this origin; retry shortly\n", 503, headers=headers
         )
+
+    async def media_playlist(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Media playlists, as a bare ASGI endpoint: the LL-HLS release path answers thousands
+        of held requests at once, so it skips Request/Response objects and sends prepared
+        header bytes and the one shared body."""
+        params = scope.get("path_params") or {}
+        status, body, headers = await self._playlist(
+            params.get("event", ""), params.get("rendition", ""), scope["query_string"]
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _raw(
+        self, status: int, body: bytes, content_type: bytes, cache: str, *extra: tuple[bytes, bytes]
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", cache.encode()),
+            (b"access-control-allow-origin", self._cors),
+            *extra,
+        ]
+        return status, body, headers
+
+    def _raw_error(
+        self,
+        event: LiveEvent | None,
+        status: int,
+        reason: str,
+        cache: str,
+        *extra: tuple[bytes, bytes],
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        self._count(event, "playlist", status)
+        return self._raw(status, f"{reason}\n".encode(), _TEXT, cache, *extra)
+
+    async def _playlist(
+        self, event_id: str, rendition: str, query_bytes: bytes
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        event = self.events.get(event_id)
+        if event is None or not event.has_rendition(rendition):
+            return self._raw_error(event, 404, f"not found: rendition {rendition!r}", "max-age=1")
+        window = event.window(rendition)
+        last = window.last_msn
+        if last is None:
+            return self._raw_error(event, 404, "no segment published yet", "max-age=1")
+        d = parse_directives(query_bytes.decode("latin-1"))
+        if not isinstance(d, Rejection):
+            d = check_directives(
+                d, low_latency=event.low_latency is not None, ended=window.ended, last_msn=last
+            )
+        td = event.target_duration_s
+        if isinstance(d, Rejection):
+            return self._raw_error(
+                event, d.status, d.reason, cache_control(td, blocking=False, error=True)
+            )
+        if event.low_latency is None:
+            self._count(event, "playlist", 200)
+            body = event.playlist_body(rendition)
+            assert body is not None
+            return self._raw(200, body, _PLAYLIST, self._half_td(event))
+        extra: tuple[tuple[bytes, bytes], ...] = ()
+        if d.msn is not None:
+            t0 = time.perf_counter()
+            hold_s = 3 * td
+            try:
+                ok = await event.wait_for_playlist(rendition, d.msn, d.part, hold_s)
+            except HoldLimitReached:
+                # Not cached: the refusal is about this origin's load now, not about the object.
+                return self._raw_error(
+                    event,
+                    503,
+                    "too many held requests on this origin; retry shortly",
+                    "no-store",
+                    (b"retry-after", b"1"),
+                )
+            if not ok:
+                return self._raw_error(
+                    event,
+                    503,
+                    f"segment {d.msn} part {d.part} not available within {hold_s} s",
+                    cache_control(td, blocking=False, error=True),
+                )
+            extra = ((b"cmsd-static", b"ht=%d" % round((time.perf_counter() - t0) * 1000)),)
+        self._count(event, "playlist", 200)
+        body = event.playlist_body(rendition, skip=d.skip)
+        assert body is not None
+        return self._raw(200, body, _PLAYLIST, cache_control(td, blocking=d.blocking), *extra)
+
+    async def mpd(self, request: Request) -> Response:
+        event = self.events.get(request.path_params["event"])
+        if event is None:
+            return self._not_found(None, "mpd", f"event {request.path_params['event']!r}")
+        text = event.mpd(f"{request.base_url}time")
+        if text is None:
+            self._count(event, "mpd", 503)
+            headers = self._headers("no-store") | {"Retry-After": "1"}
+            return PlainTextResponse(
+                "stream starting: no segment published yet\n", 503, headers=headers
+            )
+        self._count(event, "mpd", 200)
+        return Response(text, 200, media_type=MPD_TYPE, headers=self._headers("max-age=1"))
+
+    async def clock(self, request: Request) -> Response:
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return PlainTextResponse(now, headers=self._headers("no-store"))
+
+    async def _held_part(
+        self, event: LiveEvent, rendition: str, name: str, msn: int, index: int
+    ) -> Response:
+        """A part not produced yet (the preload hint): hold until it is complete, serve it whole."""
+        window = event.window(rendition)
+        last = window.last_msn
+        if window.part_state(msn, index) != "future" or msn > (-1 if last is None else last) + 2:
+            return self._not_found(event, "part", name)
+        t0 = time.perf_counter()
+        timeout = 3 * event.target_duration_s
+        try:
+            ok = await event.wait_for_part(rendition, msn, index, timeout)
+        except HoldLimitReached:
+            return self._busy(event, "part")
+        if not ok:
+            return self._error(event, "part", 503, f"part {name} not produced within {timeout} s")
+        data = await event.store.read(event.event_id, rendition, name)
+        if data is None:
+            return self._not_found(event, "part", name)
+        self._count(event, "part", 200)
+        headers = self._headers(IMMUTABLE)
+        headers["CMSD-Static"] = f"ht={round((time.perf_counter() - t0) * 1000)}"
+        return Response(data, 200, media_type="video/mp4", headers=headers)
 
     async def media(self, request: Request) -> Response:
         event = self.events.get(request.path_params["event"])
@@ -123,8 +277,14 @@ class Origin:
             # period; future or long-gone numbers are 404 even if a copy is on disk.
             if not event.is_available(rendition, int(m["msn"])):
                 return self._not_found(event, kind, name)
-        elif _PART.match(name):
+        elif m := _PART.match(name):
             kind = "part"
+            if event.low_latency is not None:
+                data = await event.store.read(event.event_id, rendition, name)
+                if data is None:
+                    return await self._held_part(
+                        event, rendition, name, int(m["msn"]), int(m["part"])
+                    )
         else:
             return self._not_found(event, "other", name)
         data = await event.store.read(event.event_id, rendition, name)
@@ -170,20 +330,93 @@ class Origin:
         return FileResponse(path, headers={"Cache-Control": "no-cache"})
 
 
+class _AsgiEndpoint:
+    """Marks a bound method as a bare ASGI endpoint for Starlette's router (which would
+    otherwise call it with a Request)."""
+
+    def __init__(self, handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
+_PLAYLIST_PATH = re.compile(r"/live/(?P<event>[^/]+)/(?P<rendition>[^/]+)/index\.m3u8")
+
+
+class _OriginApp(Starlette):
+    """Starlette, with media playlist GETs answered before routing and middleware: held
+    LL-HLS requests are released thousands at a time and every µs per response counts."""
+
+    origin: Origin
+    gate: _Gate | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.gate is not None:
+            path: str = scope["path"]
+            if path.startswith("/t/") or (self.gate.required and path.startswith("/live/")):
+                check = self.gate.check(path, time.time())
+                if not check.allowed:
+                    await _forbidden(send, str(check.reason), self.origin.cors_origin)
+                    return
+                # The token is checked once here and never reaches routing or any cache key.
+                scope = dict(scope, path=check.path, raw_path=check.path.encode())
+        if scope["type"] == "http" and scope["method"] == "GET":
+            m = _PLAYLIST_PATH.fullmatch(scope["path"])
+            if m is not None:
+                scope["path_params"] = m.groupdict()
+                await self.origin.media_playlist(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _forbidden(send: Send, reason: str, cors_origin: str) -> None:
+    body = json.dumps({"error": "forbidden", "reason": reason}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"x-token-denied", reason.encode()),
+                (b"access-control-allow-origin", cors_origin.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Gate(TokenGate):
+    """TokenGate that remembers whether tokens are required on /live/."""
+
+    __slots__ = ("required",)
+
+    def __init__(self, keys: Mapping[str, str], required: bool) -> None:
+        protected: tuple[str, ...] = ("/live/",) if required else ()
+        super().__init__(TokenVerifier(dict(keys)), protected=protected)
+        self.required = required
+
+
 def create_app(
     events: Mapping[str, LiveEvent],
     *,
     cors_origin: str = "*",
     health: Callable[[], dict[str, Any]] | None = None,
+    token_keys: Mapping[str, str] | None = None,
+    require_token: bool = False,
 ) -> Starlette:
     """The origin ASGI app for `events` (event id → LiveEvent)."""
     origin = Origin(events, cors_origin=cors_origin, health=health)
     routes = [
         Route("/live/{event}/master.m3u8", origin.master),
-        Route("/live/{event}/{rendition}/index.m3u8", origin.media_playlist),
+        Route("/live/{event}/manifest.mpd", origin.mpd),
+        Route("/live/{event}/{rendition}/index.m3u8", _AsgiEndpoint(origin.media_playlist)),
         Route("/live/{event}/{rendition}/{name}", origin.media),
         Route("/healthz", origin.healthz),
         Route("/metrics", origin.metrics),
+        Route("/time", origin.clock),
         Route("/player/", origin.player),
         Route(
             "/player",
@@ -191,6 +424,9 @@ def create_app(
         ),
         Mount("/static", StaticFiles(directory=web_dir(), check_dir=False), name="static"),
     ]
-    app = Starlette(routes=routes)
+    app = _OriginApp(routes=routes)
+    app.origin = origin
+    if token_keys or require_token:
+        app.gate = _Gate(token_keys or {}, require_token)
     app.state.origin = origin
     return app

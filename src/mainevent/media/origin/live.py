@@ -13,28 +13,44 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mainevent.media.cmaf import InitSection, Part, Segment
 from mainevent.media.manifest import (
+    LowLatency,
     MediaRendition,
     MultivariantPlaylist,
     PublishedPart,
     PublishedSegment,
+    RenditionReport,
     RenditionWindow,
     Variant,
+    WindowError,
     render_media_playlist,
     render_multivariant_playlist,
 )
+from mainevent.media.manifest.dash import DashRepresentation, MpdInfo, render_mpd
+from mainevent.media.origin.blocking import Waiters
 from mainevent.media.store import SegmentRecord, SegmentStore
 
 log = logging.getLogger(__name__)
 
 AUDIO_GROUP = "aud"
+LatencyMode = Literal["standard", "low"]
+# The cutter places whole AAC frames (1024 samples at 48 kHz = 21.33 ms) into parts, so an
+# audio part can overrun the cut by up to one frame: the declared PART-TARGET includes it.
+AAC_FRAME_US = 21_334
+DEFAULT_MAX_HELD = 20_000
+
+
+def declared_part_target_us(part_target_ms: int) -> int:
+    """PART-TARGET written in LL-HLS playlists: the cut plus one AAC frame, rounded up to 1 ms."""
+    return -(-(part_target_ms * 1000 + AAC_FRAME_US) // 1000) * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +73,12 @@ class _Rendition:
     height: int | None = None
     init_name: str | None = None
     init_digests: dict[str, str] = field(default_factory=dict)  # sha256 -> name
+    sample_rate: int | None = None
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (bytes, duration_us), recent
     playlist_text: str | None = None
+    playlist_body: bytes | None = None
+    delta_body: bytes | None = None
+    timescale: int | None = None
     published_at: float | None = None  # monotonic time of the last publication
 
 
@@ -98,6 +118,12 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
             registry=registry,
         )
+        self.held = Gauge(
+            "mainevent_origin_held_requests",
+            "LL-HLS blocking playlist and preload-hint part requests held now",
+            ["event"],
+            registry=registry,
+        )
         self.requests = Counter(
             "mainevent_origin_requests_total",
             "Origin requests by object type and status",
@@ -121,6 +147,11 @@ class LiveEvent:
         metrics: Metrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        latency: LatencyMode = "standard",
+        part_target_ms: int = 500,
+        part_hold_back_ms: int | None = None,
+        hold_back_ms: int | None = None,
+        max_held_requests: int = DEFAULT_MAX_HELD,
     ) -> None:
         self.event_id = event_id
         self.store = store
@@ -130,12 +161,34 @@ class LiveEvent:
         self.monotonic = monotonic
         self.wall = wall
         self.target_duration_s = max(1, math.ceil(segment_duration_ms / 1000 - 1e-9))
+        self.latency: LatencyMode = latency
+        self.low_latency: LowLatency | None = None
+        td_us = self.target_duration_s * 1_000_000
+        if latency == "low":
+            part_target_us = declared_part_target_us(part_target_ms)
+            self.low_latency = LowLatency(
+                part_target_us=part_target_us,
+                part_us=part_target_ms * 1000,
+                part_hold_back_us=(
+                    3 * part_target_us if part_hold_back_ms is None else part_hold_back_ms * 1000
+                ),
+                hold_back_us=3 * td_us if hold_back_ms is None else hold_back_ms * 1000,
+                can_skip_until_us=6 * td_us,
+            )
+            # Delta updates only pay off when the window is longer than CAN-SKIP-UNTIL.
+            window_segments = max(window_segments, -(-12 * td_us // (segment_duration_ms * 1000)))
+        self.window_segments = window_segments
+        self.waiters = Waiters(max_held_requests)
+        waiters = self.waiters
+        self.metrics.held.labels(event_id).set_function(lambda: waiters.held)
+        self.started_wall = wall()
         self._r: dict[str, _Rendition] = {}
         for spec in renditions:
             window = RenditionWindow(
                 target_duration_s=self.target_duration_s,
                 window_segments=window_segments,
                 segment_duration_us=segment_duration_ms * 1000,
+                low_latency=self.low_latency,
             )
             self._r[spec.id] = _Rendition(spec=spec, window=window)
         self._master_text: str | None = None
@@ -158,14 +211,157 @@ class LiveEvent:
         lasts = [r.window.last_msn for r in self._r.values() if r.window.last_msn is not None]
         return max(lasts) + 1 if lasts else 0
 
+    def window(self, rendition: str) -> RenditionWindow:
+        return self._r[rendition].window
+
     def playlist(self, rendition: str) -> str | None:
         """The current media playlist text, or None before the first segment."""
         r = self._r[rendition]
         if r.window.last_msn is None:
             return None
         if r.playlist_text is None:
-            r.playlist_text = render_media_playlist(r.window.playlist(self.monotonic()))
+            r.playlist_text = render_media_playlist(
+                r.window.playlist(self.monotonic(), reports=self._reports(r))
+            )
         return r.playlist_text
+
+    def playlist_body(self, rendition: str, *, skip: bool = False) -> bytes | None:
+        """The playlist (or its delta update) as response bytes, rendered once per publication.
+
+        Every request released by the same publication gets this same bytes object.
+        """
+        r = self._r[rendition]
+        if r.window.last_msn is None:
+            return None
+        if skip and self.low_latency is not None:
+            if r.delta_body is None:
+                pl = r.window.playlist(self.monotonic(), skip=True, reports=self._reports(r))
+                r.delta_body = render_media_playlist(pl).encode()
+            return r.delta_body
+        if r.playlist_body is None:
+            text = self.playlist(rendition)
+            assert text is not None
+            r.playlist_body = text.encode()
+        return r.playlist_body
+
+    def _reports(self, r: _Rendition) -> list[RenditionReport]:
+        if self.low_latency is None:
+            return []
+        reports = []
+        for other in self._r.values():
+            if other is r:
+                continue
+            pos = other.window.position()
+            if pos is not None:
+                reports.append(
+                    RenditionReport(
+                        uri=f"../{other.spec.id}/index.m3u8",
+                        last_msn=pos.msn,
+                        last_part=pos.index if pos.index >= 0 else None,
+                    )
+                )
+        return reports
+
+    def _changed(self, r: _Rendition) -> None:
+        """A publication in `r`: drop cached texts (every rendition's, for the rendition
+        reports, in LL mode) and release the held requests it satisfies."""
+        if self.low_latency is None:
+            r.playlist_text = r.playlist_body = r.delta_body = None
+        else:
+            for o in self._r.values():
+                o.playlist_text = o.playlist_body = o.delta_body = None
+        rid = r.spec.id
+        window = r.window
+        if self.waiters.held:
+
+            def satisfied(key: Hashable) -> bool:
+                assert isinstance(key, tuple)
+                kind, rendition, msn, part = key
+                if rendition != rid:
+                    return False
+                if window.ended:
+                    return True
+                if kind == "playlist":
+                    return window.contains(msn, part)
+                return window.part_state(msn, part) != "future"
+
+            self.waiters.release_if(satisfied)
+
+    async def wait_for_playlist(
+        self, rendition: str, msn: int, part: int | None, hold_s: float
+    ) -> bool:
+        """Hold until the rendition's playlist lists segment `msn` (part `part`); False on timeout.
+
+        Raises `HoldLimitReached` when the origin holds its maximum of requests already.
+        """
+        window = self._r[rendition].window
+        if window.ended or window.contains(msn, part):
+            return True
+        return await self.waiters.wait(("playlist", rendition, msn, part), hold_s)
+
+    async def wait_for_part(self, rendition: str, msn: int, index: int, hold_s: float) -> bool:
+        """Hold until part `index` of segment `msn` is listed or will never be; False on timeout."""
+        window = self._r[rendition].window
+        if window.part_state(msn, index) != "future":
+            return True
+        return await self.waiters.wait(("part", rendition, msn, index), hold_s)
+
+    def end(self) -> None:
+        """The event ended: every playlist gets EXT-X-ENDLIST; held requests are answered."""
+        now = self.monotonic()
+        for r in self._r.values():
+            r.window.end(now)
+        for r in self._r.values():
+            self._changed(r)
+
+    def mpd(self, utc_timing_url: str) -> str | None:
+        """The live DASH MPD over the same CMAF segments, or None until every rendition published."""
+        if not self.ready():
+            return None
+        reps = []
+        first_msn_listed = None
+        for r in self._r.values():
+            if r.timescale is None or r.init_name is None or r.codec is None:
+                return None
+            stats = r.window.statistics()
+            if stats.media_sequence is not None:
+                first_msn_listed = (
+                    stats.media_sequence
+                    if first_msn_listed is None
+                    else max(first_msn_listed, stats.media_sequence)
+                )
+            peak, _avg = self._peak_avg(r)
+            reps.append(
+                DashRepresentation(
+                    id=r.spec.id,
+                    kind="video" if r.spec.kind == "video" else "audio",
+                    codecs=r.codec,
+                    bandwidth=peak,
+                    timescale=r.timescale,
+                    init=f"{r.spec.id}/{r.init_name}",
+                    width=r.width,
+                    height=r.height,
+                    frame_rate=self.fps if r.spec.kind == "video" else None,
+                    audio_sampling_rate=r.sample_rate,
+                )
+            )
+        d_ms = self.segment_duration_ms
+        # Anchor the MPD timeline at the start of the UTC day of the stream: it stays the same
+        # across origin restarts, and `$Number$` is the epoch MSN (number n covers [n·D, (n+1)·D)).
+        first_msn = first_msn_listed or 0
+        anchor_ms = (first_msn * d_ms) // 86_400_000 * 86_400_000
+        info = MpdInfo(
+            availability_start_ms=anchor_ms,
+            publish_time_ms=round(self.wall() * 1000),
+            segment_duration_ms=d_ms,
+            start_number=anchor_ms // d_ms,
+            time_shift_buffer_ms=(self.window_segments - 1) * d_ms,
+            minimum_update_period_ms=d_ms,
+            suggested_presentation_delay_ms=3 * d_ms,
+            min_buffer_ms=d_ms,
+            utc_timing_url=utc_timing_url,
+        )
+        return render_mpd(info, reps)
 
     def is_available(self, rendition: str, msn: int) -> bool:
         return self._r[rendition].window.is_available(msn, self.monotonic())
@@ -255,11 +451,27 @@ class LiveEvent:
             self._master_text = None
         r.codec = init.track.codec
         r.width, r.height = init.track.width, init.track.height
+        r.timescale, r.sample_rate = init.track.timescale, init.track.sample_rate
         return name
 
     def on_part(self, rendition: str, part: Part) -> None:
-        """Keep a completed part in memory (listed by the LL-HLS mode)."""
+        """Keep a completed part in memory, then (LL-HLS mode) list it and release its waiters."""
         self.store.put_part(self.event_id, rendition, part.msn, part.index, part.data)
+        r = self._r[rendition]
+        if self.low_latency is None or r.timescale is None:
+            return
+        published = PublishedPart(
+            index=part.index,
+            duration_us=part.duration * 1_000_000 // r.timescale,
+            independent=part.independent,
+        )
+        try:
+            r.window.add_part(part.msn, published, self.monotonic())
+        except WindowError as exc:
+            # The segment is still published whole; only its early listing is lost.
+            log.warning("event %s rendition %s: part not listed: %s", self.event_id, rendition, exc)
+            return
+        self._changed(r)
 
     async def on_segment(self, rendition: str, segment: Segment) -> None:
         """Store a validated segment whole, then publish it in the rendition's window."""
@@ -311,7 +523,7 @@ class LiveEvent:
             self.store.forget(self.event_id, r.spec.id, [msn])
         r.sizes.append((record.size, record.duration_us))
         del r.sizes[:-32]
-        r.playlist_text = None
+        self._changed(r)
         r.published_at = now
         if len(r.sizes) <= 3:
             self._master_text = None  # bandwidth figures settle over the first segments
@@ -327,6 +539,10 @@ class LiveEvent:
         )
         short = reason.split(":", 1)[0][:60]
         self.metrics.rejected.labels(self.event_id, rendition, short).inc()
+        r = self._r[rendition]
+        if drop_parts and self.low_latency is not None:
+            r.window.drop_parts(msn)
+            self._changed(r)
 
     def restore(self) -> int:
         """Re-list what the store holds (after a restart); returns the number of segments."""
@@ -356,6 +572,7 @@ class LiveEvent:
                     log.error("stored %s/%s is not a valid init section: %s", rid, r.init_name, exc)
                     continue
                 r.codec, r.width, r.height = track.codec, track.width, track.height
+                r.timescale, r.sample_rate = track.timescale, track.sample_rate
         self._master_text = None
         if self.ready():
             self.ready_event.set()

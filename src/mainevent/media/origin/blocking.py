@@ -1,0 +1,178 @@
+"""LL-HLS request rules (SPEC §2, rfc8216bis §6.2.5-6.2.6, Appendix B) and the held-request registry.
+
+`parse_directives` and `check_directives` are sans-IO: query text and window facts in, a
+decision out. `Waiters` is the thin asyncio part: one future per held request, grouped by
+what it waits for, released all at once by the publication that satisfies them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+__all__ = [
+    "Directives",
+    "HoldLimitReached",
+    "Rejection",
+    "Waiters",
+    "cache_control",
+    "check_directives",
+    "parse_directives",
+]
+
+_NUMBER = re.compile(r"[0-9]{1,18}")
+_NAMES = ("_HLS_msn", "_HLS_part", "_HLS_skip")
+
+
+@dataclass(frozen=True, slots=True)
+class Directives:
+    """The delivery directives of a media playlist request."""
+
+    msn: int | None = None
+    part: int | None = None
+    skip: bool = False
+
+    @property
+    def blocking(self) -> bool:
+        return self.msn is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A request the origin answers with an error at once: `status` and a reason for humans."""
+
+    status: int
+    reason: str
+
+
+def parse_directives(query: str) -> Directives | Rejection:
+    """Read `_HLS_msn`, `_HLS_part`, `_HLS_skip` from a query string; other keys are ignored.
+
+    Values must be plain decimal numbers (at most 18 digits: no sign, no spaces) and each
+    directive may appear once; anything else is a 400, never a held request.
+    """
+    seen: dict[str, str] = {}
+    if "_HLS_" in query:
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key in _NAMES:
+                if key in seen:
+                    return Rejection(400, f"{key} given more than once")
+                seen[key] = value
+    numbers: dict[str, int] = {}
+    for name in ("_HLS_msn", "_HLS_part"):
+        text = seen.get(name)
+        if text is not None:
+            if _NUMBER.fullmatch(text) is None:
+                return Rejection(400, f"{name}={text[:40]!r} is not a non-negative decimal number")
+            numbers[name] = int(text)
+    skip = seen.get("_HLS_skip")
+    if skip is not None and skip not in ("YES", "v2"):
+        return Rejection(400, f"_HLS_skip={skip[:40]!r}: only YES or v2 are defined")
+    msn, part = numbers.get("_HLS_msn"), numbers.get("_HLS_part")
+    if part is not None and msn is None:
+        return Rejection(400, "_HLS_part without _HLS_msn")
+    return Directives(msn=msn, part=part, skip=skip is not None)
+
+
+def check_directives(
+    d: Directives, *, low_latency: bool, ended: bool, last_msn: int
+) -> Directives | Rejection:
+    """The directives to act on, or why the request is refused (SPEC §2).
+
+    On an ENDLIST playlist every directive is ignored. A playlist without
+    EXT-X-SERVER-CONTROL (standard latency mode) offers neither blocking reload nor delta
+    updates, so asking for them is a client error rather than a silently different answer.
+    """
+    if ended:
+        return Directives()
+    if not low_latency:
+        if d.blocking or d.skip:
+            return Rejection(
+                400,
+                "this playlist offers no blocking reload or delta updates "
+                "(no EXT-X-SERVER-CONTROL: the event runs in standard latency mode)",
+            )
+        return d
+    if d.msn is not None and d.msn > last_msn + 2:
+        return Rejection(
+            400, f"_HLS_msn={d.msn} is more than 2 beyond the last segment ({last_msn})"
+        )
+    return d
+
+
+def cache_control(target_duration_s: int, *, blocking: bool, error: bool = False) -> str:
+    """Cache-Control for LL-HLS playlist responses (rfc8216bis Appendix B, SPEC §2)."""
+    if error:
+        return f"max-age={target_duration_s}"
+    if blocking:
+        return f"public, max-age={6 * target_duration_s}"
+    # TD/2, in whole seconds as caches keep it, but never 0 (that would disable caching).
+    return f"public, max-age={max(1, target_duration_s // 2)}"
+
+
+class HoldLimitReached(Exception):
+    """The origin already holds as many requests as it is allowed to."""
+
+
+class Waiters:
+    """Held requests of one origin, grouped by key, released together when their key is met.
+
+    Each held request costs one future, one set entry and one timer handle; a release is
+    O(requests released) and wakes them in one loop iteration.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._by_key: dict[Hashable, set[asyncio.Future[bool]]] = {}
+
+    def keys(self) -> list[Hashable]:
+        return list(self._by_key)
+
+    async def wait(self, key: Hashable, hold_s: float) -> bool:
+        """Hold until `release_if` accepts `key` (True) or `hold_s` seconds pass (False).
+
+        A plain timer (not `asyncio.timeout`) ends the hold: it sets the future instead of
+        cancelling the task, which is cheaper with thousands held.
+
+        Raises `HoldLimitReached` at once when `limit` requests are held already.
+        """
+        if self.held >= self.limit:
+            raise HoldLimitReached(f"{self.held} requests held already (limit {self.limit})")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        group = self._by_key.get(key)
+        if group is None:
+            group = self._by_key[key] = set()
+        group.add(fut)
+        timer = loop.call_later(hold_s, _expire, fut)
+        self.held += 1
+        self.peak = max(self.peak, self.held)
+        try:
+            return await fut
+        finally:
+            self.held -= 1
+            timer.cancel()
+            group.discard(fut)
+            if not group and self._by_key.get(key) is group:
+                del self._by_key[key]
+
+    def release_if(self, satisfied: Callable[[Hashable], bool]) -> int:
+        """Release every group whose key `satisfied` accepts; returns how many were released."""
+        count = 0
+        for key in [k for k in self._by_key if satisfied(k)]:
+            group = self._by_key.pop(key)
+            for fut in group:
+                if not fut.done():
+                    fut.set_result(True)
+            count += len(group)
+        return count
+
+
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)
