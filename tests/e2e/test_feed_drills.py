@@ -63,7 +63,7 @@ def ctl(control: str, action: str, **body: object) -> None:
 
 
 def test_desync_then_stall_then_recovery(drill: tuple[RunningStack, str]) -> None:
-    """A/V desync degrades the feed (reason: A/V offset); a stalled feed is lost within ~D; it comes back."""
+    """A/V desync degrades the feed (reason: A/V offset); a stalled feed is lost within ~D; both recover."""
     stack, control = drill
     poll_verdict(stack, "healthy", 20)
     ctl(control, "desync", audio_offset_ms=400)
@@ -77,7 +77,9 @@ def test_desync_then_stall_then_recovery(drill: tuple[RunningStack, str]) -> Non
     took, st = poll_verdict(stack, "lost", 10)
     assert took < 4, f"feed loss detected after {took:.1f} s"
     assert st["reason"] in ("feed disconnected",) or "no data" in str(st["reason"])
-    # after the stall the simulator reconnects and the pipeline publishes again
+    # the venue restarts its encoder (a new connection) and the pipeline publishes again
+    ctl(control, "clear")
+    ctl(control, "restart")
     poll_verdict(stack, "healthy", 40)
     metrics = httpx.get(f"{stack.base_url}/metrics", timeout=5).text
     assert 'mainevent_feed_verdict{pipeline="primary",verdict="healthy"} 1.0' in metrics
