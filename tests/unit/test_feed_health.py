@@ -41,3 +41,26 @@ def test_degraded_reasons() -> None:
     assert "3 corrupt-input events" in reason
     assert "frame rate 20 below 30" in reason
     assert h.verdict(106.0, input_timeout_s=10, fps=30)[1].count("corrupt") == 0
+
+
+def test_observe_counts_frames_and_notices_midnight() -> None:
+    """Each chunk updates rate, clock and delay; a venue clock passing midnight is flagged."""
+    from mainevent.media.ingest.ts import PesStart, TsStatistics
+
+    h = FeedHealth()
+    h.on_connect()
+    late = 86_399 * 90_000
+    assert not h.observe(
+        1.0,
+        1_795_500_000.0,
+        1000,
+        [PesStart("video", late), PesStart("audio", late)],
+        TsStatistics(),
+    )
+    assert h.snapshot(1.0)["fps"] == 1
+    assert h.feed_delay_s is not None
+    assert h.observe(1.1, 1_795_500_000.1, 1000, [PesStart("video", 3000)], TsStatistics())
+    assert not h.observe(
+        1.2, 1_795_500_000.2, 1000, [PesStart("video", 6000)], TsStatistics(continuity_errors=2)
+    )
+    assert sum(1 for _ in h.error_times) == 2

@@ -13,7 +13,8 @@ Bodies are validated; a bad one is answered 422 with the field and the reason.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -26,6 +27,9 @@ from mainevent.media.feed import FeedProcess
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+B = TypeVar("B", bound=_Body)
 
 
 class Stall(_Body):
@@ -41,70 +45,37 @@ class Desync(_Body):
     audio_offset_ms: int = Field(ge=-10_000, le=10_000)
 
 
-async def _body(request: Request, model: type[_Body]) -> _Body | JSONResponse:
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "reason": e["msg"]}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"error": "invalid body", "details": errors}, 422)
+def _command(feed: FeedProcess, name: str, model: type[B], apply: Callable[[B], None]) -> Route:
+    """POST /faults/<name>: validate the JSON body with `model`, apply it, answer the status."""
+
+    async def endpoint(request: Request) -> JSONResponse:
+        try:
+            body = model.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]) or "body", "reason": e["msg"]}
+                for e in exc.errors()
+            ]
+            return JSONResponse({"error": "invalid body", "details": errors}, 422)
+        apply(body)
+        return JSONResponse({"ok": True, "action": name, "status": feed.status()})
+
+    return Route(f"/faults/{name}", endpoint, methods=["POST"])
 
 
 def create_feed_control_app(feed: FeedProcess) -> Starlette:
     """The drill API bound to one running feed."""
 
-    def ok(action: str) -> JSONResponse:
-        return JSONResponse({"ok": True, "action": action, "status": feed.status()})
-
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(feed.status())
 
-    async def drop(request: Request) -> JSONResponse:
-        feed.drop()
-        return ok("drop")
-
-    async def restart(request: Request) -> JSONResponse:
-        feed.restart()
-        return ok("restart")
-
-    async def clear(request: Request) -> JSONResponse:
-        feed.clear()
-        return ok("clear")
-
-    async def stall(request: Request) -> JSONResponse:
-        body = await _body(request, Stall)
-        if isinstance(body, JSONResponse):
-            return body
-        assert isinstance(body, Stall)
-        feed.stall(body.seconds)
-        return ok("stall")
-
-    async def corrupt(request: Request) -> JSONResponse:
-        body = await _body(request, Corrupt)
-        if isinstance(body, JSONResponse):
-            return body
-        assert isinstance(body, Corrupt)
-        feed.inject_garbage(body.packets, body.raw_bytes)
-        return ok("corrupt")
-
-    async def desync(request: Request) -> JSONResponse:
-        body = await _body(request, Desync)
-        if isinstance(body, JSONResponse):
-            return body
-        assert isinstance(body, Desync)
-        feed.desync_audio(body.audio_offset_ms)
-        return ok("desync")
-
     routes: list[Any] = [
         Route("/status", status),
-        Route("/faults/drop", drop, methods=["POST"]),
-        Route("/faults/restart", restart, methods=["POST"]),
-        Route("/faults/clear", clear, methods=["POST"]),
-        Route("/faults/stall", stall, methods=["POST"]),
-        Route("/faults/corrupt", corrupt, methods=["POST"]),
-        Route("/faults/desync", desync, methods=["POST"]),
+        _command(feed, "drop", _Body, lambda _: feed.drop()),
+        _command(feed, "restart", _Body, lambda _: feed.restart()),
+        _command(feed, "clear", _Body, lambda _: feed.clear()),
+        _command(feed, "stall", Stall, lambda b: feed.stall(b.seconds)),
+        _command(feed, "corrupt", Corrupt, lambda b: feed.inject_garbage(b.packets, b.raw_bytes)),
+        _command(feed, "desync", Desync, lambda b: feed.desync_audio(b.audio_offset_ms)),
     ]
     return Starlette(routes=routes)

@@ -41,7 +41,14 @@ from mainevent.media.encode.ffmpeg import (
     transcode_command,
 )
 from mainevent.media.encode.process import die_with_parent
-from mainevent.media.ingest.ts import PTS_HZ, AvOffsetTracker, TsProbe
+from mainevent.media.ingest.ts import (
+    PTS_HZ,
+    AvOffsetTracker,
+    PesStart,
+    TsProbe,
+    TsStatistics,
+    first_keyframe,
+)
 from mainevent.media.origin.live import LiveEvent
 from mainevent.media.store import StoreError
 
@@ -87,6 +94,46 @@ class FeedHealth:
     connects: int = 0
 
     error_times: list[float] = field(default_factory=list)  # when corrupt-input events were seen
+
+    def on_connect(self) -> None:
+        """A contribution connection began (a new connection starts with A/V in step)."""
+        self.connected = True
+        self.connects += 1
+        self.av = AvOffsetTracker()
+
+    def observe(
+        self, now: float, wall: float, nbytes: int, events: list[PesStart], stats: TsStatistics
+    ) -> bool:
+        """Account one chunk of the feed; True when the venue clock went back a day (midnight)."""
+        wrapped = False
+        frames = 0
+        for ev in events:
+            if ev.kind == "video":
+                frames += 1
+                if (
+                    self.last_video_pts is not None
+                    and ev.pts < self.last_video_pts - 12 * 3600 * PTS_HZ
+                ):
+                    wrapped = True
+                self.last_video_pts = ev.pts
+                self.av.push("video", ev.pts)
+                self.last_video_tod = Fraction(ev.pts, PTS_HZ)
+            else:
+                self.last_audio_pts = ev.pts
+                self.av.push("audio", ev.pts)
+        seen = stats.continuity_errors + stats.sync_losses
+        self.note_errors(now, seen - self.continuity_errors - self.sync_losses)
+        self.continuity_errors, self.sync_losses = stats.continuity_errors, stats.sync_losses
+        self.bytes_total += nbytes
+        self.last_packet_monotonic = now
+        self.window.append((now, nbytes, frames))
+        if len(self.window) > 512 or now - self.window[0][0] > 2.0:
+            self.window = [w for w in self.window if now - w[0] <= 1.0]
+        if self.last_video_tod is not None:
+            self.feed_delay_s = float(
+                Fraction(wall) - epoch_of_time_of_day(self.last_video_tod, wall)
+            )
+        return wrapped
 
     def note_errors(self, now: float, count: int) -> None:
         if count > 0:
@@ -306,59 +353,19 @@ class Pipeline:
             chunk_start, stream_pos = stream_pos, stream_pos + len(chunk)
             if first:
                 first = False
-                h.connected = True
-                h.connects += 1
-                h.av = AvOffsetTracker()  # a new connection starts in step
+                h.on_connect()
                 self.state = "feed connected"
                 log.info("%s: feed connected", self.name)
             events = probe.push(chunk)
-            frames = 0
-            for ev in events:
-                if ev.kind == "video":
-                    frames += 1
-                    if (
-                        h.last_video_pts is not None
-                        and ev.pts < h.last_video_pts - 12 * 3600 * PTS_HZ
-                    ):
-                        # Venue clock passed midnight: PTS went back a day; start a new run.
-                        log.info(
-                            "%s: venue clock wrapped at midnight; restarting transcoder", self.name
-                        )
-                        await self._stop_run(kill=True)
-                    h.last_video_pts = ev.pts
-                    h.av.push("video", ev.pts)
-                    h.last_video_tod = Fraction(ev.pts, PTS_HZ)
-                else:
-                    h.last_audio_pts = ev.pts
-                    h.av.push("audio", ev.pts)
-            stats = probe.statistics()
-            h.note_errors(
-                now,
-                stats.continuity_errors + stats.sync_losses - h.continuity_errors - h.sync_losses,
-            )
-            h.continuity_errors, h.sync_losses = stats.continuity_errors, stats.sync_losses
-            h.bytes_total += len(chunk)
-            h.last_packet_monotonic = now
-            h.window.append((now, len(chunk), frames))
-            if len(h.window) > 512 or (h.window and now - h.window[0][0] > 2.0):
-                h.window = [w for w in h.window if now - w[0] <= 1.0]
-            if h.last_video_tod is not None:
-                wall = self.wall()
-                h.feed_delay_s = float(
-                    Fraction(wall) - epoch_of_time_of_day(h.last_video_tod, wall)
-                )
+            if h.observe(now, self.wall(), len(chunk), events, probe.statistics()):
+                # Venue clock passed midnight: PTS went back a day; start a new run.
+                log.info("%s: venue clock wrapped at midnight; restarting transcoder", self.name)
+                await self._stop_run(kill=True)
             run = self.run
             if run is None and h.last_video_tod is not None and now >= self._next_start_not_before:
                 run = await self._start_run()
             if run is not None and run.awaiting_keyframe:
-                key = next(
-                    (
-                        e
-                        for e in events
-                        if e.kind == "video" and e.random_access and e.offset >= chunk_start
-                    ),
-                    None,
-                )
+                key = first_keyframe(events, chunk_start)
                 if key is None:
                     continue
                 run.awaiting_keyframe = False

@@ -177,6 +177,14 @@ class TsProbe:
             k += 5 + es_len
 
 
+def first_keyframe(events: list[PesStart], from_offset: int) -> PesStart | None:
+    """The first video PES flagged random-access at or after stream offset `from_offset`."""
+    return next(
+        (e for e in events if e.kind == "video" and e.random_access and e.offset >= from_offset),
+        None,
+    )
+
+
 @dataclass(slots=True)
 class _Cadence:
     last: int | None = None
