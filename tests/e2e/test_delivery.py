@@ -13,7 +13,7 @@ import pytest
 
 from mainevent.media.edge import ADMIN_HEADER
 from mainevent.player import play
-from mainevent.testing.browser import CHROMIUM, player_page, sample_stats
+from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
 from mainevent.testing.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -65,13 +65,14 @@ def test_browser_plays_through_edge_shield_origin(stack: RunningStack, tmp_path:
     """hls.js in Chromium plays ≥ 20 s from cdn-a (→ shield → origin) with no stall."""
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (make setup installs it as root)")
+    stack.wait_window()
     url = f"{stack.base_url}/player/?src={stack.edge_master_url('cdn-a')}"
     with player_page(url, tmp_path / "profile") as page:
         first, *samples = sample_stats(page, 23)
     last = samples[-1]
     assert not last["fatal"], last["errors"]
     assert last["currentTime"] - first["currentTime"] >= 20, (first, last)
-    assert last["stalls"] == 0, last
+    assert last["stalls"] == 0, timeline([first, *samples])
     m = httpx.get(f"{stack.edges['cdn-a']}/metrics", timeout=5).text
     assert (
         metric(m, "edge_requests_total", type="segment", cache="HIT")

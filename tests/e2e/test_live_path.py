@@ -13,7 +13,7 @@ import pytest
 
 from mainevent.media.cmaf import iter_boxes
 from mainevent.media.encode.ffmpeg import find_ffmpeg
-from mainevent.testing.browser import CHROMIUM, player_page, sample_stats
+from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
 from mainevent.testing.stack import RunningStack, start_stack
 from tests.e2e.hls import fetch_playlist, rendition_urls
 
@@ -51,6 +51,7 @@ def test_browser_plays_live_stream(stack: RunningStack, tmp_path: Path) -> None:
     """hls.js in Chromium plays ≥ 20 s live with no stall, several renditions, low latency."""
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (make setup installs it as root)")
+    stack.wait_window()
     url = f"{stack.base_url}/player/?src=/live/{stack.event}/master.m3u8"
     with player_page(url, tmp_path / "profile") as page:
         first, *samples = sample_stats(page, 24)
@@ -58,7 +59,7 @@ def test_browser_plays_live_stream(stack: RunningStack, tmp_path: Path) -> None:
     last = samples[-1]
     assert not last["fatal"], last["errors"]
     assert last["currentTime"] - first["currentTime"] >= 20, (first, last)
-    assert last["stalls"] == 0, last
+    assert last["stalls"] == 0, timeline([first, *samples])
     assert len(last["levels"]) >= 2
     latencies = [s["latencySec"] for s in samples if s["latencySec"] is not None]
     assert latencies, "player reported no live latency"

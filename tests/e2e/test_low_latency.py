@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from mainevent.media.manifest import MediaPlaylist, parse_media_playlist
-from mainevent.testing.browser import CHROMIUM, player_page, sample_stats
+from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
 from mainevent.testing.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -191,6 +191,7 @@ def test_bad_requests_are_answered_at_once(stack: RunningStack) -> None:
 def _play(stack: RunningStack, tmp_path: Path, query: str, seconds: float) -> list[dict[str, Any]]:
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (make setup installs it as root)")
+    stack.wait_window()
     with player_page(f"{stack.base_url}/player/?{query}", tmp_path / "profile") as page:
         samples = sample_stats(page, seconds)
         page.screenshot(path=str(tmp_path / "player.png"))
@@ -205,7 +206,7 @@ def test_hlsjs_low_latency_plays_within_three_seconds(stack: RunningStack, tmp_p
     assert not last["fatal"], last["errors"]
     assert last["lowLatency"] is True
     assert last["currentTime"] - first["currentTime"] >= 30, (first, last)
-    assert last["stalls"] == 0, last
+    assert last["stalls"] == 0, timeline(samples)
     latencies = [s["latencySec"] for s in samples if s["latencySec"] is not None]
     assert latencies, "player reported no live latency"
     assert max(latencies[len(latencies) // 2 :]) < 3, latencies
@@ -219,7 +220,7 @@ def test_dash_player_plays_the_mpd(stack: RunningStack, tmp_path: Path) -> None:
     assert last["mode"] == "dash.js"
     assert not last["fatal"], last["errors"]
     assert last["currentTime"] - first["currentTime"] >= 20, (first, last)
-    assert last["stalls"] == 0, last
+    assert last["stalls"] == 0, timeline(samples)
     latencies = [s["latencySec"] for s in samples if s["latencySec"] is not None]
     assert latencies, "dash.js reported no live latency"
     assert max(latencies) < 20, latencies

@@ -64,3 +64,16 @@ def sample_stats(page: Page, seconds: float, every_s: float = 1.0) -> list[dict[
         time.sleep(every_s)
         samples.append(page.evaluate("window.mainevent.stats()"))
     return samples
+
+
+def timeline(samples: list[dict[str, Any]]) -> str:
+    """One line per sample (time, buffer ahead, latency, stalls, level) for failure messages."""
+    rows = ["currentTime bufferSec latencySec stalls stallTimeSec state"]
+    for s in samples:
+        rows.append(
+            f"{s.get('currentTime')} {s.get('bufferSec')} {s.get('latencySec')} "
+            f"{s.get('stalls')} {s.get('stallTimeSec')} {s.get('state')}"
+        )
+    last = samples[-1] if samples else {}
+    rows.append(f"errors: {last.get('errors')}")
+    return "\n".join(rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,28 @@ class RunningStack:
         """Wait until every rendition has published (the `ready` line)."""
         if not self.ready_event.wait(timeout):
             raise AssertionError("stack not ready:\n" + "\n".join(self.log))
+
+    def wait_window(self, segments: int = 4, timeout: float = 30.0) -> None:
+        """Wait until every media playlist lists ≥ `segments` segments.
+
+        A viewer joining an event that has been live for a while sees a full window; a player
+        opened the moment the first segment lands starts with almost nothing buffered ahead,
+        which is not the case the playback tests are about.
+        """
+        master = httpx.get(self.master_url, timeout=5).raise_for_status().text
+        uris = [ln for ln in master.splitlines() if ln and not ln.startswith("#")]
+        uris += re.findall(r'#EXT-X-MEDIA:.*URI="([^"]+)"', master)
+        base = self.master_url.rsplit("/", 1)[0]
+        deadline = time.monotonic() + timeout
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            for uri in uris:
+                text = httpx.get(f"{base}/{uri}", timeout=5).text
+                counts[uri] = text.count("#EXTINF")
+            if min(counts.values()) >= segments:
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"window never reached {segments} segments: {counts}")
 
     @property
     def master_url(self) -> str:
