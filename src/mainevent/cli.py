@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "mainevent.player.cli",
     "mainevent.control.cli",
     "mainevent.media.edge.cli",
+    "mainevent.media.redundancy.cli",
 )
 
 

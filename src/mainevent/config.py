@@ -194,7 +194,10 @@ class IngestSettings(_Frozen):
         description="SRT passphrase (AES); None disables encryption.",
     )
     input_timeout_s: float = Field(
-        default=2.0, gt=0, le=60, description="Silence after which the feed counts as lost."
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Silence after which the feed counts as lost (loss detected within half a segment).",
     )
 
 
@@ -245,6 +248,48 @@ class FeedSettings(_Frozen):
     tone_hz: int = Field(default=1000, ge=20, le=20_000, description="Frequency of the tone.")
 
 
+class RedundancySettings(_Frozen):
+    """Redundant ingest: a backup feed into its own pipeline, and per-segment selection."""
+
+    backup: bool = Field(
+        default=True,
+        description="Run a backup pipeline fed by its own contribution feed (primary + backup).",
+    )
+    backup_port: int = Field(
+        default=0, ge=0, le=65535, description="Ingest port of the backup feed (0 = a free one)."
+    )
+    late_after_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=60_000,
+        description="After the end of a segment's capture interval, use another pipeline's copy "
+        "if the preferred one has not arrived (default: half a segment).",
+    )
+    gap_after_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=60_000,
+        description="After the end of a segment's capture interval, list it as EXT-X-GAP if no "
+        "pipeline delivered it (default: ¾ of a segment; at least late_after_ms).",
+    )
+    failback_hold_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="The primary must be healthy and on time this long before it is preferred again.",
+    )
+
+    def deadlines_s(self, segment_duration_ms: int) -> tuple[float, float]:
+        """(late_after, gap_after) in seconds for this segment duration."""
+        late = (
+            segment_duration_ms / 2 if self.late_after_ms is None else self.late_after_ms
+        ) / 1000
+        gap = (
+            segment_duration_ms * 3 / 4 if self.gap_after_ms is None else self.gap_after_ms
+        ) / 1000
+        return late, max(late, gap)
+
+
 class Settings(_Frozen):
     """All settings of one mainevent process."""
 
@@ -253,6 +298,7 @@ class Settings(_Frozen):
     ingest: IngestSettings = IngestSettings()
     origin: OriginSettings = OriginSettings()
     feed: FeedSettings = FeedSettings()
+    redundancy: RedundancySettings = RedundancySettings()
 
 
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:

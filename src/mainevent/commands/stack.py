@@ -28,6 +28,9 @@ from mainevent.media.feed import FeedProcess, grid_start
 from mainevent.media.origin import tune_gc
 from mainevent.media.origin.app import create_app
 from mainevent.media.origin.live import LiveEvent, Metrics, RenditionSpec
+from mainevent.media.redundancy import Selector
+from mainevent.media.redundancy.ops import with_ops
+from mainevent.media.redundancy.publisher import RedundantPublisher
 from mainevent.media.store import LocalSegmentStore
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,27 @@ def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -
     )
 
 
+def redundant_publisher(
+    settings: Settings, event: LiveEvent, pipelines: dict[str, Pipeline]
+) -> RedundantPublisher:
+    """Selection between the primary and backup pipelines, fed by their health."""
+    seg_ms = settings.event.segment_duration_ms
+    late, gap = settings.redundancy.deadlines_s(seg_ms)
+    selector = Selector(
+        pipelines=("primary", "backup"),
+        renditions=event.rendition_ids,
+        segment_duration_s=seg_ms / 1000,
+        late_after_s=late,
+        gap_after_s=gap,
+        failback_hold_s=settings.redundancy.failback_hold_s,
+    )
+
+    def health() -> dict[str, bool]:
+        return {name: p.is_healthy() for name, p in pipelines.items()}
+
+    return RedundantPublisher(event, selector, health=health)
+
+
 @dataclass
 class Stack:
     """The running platform's parts, for printing URLs and for drills."""
@@ -106,8 +130,14 @@ class Stack:
     on_listening: Callable[[Stack], None] | None = None
     base_url: str = ""
     ingest: IngestSpec | None = None
+    backup_ingest: IngestSpec | None = None
     pipeline: Pipeline | None = None
+    """The primary pipeline."""
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    publisher: RedundantPublisher | None = None
+    """Per-segment selection between primary and backup (None without a backup pipeline)."""
     feed: FeedProcess | None = None
+    feeds: dict[str, FeedProcess] = field(default_factory=dict)
     event: LiveEvent | None = None
     edge_names: tuple[str, ...] = ("cdn-a", "cdn-b", "cdn-c")
     """CDN edges behind one shield; empty = no delivery tier (players use the origin)."""
@@ -183,32 +213,49 @@ class Stack:
             log.info("restored %d published segments from %s", restored, s.origin.data_dir)
         self.event = event
         ig = s.ingest
-        port = ig.port or free_port(
-            socket.SOCK_DGRAM if ig.protocol == "srt" else socket.SOCK_STREAM, ig.host
-        )
+        kind = socket.SOCK_DGRAM if ig.protocol == "srt" else socket.SOCK_STREAM
+        port = ig.port or free_port(kind, ig.host)
         self.ingest = IngestSpec(ig.protocol, ig.host, port, ig.stream_key, ig.passphrase)
-        self.pipeline = Pipeline(
-            name="primary",
-            event=event,
-            ffmpeg=ffmpeg,
-            ingest=self.ingest,
-            ladder=ladder_spec(s),
-            stall_timeout_s=s.encoder.stall_timeout_s,
-            input_timeout_s=ig.input_timeout_s,
-            restart_backoff_s=s.encoder.restart_backoff_s,
-        )
-        pipeline = self.pipeline
-        metrics.registry.register(PipelineCollector([pipeline]))
+        ingests = {"primary": self.ingest}
+        if s.redundancy.backup:
+            bport = s.redundancy.backup_port or free_port(kind, ig.host)
+            self.backup_ingest = IngestSpec(
+                ig.protocol, ig.host, bport, ig.stream_key, ig.passphrase
+            )
+            ingests["backup"] = self.backup_ingest
+            self.publisher = redundant_publisher(s, event, self.pipelines)
+        for name, spec in ingests.items():
+            self.pipelines[name] = Pipeline(
+                name=name,
+                sink=event if self.publisher is None else self.publisher.input(name),
+                ffmpeg=ffmpeg,
+                ingest=spec,
+                ladder=ladder_spec(s),
+                stall_timeout_s=s.encoder.stall_timeout_s,
+                input_timeout_s=ig.input_timeout_s,
+                restart_backoff_s=s.encoder.restart_backoff_s,
+            )
+        self.pipeline = self.pipelines["primary"]
+        pipelines = list(self.pipelines.values())
+        metrics.registry.register(PipelineCollector(pipelines))
+        publisher = self.publisher
 
         def health() -> dict[str, Any]:
-            return {"pipelines": [pipeline.status()]}
+            out: dict[str, Any] = {"pipelines": [p.status() for p in pipelines]}
+            if publisher is not None:
+                out["redundancy"] = publisher.status()
+            return out
 
-        app = create_app(
-            {event.event_id: event},
-            cors_origin=s.origin.cors_origin,
-            health=health,
-            token_keys=s.origin.token_keys,
-            require_token=s.origin.require_token,
+        app = with_ops(
+            create_app(
+                {event.event_id: event},
+                cors_origin=s.origin.cors_origin,
+                health=health,
+                token_keys=s.origin.token_keys,
+                require_token=s.origin.require_token,
+            ),
+            publisher,
+            self.edge_admin_secret,
         )
         if self.edge_token_keys is None and s.origin.require_token:
             # Edges with keys require tokens on /live/: same policy as the origin.
@@ -241,20 +288,24 @@ class Stack:
         try:
             async with asyncio.TaskGroup() as tg:
                 server_task = tg.create_task(server.serve(sockets=[sock]))
-                tasks = [tg.create_task(pipeline.serve())]
+                tasks = [tg.create_task(p.serve()) for p in pipelines]
+                if publisher is not None:
+                    tasks.append(tg.create_task(publisher.serve()))
                 if self.with_feed:
                     fs = s.feed
-                    spec = FeedSpec(
-                        url=self.ingest.publish_url,
-                        start_epoch=grid_start(time.time(), fs.fps),
-                        width=fs.width,
-                        height=fs.height,
-                        fps=fs.fps,
-                        bitrate_kbps=fs.bitrate_kbps,
-                        tone_hz=fs.tone_hz,
-                    )
-                    self.feed = FeedProcess(ffmpeg, spec)
-                    tasks.append(tg.create_task(self._feed_when_listening(self.feed)))
+                    for name, ingest in ingests.items():
+                        feed_spec = FeedSpec(
+                            url=ingest.publish_url,
+                            start_epoch=grid_start(time.time(), fs.fps),
+                            width=fs.width,
+                            height=fs.height,
+                            fps=fs.fps,
+                            bitrate_kbps=fs.bitrate_kbps,
+                            tone_hz=fs.tone_hz,
+                        )
+                        self.feeds[name] = FeedProcess(ffmpeg, feed_spec)
+                        tasks.append(tg.create_task(self._feed_when_listening(self.feeds[name])))
+                    self.feed = self.feeds["primary"]
                 tasks.append(tg.create_task(self._announce(event)))
                 # Startup garbage (imports, settings) leaves the collector's reach; full
                 # collections get rarer, so held LL-HLS requests do not see long pauses.

@@ -67,6 +67,11 @@ def _add_edge_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-edges", action="store_true", help="no shield/edges: players use the origin"
     )
+    p.add_argument(
+        "--no-backup",
+        action="store_true",
+        help="a single pipeline: no backup feed/pipeline (redundancy.backup = false)",
+    )
 
 
 def _edge_env(environ: dict[str, str] | os._Environ[str]) -> tuple[str, dict[str, str] | None]:
@@ -100,7 +105,15 @@ def parse_ladder(text: str) -> list[dict[str, Any]]:
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    o: dict[str, dict[str, Any]] = {"event": {}, "origin": {}, "ingest": {}, "encoder": {}}
+    o: dict[str, dict[str, Any]] = {
+        "event": {},
+        "origin": {},
+        "ingest": {},
+        "encoder": {},
+        "redundancy": {},
+    }
+    if getattr(args, "no_backup", False):
+        o["redundancy"]["backup"] = False
     if args.event:
         o["event"]["id"] = args.event
     if args.segment_duration is not None:
@@ -166,7 +179,17 @@ def run(args: argparse.Namespace) -> int:
             f"  origin      {base}/live/{ev}/master.m3u8",
             f"  health      {base}/healthz",
             f"  metrics     {base}/metrics",
-            f"  ingest      {ingest.publish_url if ingest else '-'}",
+            f"  ingest      {ingest.publish_url if ingest else '-'}"
+            + ("  (primary)" if stack.backup_ingest else ""),
+            *(
+                [
+                    f"  backup      {stack.backup_ingest.publish_url}",
+                    f'  selection   {base}/_ops/redundancy  (PUT {{"mode": "auto|primary|backup"}},'
+                    " or `mainevent pipeline force`)",
+                ]
+                if stack.backup_ingest
+                else []
+            ),
             "Ctrl-C stops everything.",
             "",
         ]
@@ -184,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
                     "listening": True,
                     "base_url": stack.base_url,
                     "ingest_url": ingest,
+                    "backup_ingest_url": stack.backup_ingest.publish_url
+                    if stack.backup_ingest
+                    else None,
+                    "admin_secret": stack.edge_admin_secret,
                     **_edge_info(stack),
                 }
             ),

@@ -64,6 +64,9 @@ class RunningStack:
     """Edge name (`cdn-a`, …) → base URL; empty when started with `--no-edges`."""
     shield_url: str | None = None
     edge_admin_secret: str | None = None
+    backup_ingest_url: str | None = None
+    """Where the backup feed goes (None when the stack runs a single pipeline)."""
+    admin_secret: str | None = None
 
     def edge_master_url(self, name: str = "cdn-a") -> str:
         """The multivariant playlist as served by edge `name`."""
@@ -111,6 +114,18 @@ class RunningStack:
         assert isinstance(pipelines, list)
         status: dict[str, object] = pipelines[0]
         return status
+
+    def pipeline_by_name(self, name: str) -> dict[str, object]:
+        for p in self.health()["pipelines"]:  # type: ignore[attr-defined]
+            if p["pipeline"] == name:
+                return dict(p)
+        raise AssertionError(f"no pipeline {name!r} in /healthz")
+
+    def redundancy(self) -> dict[str, Any]:
+        r = httpx.get(f"{self.base_url}/_ops/redundancy", timeout=5)
+        r.raise_for_status()
+        result: dict[str, Any] = r.json()
+        return result
 
     def transcoder_pid(self) -> int | None:
         t = self.pipeline_status().get("transcoder")
@@ -164,6 +179,9 @@ def start_stack(
             "MAINEVENT_FEED__WIDTH": "640",
             "MAINEVENT_FEED__HEIGHT": "360",
             "MAINEVENT_FEED__BITRATE_KBPS": "1500",
+            # One pipeline unless a test asks for the backup (redundancy tests do): the other
+            # e2e tests are about one pipeline and run on 2 shared cores.
+            "MAINEVENT_REDUNDANCY__BACKUP": "false",
         }
     )
     environ.update(env or {})
@@ -220,6 +238,8 @@ def start_stack(
         edges=dict(info.get("edges") or {}),
         shield_url=info.get("shield_url"),
         edge_admin_secret=info.get("edge_admin_secret"),
+        backup_ingest_url=info.get("backup_ingest_url"),
+        admin_secret=info.get("admin_secret"),
     )
     if wait_ready:
         try:

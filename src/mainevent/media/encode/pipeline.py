@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -27,7 +27,10 @@ from mainevent.media.cmaf import (
     CmafError,
     Cutter,
     InitReady,
+    InitSection,
+    Part,
     PartReady,
+    Segment,
     SegmentReady,
     SegmentRejected,
     StreamFailed,
@@ -41,6 +44,7 @@ from mainevent.media.encode.ffmpeg import (
     transcode_command,
 )
 from mainevent.media.encode.process import die_with_parent
+from mainevent.media.ingest.gateway import IngestGateway
 from mainevent.media.ingest.ts import (
     PTS_HZ,
     AvOffsetTracker,
@@ -49,7 +53,6 @@ from mainevent.media.ingest.ts import (
     TsStatistics,
     first_keyframe,
 )
-from mainevent.media.origin.live import LiveEvent
 from mainevent.media.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -202,14 +205,31 @@ class _Run:
         return True
 
 
+class PipelineSink(Protocol):
+    """Where a pipeline's packaged media goes: the LiveEvent itself (one pipeline), or one
+    input of the redundancy selector, which picks per segment between pipelines."""
+
+    async def on_init(self, rendition: str, init: InitSection) -> str: ...
+
+    def on_part(self, rendition: str, part: Part) -> None: ...
+
+    async def on_segment(self, rendition: str, segment: Segment) -> None: ...
+
+    def on_rejected(
+        self, rendition: str, msn: int, reason: str, *, drop_parts: bool = True
+    ) -> None: ...
+
+    def next_msn_floor(self) -> int: ...
+
+
 class Pipeline:
-    """Supervises ingest and transcoding for one feed, publishing into a LiveEvent."""
+    """Supervises ingest and transcoding for one feed, publishing into a `PipelineSink`."""
 
     def __init__(
         self,
         *,
         name: str,
-        event: LiveEvent,
+        sink: PipelineSink,
         ffmpeg: str,
         ingest: IngestSpec,
         ladder: LadderSpec,
@@ -219,7 +239,7 @@ class Pipeline:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
-        self.event = event
+        self.sink = sink
         self.ffmpeg = ffmpeg
         self.ingest = ingest
         self.ladder = ladder
@@ -230,6 +250,7 @@ class Pipeline:
         self.health = FeedHealth()
         self.run: _Run | None = None
         self.ingest_proc: asyncio.subprocess.Process | None = None
+        self.gateway = IngestGateway(name, ingest)
         self.restarts = 0
         self.runs = 0
         self.state = "waiting for feed"
@@ -262,7 +283,16 @@ class Pipeline:
             },
             "transcoder_runs": self.runs,
             "transcoder_restarts": self.restarts,
+            "ingest": self.gateway.status(),
         }
+
+    def is_healthy(self) -> bool:
+        """Feed healthy and a transcoder running: fit to be the preferred pipeline (whether
+        it delivers on time is for the selector to judge)."""
+        verdict, _ = self.health.verdict(
+            time.monotonic(), input_timeout_s=self.input_timeout_s, fps=self.ladder.fps
+        )
+        return verdict == "healthy" and self.run is not None and self.state == "transcoding"
 
     async def serve(self) -> None:
         """Run until cancelled; cleans up every child process on the way out."""
@@ -284,33 +314,38 @@ class Pipeline:
     # -- ingest ---------------------------------------------------------------------------
 
     async def _ingest_loop(self) -> None:
-        cmd = ingest_command(self.ffmpeg, self.ingest)
-        while True:
-            self.state = "waiting for feed"
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-            self.ingest_proc = proc
-            assert proc.stdout is not None
-            assert proc.stderr is not None
-            stderr_task = asyncio.create_task(_log_stream(proc.stderr, f"{self.name} ingest"))
-            probe = TsProbe()
-            try:
-                await self._relay(proc.stdout, probe)
-            finally:
-                self.health.connected = False
-                await _terminate(proc)
-                stderr_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await stderr_task
-            log.info("%s: feed ended or lost; transcoder input closed", self.name)
-            await self._end_run_input()
-            await asyncio.sleep(0.05)
+        # The gateway is the public front door (RTMP: it authenticates, then hands the
+        # connection to this ffmpeg on a private port; SRT: libsrt checks the passphrase in
+        # this ffmpeg, and the gateway counts its refusals from the listener's stderr).
+        async with self.gateway.running():
+            while True:
+                self.state = "waiting for feed"
+                proc = await asyncio.create_subprocess_exec(
+                    *ingest_command(self.ffmpeg, self.gateway.listener_spec()),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent,
+                )
+                self.ingest_proc = proc
+                assert proc.stdout is not None
+                assert proc.stderr is not None
+                stderr_task = asyncio.create_task(
+                    _log_stream(proc.stderr, f"{self.name} ingest", self.gateway.on_listener_log)
+                )
+                probe = TsProbe()
+                try:
+                    await self._relay(proc.stdout, probe)
+                finally:
+                    self.health.connected = False
+                    await _terminate(proc)
+                    stderr_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await stderr_task
+                log.info("%s: feed ended or lost; transcoder input closed", self.name)
+                await self._end_run_input()
+                await asyncio.sleep(0.05)
 
     async def _relay(self, stdout: asyncio.StreamReader, probe: TsProbe) -> None:
         h = self.health
@@ -390,7 +425,7 @@ class Pipeline:
         newest = epoch_of_time_of_day(tod, wall)
         seg_ms = self.ladder.segment_duration_ms
         start = next_boundary(newest + Fraction(START_MARGIN_S).limit_denominator(1000), seg_ms)
-        floor_msn = self.event.next_msn_floor()
+        floor_msn = self.sink.next_msn_floor()
         d = Fraction(seg_ms, 1000)
         if start / d < floor_msn:
             start = floor_msn * d
@@ -480,7 +515,7 @@ class Pipeline:
                     except StoreError as exc:
                         # Not stored whole → not published; the next segment may succeed.
                         msn = ev.segment.msn if isinstance(ev, SegmentReady) else -1
-                        self.event.on_rejected(rendition, msn, f"store: {exc}")
+                        self.sink.on_rejected(rendition, msn, f"store: {exc}")
                 if not data:
                     return
         finally:
@@ -488,15 +523,15 @@ class Pipeline:
 
     async def _handle(self, run: _Run, rendition: str, ev: object) -> None:
         if isinstance(ev, InitReady):
-            await self.event.on_init(rendition, ev.init)
+            await self.sink.on_init(rendition, ev.init)
         elif isinstance(ev, PartReady):
-            self.event.on_part(rendition, ev.part)
+            self.sink.on_part(rendition, ev.part)
         elif isinstance(ev, SegmentReady):
-            await self.event.on_segment(rendition, ev.segment)
+            await self.sink.on_segment(rendition, ev.segment)
             run.segments += 1
             self._failures = 0
         elif isinstance(ev, SegmentRejected):
-            self.event.on_rejected(rendition, ev.msn, ev.reason)
+            self.sink.on_rejected(rendition, ev.msn, ev.reason)
         elif isinstance(ev, StreamFailed):
             log.error("%s: %s output unusable: %s", self.name, rendition, ev.reason)
             run.failed = run.failed or f"{rendition}: {ev.reason}"
@@ -637,6 +672,16 @@ class PipelineCollector:
             "Transcoder restarts after a crash or stall",
             labels=labels,
         )
+        refused = CounterMetricFamily(
+            "mainevent_ingest_refused",
+            "Contribution connection attempts the ingest refused, by reason",
+            labels=["pipeline", "reason"],
+        )
+        pending = GaugeMetricFamily(
+            "mainevent_ingest_connections_pending",
+            "Ingest connections not yet authenticated (RTMP handshake in progress)",
+            labels=labels,
+        )
         for p in self.pipelines:
             st = p.status()
             f = st["feed"]
@@ -654,7 +699,13 @@ class PipelineCollector:
             for kind in ("continuity_errors", "sync_losses", "decode_errors"):
                 errors.add_metric([p.name, kind], float(f[kind]))
             restarts.add_metric(name, float(st["transcoder_restarts"]))
+            ingest = st["ingest"]
+            for reason, count in ingest["refused"].items():
+                refused.add_metric([p.name, reason], float(count))
+            pending.add_metric(name, float(ingest["pending"]))
         yield from g.values()
         yield verdict
         yield errors
         yield restarts
+        yield refused
+        yield pending

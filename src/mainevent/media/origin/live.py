@@ -99,6 +99,12 @@ class Metrics:
             ["event", "rendition", "reason"],
             registry=registry,
         )
+        self.gaps = Counter(
+            "mainevent_gap_segments_total",
+            "MSNs listed as EXT-X-GAP because no pipeline delivered them in time",
+            ["event", "rendition"],
+            registry=registry,
+        )
         self.segment_bytes = Counter(
             "mainevent_segment_bytes_total",
             "Bytes of published segments",
@@ -210,6 +216,16 @@ class LiveEvent:
         """Smallest MSN a new encoder run may publish: above everything already published."""
         lasts = [r.window.last_msn for r in self._r.values() if r.window.last_msn is not None]
         return max(lasts) + 1 if lasts else 0
+
+    def init_name(self, rendition: str) -> str | None:
+        """Name of the init section the rendition's next segment will refer to."""
+        return self._r[rendition].init_name
+
+    def is_current_init(self, rendition: str, init: InitSection) -> bool:
+        """Whether `init` is the one the rendition's listed media refers to now."""
+        r = self._r[rendition]
+        digest = hashlib.sha256(init.data).hexdigest()
+        return r.init_name is not None and r.init_digests.get(digest) == r.init_name
 
     def window(self, rendition: str) -> RenditionWindow:
         return self._r[rendition].window
@@ -530,12 +546,49 @@ class LiveEvent:
         if not self.ready_event.is_set() and self.ready():
             self.ready_event.set()
 
+    def publish_gap(self, rendition: str, msn: int) -> bool:
+        """List `msn` (and any MSN skipped before it) as EXT-X-GAP: no pipeline delivered it.
+
+        Keeps the live window advancing through a total loss of input; False when nothing
+        can be listed yet (no init section) or `msn` is not after the last listed segment.
+        """
+        r = self._r[rendition]
+        last = r.window.last_msn
+        if r.init_name is None or (last is not None and msn <= last):
+            return False
+        d_us = self.segment_duration_ms * 1000
+        gap = PublishedSegment(
+            msn=msn,
+            duration_us=d_us,
+            program_date_time_ms=msn * d_us // 1000,
+            init_uri=r.init_name,
+            gap=True,
+        )
+        now = self.monotonic()
+        r.window.publish(gap, now)
+        for old in r.window.expired(now):
+            self.store.forget(self.event_id, r.spec.id, [old])
+        self.metrics.gaps.labels(self.event_id, rendition).inc()
+        self._changed(r)
+        return True
+
     def on_rejected(
-        self, rendition: str, msn: int, reason: str, *, drop_parts: bool = True
+        self,
+        rendition: str,
+        msn: int,
+        reason: str,
+        *,
+        drop_parts: bool = True,
+        source: str | None = None,
     ) -> None:
         """Count and log a segment that failed validation; it is never published."""
         log.warning(
-            "event %s rendition %s: segment %d rejected: %s", self.event_id, rendition, msn, reason
+            "event %s rendition %s: segment %d%s rejected: %s",
+            self.event_id,
+            rendition,
+            msn,
+            f" from {source}" if source else "",
+            reason,
         )
         short = reason.split(":", 1)[0][:60]
         self.metrics.rejected.labels(self.event_id, rendition, short).inc()

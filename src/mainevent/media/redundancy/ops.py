@@ -1,0 +1,80 @@
+"""Operator API for pipeline selection, mounted beside the origin under `/_ops/`.
+
+    GET /_ops/redundancy            selection status (mode, preferred, health, recent decisions)
+    PUT /_ops/redundancy            {"mode": "auto" | "primary" | "backup"}  (admin secret)
+
+Changing the selection needs the admin secret in `X-Mainevent-Admin-Secret` (401 without it,
+403 when wrong). Errors are JSON `{"error": code, "detail": text}`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mainevent.media.redundancy.publisher import RedundantPublisher
+from mainevent.media.redundancy.selector import AUTO, SelectorError
+
+ADMIN_SECRET_HEADER = "X-Mainevent-Admin-Secret"
+PREFIX = "/_ops/"
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+def ops_app(publisher: RedundantPublisher | None, admin_secret: str | None) -> Starlette:
+    """The `/_ops/` routes for one stack."""
+
+    async def status(request: Request) -> JSONResponse:
+        if publisher is None:
+            return _error(404, "no_redundancy", "this platform runs a single pipeline")
+        return JSONResponse(publisher.status())
+
+    async def force(request: Request) -> JSONResponse:
+        given = request.headers.get(ADMIN_SECRET_HEADER)
+        if given is None:
+            return _error(401, "missing_secret", f"send the admin secret in {ADMIN_SECRET_HEADER}")
+        if not admin_secret or not hmac.compare_digest(given.encode(), admin_secret.encode()):
+            return _error(403, "bad_secret", "the admin secret does not match")
+        if publisher is None:
+            return _error(404, "no_redundancy", "this platform runs a single pipeline")
+        try:
+            body: Any = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, "bad_json", f"body is not JSON: {exc}")
+        mode = body.get("mode") if isinstance(body, dict) else None
+        if not isinstance(mode, str) or set(body) != {"mode"}:
+            return _error(400, "bad_body", 'expected exactly {"mode": "<pipeline>|auto"}')
+        try:
+            return JSONResponse(await publisher.force(mode))
+        except SelectorError as exc:
+            choices = ", ".join((AUTO, *publisher.selector.order))
+            return _error(422, "unknown_mode", f"{exc}; choose one of: {choices}")
+
+    return Starlette(
+        routes=[
+            Route("/_ops/redundancy", status, methods=["GET"]),
+            Route("/_ops/redundancy", force, methods=["PUT"]),
+        ]
+    )
+
+
+def with_ops(origin: ASGIApp, publisher: RedundantPublisher | None, secret: str | None) -> ASGIApp:
+    """`origin`, with `/_ops/...` requests answered by the operator API."""
+    ops = ops_app(publisher, secret)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await ops(scope, receive, send)
+        else:
+            await origin(scope, receive, send)
+
+    return app

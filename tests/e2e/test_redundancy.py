@@ -1,0 +1,269 @@
+"""Redundant ingest end to end: primary + backup feeds, per-segment selection at the origin.
+
+Two real venue feeds (`mainevent feed`, SRT) push the same epoch-locked test pattern into the
+primary and backup pipelines of one `mainevent up`; the tests cut feeds as a venue would
+(killing the encoder process) and watch the published playlist, health and players.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mainevent.commands.stack import free_port
+from mainevent.media.redundancy.ops import ADMIN_SECRET_HEADER
+from mainevent.player import PlaybackReport, play
+from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
+from mainevent.testing.continuity import PlaylistRecorder
+from mainevent.testing.stack import RunningStack, start_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+D = 2.0
+HOLD_S = 6.0
+
+
+class Feed:
+    """One `mainevent feed` process (a venue encoder) with its drill API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.control = f"127.0.0.1:{free_port()}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mainevent.cli",
+                "feed",
+                self.url,
+                "--size",
+                "640x360",
+                "--bitrate",
+                "1500",
+                "--control",
+                self.control,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        """Cut the feed as a dying venue encoder would (its ffmpegs die with it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def ctl(self, action: str, **body: object) -> None:
+        url = f"http://{self.control}/faults/{action}"
+        httpx.post(url, json=body, timeout=5).raise_for_status()
+
+
+@pytest.fixture
+def redundant(tmp_path: Path) -> Iterator[tuple[RunningStack, dict[str, Feed]]]:
+    stack = start_stack(
+        tmp_path / "data",
+        extra_args=("--no-feed", "--no-edges"),
+        env={
+            "MAINEVENT_REDUNDANCY__BACKUP": "true",
+            "MAINEVENT_REDUNDANCY__FAILBACK_HOLD_S": str(HOLD_S),
+        },
+        wait_ready=False,
+    )
+    assert stack.backup_ingest_url is not None
+    feeds = {"primary": Feed(stack.ingest_url), "backup": Feed(stack.backup_ingest_url)}
+    try:
+        for f in feeds.values():
+            f.start()
+        stack.wait_ready(60)
+        wait_until(lambda: all_healthy(stack), 30, "both pipelines healthy")
+        stack.wait_window(4)
+        yield stack, feeds
+    finally:
+        for f in feeds.values():
+            f.kill()
+        assert not stack.stop()
+
+
+def all_healthy(stack: RunningStack) -> bool:
+    pipes = stack.redundancy()["pipelines"]
+    return all(p["healthy"] for p in pipes.values())
+
+
+def wait_until(cond: object, timeout: float, what: str) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if cond():  # type: ignore[operator]
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def mid_segment(at: float = 0.9) -> None:
+    """Sleep until `at` seconds into the current epoch segment."""
+    now = time.time()
+    wait = (at - now % D) % D
+    time.sleep(wait)
+
+
+def playlist(stack: RunningStack, rendition: str = "v360") -> str:
+    return f"{stack.base_url}/live/{stack.event}/{rendition}/index.m3u8"
+
+
+@pytest.mark.browser
+def test_primary_cut_mid_segment_fails_over_without_a_gap_and_fails_back(
+    redundant: tuple[RunningStack, dict[str, Feed]], tmp_path: Path
+) -> None:
+    """Cut the primary feed mid-segment: continuity, no stall, loss seen ≤ 2 s, failback."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (make setup installs it as root)")
+    stack, feeds = redundant
+    headless: dict[str, object] = {}
+
+    def headless_player() -> None:
+        headless["report"] = asyncio.run(play(stack.master_url, duration_s=34))
+
+    player_thread = threading.Thread(target=headless_player, daemon=True)
+    with (
+        PlaylistRecorder(playlist(stack)) as video,
+        PlaylistRecorder(playlist(stack, "a128")) as audio,
+        player_page(
+            f"{stack.base_url}/player/?src=/live/{stack.event}/master.m3u8", tmp_path / "p"
+        ) as page,
+    ):
+        player_thread.start()
+        before = sample_stats(page, 4)
+        mid_segment()
+        feeds["primary"].kill()
+        lost_after = wait_until(
+            lambda: stack.pipeline_by_name("primary")["verdict"] == "lost", 10, "primary lost"
+        )
+        during = sample_stats(page, 12)
+        assert stack.redundancy()["preferred"] == "backup"
+        # The primary comes back; after HOLD_S of good health it is preferred again.
+        feeds["primary"].start()
+        healthy_after = wait_until(
+            lambda: stack.redundancy()["pipelines"]["primary"]["healthy"], 30, "primary healthy"
+        )
+        back_at = time.monotonic()
+        wait_until(lambda: stack.redundancy()["preferred"] == "primary", 30, "failback")
+        failback_s = time.monotonic() - back_at
+        after = sample_stats(page, 4)
+        samples = before + during + after
+    player_thread.join(60)
+    v, a = video.report(), audio.report()
+
+    assert lost_after <= 2.0, f"primary reported lost {lost_after:.2f} s after the cut"
+    for rep in (v, a):
+        assert rep.missing == [], f"MSNs never listed: {rep.missing}"
+        assert rep.gaps == [], f"gaps listed: {rep.gaps}"
+        assert rep.changed == [], f"segments whose content changed: {rep.changed}"
+        assert rep.discontinuities == [], "identical encoders need no discontinuity"
+        assert len(rep.media) >= 12
+    # Around the cut, segments came from the backup (the selection says so).
+    st = stack.redundancy()
+    assert st["switches"] >= 2, st
+    assert st["pipelines"]["backup"]["published_segments"] >= 3, st
+    assert HOLD_S - 0.5 <= failback_s + 0 <= HOLD_S + 6, (healthy_after, failback_s)
+
+    last = samples[-1]
+    assert not last["fatal"], last["errors"]
+    assert last["stalls"] == 0, timeline(samples)
+    # After the cut, the browser never ran low: at least two segments buffered ahead.
+    post_cut = [s["bufferSec"] for s in during]
+    assert min(post_cut) >= D, timeline(samples)
+    report = headless["report"]
+    assert isinstance(report, PlaybackReport), headless
+    assert report.fatal is None, report
+    assert report.stalls == 0, report
+
+
+def test_both_feeds_lost_keep_the_window_advancing_with_gaps(
+    redundant: tuple[RunningStack, dict[str, Feed]],
+) -> None:
+    """Both feeds cut for 10 s: EXT-X-GAP keeps the window moving; media returns after."""
+    stack, feeds = redundant
+    with PlaylistRecorder(playlist(stack)) as video:
+        time.sleep(2)
+        mid_segment()
+        cut = time.time()
+        for f in feeds.values():
+            f.kill()
+        time.sleep(10)
+        back = time.time()
+        for f in feeds.values():
+            f.start()
+        wait_until(
+            lambda: any(not e.gap and e.first_seen > back for e in video.listed.values()),
+            30,
+            "live media after the feeds came back",
+        )
+        time.sleep(2 * D)
+    rep = video.report()
+    assert rep.missing == [], rep.missing
+    assert rep.gaps, "total loss must be listed as EXT-X-GAP"
+    # The playlist never froze for more than 1.5 × TD (plus one poll).
+    assert rep.longest_freeze_s(cut, back) <= 1.5 * D + 0.5, rep.advances
+    first_media = min(m for m in rep.media if rep.listed[m].first_seen > back)
+    # Media resumes at most … segments after the feed returned (the capture time of its
+    # first frame, epoch-locked: msn·D).
+    resumed_s = first_media * D - back
+    assert resumed_s <= 2 * D, f"first live segment starts {resumed_s:.2f} s after the return"
+    alarms = httpx.get(f"{stack.base_url}/metrics", timeout=5).text
+    assert 'mainevent_manifest_stall_alarms_total{event="demo",rendition="v360"}' in alarms
+
+
+def test_operator_forces_a_pipeline(redundant: tuple[RunningStack, dict[str, Feed]]) -> None:
+    """PUT /_ops/redundancy (and the CLI) force a pipeline; bad requests get precise errors."""
+    stack, _ = redundant
+    url = f"{stack.base_url}/_ops/redundancy"
+    assert stack.admin_secret
+    auth = {ADMIN_SECRET_HEADER: stack.admin_secret}
+    assert httpx.put(url, json={"mode": "backup"}, timeout=5).status_code == 401
+    r = httpx.put(url, json={"mode": "backup"}, headers={ADMIN_SECRET_HEADER: "x"}, timeout=5)
+    assert r.status_code == 403
+    r = httpx.put(url, json={"mode": "tertiary"}, headers=auth, timeout=5)
+    assert r.status_code == 422
+    assert "auto, primary, backup" in r.json()["detail"]
+    r = httpx.put(url, content=b"{", headers=auth, timeout=5)
+    assert r.status_code == 400
+    assert r.json()["error"] == "bad_json"
+    r = httpx.put(url, json={"mode": "backup"}, headers=auth, timeout=5)
+    assert r.status_code == 200
+    assert r.json()["preferred"] == "backup"
+    assert r.json()["mode"] == "backup"
+    # Forced: segments now come from the backup even though the primary is healthy.
+    time.sleep(3 * D)
+    recent = stack.redundancy()["recent"]["v360"]
+    assert recent[-1]["pipeline"] == "backup", recent
+    # The CLI does the same.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mainevent.cli",
+            "pipeline",
+            "force",
+            "auto",
+            "--url",
+            stack.base_url,
+            "--secret",
+            stack.admin_secret,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "preferred primary" in out.stdout
+    assert stack.redundancy()["mode"] == "auto"
