@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mainevent.media.edge import (
+    Arrival,
     Cache,
     Fault,
     FaultError,
@@ -88,6 +89,31 @@ def test_collapse_concurrent_misses() -> None:
     assert done.response is not None
     assert done.response.body == b"seg"
     assert isinstance(c.lookup("/s.m4s", 0.2), Hit)
+
+
+def test_arrival_streams_all_but_5xx_and_flags_stale() -> None:
+    """A response is streamed to waiters as it arrives unless it is a 5xx (which stale-if-error may still replace)."""
+    c = Cache(default_stale_if_error=10)
+    assert c.arrived(200, "max-age=2", 0.0) == Arrival(stream=True, stale=False)
+    assert c.arrived(404, "max-age=60", 0.0) == Arrival(stream=True, stale=False)
+    assert c.arrived(200, "no-store", 5.0) == Arrival(stream=True, stale=False)
+    assert c.arrived(200, "max-age=2", 3.0) == Arrival(stream=True, stale=True)
+    assert not c.arrived(503, "max-age=2", 0.0).stream
+
+
+def test_failed_fetch_keeps_old_entry_and_stores_nothing() -> None:
+    """A fetch cut off mid-body leaves the old copy as it was (served stale if allowed) and stores nothing."""
+    c = Cache(default_stale_if_error=10)
+    c.lookup("/s.m4s", 0.0)
+    c.finish("/s.m4s", resp(b"old", "max-age=1"), 0.0)
+    assert isinstance(c.lookup("/s.m4s", 2.0), Fetch)
+    assert isinstance(c.lookup("/s.m4s", 2.0), Wait)
+    f = c.finish("/s.m4s", None, 2.5)
+    assert (f.stale, f.waiters) == (True, 1)
+    assert f.response is not None
+    assert f.response.body == b"old"
+    assert c.stats().in_flight == 0
+    assert isinstance(c.lookup("/s.m4s", 2.6), Fetch)  # asked again, not stuck on the failure
 
 
 def test_negative_caching_is_brief() -> None:

@@ -1,7 +1,9 @@
 """The cache core against a reference model (hypothesis state machine).
 
 The model keeps, per key, the stored response's birth time, TTL and size, plus an ordered list for
-LRU, the budget, and the set of keys with a fetch in flight. Every lookup's answer must match.
+LRU, the budget, and the set of keys with a fetch in flight. Every lookup's answer must match; a
+fetch ends whole (stored by the model's rules, already aged by the upstream's `Age`) or fails —
+refused, timed out or cut off mid-body — which leaves the store exactly as it was.
 """
 
 from __future__ import annotations
@@ -67,13 +69,18 @@ class CacheMachine(RuleBasedStateMachine):
         ttl=st.integers(min_value=0, max_value=5),
         status=st.sampled_from([200, 200, 404, 503]),
         store=st.booleans(),
+        age=st.sampled_from([0.0, 0.0, 0.5, 2.0, 9.0]),
     )
-    def finish(self, data: st.DataObject, size: int, ttl: int, status: int, store: bool) -> None:
+    def finish(
+        self, data: st.DataObject, size: int, ttl: int, status: int, store: bool, age: float
+    ) -> None:
         key = data.draw(st.sampled_from(sorted(self.inflight)))
         cc = f"max-age={ttl}" if store else "no-store"
+        arrival = self.cache.arrived(status, cc, age)
+        assert arrival.stream == (status < 500)  # a 5xx is held: stale-if-error may replace it
         waiters = self.inflight.pop(key)
         done = self.cache.finish(
-            key, UpstreamResponse(status, (("Cache-Control", cc),), b"x" * size), self.now
+            key, UpstreamResponse(status, (("Cache-Control", cc),), b"x" * size, age), self.now
         )
         assert done.waiters == waiters
         if status >= 500:
@@ -83,15 +90,28 @@ class CacheMachine(RuleBasedStateMachine):
         assert done.response is not None
         assert len(done.response.body) == size
         eff_ttl = min(1.0, ttl) if status == 404 else float(ttl)
+        # What the streamed head said (X-Cache: STALE) is what the finished response says.
+        assert done.stale == arrival.stale == (store and eff_ttl > 0 and age >= eff_ttl)
         cost = size + len(cc) + HEADER_COST
         self.stored.pop(key, None)
         if key in self.lru:
             self.lru.remove(key)
         if store and eff_ttl > 0 and cost <= BUDGET:
-            self.stored[key] = _Model(self.now, eff_ttl, cost, status)
+            self.stored[key] = _Model(self.now - age, eff_ttl, cost, status)
             self.lru.append(key)
             while sum(self.stored[k].size for k in self.lru) > BUDGET:
                 self.stored.pop(self.lru.pop(0))
+
+    @precondition(lambda self: bool(self.inflight))
+    @rule(data=st.data())
+    def fail(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.inflight)))
+        waiters = self.inflight.pop(key)
+        done = self.cache.finish(key, None, self.now)
+        assert done.waiters == waiters
+        # Nothing usable (no stale-if-error allowance in this model), nothing partial stored.
+        assert done.response is None
+        assert done.entry is None
 
     @rule()
     def expire(self) -> None:
@@ -112,5 +132,5 @@ class CacheMachine(RuleBasedStateMachine):
 CacheMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestCacheModel = CacheMachine.TestCase
 TestCacheModel.__doc__ = (
-    "Freshness, LRU/TTL eviction, collapse and negative caching match the model."
+    "Freshness, LRU/TTL eviction, collapse, negative caching and failed fetches match the model."
 )

@@ -6,6 +6,7 @@ nginx configuration for interop.
 """
 
 from mainevent.media.edge.cache import (
+    Arrival,
     Cache,
     CacheStats,
     Entry,
@@ -26,6 +27,7 @@ from mainevent.media.edge.server import ADMIN_HEADER, EdgeConfig, EdgeServer
 
 __all__ = [
     "ADMIN_HEADER",
+    "Arrival",
     "Cache",
     "CacheStats",
     "EdgeConfig",

@@ -4,7 +4,8 @@ No clock, socket or task lives here: every call takes `now` (monotonic seconds) 
 the adapter must do (`Hit`, `Stale`, `Fetch`, `Wait`). One upstream fetch per key is in flight at
 a time; every concurrent miss for that key — a cold segment storm or identical held LL-HLS
 blocking reloads, which share a key because `_HLS_msn`/`_HLS_part`/`_HLS_skip` are in it — waits
-for that fetch (SPEC.md §2, Appendix B).
+for that fetch (SPEC.md §2, Appendix B). When the fetch's head arrives, `arrived` says whether its
+body may be streamed to the waiters as it comes in; only a whole body is ever stored (`finish`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 __all__ = [
+    "Arrival",
     "Cache",
     "CacheStats",
     "Entry",
@@ -186,6 +188,17 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
+class Arrival:
+    """How to treat a fetch's upstream response once its head is in, before its body."""
+
+    stream: bool
+    """Pass it to the waiters as it arrives. Not for a 5xx: that may still give way to a stale
+    copy (stale-if-error), so it is held until `finish` decides."""
+    stale: bool
+    """It arrived already past its freshness (an upstream serving stale): `X-Cache: STALE`."""
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """Outcome of a fetch, for the leader and every waiter.
 
@@ -269,16 +282,27 @@ class Cache:
             return entry
         return None
 
+    def arrived(self, status: int, cache_control: str | None, age: float) -> Arrival:
+        """The head of a fetch's response is in: stream it to the waiters now, or hold it."""
+        if status >= 500:
+            return Arrival(False, False)
+        fresh = self._freshness(status, cache_control)
+        return Arrival(True, fresh.storable and fresh.ttl > 0 and age >= fresh.ttl)
+
+    def _freshness(self, status: int, cache_control: str | None) -> Freshness:
+        return parse_cache_control(
+            cache_control,
+            status=status,
+            default_stale_if_error=self.default_stale_if_error,
+            negative_ttl=self.negative_ttl,
+        )
+
     def finish(self, key: str, response: UpstreamResponse | None, now: float) -> Finished:
-        """The fetch for `key` ended: `response` is complete, or None (error/timeout/5xx)."""
+        """The fetch for `key` ended: `response` is complete, or None (error, timeout, or a body
+        cut off mid-transfer: nothing partial is stored, the old entry stays as it was)."""
         flight = self._flights.pop(key, _Flight())
         if response is not None and response.status < 500:
-            fresh = parse_cache_control(
-                response.header("cache-control"),
-                status=response.status,
-                default_stale_if_error=self.default_stale_if_error,
-                negative_ttl=self.negative_ttl,
-            )
+            fresh = self._freshness(response.status, response.header("cache-control"))
             entry = None
             if fresh.storable and fresh.ttl > 0:
                 # Kept even when it arrives already stale (an upstream serving stale-if-error):

@@ -2,9 +2,11 @@
 
 The same code is the shield (upstream = origin) and each CDN edge (upstream = shield). A cache hit
 is answered inside `data_received`: key → entry → precomputed head + `Age`/`X-Cache` → two
-`transport.write`s of bytes already in memory. Misses, collapsed waits, faults with delays and the
-admin/metrics endpoints run as tasks; responses on one connection stay in request order
-(pipelining-safe) because a connection handles the next request only after the current one.
+`transport.write`s of bytes already in memory. A miss starts one upstream fetch whose response is
+streamed, as it arrives, to the request that caused it and to every request collapsed onto it
+(`inflight.Transfer`). Misses, collapsed waits, faults with delays and the admin/metrics endpoints
+run as tasks; responses on one connection stay in request order (pipelining-safe) because a
+connection handles the next request only after the current one.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from mainevent.media.edge.cache import (
     object_type,
 )
 from mainevent.media.edge.faults import Fault, FaultDecision, FaultError, decide
+from mainevent.media.edge.inflight import Transfer, Waiter
 from mainevent.media.edge.metrics import EdgeMetrics
 from mainevent.media.edge.upstream import Upstream, UpstreamError
 
@@ -257,7 +260,7 @@ class EdgeServer:
             f"Access-Control-Allow-Origin: {config.cors_origin}\r\n"
             "Access-Control-Expose-Headers: Age, X-Cache, CMSD-Static, CMSD-Dynamic\r\n"
         )
-        self._flights: dict[str, asyncio.Future[Finished]] = {}
+        self._flights: dict[str, Transfer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._random = random.Random()
@@ -372,10 +375,19 @@ class EdgeServer:
                 self._start_fetch(key)
             return None
         if type(action) is Fetch:
-            fut = self._start_fetch(key)
-            return self._await_fetch(conn, req, key, fut, "MISS")
-        assert type(action) is Wait
-        return self._await_fetch(conn, req, key, self._flights[key], "COLLAPSED")
+            transfer = self._start_fetch(key)
+            result = "MISS"
+        else:
+            assert type(action) is Wait
+            transfer = self._flights[key]
+            result = "COLLAPSED"
+        # Joined now, not when the task runs: a transfer already under way sends its head and
+        # the bytes so far at once. The HTTP version (may it take chunked?) is the connection's,
+        # read here rather than per request so the hit path does not pay for it.
+        http11 = conn.parser.get_http_version() != "1.0"
+        waiter = Waiter(conn, method == "GET", http11, req.keep_alive, result, now)
+        transfer.join(waiter, now)
+        return self._await_fetch(conn, req, key, transfer, waiter)
 
     def _check_token(self, path: str) -> str | bytes:
         """The stripped path, or the denial reason as bytes."""
@@ -391,57 +403,76 @@ class EdgeServer:
             return str(check.reason).encode()
         return rest
 
-    def _start_fetch(self, key: str) -> asyncio.Future[Finished]:
-        fut: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
-        self._flights[key] = fut
-        self.spawn(self._fetch(key, fut))
-        return fut
+    def _start_fetch(self, key: str) -> Transfer:
+        done: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
+        transfer = Transfer(object_type(key.partition("?")[0]), self.metrics, done)
+        self._flights[key] = transfer
+        self.spawn(self._fetch(key, transfer))
+        return transfer
 
-    async def _fetch(self, key: str, fut: asyncio.Future[Finished]) -> None:
-        kind = object_type(key.partition("?")[0])
+    async def _fetch(self, key: str, transfer: Transfer) -> None:
+        kind = transfer.kind
         self.metrics.upstream_fetches[kind] += 1
         t0 = time.monotonic()
-        response: UpstreamResponse | None
+        response: UpstreamResponse | None = None
+        arrived = t0
         try:
-            response = await self.upstream.get(key)
+            async with self.upstream.open(key) as up:
+                arrived = time.monotonic()
+                decision = self.cache.arrived(up.status, up.header("cache-control"), up.age)
+                if decision.stream:
+                    framing = (
+                        b"Transfer-Encoding: chunked\r\n"
+                        if up.length is None
+                        else b"Content-Length: %d\r\n" % up.length
+                    )
+                    head = self._head(up.status, up.headers, kind, framing)
+                    transfer.begin(head, up.length, arrived - up.age, decision.stale, arrived)
+                async for chunk in up.chunks():
+                    transfer.feed(chunk)
+                response = UpstreamResponse(up.status, up.headers, transfer.body(), up.age)
         except UpstreamError as exc:
             log.warning("edge %s: upstream %s failed: %s", self.name, key, exc)
-            response = None
-        except asyncio.CancelledError:
-            response = None
-            self._resolve(key, fut, None)
-            raise
-        self.metrics.upstream_latency[kind].observe(time.monotonic() - t0)
-        if response is None or response.status >= 500:
-            self.metrics.upstream_errors[kind] += 1
-        self._resolve(key, fut, response)
+        finally:
+            # However the fetch ended (cancellation included), every waiter is answered or cut.
+            self.metrics.upstream_latency[kind].observe(time.monotonic() - t0)
+            if response is None or response.status >= 500:
+                self.metrics.upstream_errors[kind] += 1
+            self._end(key, transfer, response, arrived if response is not None else None)
 
-    def _resolve(
-        self, key: str, fut: asyncio.Future[Finished], response: UpstreamResponse | None
+    def _end(
+        self,
+        key: str,
+        transfer: Transfer,
+        response: UpstreamResponse | None,
+        arrived: float | None,
     ) -> None:
-        finished = self.cache.finish(key, response, time.monotonic())
-        if self._flights.get(key) is fut:
+        # A whole response is stored as of its head's arrival (its Age was measured then).
+        finished = self.cache.finish(
+            key, response, time.monotonic() if arrived is None else arrived
+        )
+        if self._flights.get(key) is transfer:
             del self._flights[key]
-        if not fut.done():
-            fut.set_result(finished)
+        if response is not None:
+            transfer.complete()
+        else:
+            transfer.abort()
+        if not transfer.done.done():
+            transfer.done.set_result(finished)
 
     async def _await_fetch(
-        self,
-        conn: _Protocol,
-        req: _Request,
-        key: str,
-        fut: asyncio.Future[Finished],
-        result: str,
+        self, conn: _Protocol, req: _Request, key: str, transfer: Transfer, waiter: Waiter
     ) -> None:
         self.waiting += 1
         try:
-            finished = await asyncio.shield(fut)
+            finished = await asyncio.shield(transfer.done)
         finally:
             self.waiting -= 1
-        kind = object_type(req.path)
-        if result == "COLLAPSED":
+        kind = transfer.kind
+        if waiter.result == "COLLAPSED":
             self.metrics.collapsed[kind] += 1
-        self._send_finished(conn, req, key, finished, result, kind)
+        if not waiter.streamed:
+            self._send_finished(conn, req, key, finished, waiter.result, kind)
 
     def _send_finished(
         self, conn: _Protocol, req: _Request, key: str, finished: Finished, result: str, kind: str
@@ -466,24 +497,31 @@ class EdgeServer:
         entry = Entry(key, finished.response, now - finished.response.age, _NO_FRESHNESS, 0, kind)
         self._send_entry(conn, req, entry, now, result)
 
-    def _wire(self, entry: Entry) -> _Wire:
-        wire = entry.wire
-        if isinstance(wire, _Wire):
-            return wire
-        r = entry.response
-        lines = [f"HTTP/1.1 {r.status} {_REASONS.get(r.status, 'Status')}\r\n"]
+    def _head(
+        self, status: int, headers: tuple[tuple[str, str], ...], kind: str, framing: bytes
+    ) -> bytes:
+        """Status line and headers up to (not including) Age/X-Cache; `framing` is the
+        Content-Length or Transfer-Encoding line."""
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"]
         dynamic = None
-        for k, v in r.headers:
+        for k, v in headers:
             if k.lower() == "cmsd-dynamic":
                 dynamic = v
                 continue
             lines.append(f"{k}: {v}\r\n")
         own = f'"{self.name}"'
         lines.append(f"CMSD-Dynamic: {dynamic + ', ' + own if dynamic else own}\r\n")
-        lines.append(f'CMSD-Static: ot={_OT.get(entry.kind, "o")},n="{self.name}"\r\n')
+        lines.append(f'CMSD-Static: ot={_OT.get(kind, "o")},n="{self.name}"\r\n')
         lines.append(self.cors)
-        lines.append(f"Content-Length: {len(r.body)}\r\n")
-        wire = _Wire("".join(lines).encode("latin-1"), entry.kind)
+        return "".join(lines).encode("latin-1") + framing
+
+    def _wire(self, entry: Entry) -> _Wire:
+        wire = entry.wire
+        if isinstance(wire, _Wire):
+            return wire
+        r = entry.response
+        framing = b"Content-Length: %d\r\n" % len(r.body)
+        wire = _Wire(self._head(r.status, r.headers, entry.kind, framing), entry.kind)
         entry.wire = wire
         return wire
 
@@ -561,8 +599,11 @@ class EdgeServer:
                 if isinstance(action, Stale) and action.revalidate:
                     self._start_fetch(key)
             else:
-                fut = self._start_fetch(key) if isinstance(action, Fetch) else self._flights[key]
-                finished = await asyncio.shield(fut)
+                # Drill responses are paced or delayed whole: wait for the complete outcome.
+                transfer = (
+                    self._start_fetch(key) if isinstance(action, Fetch) else self._flights[key]
+                )
+                finished = await asyncio.shield(transfer.done)
         if not decision.rate_bytes_s:
             self._send_finished(
                 conn, req, key, finished, "STALE" if decision.serve_stale else "HIT", kind

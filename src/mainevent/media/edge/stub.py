@@ -1,5 +1,6 @@
 """A controllable upstream for edge tests and drills: publish objects later, hold LL-HLS blocking
-reloads until their segment exists, count every request, go down and come back on the same port.
+reloads until their segment exists, send a body in two halves or die mid-body, count every
+request, go down and come back on the same port.
 
 It speaks just enough HTTP/1.1 (httptools) to be an origin; it is not the real origin (which
 lives in `media/origin`) but lets tests decide exactly when an object appears.
@@ -25,6 +26,12 @@ class StubObject:
     cache_control: str = "public, max-age=31536000, immutable"
     content_type: str = "video/iso.segment"
     status: int = 200
+    pause_after: int | None = None
+    """Send the head and this many body bytes, then the rest only after `release(path)`."""
+    fail_after: int | None = None
+    """Send the head and this many body bytes, then drop the connection."""
+    chunked: bool = False
+    """Send the body with chunked transfer coding instead of a Content-Length."""
 
 
 @dataclass(slots=True, eq=False)
@@ -73,6 +80,9 @@ class StubUpstream:
         self.playlists: dict[str, tuple[int, str]] = {}
         """Playlist path → (last msn, cache-control of blocking responses)."""
         self.fetches: Counter[str] = Counter()
+        self.completed: Counter[str] = Counter()
+        """Request target → responses sent to the last byte."""
+        self.released: set[str] = set()
         self.hold_missing_s = hold_missing_s
         self.hold_timeout_s = hold_timeout_s
         self.conns: set[_Conn] = set()
@@ -108,6 +118,11 @@ class StubUpstream:
         self.objects[path] = obj
         self._wake()
 
+    def release(self, path: str) -> None:
+        """Let paused responses for `path` (`StubObject.pause_after`) send the rest of the body."""
+        self.released.add(path)
+        self._wake()
+
     def set_playlist_msn(self, path: str, msn: int, cache_control: str = "max-age=12") -> None:
         """The media playlist at `path` now ends at `msn` (releases held blocking reloads)."""
         self.playlists[path] = (msn, cache_control)
@@ -139,6 +154,7 @@ class StubUpstream:
         path, _, query = target.partition("?")
         params = dict(parse_qsl(query))
         status, cc, ctype, body = 404, "max-age=1", "text/plain", b"not found\n"
+        obj: StubObject | None = None
         if path in self.playlists:
             want = int(params.get("_HLS_msn", "-1"))
             if want >= 0:
@@ -156,9 +172,40 @@ class StubUpstream:
             obj = self.objects.get(path)
             if obj is not None:
                 status, cc, ctype, body = obj.status, obj.cache_control, obj.content_type, obj.body
+        chunked = obj is not None and obj.chunked
+        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
         head = (
             f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nCache-Control: {cc}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{framing}\r\n\r\n"
         ).encode()
-        if conn.transport is not None and not conn.transport.is_closing():
-            conn.transport.write(head + body)
+
+        def frame(data: bytes, last: bool) -> bytes:
+            if not chunked:
+                return data
+            return (b"%x\r\n%b\r\n" % (len(data), data) if data else b"") + (
+                b"0\r\n\r\n" if last else b""
+            )
+
+        def send(data: bytes) -> bool:
+            t = conn.transport
+            if t is None or t.is_closing():
+                return False
+            t.write(data)
+            return True
+
+        cut = None
+        if obj is not None:
+            cut = obj.fail_after if obj.fail_after is not None else obj.pause_after
+        if obj is None or cut is None:
+            if send(head + frame(body, True)):
+                self.completed[target] += 1
+            return
+        if not send(head + frame(body[:cut], False)):
+            return
+        if obj.fail_after is not None:
+            if conn.transport is not None:
+                conn.transport.close()
+            return
+        await self._until(lambda: path in self.released, self.hold_timeout_s)
+        if send(frame(body[cut:], True)):
+            self.completed[target] += 1
