@@ -185,19 +185,43 @@ class IngestSettings(_Frozen):
         min_length=1,
         max_length=128,
         pattern=r"^[A-Za-z0-9._-]+$",
-        description="RTMP stream key (path `/live/<key>`) / SRT streamid.",
+        description="RTMP stream key (path `/live/<key>`), checked by the ingest gateway before any media is relayed. With SRT it is sent as the streamid, which ffmpeg's SRT listener does not check: protect SRT with `passphrase`.",
     )
     passphrase: str | None = Field(
         default=None,
         min_length=10,
         max_length=79,
-        description="SRT passphrase (AES); None disables encryption.",
+        description="SRT passphrase (AES, enforced: callers without it or with another one are refused and counted); None disables encryption and lets any SRT caller in.",
     )
     input_timeout_s: float = Field(
         default=1.0,
         gt=0,
         le=60,
         description="Silence after which the feed counts as lost (loss detected within half a segment).",
+    )
+    max_pending_connections: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="RTMP connections still in their handshake (not yet authenticated) at once; more are closed at once (refusal reason `too_many_pending`).",
+    )
+    attempts_per_second: float = Field(
+        default=2.0,
+        gt=0,
+        le=10_000,
+        description="RTMP connection attempts per second one peer address may make (token bucket of `attempts_burst`); more are closed at once (`rate_limited`).",
+    )
+    attempts_burst: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="RTMP connection attempts one peer address may make in a burst.",
+    )
+    handshake_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="Time an RTMP client has from connecting to a valid `publish`; then it is closed (`handshake_timeout`).",
     )
 
 
@@ -271,6 +295,11 @@ class RedundancySettings(_Frozen):
         le=60_000,
         description="After the end of a segment's capture interval, list it as EXT-X-GAP if no "
         "pipeline delivered it (default: ¾ of a segment; at least late_after_ms).",
+    )
+    on_total_loss: Literal["slate", "gap"] = Field(
+        default="slate",
+        description="When no pipeline delivers a segment in time: list the pre-encoded slate "
+        "(between EXT-X-DISCONTINUITY tags) or EXT-X-GAP; either keeps the window advancing.",
     )
     failback_hold_s: float = Field(
         default=10.0,

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -51,3 +53,20 @@ def test_feed_rejects_bad_urls(tmp_path: Path) -> None:
     p = run("feed", "srt://127.0.0.1:1", "--size", "big", cwd=tmp_path)
     assert p.returncode == 2
     assert "--size" in p.stderr
+
+
+def test_pipeline_commands_explain_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mainevent pipeline force` without the admin secret, or with no origin there, says so."""
+    monkeypatch.delenv("MAINEVENT_ADMIN_SECRET", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: refused
+        p = run("pipeline", "force", "backup", "--url", dead, cwd=tmp_path)
+        assert p.returncode == 2
+        assert "--secret (or MAINEVENT_ADMIN_SECRET) is required" in p.stderr
+        p = run("pipeline", "status", "--url", dead, cwd=tmp_path)
+        assert p.returncode == 1
+        assert f"cannot reach {dead}" in p.stderr
+        assert "Traceback" not in p.stderr

@@ -64,3 +64,30 @@ def test_observe_counts_frames_and_notices_midnight() -> None:
         1.2, 1_795_500_000.2, 1000, [PesStart("video", 6000)], TsStatistics(continuity_errors=2)
     )
     assert sum(1 for _ in h.error_times) == 2
+
+
+def test_dropped_and_duplicated_frames_from_the_decode_cadence() -> None:
+    """Missing frames and repeated decode times are counted; B-frame PTS order is not."""
+    from mainevent.media.ingest.ts import PesStart, TsStatistics
+
+    h = FeedHealth(fps=30)
+    h.on_connect()
+    frame = 3000
+    # Decode order with B-frames: PTS out of order, DTS steady: no drops, no duplicates.
+    dts = [0, 1, 2, 3, 4, 5]
+    pts = [2, 5, 3, 4, 8, 6]
+    ev = [
+        PesStart("video", 900_000 + p * frame, dts=900_000 + d * frame)
+        for p, d in zip(pts, dts, strict=True)
+    ]
+    h.observe(1.0, 1_000.0, 1000, ev, TsStatistics())
+    assert (h.dropped_frames, h.duplicated_frames) == (0, 0)
+    # Frames 6, 7 lost; then frame 9 twice.
+    ev = [PesStart("video", 900_000 + d * frame) for d in (8, 9, 9)]
+    h.observe(1.1, 1_000.1, 1000, ev, TsStatistics())
+    assert (h.dropped_frames, h.duplicated_frames) == (2, 1)
+    assert h.snapshot(1.1)["dropped_frames"] == 2
+    # A new connection starts a new cadence.
+    h.on_connect()
+    h.observe(5.0, 1_005.0, 1000, [PesStart("video", 99_000_000)], TsStatistics())
+    assert h.dropped_frames == 2

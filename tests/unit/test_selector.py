@@ -197,7 +197,7 @@ def test_bad_construction_and_inputs() -> None:
 
 
 _event = st.tuples(
-    st.sampled_from(["offer", "reject", "tick", "health"]),
+    st.sampled_from(["offer", "suspect", "reject", "tick", "health"]),
     st.sampled_from(["primary", "backup"]),
     st.sampled_from(["v", "a"]),
     st.integers(0, 6),  # msn offset
@@ -220,9 +220,9 @@ def test_any_interleaving_publishes_each_msn_at_most_once_in_order(
     for kind, p, r, off, step, flag in events:
         now += step * D
         msn = 100 + off
-        if kind == "offer" and (p, r, msn) not in offered | rejected:
+        if kind in ("offer", "suspect") and (p, r, msn) not in offered | rejected:
             offered.add((p, r, msn))
-            acts = s.offer(p, r, msn, now)
+            acts = s.offer(p, r, msn, now, suspect=kind == "suspect")
         elif kind == "reject" and (p, r, msn) not in offered | rejected:
             rejected.add((p, r, msn))
             acts = s.reject(p, r, msn, now)
@@ -244,3 +244,50 @@ def test_any_interleaving_publishes_each_msn_at_most_once_in_order(
                 assert a.msn <= decided[a.rendition]
     for msns in published_msns.values():
         assert msns == sorted(set(msns))
+
+
+def test_suspect_preferred_copy_is_replaced_by_a_clean_one() -> None:
+    s = make()
+    assert s.offer("primary", "v", 100, end(100) + 0.2, suspect=True) == []
+    acts = s.offer("backup", "v", 100, end(100) + 0.3)
+    assert published(acts) == [("v", 100, "backup")]
+    assert acts[0] == Publish(
+        "v", 100, "backup", "fallback: preferred copy made from damaged input"
+    )
+    assert any(isinstance(a, Discard) and a.pipeline == "primary" for a in acts)
+
+
+def test_a_clean_copy_already_held_wins_over_a_suspect_preferred_one() -> None:
+    s = make()
+    s.offer("backup", "v", 100, end(100) + 0.1)
+    acts = s.offer("primary", "v", 100, end(100) + 0.2, suspect=True)
+    assert published(acts) == [("v", 100, "backup")]
+
+
+def test_a_suspect_copy_is_published_when_no_clean_copy_comes() -> None:
+    s = make()
+    s.offer("primary", "v", 100, end(100) + 0.2, suspect=True)
+    assert s.tick(end(100) + 0.9) == []
+    acts = s.tick(end(100) + 1.0)
+    assert acts == [Publish("v", 100, "primary", "suspect: no clean copy in time")]
+    # …at once when the other pipeline has rejected its copy.
+    s.offer("primary", "v", 101, end(101) + 0.2, suspect=True)
+    acts = s.reject("backup", "v", 101, end(101) + 0.3)
+    assert published(acts) == [("v", 101, "primary")]
+
+
+def test_failback_hold_restarts_at_the_last_miss() -> None:
+    s = make(failback_hold_s=3.0)
+    s.set_health("primary", False, end(9))
+    s.set_health("primary", True, end(9) + 0.5)
+    s.offer("backup", "v", 10, end(10))
+    s.offer("backup", "a", 10, end(10))
+    s.tick(end(10) + 1.0)  # primary missed 10: its hold restarts here
+    for msn in (11, 12):
+        for r in ("v", "a"):
+            s.offer("primary", r, msn, end(msn) + 0.1)
+            s.offer("backup", r, msn, end(msn) + 0.1)
+    assert s.preferred == "backup"
+    assert s.tick(end(10) + 3.9) == []
+    acts = s.tick(end(10) + 4.0)
+    assert [a.current for a in acts if isinstance(a, Switched)] == ["primary"]

@@ -31,6 +31,7 @@ from mainevent.media.origin.live import LiveEvent, Metrics, RenditionSpec
 from mainevent.media.redundancy import Selector
 from mainevent.media.redundancy.ops import with_ops
 from mainevent.media.redundancy.publisher import RedundantPublisher
+from mainevent.media.redundancy.slate import SlateError, encode_slate
 from mainevent.media.store import LocalSegmentStore
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,22 @@ def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -
         part_hold_back_ms=ev.part_hold_back_ms,
         hold_back_ms=ev.hold_back_ms,
         max_held_requests=settings.origin.max_held_requests,
+    )
+
+
+def ingest_spec(settings: Settings, port: int) -> IngestSpec:
+    """One feed's listener: the event's credentials and the gateway's limits."""
+    ig = settings.ingest
+    return IngestSpec(
+        ig.protocol,
+        ig.host,
+        port,
+        ig.stream_key,
+        ig.passphrase,
+        max_pending_connections=ig.max_pending_connections,
+        attempts_per_second=ig.attempts_per_second,
+        attempts_burst=ig.attempts_burst,
+        handshake_timeout_s=ig.handshake_timeout_s,
     )
 
 
@@ -215,12 +232,11 @@ class Stack:
         ig = s.ingest
         kind = socket.SOCK_DGRAM if ig.protocol == "srt" else socket.SOCK_STREAM
         port = ig.port or free_port(kind, ig.host)
-        self.ingest = IngestSpec(ig.protocol, ig.host, port, ig.stream_key, ig.passphrase)
+        self.ingest = ingest_spec(s, port)
         ingests = {"primary": self.ingest}
         if s.redundancy.backup:
-            bport = s.redundancy.backup_port or free_port(kind, ig.host)
-            self.backup_ingest = IngestSpec(
-                ig.protocol, ig.host, bport, ig.stream_key, ig.passphrase
+            self.backup_ingest = ingest_spec(
+                s, s.redundancy.backup_port or free_port(kind, ig.host)
             )
             ingests["backup"] = self.backup_ingest
             self.publisher = redundant_publisher(s, event, self.pipelines)
@@ -246,17 +262,14 @@ class Stack:
                 out["redundancy"] = publisher.status()
             return out
 
-        app = with_ops(
-            create_app(
-                {event.event_id: event},
-                cors_origin=s.origin.cors_origin,
-                health=health,
-                token_keys=s.origin.token_keys,
-                require_token=s.origin.require_token,
-            ),
-            publisher,
-            self.edge_admin_secret,
+        origin = create_app(
+            {event.event_id: event},
+            cors_origin=s.origin.cors_origin,
+            health=health,
+            token_keys=s.origin.token_keys,
+            require_token=s.origin.require_token,
         )
+        app = with_ops(origin, publisher, self.edge_admin_secret, self.pipelines)
         if self.edge_token_keys is None and s.origin.require_token:
             # Edges with keys require tokens on /live/: same policy as the origin.
             self.edge_token_keys = dict(s.origin.token_keys)
@@ -291,6 +304,8 @@ class Stack:
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
                 if publisher is not None:
                     tasks.append(tg.create_task(publisher.serve()))
+                    if s.redundancy.on_total_loss == "slate":
+                        tasks.append(tg.create_task(self._encode_slate(ffmpeg, publisher)))
                 if self.with_feed:
                     fs = s.feed
                     for name, ingest in ingests.items():
@@ -322,6 +337,12 @@ class Stack:
             await self._close_edges()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    async def _encode_slate(self, ffmpeg: str, publisher: RedundantPublisher) -> None:
+        try:
+            publisher.slate = await encode_slate(ffmpeg, ladder_spec(self.settings))
+        except SlateError as exc:
+            log.error("%s; total input loss will be listed as EXT-X-GAP", exc)
 
     async def _feed_when_listening(self, feed: FeedProcess) -> None:
         # The ingest listener needs a moment to bind before the venue connects.

@@ -42,6 +42,12 @@ def pusher_command(ffmpeg: str, url: str) -> list[str]:
         "-loglevel",
         "error",
         "-copyts",
+        # The input is our own generator's TS (keyframe first): a short probe lets the feed
+        # reach the ingest within half a second instead of after ffmpeg's default 5 s.
+        "-probesize",
+        "500000",
+        "-analyzeduration",
+        "500000",
         "-f",
         "mpegts",
         "-i",

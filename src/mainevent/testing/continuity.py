@@ -103,7 +103,7 @@ class PlaylistRecorder:
             while not self._stop.is_set():
                 try:
                     self._poll(client)
-                except httpx.HTTPError as exc:
+                except Exception as exc:  # recorded, never silently ends the recording
                     self.errors.append(f"{time.time():.3f} {type(exc).__name__}: {exc}")
                 self._stop.wait(self.every_s)
 

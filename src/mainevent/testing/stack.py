@@ -171,8 +171,13 @@ def start_stack(
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
     wait_ready: bool = True,
+    port: int = 0,
 ) -> RunningStack:
-    """Start `mainevent up` on free ports and wait until its first segments are published."""
+    """Start `mainevent up` and wait until its first segments are published.
+
+    The origin listens on `port` (0 = any free port; a fixed one lets a test restart the
+    origin where the shield expects it); the other ports are always free ones.
+    """
     environ = dict(os.environ)
     environ.update(
         {
@@ -191,7 +196,7 @@ def start_stack(
         "mainevent.cli",
         "up",
         "--port",
-        "0",
+        str(port),
         "--data-dir",
         str(data_dir),
         "--ladder",

@@ -12,6 +12,7 @@ muxer re-bases its output to tick 0 = T, which the packager maps back to epoch t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from fractions import Fraction
@@ -159,32 +160,45 @@ def feed_command(ffmpeg: str, spec: FeedSpec) -> list[str]:
     return cmd
 
 
+RTMP_APP = "live"
+
+
 @dataclass(frozen=True, slots=True)
 class IngestSpec:
-    """Where the ingest listens for one contribution feed."""
+    """Where the ingest listens for one contribution feed, who may publish, and the limits.
+
+    RTMP: `host:port` is the gateway's public address; the app is `live` and the stream key is
+    the stream name (`rtmp://host:port/live/<key>`). SRT: ffmpeg listens there itself; libsrt
+    checks the passphrase (the streamid is sent but not checked by ffmpeg's listener).
+    """
 
     protocol: str  # "srt" | "rtmp"
     host: str
     port: int
     stream_key: str
     passphrase: str | None = None
+    max_pending_connections: int = 8
+    attempts_per_second: float = 2.0
+    attempts_burst: int = 10
+    handshake_timeout_s: float = 5.0
 
     @property
     def listen_url(self) -> str:
         if self.protocol == "rtmp":
-            return f"rtmp://{self.host}:{self.port}/live/{self.stream_key}"
+            return f"rtmp://{self.host}:{self.port}/{RTMP_APP}/{self.stream_key}"
         url = (
             f"srt://{self.host}:{self.port}?mode=listener&latency=120000&streamid={self.stream_key}"
         )
         if self.passphrase:
-            url += f"&passphrase={self.passphrase}&pbkeylen=16"
+            # Enforced: a caller without the passphrase is refused, never let in unencrypted.
+            url += f"&passphrase={self.passphrase}&pbkeylen=16&enforced_encryption=1"
         return url
 
     @property
     def publish_url(self) -> str:
         """The URL a venue encoder (or `mainevent feed`) pushes to."""
         if self.protocol == "rtmp":
-            return f"rtmp://{self.host}:{self.port}/live/{self.stream_key}"
+            return f"rtmp://{self.host}:{self.port}/{RTMP_APP}/{self.stream_key}"
         url = f"srt://{self.host}:{self.port}?mode=caller&latency=120000&streamid={self.stream_key}&pkt_size=1316"
         if self.passphrase:
             url += f"&passphrase={self.passphrase}&pbkeylen=16"
@@ -198,6 +212,12 @@ def ingest_command(ffmpeg: str, spec: IngestSpec) -> list[str]:
         cmd += ["-listen", "1", "-timeout", "-1"]
     cmd += [
         "-copyts",
+        # Relay only (stream copy): half a second of probing finds the streams of any sane
+        # contribution feed; ffmpeg's default (5 s) delayed every (re)connection by 5 s.
+        "-probesize",
+        "500000",
+        "-analyzeduration",
+        "500000",
         "-i",
         spec.listen_url,
         "-map",
@@ -215,6 +235,27 @@ def ingest_command(ffmpeg: str, spec: IngestSpec) -> list[str]:
         "pipe:1",
     ]
     return cmd
+
+
+# libsrt prints each handshake it rejects on stderr at its own default level (warning), whatever
+# ffmpeg's -loglevel, e.g. "…/SRT:RcvQ:w1!W:SRT.cn: processConnectRequest: rsp(REJECT): 1010 -
+# Incorrect passphrase". No caller address is printed. Codes: srt.h SRT_REJ_* + 1000.
+_SRT_REJECT = re.compile(r"rsp\(REJECT\): (\d+) - (.*)$")
+_SRT_BADSECRET = 1010
+_SRT_UNSECURE = 1011
+
+
+def srt_refusal_reason(line: str, *, passphrase_set: bool) -> tuple[str, str] | None:
+    """(reason, libsrt's words) when a listener's stderr line reports a refused SRT caller."""
+    m = _SRT_REJECT.search(line)
+    if m is None:
+        return None
+    code, text = int(m.group(1)), m.group(2).strip()
+    if code == _SRT_BADSECRET:
+        return "wrong_passphrase", text
+    if code == _SRT_UNSECURE:
+        return ("passphrase_required" if passphrase_set else "passphrase_unexpected"), text
+    return "srt_rejected", f"{code} {text}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,3 +372,49 @@ def transcode_command(
         f"pipe:{outputs[ladder.audio_id]}",
     ]
     return cmd
+
+
+SLATE_TEXT = "We will be right back"
+
+
+def slate_command(ffmpeg: str, width: int, height: int, fps: int, seconds: float) -> list[str]:
+    """ffmpeg writing `seconds` of the slate ("we will be right back" on a dark background,
+    silence) as MPEG-TS on stdout, timestamps from 0, for `transcode_command` to encode."""
+    font = max(16, height // 12)
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=0x14202c:s={width}x{height}:r={fps},"
+        f"drawtext=text='{SLATE_TEXT}':fontsize={font}:fontcolor=white:x=(w-tw)/2:y=(h-th)/2",
+        "-f",
+        "lavfi",
+        "-i",
+        f"anullsrc=r={AUDIO_SAMPLE_RATE}:cl=stereo",
+        "-t",
+        f"{seconds:.3f}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        str(fps),
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-muxdelay",
+        "0",
+        "-muxpreload",
+        "0",
+        "-f",
+        "mpegts",
+        "pipe:1",
+    ]

@@ -43,7 +43,7 @@ from mainevent.media.encode.ffmpeg import (
     ingest_command,
     transcode_command,
 )
-from mainevent.media.encode.process import die_with_parent
+from mainevent.media.encode.process import cancel_and_wait, die_with_parent
 from mainevent.media.ingest.gateway import IngestGateway
 from mainevent.media.ingest.ts import (
     PTS_HZ,
@@ -57,12 +57,11 @@ from mainevent.media.store import StoreError
 
 log = logging.getLogger(__name__)
 
-# Time from the newest input frame to the first output frame: lets the decoder reach a
-# contribution keyframe (GOP ≤ 1 s) before the transcoder's first frame.
-START_MARGIN_S = 1.2
-INPUT_QUEUE_CHUNKS = 256
+INPUT_QUEUE_CHUNKS = 256  # × 64 KiB ≈ 16 MiB of contribution feed
 # A connected feed silent this long is dropped and the listener restarted (the venue reconnects).
-RELISTEN_AFTER_S = 10.0  # × 64 KiB ≈ 16 MiB of contribution feed
+RELISTEN_AFTER_S = 3.0
+# How far (venue seconds) around a corrupt-input event the damage may reach: a contribution GOP.
+DAMAGE_REACH_S = 1.0
 
 
 def epoch_of_time_of_day(tod: Fraction, now: float) -> Fraction:
@@ -96,13 +95,19 @@ class FeedHealth:
     decode_errors: int = 0
     connects: int = 0
 
+    fps: int = 30  # the contribution's nominal frame rate (frame cadence checks)
+    dropped_frames: int = 0  # gaps in the video decode-time cadence, in frames
+    duplicated_frames: int = 0  # video frames whose decode time repeats or goes back
+    last_video_dts: int | None = None
     error_times: list[float] = field(default_factory=list)  # when corrupt-input events were seen
+    damage: list[float] = field(default_factory=list)  # venue epoch seconds of those events
 
     def on_connect(self) -> None:
         """A contribution connection began (a new connection starts with A/V in step)."""
         self.connected = True
         self.connects += 1
         self.av = AvOffsetTracker()
+        self.last_video_dts = None  # a new connection's first frame is no gap
 
     def observe(
         self, now: float, wall: float, nbytes: int, events: list[PesStart], stats: TsStatistics
@@ -119,6 +124,7 @@ class FeedHealth:
                 ):
                     wrapped = True
                 self.last_video_pts = ev.pts
+                self._cadence(ev.pts if ev.dts is None else ev.dts)
                 self.av.push("video", ev.pts)
                 self.last_video_tod = Fraction(ev.pts, PTS_HZ)
             else:
@@ -138,10 +144,39 @@ class FeedHealth:
             )
         return wrapped
 
-    def note_errors(self, now: float, count: int) -> None:
+    def _cadence(self, dts: int) -> None:
+        """Dropped / duplicated frames from the decode-time cadence (1/fps per frame)."""
+        last, self.last_video_dts = self.last_video_dts, dts
+        if last is None:
+            return
+        step = dts - last
+        frame = PTS_HZ / self.fps
+        if step <= 0 and step > -PTS_HZ:  # repeated or back in time (not a midnight wrap)
+            self.duplicated_frames += 1
+        elif frame * 1.5 < step < 10 * PTS_HZ:  # missing frames (a longer jump is a new run)
+            self.dropped_frames += round(step / frame) - 1
+
+    def note_errors(self, now: float, count: int, wall: float | None = None) -> None:
         if count > 0:
             self.error_times.extend([now] * min(count, 100))
             del self.error_times[:-1000]
+            if self.last_video_tod is not None:
+                venue = epoch_of_time_of_day(
+                    self.last_video_tod, time.time() if wall is None else wall
+                )
+                self.damage.append(float(venue))
+                del self.damage[:-1000]
+
+    def damage_between(self, start_s: float, end_s: float) -> int:
+        """Corrupt-input events whose damage may reach into capture interval [start, end).
+
+        An event is stamped with the newest venue time at detection; the damaged frames lie
+        within about a contribution GOP (≤ 1 s) of it, before or after (the transcoder
+        reports decode errors a little behind the ingest).
+        """
+        return sum(
+            1 for t in self.damage if t - DAMAGE_REACH_S < end_s and t + DAMAGE_REACH_S > start_s
+        )
 
     def verdict(self, now: float, *, input_timeout_s: float, fps: int) -> tuple[str, str]:
         """(healthy | degraded | lost, reason) from the live counters."""
@@ -177,6 +212,8 @@ class FeedHealth:
             "continuity_errors": self.continuity_errors,
             "sync_losses": self.sync_losses,
             "decode_errors": self.decode_errors,
+            "dropped_frames": self.dropped_frames,
+            "duplicated_frames": self.duplicated_frames,
             "connects": self.connects,
         }
 
@@ -213,7 +250,9 @@ class PipelineSink(Protocol):
 
     def on_part(self, rendition: str, part: Part) -> None: ...
 
-    async def on_segment(self, rendition: str, segment: Segment) -> None: ...
+    async def on_segment(
+        self, rendition: str, segment: Segment, *, suspect: str | None = None
+    ) -> None: ...
 
     def on_rejected(
         self, rendition: str, msn: int, reason: str, *, drop_parts: bool = True
@@ -247,7 +286,7 @@ class Pipeline:
         self.input_timeout_s = input_timeout_s
         self.restart_backoff_s = restart_backoff_s
         self.wall = wall
-        self.health = FeedHealth()
+        self.health = FeedHealth(fps=ladder.fps)
         self.run: _Run | None = None
         self.ingest_proc: asyncio.subprocess.Process | None = None
         self.gateway = IngestGateway(name, ingest)
@@ -339,10 +378,10 @@ class Pipeline:
                     await self._relay(proc.stdout, probe)
                 finally:
                     self.health.connected = False
-                    await _terminate(proc)
-                    stderr_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await stderr_task
+                    # A relay has nothing to flush, and a listener blocked in an SRT read
+                    # ignores SIGTERM: do not keep the venue waiting to reconnect.
+                    await _terminate(proc, grace_s=0.3)
+                    await cancel_and_wait(stderr_task)
                 log.info("%s: feed ended or lost; transcoder input closed", self.name)
                 await self._end_run_input()
                 await asyncio.sleep(0.05)
@@ -398,7 +437,13 @@ class Pipeline:
                 await self._stop_run(kill=True)
             run = self.run
             if run is None and h.last_video_tod is not None and now >= self._next_start_not_before:
-                run = await self._start_run()
+                # A run starts at a contribution keyframe K, at the first epoch boundary ≥ K:
+                # everything from there on is decodable, and media (re)starts within one
+                # segment of the feed (re)appearing.
+                key = first_keyframe(events, chunk_start)
+                if key is None:
+                    continue
+                run = await self._start_run(Fraction(key.pts, PTS_HZ))
             if run is not None and run.awaiting_keyframe:
                 key = first_keyframe(events, chunk_start)
                 if key is None:
@@ -418,13 +463,11 @@ class Pipeline:
 
     # -- transcoder -----------------------------------------------------------------------
 
-    async def _start_run(self) -> _Run:
-        tod = self.health.last_video_tod
-        assert tod is not None
+    async def _start_run(self, key_tod: Fraction) -> _Run:
+        """Start a transcoder run whose input begins at the keyframe at venue time `key_tod`."""
         wall = self.wall()
-        newest = epoch_of_time_of_day(tod, wall)
         seg_ms = self.ladder.segment_duration_ms
-        start = next_boundary(newest + Fraction(START_MARGIN_S).limit_denominator(1000), seg_ms)
+        start = next_boundary(epoch_of_time_of_day(key_tod, wall), seg_ms)
         floor_msn = self.sink.next_msn_floor()
         d = Fraction(seg_ms, 1000)
         if start / d < floor_msn:
@@ -527,7 +570,11 @@ class Pipeline:
         elif isinstance(ev, PartReady):
             self.sink.on_part(rendition, ev.part)
         elif isinstance(ev, SegmentReady):
-            await self.sink.on_segment(rendition, ev.segment)
+            seg = ev.segment
+            start = seg.program_date_time_ms / 1000
+            damaged = self.health.damage_between(start, start + seg.duration / seg.timescale)
+            suspect = f"{damaged} corrupt-input events during its capture" if damaged else None
+            await self.sink.on_segment(rendition, seg, suspect=suspect)
             run.segments += 1
             self._failures = 0
         elif isinstance(ev, SegmentRejected):
@@ -563,10 +610,7 @@ class Pipeline:
         if pending:
             _, still = await asyncio.wait(pending, timeout=3.0)
             for t in still:
-                t.cancel()
-            for t in still:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+                await cancel_and_wait(t)
 
     async def _watchdog(self) -> None:
         while True:
@@ -595,13 +639,13 @@ class Pipeline:
             self._next_start_not_before = time.monotonic() + backoff
 
 
-async def _terminate(proc: asyncio.subprocess.Process | None) -> None:
+async def _terminate(proc: asyncio.subprocess.Process | None, grace_s: float = 3.0) -> None:
     if proc is None or proc.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         proc.terminate()
     try:
-        await asyncio.wait_for(proc.wait(), 3.0)
+        await asyncio.wait_for(proc.wait(), grace_s)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -696,7 +740,13 @@ class PipelineCollector:
                 g["delay"].add_metric(name, float(f["feed_delay_s"]))
             for v in ("healthy", "degraded", "lost"):
                 verdict.add_metric([p.name, v], 1.0 if st["verdict"] == v else 0.0)
-            for kind in ("continuity_errors", "sync_losses", "decode_errors"):
+            for kind in (
+                "continuity_errors",
+                "sync_losses",
+                "decode_errors",
+                "dropped_frames",
+                "duplicated_frames",
+            ):
                 errors.add_metric([p.name, kind], float(f[kind]))
             restarts.add_metric(name, float(st["transcoder_restarts"]))
             ingest = st["ingest"]

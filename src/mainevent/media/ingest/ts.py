@@ -24,6 +24,7 @@ class PesStart:
     pts: int  # 90 kHz ticks (time of day on a venue clock)
     offset: int = 0  # stream byte offset of the TS packet that starts this PES
     random_access: bool = False  # the packet's random_access_indicator (a keyframe starts here)
+    dts: int | None = None  # decode time stamp when the PES carries one (B-frames), else = pts
 
 
 @dataclass(slots=True)
@@ -126,16 +127,12 @@ class TsProbe:
         stream.cc = cc
         if pusi and len(payload) >= 14 and payload[0] == 0 and payload[1] == 0 and payload[2] == 1:
             if payload[7] & 0x80:
-                p = payload[9:14]
-                pts = (
-                    ((p[0] >> 1) & 0x07) << 30
-                    | p[1] << 22
-                    | (p[2] >> 1) << 15
-                    | p[3] << 7
-                    | p[4] >> 1
-                )
+                pts = _timestamp(payload[9:14])
+                dts = None
+                if payload[7] & 0x40 and len(payload) >= 19:
+                    dts = _timestamp(payload[14:19])
                 rai = bool(afc & 0x2 and pkt[4] > 0 and pkt[5] & 0x40)
-                out.append(PesStart(stream.kind, pts, offset, rai))
+                out.append(PesStart(stream.kind, pts, offset, rai, dts))
                 if stream.kind == "video":
                     st.video_frames += 1
                     if st.first_video_pts is None:
@@ -221,3 +218,8 @@ class AvOffsetTracker:
     def offset_s(self) -> float:
         """Audio minus video timestamp jumps, seconds (0 while in step)."""
         return (self._audio.offset - self._video.offset) / PTS_HZ
+
+
+def _timestamp(p: memoryview | bytes) -> int:
+    """A 33-bit PES timestamp from its 5 bytes."""
+    return ((p[0] >> 1) & 0x07) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1

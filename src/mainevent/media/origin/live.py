@@ -80,6 +80,7 @@ class _Rendition:
     delta_body: bytes | None = None
     timescale: int | None = None
     published_at: float | None = None  # monotonic time of the last publication
+    slate: bool = False  # the last listed segment is the slate
 
 
 class Metrics:
@@ -489,9 +490,30 @@ class LiveEvent:
             return
         self._changed(r)
 
-    async def on_segment(self, rendition: str, segment: Segment) -> None:
-        """Store a validated segment whole, then publish it in the rendition's window."""
+    async def on_segment(
+        self,
+        rendition: str,
+        segment: Segment,
+        *,
+        suspect: str | None = None,
+        slate_parts: list[bytes] | None = None,
+    ) -> None:
+        """Store a validated segment whole, then publish it in the rendition's window.
+
+        `suspect` (damaged input during its capture) is logged: with a single pipeline there
+        is no better copy, and a damaged picture beats a hole in the stream. `slate_parts`:
+        the segment is the slate standing in for lost input (its parts' bytes, stored for
+        LL-HLS part requests); slate runs are set off by EXT-X-DISCONTINUITY on both ends.
+        """
         r = self._r[rendition]
+        if suspect:
+            log.warning(
+                "event %s rendition %s: segment %d published with damaged input (%s)",
+                self.event_id,
+                rendition,
+                segment.msn,
+                suspect,
+            )
         if r.init_name is None:
             raise RuntimeError(f"{rendition}: segment {segment.msn} before any init section")
         last = r.window.last_msn
@@ -512,8 +534,13 @@ class LiveEvent:
             init_name=r.init_name,
             size=len(segment.data),
             parts=parts,
+            discontinuity=(slate_parts is not None) != r.slate,
         )
+        if slate_parts is not None:
+            for i, data in enumerate(slate_parts):
+                self.store.put_part(self.event_id, rendition, segment.msn, i, data)
         await self.store.put_segment(self.event_id, rendition, record, segment.data)
+        r.slate = slate_parts is not None
         self._publish(r, record)
         end_s = (segment.start + segment.duration) / segment.timescale
         labels = (self.event_id, rendition)
@@ -533,6 +560,7 @@ class LiveEvent:
                 PublishedPart(index=i, duration_us=d, independent=ind)
                 for i, (d, ind) in enumerate(record.parts)
             ),
+            discontinuity=record.discontinuity,
         )
         r.window.publish(seg, now)
         for msn in r.window.expired(now):

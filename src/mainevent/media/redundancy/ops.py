@@ -1,7 +1,9 @@
 """Operator API for pipeline selection, mounted beside the origin under `/_ops/`.
 
-    GET /_ops/redundancy            selection status (mode, preferred, health, recent decisions)
-    PUT /_ops/redundancy            {"mode": "auto" | "primary" | "backup"}  (admin secret)
+    GET  /_ops/redundancy                    selection status (mode, preferred, health, …)
+    PUT  /_ops/redundancy                    {"mode": "auto" | "primary" | "backup"}  (secret)
+    POST /_ops/ingest/{pipeline}/takeover    the next publisher with the right key replaces
+                                             the live one of that feed within 60 s  (secret)
 
 Changing the selection needs the admin secret in `X-Mainevent-Admin-Secret` (401 without it,
 403 when wrong). Errors are JSON `{"error": code, "detail": text}`.
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,8 +33,39 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
-def ops_app(publisher: RedundantPublisher | None, admin_secret: str | None) -> Starlette:
+class Takeover(Protocol):
+    def allow_takeover(self, within_s: float = 60.0) -> None: ...
+
+
+class HasGateway(Protocol):
+    @property
+    def gateway(self) -> Takeover: ...
+
+
+def ops_app(
+    publisher: RedundantPublisher | None,
+    admin_secret: str | None,
+    pipelines: Mapping[str, HasGateway] | None = None,
+) -> Starlette:
     """The `/_ops/` routes for one stack."""
+
+    def denied(request: Request) -> JSONResponse | None:
+        given = request.headers.get(ADMIN_SECRET_HEADER)
+        if given is None:
+            return _error(401, "missing_secret", f"send the admin secret in {ADMIN_SECRET_HEADER}")
+        if not admin_secret or not hmac.compare_digest(given.encode(), admin_secret.encode()):
+            return _error(403, "bad_secret", "the admin secret does not match")
+        return None
+
+    async def takeover(request: Request) -> JSONResponse:
+        if (refused := denied(request)) is not None:
+            return refused
+        name = request.path_params["pipeline"]
+        if pipelines is None or name not in pipelines:
+            known = ", ".join(pipelines or ())
+            return _error(404, "unknown_pipeline", f"no pipeline {name!r}; known: {known}")
+        pipelines[name].gateway.allow_takeover()
+        return JSONResponse({"pipeline": name, "takeover": "armed for 60 s"})
 
     async def status(request: Request) -> JSONResponse:
         if publisher is None:
@@ -39,11 +73,8 @@ def ops_app(publisher: RedundantPublisher | None, admin_secret: str | None) -> S
         return JSONResponse(publisher.status())
 
     async def force(request: Request) -> JSONResponse:
-        given = request.headers.get(ADMIN_SECRET_HEADER)
-        if given is None:
-            return _error(401, "missing_secret", f"send the admin secret in {ADMIN_SECRET_HEADER}")
-        if not admin_secret or not hmac.compare_digest(given.encode(), admin_secret.encode()):
-            return _error(403, "bad_secret", "the admin secret does not match")
+        if (refused := denied(request)) is not None:
+            return refused
         if publisher is None:
             return _error(404, "no_redundancy", "this platform runs a single pipeline")
         try:
@@ -63,13 +94,19 @@ def ops_app(publisher: RedundantPublisher | None, admin_secret: str | None) -> S
         routes=[
             Route("/_ops/redundancy", status, methods=["GET"]),
             Route("/_ops/redundancy", force, methods=["PUT"]),
+            Route("/_ops/ingest/{pipeline}/takeover", takeover, methods=["POST"]),
         ]
     )
 
 
-def with_ops(origin: ASGIApp, publisher: RedundantPublisher | None, secret: str | None) -> ASGIApp:
+def with_ops(
+    origin: ASGIApp,
+    publisher: RedundantPublisher | None,
+    secret: str | None,
+    pipelines: Mapping[str, HasGateway] | None = None,
+) -> ASGIApp:
     """`origin`, with `/_ops/...` requests answered by the operator API."""
-    ops = ops_app(publisher, secret)
+    ops = ops_app(publisher, secret, pipelines)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):

@@ -28,6 +28,7 @@ from mainevent.media.redundancy.selector import (
     Selector,
     Switched,
 )
+from mainevent.media.redundancy.slate import SlateRendition
 from mainevent.media.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ class _Metrics:
             ["event", "rendition"],
             registry=reg,
         )
+        self.slate = Counter(
+            "mainevent_slate_segments_total",
+            "Slate segments listed in place of lost input",
+            ["event", "rendition"],
+            registry=reg,
+        )
         self.stall_alarms = Counter(
             "mainevent_manifest_stall_alarms_total",
             "Manifest stall alarms raised",
@@ -91,8 +98,10 @@ class _Input:
     def on_part(self, rendition: str, part: Part) -> None:
         self._owner._on_part(self.name, rendition, part)
 
-    async def on_segment(self, rendition: str, segment: Segment) -> None:
-        await self._owner._on_segment(self.name, rendition, segment)
+    async def on_segment(
+        self, rendition: str, segment: Segment, *, suspect: str | None = None
+    ) -> None:
+        await self._owner._on_segment(self.name, rendition, segment, suspect)
 
     def on_rejected(
         self, rendition: str, msn: int, reason: str, *, drop_parts: bool = True
@@ -121,10 +130,14 @@ class RedundantPublisher:
         self.wall = wall
         self.monotonic = monotonic
         self.stall_after_s = 1.5 * event.target_duration_s
+        self.slate: dict[str, SlateRendition] | None = None
+        """Per rendition; set once encoded (until then, and in `gap` mode, losses are gaps)."""
         self.inputs = {name: _Input(self, name) for name in selector.order}
         self._inits: dict[tuple[str, str], InitSection] = {}
         self._held: dict[tuple[str, str, int], Segment] = {}
+        self._suspect: dict[tuple[str, str, int], str] = {}  # held copies from damaged input
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._last_delivery: dict[str, float] = {}  # pipeline -> monotonic of its last segment
         self._last_media: dict[str, float] = {}  # rendition -> monotonic of its last media
         self.stalled: dict[str, bool] = dict.fromkeys(selector.renditions, False)
@@ -213,11 +226,20 @@ class RedundantPublisher:
         init = self._inits.get((pipeline, rendition))
         return init is not None and self.event.is_current_init(rendition, init)
 
-    async def _on_segment(self, pipeline: str, rendition: str, segment: Segment) -> None:
+    async def _on_segment(
+        self, pipeline: str, rendition: str, segment: Segment, suspect: str | None
+    ) -> None:
         self._last_delivery[pipeline] = self.monotonic()
         async with self._lock:
-            self._held[(pipeline, rendition, segment.msn)] = segment
-            await self._apply(self.selector.offer(pipeline, rendition, segment.msn, self.wall()))
+            key = (pipeline, rendition, segment.msn)
+            self._held[key] = segment
+            if suspect:
+                self._suspect[key] = suspect
+            await self._apply(
+                self.selector.offer(
+                    pipeline, rendition, segment.msn, self.wall(), suspect=suspect is not None
+                )
+            )
 
     def _on_rejected(
         self, pipeline: str, rendition: str, msn: int, reason: str, drop_parts: bool
@@ -227,7 +249,9 @@ class RedundantPublisher:
             rendition, msn, reason, drop_parts=drop_parts and preferred, source=pipeline
         )
         if msn >= 0:
-            asyncio.get_running_loop().create_task(self._reject(pipeline, rendition, msn))
+            task = asyncio.get_running_loop().create_task(self._reject(pipeline, rendition, msn))
+            self._tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tasks.discard)
 
     async def _reject(self, pipeline: str, rendition: str, msn: int) -> None:
         async with self._lock:
@@ -235,15 +259,48 @@ class RedundantPublisher:
 
     # -- actions --------------------------------------------------------------------------
 
+    async def _cover_loss(self, rendition: str, msn: int) -> None:
+        """No pipeline delivered up to `msn`: list the slate there (or EXT-X-GAP)."""
+        ev = self.event
+        slate = self.slate.get(rendition) if self.slate else None
+        last = ev.last_msn(rendition)
+        if slate is None or last is None:
+            if ev.publish_gap(rendition, msn):
+                log.warning(
+                    "event %s rendition %s: no pipeline delivered up to segment %d in time; "
+                    "listed as EXT-X-GAP",
+                    ev.event_id,
+                    rendition,
+                    msn,
+                )
+            return
+        first = max(last + 1, msn - ev.window_segments + 1)
+        for m in range(first, msn + 1):
+            seg, parts = slate.at(m)
+            try:
+                await ev.on_init(rendition, slate.init)
+                await ev.on_segment(rendition, seg, slate_parts=parts)
+            except StoreError as exc:
+                ev.on_rejected(rendition, m, f"store: {exc}", source="slate")
+                continue
+            self.metrics.slate.labels(ev.event_id, rendition).inc()
+        log.warning(
+            "event %s rendition %s: no pipeline delivered up to segment %d in time; slate listed",
+            ev.event_id,
+            rendition,
+            msn,
+        )
+
     async def _apply(self, actions: list[Action]) -> None:
         ev = self.event
         for a in actions:
             if isinstance(a, Publish):
                 seg = self._held.pop((a.pipeline, a.rendition, a.msn))
                 init = self._inits[(a.pipeline, a.rendition)]
+                chosen_damage = self._suspect.pop((a.pipeline, a.rendition, a.msn), None)
                 try:
                     await ev.on_init(a.rendition, init)
-                    await ev.on_segment(a.rendition, seg)
+                    await ev.on_segment(a.rendition, seg, suspect=chosen_damage)
                 except StoreError as exc:
                     # Not stored whole → not listed; the window lists the MSN as a gap.
                     ev.on_rejected(a.rendition, a.msn, f"store: {exc}", source=a.pipeline)
@@ -262,19 +319,23 @@ class RedundantPublisher:
                     )
             elif isinstance(a, Discard):
                 self._held.pop((a.pipeline, a.rendition, a.msn), None)
+                damage = self._suspect.pop((a.pipeline, a.rendition, a.msn), None)
+                if damage is not None:
+                    # Replaced by a clean copy: counted and logged like a failed validation.
+                    ev.on_rejected(
+                        a.rendition,
+                        a.msn,
+                        f"input corrupt: {damage}",
+                        drop_parts=False,
+                        source=a.pipeline,
+                    )
                 self.metrics.discarded.labels(ev.event_id, a.pipeline).inc()
                 log.debug("discarded %s %s/%d: %s", a.pipeline, a.rendition, a.msn, a.reason)
             elif isinstance(a, Gap):
                 for key in [k for k in self._held if k[1] == a.rendition and k[2] <= a.msn]:
                     del self._held[key]
-                if ev.publish_gap(a.rendition, a.msn):
-                    log.warning(
-                        "event %s rendition %s: no pipeline delivered up to segment %d in time; "
-                        "listed as EXT-X-GAP",
-                        ev.event_id,
-                        a.rendition,
-                        a.msn,
-                    )
+                    self._suspect.pop(key, None)
+                await self._cover_loss(a.rendition, a.msn)
             elif isinstance(a, Switched):
                 log.warning("preferred pipeline %s → %s (%s)", a.previous, a.current, a.reason)
                 self.metrics.switches.labels(ev.event_id, a.reason.split(":", 1)[0]).inc()

@@ -99,6 +99,7 @@ class _PipelineState:
 
 _REJECTED = "rejected"
 _READY = "ready"
+_SUSPECT = "suspect"  # valid, but made from damaged input: used only if no clean copy comes
 
 
 class Selector:
@@ -135,7 +136,7 @@ class Selector:
         self.switches = 0
         self._p = {name: _PipelineState() for name in self.order}
         self._last: dict[str, int | None] = dict.fromkeys(self.renditions)
-        # rendition -> msn -> pipeline -> _READY | _REJECTED
+        # rendition -> msn -> pipeline -> _READY | _SUSPECT | _REJECTED
         self._pending: dict[str, dict[int, dict[str, str]]] = {r: {} for r in self.renditions}
         self.history: dict[str, deque[Decision]] = {
             r: deque(maxlen=history) for r in self.renditions
@@ -166,21 +167,30 @@ class Selector:
         self.mode = mode
         return self._prefer(now)
 
-    def offer(self, pipeline: str, rendition: str, msn: int, now: float) -> list[Action]:
-        """`pipeline` has validated and can deliver segment `msn` of `rendition`."""
+    def offer(
+        self, pipeline: str, rendition: str, msn: int, now: float, *, suspect: bool = False
+    ) -> list[Action]:
+        """`pipeline` has validated and can deliver segment `msn` of `rendition`.
+
+        `suspect`: the copy is well-formed but its pipeline saw damaged input during its
+        capture interval; another pipeline's clean copy replaces it, and it is published only
+        when no clean copy arrives in time (continuity first).
+        """
         self._check(pipeline=pipeline, rendition=rendition)
         self._saw(pipeline, rendition, msn)
         last = self._last[rendition]
         if last is not None and msn <= last:
             return [self._discard(rendition, msn, pipeline)]
-        self._pending[rendition].setdefault(msn, {})[pipeline] = _READY
+        if suspect:
+            self._miss(pipeline, now)
+        self._pending[rendition].setdefault(msn, {})[pipeline] = _SUSPECT if suspect else _READY
         return self._resolve(rendition, now)
 
     def reject(self, pipeline: str, rendition: str, msn: int, now: float) -> list[Action]:
         """`pipeline`'s copy of `msn` failed validation (or could not be stored)."""
         self._check(pipeline=pipeline, rendition=rendition)
         self._saw(pipeline, rendition, msn)
-        self._miss(pipeline)
+        self._miss(pipeline, now)
         last = self._last[rendition]
         if last is None or msn > last:
             self._pending[rendition].setdefault(msn, {})[pipeline] = _REJECTED
@@ -197,12 +207,12 @@ class Selector:
             if now >= (last + 1) * self.d + self.late_after_s:
                 for p in self.order:
                     if self._p[p].last_offered.get(r, -1) < last:
-                        self._miss(p)  # behind: not delivering on time
+                        self._miss(p, now)  # behind: not delivering on time
             due = math.floor((now - self.gap_after_s) / self.d + 1e-9) - 1
             if due > last:
                 # Everything up to `due` is past its deadline; _resolve published what it could.
                 for p in self.order:
-                    self._miss(p)
+                    self._miss(p, now)
                 actions.append(Gap(r, due))
                 for m in [m for m in self._pending[r] if m <= due]:
                     del self._pending[r][m]
@@ -255,11 +265,11 @@ class Selector:
         seen = self._p[pipeline].last_offered
         seen[rendition] = max(msn, seen.get(rendition, msn))
 
-    def _miss(self, pipeline: str) -> None:
-        """The pipeline failed to deliver a segment: its failback clock starts again."""
+    def _miss(self, pipeline: str, now: float) -> None:
+        """The pipeline failed to deliver a segment: its failback clock starts again now."""
         st = self._p[pipeline]
         if st.healthy:
-            st.healthy_since = None
+            st.healthy_since = now
 
     def _discard(self, rendition: str, msn: int, pipeline: str) -> Discard:
         decided = next((d for d in reversed(self.history[rendition]) if d.msn == msn), None)
@@ -291,7 +301,7 @@ class Selector:
             self.history[rendition].append(Decision(rendition, msn, "published", pipeline, reason))
             actions.append(Publish(rendition, msn, pipeline, reason))
             for other, state in copies.items():
-                if other != pipeline and state == _READY:
+                if other != pipeline and state in (_READY, _SUSPECT):
                     actions.append(self._discard(rendition, msn, other))
         return actions
 
@@ -303,12 +313,20 @@ class Selector:
             return pref, "preferred"
         ready = [p for p in self.order if copies.get(p) == _READY]
         if not ready:
-            if all(copies.get(p) == _REJECTED for p in self.order):
+            suspects = sorted(
+                (p for p in self.order if copies.get(p) == _SUSPECT), key=lambda p: p != pref
+            )
+            decided = all(copies.get(p) in (_REJECTED, _SUSPECT) for p in self.order)
+            if suspects and (decided or now >= (msn + 1) * self.d + self.late_after_s):
+                return suspects[0], "suspect: no clean copy in time"
+            if decided:
                 return _REJECTED
             return None
         pst = self._p[pref]
         if copies.get(pref) == _REJECTED:
             why = "preferred copy failed validation"
+        elif copies.get(pref) == _SUSPECT:
+            why = "preferred copy made from damaged input"
         elif pst.last_offered.get(rendition, -1) > msn:
             why = "preferred pipeline skipped it"
         elif not pst.healthy:
@@ -317,8 +335,8 @@ class Selector:
             why = "preferred copy late"
         else:
             return None
-        if copies.get(pref) != _REJECTED:
-            self._miss(pref)
+        if copies.get(pref) not in (_REJECTED, _SUSPECT):
+            self._miss(pref, now)
         return ready[0], f"fallback: {why}"
 
     def _prefer(self, now: float) -> list[Action]:

@@ -83,6 +83,7 @@ class LocalSegmentStore:
                     "init": record.init_name,
                     "size": record.size,
                     "parts": [list(p) for p in record.parts],
+                    **({"disc": True} if record.discontinuity else {}),
                 },
                 separators=(",", ":"),
             )
@@ -153,6 +154,7 @@ class LocalSegmentStore:
                     init_name=str(o["init"]),
                     size=int(o["size"]),
                     parts=tuple((int(p[0]), bool(p[1])) for p in o.get("parts", [])),
+                    discontinuity=bool(o.get("disc", False)),
                 )
             except (ValueError, KeyError, TypeError, IndexError):
                 log.warning("ignoring unreadable line %d of %s (torn write?)", n, d / INDEX)

@@ -21,6 +21,8 @@ class SegmentRecord:
     size: int
     # (duration_us, independent) of each LL-HLS part, in order.
     parts: tuple[tuple[int, bool], ...] = ()
+    # Listed after EXT-X-DISCONTINUITY (e.g. the first slate segment, or live media after it).
+    discontinuity: bool = False
 
 
 class SegmentStore(Protocol):

@@ -1,0 +1,110 @@
+"""SRT ingest: libsrt checks the passphrase inside ffmpeg's listener; the pipeline counts refusals.
+
+Real ffmpeg (libsrt) on loopback. These also pin down what ffmpeg's SRT listener cannot do, so
+the docs stay true: it does not compare the streamid, and a second caller is left unanswered
+without a line to count (see `mainevent.media.ingest.gateway.SRT_LIMITS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+
+from mainevent.media.encode.ffmpeg import IngestSpec
+from tests.service.test_ingest_gateway import (
+    GATEWAY_LOG,
+    keeps_flowing,
+    make_pipeline,
+    push,
+    refusals,
+    serving,
+    until,
+    venue_feed,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+PASSPHRASE = "correct-horse-battery"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def srt_spec() -> IngestSpec:
+    return IngestSpec("srt", "127.0.0.1", free_udp_port(), "venue-key-1", PASSPHRASE)
+
+
+def caller_url(spec: IngestSpec, *, streamid: str | None = None, passphrase: str | None) -> str:
+    url = f"srt://127.0.0.1:{spec.port}?mode=caller&latency=120000&pkt_size=1316"
+    url += f"&streamid={streamid or spec.stream_key}"
+    if passphrase:
+        url += f"&passphrase={passphrase}&pbkeylen=16"
+    return url
+
+
+async def test_wrong_or_missing_passphrase_is_refused_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """libsrt refuses a wrong or missing passphrase; each is logged and counted, nothing starts,
+    and the venue with the right passphrase then goes live."""
+    caplog.set_level(logging.WARNING, logger=GATEWAY_LOG)
+    spec = srt_spec()
+    pipeline = make_pipeline(tmp_path, spec)
+    async with serving(pipeline):
+        rc, _ = await push(caller_url(spec, passphrase="wrong-horse-battery"))
+        assert rc != 0
+        rc, _ = await push(caller_url(spec, passphrase=None))
+        assert rc != 0
+        await until(
+            lambda: (
+                refusals(pipeline)["wrong_passphrase"] == 1
+                and refusals(pipeline)["passphrase_required"] == 1
+            ),
+            5,
+            "the listener's refusal lines",
+        )
+        lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("ingest refused wrong_passphrase" in line for line in lines), lines
+        assert pipeline.health.bytes_total == 0
+        assert pipeline.health.connects == 0
+        assert pipeline.runs == 0
+        # The listener kept listening: the right passphrase gets in.
+        async with venue_feed(spec.publish_url):
+            await keeps_flowing(pipeline, within=20)
+        assert pipeline.health.connects == 1
+        assert sum(refusals(pipeline).values()) == 2
+
+
+async def test_second_caller_gets_nowhere_and_the_live_one_keeps_flowing(tmp_path: Path) -> None:
+    """A second SRT caller (even with the right passphrase) is never accepted and the live feed is
+    untouched — but libsrt prints nothing about it, so it is not counted (a documented limit)."""
+    spec = srt_spec()
+    pipeline = make_pipeline(tmp_path, spec)
+    async with serving(pipeline), venue_feed(spec.publish_url):
+        await keeps_flowing(pipeline, within=20)
+        rc, _ = await push(caller_url(spec, passphrase=PASSPHRASE), seconds=1.0)
+        assert rc != 0  # the caller's connection setup times out
+        await keeps_flowing(pipeline)
+        assert pipeline.health.connects == 1
+        assert pipeline.restarts == 0
+        assert sum(refusals(pipeline).values()) == 0
+
+
+async def test_ffmpeg_srt_listener_does_not_check_the_streamid(tmp_path: Path) -> None:
+    """Pinned limitation: with the right passphrase, a caller with another streamid is let in, so
+    with SRT only the passphrase is a credential (the status says so)."""
+    spec = srt_spec()
+    pipeline = make_pipeline(tmp_path, spec)
+    async with serving(pipeline):
+        rc, _ = await push(caller_url(spec, streamid="someone-else", passphrase=PASSPHRASE))
+        assert rc == 0
+        assert pipeline.health.connects == 1
+        assert pipeline.health.bytes_total > 0
+        assert any("streamid" in limit for limit in pipeline.status()["ingest"]["limits"])
