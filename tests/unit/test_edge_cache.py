@@ -113,7 +113,12 @@ def test_failed_fetch_keeps_old_entry_and_stores_nothing() -> None:
     assert f.response is not None
     assert f.response.body == b"old"
     assert c.stats().in_flight == 0
-    assert isinstance(c.lookup("/s.m4s", 2.6), Fetch)  # asked again, not stuck on the failure
+    # Not stuck on the failure: served from the old copy while the upstream is marked failing,
+    # asked again (a probe) once the backoff interval is over.
+    assert isinstance(c.lookup("/s.m4s", 2.6), Stale)
+    probe = c.lookup("/s.m4s", 3.5)
+    assert isinstance(probe, Stale)
+    assert probe.revalidate
 
 
 def test_negative_caching_is_brief() -> None:

@@ -1,8 +1,9 @@
 """Shield and CDN edges: a sans-IO HTTP cache core behind a lean asyncio/httptools server.
 
-`Cache` decides (keys, freshness, stale serving, eviction, collapsing); `EdgeServer` does the I/O;
-`Fault` drills break one edge on purpose; `nginx_shield_config` renders the equivalent Debian
-nginx configuration for interop.
+`Cache` decides (keys, freshness, stale serving, eviction, collapsing) and, with its
+`UpstreamHealth`, when to stop asking a failing upstream; `EdgeServer` does the I/O; `Fault` drills
+break one edge on purpose; `nginx_shield_config` renders the equivalent Debian nginx configuration
+for interop.
 """
 
 from mainevent.media.edge.cache import (
@@ -22,6 +23,7 @@ from mainevent.media.edge.cache import (
     parse_cache_control,
 )
 from mainevent.media.edge.faults import Fault, FaultDecision, FaultError, decide
+from mainevent.media.edge.health import HealthStats, UpstreamHealth
 from mainevent.media.edge.nginx import NginxShield, nginx_shield_config
 from mainevent.media.edge.server import ADMIN_HEADER, EdgeConfig, EdgeServer
 
@@ -39,9 +41,11 @@ __all__ = [
     "Fetch",
     "Finished",
     "Freshness",
+    "HealthStats",
     "Hit",
     "NginxShield",
     "Stale",
+    "UpstreamHealth",
     "UpstreamResponse",
     "Wait",
     "cache_key",

@@ -6,6 +6,9 @@ a time; every concurrent miss for that key — a cold segment storm or identical
 blocking reloads, which share a key because `_HLS_msn`/`_HLS_part`/`_HLS_skip` are in it — waits
 for that fetch (SPEC.md §2, Appendix B). When the fetch's head arrives, `arrived` says whether its
 body may be streamed to the waiters as it comes in; only a whole body is ever stored (`finish`).
+Every fetch's outcome also feeds the upstream's health (`health.UpstreamHealth`): while the
+upstream is marked failing, a request with a stale copy it may still use is answered from that
+copy without going upstream, and one probe per backoff interval looks for the recovery.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
+
+from mainevent.media.edge.health import UpstreamHealth
 
 __all__ = [
     "Arrival",
@@ -167,10 +172,15 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class Stale:
-    """Serve `entry` stale (stale-while-revalidate); if `revalidate`, start the one refresh."""
+    """Serve `entry` stale; if `revalidate`, start the one refresh (or probe) in the background.
+
+    Stale because of stale-while-revalidate, or — `upstream_failing` — because the upstream is
+    marked failing and the entry is within its stale-if-error allowance.
+    """
 
     entry: Entry
     revalidate: bool
+    upstream_failing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +235,7 @@ class CacheStats:
 
 @dataclass(slots=True)
 class _Flight:
+    started: float
     waiters: int = 0
     revalidation: bool = False
 
@@ -236,6 +247,7 @@ class Cache:
     max_bytes: int = 256 * 1024 * 1024
     negative_ttl: float = 1.0
     default_stale_if_error: float = 0.0
+    health: UpstreamHealth = field(default_factory=UpstreamHealth)
     _entries: OrderedDict[str, Entry] = field(default_factory=OrderedDict)
     _flights: dict[str, _Flight] = field(default_factory=dict)
     _bytes: int = 0
@@ -257,11 +269,23 @@ class Cache:
                 self._entries.move_to_end(key)
                 return Hit(entry)
             f = entry.freshness
+            health = self.health
+            if health.failing and now < entry.expires_at() + max(
+                f.stale_while_revalidate, f.stale_if_error
+            ):
+                # Asking a failing upstream would only make this client wait for the error
+                # stale-if-error answers with this copy anyway: answer now, and at most one
+                # request per backoff interval probes the upstream (in the background).
+                self._entries.move_to_end(key)
+                if key not in self._flights and health.probe(now):
+                    self._flights[key] = _Flight(now, revalidation=True)
+                    return Stale(entry, True, True)
+                return Stale(entry, False, True)
             if now < entry.expires_at() + f.stale_while_revalidate:
                 self._entries.move_to_end(key)
                 if key in self._flights:
                     return Stale(entry, False)
-                self._flights[key] = _Flight(revalidation=True)
+                self._flights[key] = _Flight(now, revalidation=True)
                 return Stale(entry, True)
         flight = self._flights.get(key)
         if flight is not None and not flight.revalidation:
@@ -272,7 +296,7 @@ class Cache:
             flight.revalidation = False
             flight.waiters += 1
             return Wait(key)
-        self._flights[key] = _Flight()
+        self._flights[key] = _Flight(now)
         return Fetch(key)
 
     def peek(self, key: str, now: float) -> Entry | None:
@@ -299,9 +323,14 @@ class Cache:
 
     def finish(self, key: str, response: UpstreamResponse | None, now: float) -> Finished:
         """The fetch for `key` ended: `response` is complete, or None (error, timeout, or a body
-        cut off mid-transfer: nothing partial is stored, the old entry stays as it was)."""
-        flight = self._flights.pop(key, _Flight())
+        cut off mid-transfer: nothing partial is stored, the old entry stays as it was).
+
+        A response below 500 marks the upstream healthy; None or a 5xx is a failure."""
+        flight = self._flights.pop(key, None)
+        if flight is None:
+            flight = _Flight(now)
         if response is not None and response.status < 500:
+            self.health.succeeded()
             fresh = self._freshness(response.status, response.header("cache-control"))
             entry = None
             if fresh.storable and fresh.ttl > 0:
@@ -312,6 +341,7 @@ class Cache:
                 self._remove(key)  # superseded by a response we may not keep
             stale = entry is not None and response.age >= fresh.ttl
             return Finished(response, entry, stale, flight.waiters)
+        self.health.failed(flight.started, now)
         old = self._entries.get(key)
         if old is not None and now < old.expires_at() + old.freshness.stale_if_error:
             self._entries.move_to_end(key)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from mainevent.media.edge.faults import Fault, FaultError
+from mainevent.media.edge.health import UpstreamHealth
 from mainevent.media.edge.server import ADMIN_HEADER, EdgeConfig, EdgeServer
 
 
@@ -27,6 +28,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--region", action="append", default=[], help="region served (repeatable)")
     s.add_argument("--max-mb", type=int, default=256, help="cache byte budget in MiB")
     s.add_argument("--stale-if-error", type=float, default=60.0, metavar="S")
+    s.add_argument(
+        "--upstream-backoff",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="after an upstream failure, serve stale copies without asking it for S seconds "
+        "(doubled by each further failure; one probe per interval)",
+    )
+    s.add_argument(
+        "--upstream-max-backoff",
+        type=float,
+        default=4.0,
+        metavar="S",
+        help="longest such interval, i.e. how late a returning upstream may be noticed",
+    )
     s.add_argument("--admin-secret", help="shared secret for the fault admin endpoint")
     s.add_argument(
         "--token-key",
@@ -82,9 +98,17 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         max_bytes=args.max_mb * 1024 * 1024,
         stale_if_error_s=args.stale_if_error,
+        upstream_backoff_s=args.upstream_backoff,
+        upstream_max_backoff_s=args.upstream_max_backoff,
         admin_secret=args.admin_secret,
         token_keys=keys or None,
     )
+
+    try:
+        UpstreamHealth(config.upstream_backoff_s, config.upstream_max_backoff_s)
+    except ValueError as exc:
+        print(f"mainevent edge serve: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         edge = EdgeServer(config)

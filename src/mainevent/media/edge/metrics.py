@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from mainevent.media.edge.cache import CacheStats
 from mainevent.media.edge.faults import Fault
+from mainevent.media.edge.health import HealthStats
 
 __all__ = ["TYPES", "EdgeMetrics"]
 
@@ -44,15 +45,18 @@ class EdgeMetrics(Collector):
         name: str,
         cache_stats: Callable[[], CacheStats],
         fault: Callable[[], Fault | None],
+        health: Callable[[], HealthStats] | None = None,
     ) -> None:
         self.name = name
         self._cache_stats = cache_stats
         self._fault = fault
+        self._health = health
         self.requests: dict[tuple[str, str], int] = {(t, r): 0 for t in TYPES for r in RESULTS}
         self.bytes_sent: dict[str, int] = dict.fromkeys(TYPES, 0)
         self.upstream_fetches: dict[str, int] = dict.fromkeys(TYPES, 0)
         self.upstream_errors: dict[str, int] = dict.fromkeys(TYPES, 0)
         self.collapsed: dict[str, int] = dict.fromkeys(TYPES, 0)
+        self.stale_upstream_failing: dict[str, int] = dict.fromkeys(TYPES, 0)
         self.latency: dict[str, _Histogram] = {t: _Histogram() for t in TYPES}
         self.upstream_latency: dict[str, _Histogram] = {t: _Histogram() for t in TYPES}
         self.faults_applied = 0
@@ -87,6 +91,11 @@ class EdgeMetrics(Collector):
                 "Requests that waited for another request's fetch",
                 self.collapsed,
             ),
+            (
+                "edge_stale_upstream_failing",
+                "Requests answered stale without asking the upstream, as it was marked failing",
+                self.stale_upstream_failing,
+            ),
         ):
             fam = CounterMetricFamily(metric, doc, labels=labels)
             for t, v in values.items():
@@ -119,6 +128,8 @@ class EdgeMetrics(Collector):
         )
         ev.add_metric([self.name], s.evicted)
         yield ev
+        if self._health is not None:
+            yield from self._collect_health(self._health())
         fault = self._fault()
         region = (fault.region or "*") if fault else "*"
         active = GaugeMetricFamily(
@@ -146,3 +157,27 @@ class EdgeMetrics(Collector):
         )
         applied.add_metric([self.name], self.faults_applied)
         yield applied
+
+    def _collect_health(self, h: HealthStats) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        for metric, doc, value in (
+            ("edge_upstream_healthy", "0 while the upstream is marked failing, else 1", h.healthy),
+            (
+                "edge_upstream_backoff_seconds",
+                "Current backoff interval while the upstream is marked failing (0 when healthy)",
+                h.backoff_s,
+            ),
+        ):
+            g = GaugeMetricFamily(metric, doc, labels=["edge"])
+            g.add_metric([self.name], float(value))
+            yield g
+        for metric, doc, count in (
+            (
+                "edge_upstream_marked_failing",
+                "Times the upstream went from healthy to marked failing",
+                h.marked_failing,
+            ),
+            ("edge_upstream_probes", "Probes sent to an upstream marked failing", h.probes),
+        ):
+            c = CounterMetricFamily(metric, doc, labels=["edge"])
+            c.add_metric([self.name], count)
+            yield c

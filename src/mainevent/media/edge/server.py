@@ -4,9 +4,10 @@ The same code is the shield (upstream = origin) and each CDN edge (upstream = sh
 is answered inside `data_received`: key → entry → precomputed head + `Age`/`X-Cache` → two
 `transport.write`s of bytes already in memory. A miss starts one upstream fetch whose response is
 streamed, as it arrives, to the request that caused it and to every request collapsed onto it
-(`inflight.Transfer`). Misses, collapsed waits, faults with delays and the admin/metrics endpoints
-run as tasks; responses on one connection stay in request order (pipelining-safe) because a
-connection handles the next request only after the current one.
+(`inflight.Transfer`); while the cache core has the upstream marked failing (`health`), a request
+with a stale copy is answered from it at once instead. Misses, collapsed waits, faults with
+delays and the admin/metrics endpoints run as tasks; responses on one connection stay in request
+order (pipelining-safe) because a connection handles the next request only after the current one.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mainevent.media.edge.cache import (
     object_type,
 )
 from mainevent.media.edge.faults import Fault, FaultDecision, FaultError, decide
+from mainevent.media.edge.health import UpstreamHealth
 from mainevent.media.edge.inflight import Transfer, Waiter
 from mainevent.media.edge.metrics import EdgeMetrics
 from mainevent.media.edge.upstream import Upstream, UpstreamError
@@ -86,6 +88,13 @@ class EdgeConfig:
     """Stale-if-error allowance when the upstream's Cache-Control does not give one."""
     upstream_timeout_s: float = 15.0
     """Longer than the longest LL-HLS hold (3 × target duration)."""
+    upstream_backoff_s: float = 1.0
+    """After an upstream failure, requests with a stale copy get it without asking the upstream
+    for this long (one probe per interval); each interval that ends in another failure doubles
+    it."""
+    upstream_max_backoff_s: float = 4.0
+    """Cap on that interval, so a returning upstream is noticed within it: 4 s is two target
+    durations, well inside a live player's buffer."""
     admin_secret: str | None = None
     token_keys: Mapping[str, str] | None = None
     """Key id → hex secret; when set, `/t/<token>/...` is required on `/live/` paths."""
@@ -250,9 +259,12 @@ class EdgeServer:
             max_bytes=config.max_bytes,
             negative_ttl=config.negative_ttl_s,
             default_stale_if_error=config.stale_if_error_s,
+            health=UpstreamHealth(config.upstream_backoff_s, config.upstream_max_backoff_s),
         )
         self.fault: Fault | None = None
-        self.metrics = EdgeMetrics(config.name, self.cache.stats, lambda: self.fault)
+        self.metrics = EdgeMetrics(
+            config.name, self.cache.stats, lambda: self.fault, self.cache.health.stats
+        )
         self.verifier = TokenVerifier(dict(config.token_keys)) if config.token_keys else None
         self.upstream = Upstream(config.upstream, timeout_s=config.upstream_timeout_s)
         self.connections: set[_Protocol] = set()
@@ -371,6 +383,8 @@ class EdgeServer:
             return None
         if type(action) is Stale:
             self._send_entry(conn, req, action.entry, now, "STALE")
+            if action.upstream_failing:
+                self.metrics.stale_upstream_failing[action.entry.kind] += 1
             if action.revalidate:
                 self._start_fetch(key)
             return None
@@ -448,9 +462,26 @@ class EdgeServer:
         arrived: float | None,
     ) -> None:
         # A whole response is stored as of its head's arrival (its Age was measured then).
+        health = self.cache.health
+        failing, backoff_s, since = health.failing, health.backoff_s, health.failing_since
         finished = self.cache.finish(
             key, response, time.monotonic() if arrived is None else arrived
         )
+        if health.failing and health.backoff_s != backoff_s:
+            log.warning(
+                "edge %s: upstream %s marked failing for %.1f s (%s failed)",
+                self.name,
+                self.config.upstream,
+                health.backoff_s,
+                key,
+            )
+        elif failing and not health.failing:
+            log.warning(
+                "edge %s: upstream %s answers again after %.1f s",
+                self.name,
+                self.config.upstream,
+                time.monotonic() - since,
+            )
         if self._flights.get(key) is transfer:
             del self._flights[key]
         if response is not None:
@@ -596,6 +627,8 @@ class EdgeServer:
                 finished = Finished(
                     action.entry.response, action.entry, isinstance(action, Stale), 0
                 )
+                if isinstance(action, Stale) and action.upstream_failing:
+                    self.metrics.stale_upstream_failing[action.entry.kind] += 1
                 if isinstance(action, Stale) and action.revalidate:
                     self._start_fetch(key)
             else:
@@ -640,6 +673,7 @@ class EdgeServer:
                 "regions": list(self.config.regions),
                 "upstream": self.config.upstream,
                 "fault": self.fault.to_json() if self.fault else None,
+                "upstream_healthy": not self.cache.health.failing,
                 "cache": {"objects": self.cache.stats().objects, "bytes": self.cache.stats().bytes},
             }
             conn.write_simple(

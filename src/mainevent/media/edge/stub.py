@@ -1,6 +1,6 @@
 """A controllable upstream for edge tests and drills: publish objects later, hold LL-HLS blocking
 reloads until their segment exists, send a body in two halves or die mid-body, count every
-request, go down and come back on the same port.
+request, go down and come back on the same port, or hang (take requests, answer none).
 
 It speaks just enough HTTP/1.1 (httptools) to be an origin; it is not the real origin (which
 lives in `media/origin`) but lets tests decide exactly when an object appears.
@@ -90,6 +90,7 @@ class StubUpstream:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.down = False
+        self.hanging = False
 
     @property
     def url(self) -> str:
@@ -113,6 +114,16 @@ class StubUpstream:
             if c.transport is not None:
                 c.transport.abort()
         await asyncio.sleep(0)
+
+    def hang(self) -> None:
+        """Keep accepting connections and reading requests, answer none of them (a wedged
+        origin, or one behind a network that drops its replies) until `resume()`."""
+        self.hanging = True
+
+    def resume(self) -> None:
+        """Answer again, the requests held while hanging included."""
+        self.hanging = False
+        self._wake()
 
     def publish(self, path: str, obj: StubObject) -> None:
         self.objects[path] = obj
@@ -151,6 +162,8 @@ class StubUpstream:
 
     async def respond(self, conn: _Conn, target: str) -> None:
         self.fetches[target] += 1
+        if self.hanging:
+            await self._until(lambda: not self.hanging, 3600.0)
         path, _, query = target.partition("?")
         params = dict(parse_qsl(query))
         status, cc, ctype, body = 404, "max-age=1", "text/plain", b"not found\n"
