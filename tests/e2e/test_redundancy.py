@@ -21,8 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mainevent.media.encode.ffmpeg import BARCODE_BITS
 from mainevent.media.redundancy.ops import ADMIN_SECRET_HEADER
 from mainevent.player import PlaybackReport, play
+from mainevent.testing.barcode import segment_frame_numbers
 from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
 from mainevent.testing.continuity import PlaylistRecorder
 from mainevent.testing.feeds import Feed
@@ -210,6 +212,8 @@ def test_operator_forces_a_pipeline(redundant: tuple[RunningStack, dict[str, Fee
     r = httpx.put(url, content=b"{", headers=auth, timeout=5)
     assert r.status_code == 400
     assert r.json()["error"] == "bad_json"
+    before = stack.redundancy()["recent"]["v360"][-1]
+    assert before["pipeline"] == "primary", before
     r = httpx.put(url, json={"mode": "backup"}, headers=auth, timeout=5)
     assert r.status_code == 200
     assert r.json()["preferred"] == "backup"
@@ -218,6 +222,17 @@ def test_operator_forces_a_pipeline(redundant: tuple[RunningStack, dict[str, Fee
     time.sleep(3 * D)
     recent = stack.redundancy()["recent"]["v360"]
     assert recent[-1]["pipeline"] == "backup", recent
+    # Segment n of either pipeline holds exactly the frames captured in [n·D, (n+1)·D): the
+    # burnt-in frame barcode of the primary's and the backup's segments, decoded.
+    for decision in (before, recent[-1]):
+        msn = decision["msn"]
+        first = msn * int(D) * 30 % (1 << BARCODE_BITS)
+        frames = segment_frames(stack, msn)
+        assert frames == [(first + i) % (1 << BARCODE_BITS) for i in range(60)], (
+            decision,
+            frames[:3],
+            first,
+        )
     # Operator takeover of a live feed (the gateway lets the next publisher replace it).
     r = httpx.post(f"{stack.base_url}/_ops/ingest/primary/takeover", headers=auth, timeout=5)
     assert r.status_code == 200
@@ -246,6 +261,14 @@ def test_operator_forces_a_pipeline(redundant: tuple[RunningStack, dict[str, Fee
     assert out.returncode == 0, out.stderr
     assert "preferred primary" in out.stdout
     assert stack.redundancy()["mode"] == "auto"
+
+
+def segment_frames(stack: RunningStack, msn: int) -> list[int]:
+    """Frame numbers (barcode) of v360 segment `msn`, decoded."""
+    base = f"{stack.base_url}/live/{stack.event}/v360"
+    init = httpx.get(f"{base}/init.mp4", timeout=5).raise_for_status().content
+    seg = httpx.get(f"{base}/{msn}.m4s", timeout=5).raise_for_status().content
+    return segment_frame_numbers(init, seg, 640, 360)
 
 
 def rejected(metrics: str, reason: str) -> float:
