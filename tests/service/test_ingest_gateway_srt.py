@@ -8,6 +8,7 @@ without a line to count (see `mainevent.media.ingest.gateway.SRT_LIMITS`).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -108,3 +109,24 @@ async def test_ffmpeg_srt_listener_does_not_check_the_streamid(tmp_path: Path) -
         assert pipeline.health.connects == 1
         assert pipeline.health.bytes_total > 0
         assert any("streamid" in limit for limit in pipeline.status()["ingest"]["limits"])
+
+
+async def test_a_flood_of_srt_handshakes_and_garbage_leaves_the_live_feed_untouched(
+    tmp_path: Path,
+) -> None:
+    """Thousands of UDP datagrams at the SRT port (forged handshake headers and random bytes)
+    while a venue is live: nothing new starts, the feed keeps flowing, no restart."""
+    spec = srt_spec()
+    pipeline = make_pipeline(tmp_path, spec)
+    async with serving(pipeline), venue_feed(spec.publish_url):
+        await keeps_flowing(pipeline, within=20)
+        # An SRT control packet: bit 0 set, type 0 (handshake), then garbage.
+        handshake = bytes([0x80, 0x00, 0x00, 0x00]) + bytes(12)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(3000):
+                payload = handshake + os.urandom(48) if i % 2 else os.urandom(64)
+                s.sendto(payload, ("127.0.0.1", spec.port))
+        await keeps_flowing(pipeline)
+        assert pipeline.health.connects == 1
+        assert pipeline.restarts == 0
+        assert pipeline.runs == 1
