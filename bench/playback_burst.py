@@ -40,6 +40,9 @@ class Result:
     """Outcomes of one phase."""
 
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"start": [], "refresh": []})
+    #: Of each served request's latency, the part before it was written (no idle connection, or
+    #: the load process itself behind): what the server cannot be blamed for.
+    send_lag: dict[str, list[float]] = field(default_factory=lambda: {"start": [], "refresh": []})
     codes: dict[str, dict[int, int]] = field(default_factory=lambda: {"start": {}, "refresh": {}})
     missing_retry_after: int = 0
     sent: int = 0
@@ -47,11 +50,15 @@ class Result:
     send_time: float = 0.0
     planned_rate: float = 0.0
     lost: int = 0
+    #: Requests that found every connection of the pool busy and waited for one to free up.
+    backlogged: int = 0
+    conns: int = 0
 
-    def add(self, kind: str, status: int, latency: float, retry_after: bool) -> None:
+    def add(self, kind: str, status: int, latency: float, lag: float, retry_after: bool) -> None:
         self.codes[kind][status] = self.codes[kind].get(status, 0) + 1
         if status == 200:
             self.latencies[kind].append(latency)
+            self.send_lag[kind].append(lag)
         elif status in (429, 503) and not retry_after:
             self.missing_retry_after += 1
 
@@ -162,7 +169,7 @@ class _Client(asyncio.Protocol):
         self.gen = gen
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
-        self.pending: tuple[str, float] | None = None
+        self.pending: tuple[str, float, float] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if isinstance(transport, asyncio.Transport):
@@ -170,7 +177,7 @@ class _Client(asyncio.Protocol):
 
     def send(self, kind: str, raw: bytes, intended: float) -> None:
         assert self.transport is not None
-        self.pending = (kind, intended)
+        self.pending = (kind, intended, time.perf_counter())
         self.transport.write(raw)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -197,9 +204,9 @@ class _Client(asyncio.Protocol):
             return
         del self.buf[: end + 4 + length]
         assert self.pending is not None
-        kind, intended = self.pending
+        kind, intended, sent = self.pending
         self.pending = None
-        self.gen.done(self, kind, int(head[9:12]), intended, b"retry-after:" in head)
+        self.gen.done(self, kind, int(head[9:12]), intended, sent, b"retry-after:" in head)
 
 
 class _OpenLoop:
@@ -212,6 +219,7 @@ class _OpenLoop:
         self.outstanding = 0
         self.all_submitted = False
         self.lost = 0
+        self.backlogged = 0
         self.finished = asyncio.Event()
         #: Closed-loop mode: called with a connection that became free; True if it sent again.
         self.refill: Callable[[_Client], bool] | None = None
@@ -221,10 +229,13 @@ class _OpenLoop:
         if self.idle:
             self.idle.pop().send(kind, raw, intended)
         else:
+            self.backlogged += 1
             self.backlog.append((kind, raw, intended))
 
-    def done(self, conn: _Client, kind: str, status: int, intended: float, retry: bool) -> None:
-        self.res.add(kind, status, time.perf_counter() - intended, retry)
+    def done(
+        self, conn: _Client, kind: str, status: int, intended: float, sent: float, retry: bool
+    ) -> None:
+        self.res.add(kind, status, time.perf_counter() - intended, sent - intended, retry)
         self.outstanding -= 1
         if self.backlog:
             conn.send(*self.backlog.popleft())
@@ -276,6 +287,8 @@ async def open_loop(
     if gen.outstanding:
         await asyncio.wait_for(gen.finished.wait(), 120)
     res.lost = gen.lost
+    res.backlogged = gen.backlogged
+    res.conns = conns
     res.sent = n
     res.elapsed = time.perf_counter() - t0
     for c in gen.idle:
@@ -334,12 +347,17 @@ async def setup_event(port: int) -> None:
 
 
 async def server_histograms(port: int) -> dict[str, list[tuple[float, int]]]:
-    """Cumulative latency buckets per priority as measured by the server (arrival → response end)."""
+    """Cumulative latency buckets per priority as measured by the server (arrival → response end),
+    plus the admission and entitlement counters (under the pseudo-priority "counters", as
+    ``(index, value)`` pairs in the order of ``COUNTERS``)."""
     c = await Conn.open(port)
     _, _, body = await c.request(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
     c.writer.close()
-    out: dict[str, list[tuple[float, int]]] = {}
+    out: dict[str, list[tuple[float, int]]] = {"counters": [(i, 0) for i in range(len(COUNTERS))]}
     for line in body.decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in COUNTERS:
+            out["counters"][COUNTERS.index(name)] = (COUNTERS.index(name), int(float(value)))
         if line.startswith("mainevent_control_request_seconds_bucket"):
             labels, value = line.rsplit(" ", 1)
             prio = labels.split('priority="')[1].split('"')[0]
@@ -348,6 +366,21 @@ async def server_histograms(port: int) -> dict[str, list[tuple[float, int]]]:
                 (float("inf") if le == "+Inf" else float(le), int(value))
             )
     return out
+
+
+COUNTERS = (
+    'mainevent_control_admitted_total{priority="new_start"}',
+    'mainevent_control_shed_total{priority="new_start"}',
+    'mainevent_control_shed_late_total{priority="new_start"}',
+    "mainevent_entitlement_lookups_total",
+)
+
+
+def server_counters(
+    before: dict[str, list[tuple[float, int]]], after: dict[str, list[tuple[float, int]]]
+) -> list[int]:
+    """Increase of each of ``COUNTERS`` between two scrapes."""
+    return [a - b for (_, a), (_, b) in zip(after["counters"], before["counters"], strict=True)]
 
 
 def server_pct(
@@ -367,11 +400,26 @@ def server_pct(
     return float("inf")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Time a process was ready to run but waited for its CPU (taken by other processes)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def report(
     label: str,
     res: Result,
     before: dict[str, list[tuple[float, int]]],
     after: dict[str, list[tuple[float, int]]],
+    cpu: tuple[float, float, float] | None = None,
 ) -> None:
     s, r = res.codes["start"], res.codes["refresh"]
     s_total, r_total = sum(s.values()), sum(r.values())
@@ -388,7 +436,9 @@ def report(
         f"    new starts: {s_total} sent, codes {dict(sorted(s.items()))}; admitted: client p50 "
         f"{pct(res.latencies['start'], 50):.1f} ms p99 {pct(res.latencies['start'], 99):.1f} ms, "
         f"server p50 <= {server_pct(before, after, 'new_start', 50):.1f} ms "
-        f"p99 <= {server_pct(before, after, 'new_start', 99):.1f} ms"
+        f"p99 <= {server_pct(before, after, 'new_start', 99):.1f} ms; "
+        f"of it waiting to be sent p99 {pct(res.send_lag['start'], 99):.1f} ms "
+        f"({res.backlogged} requests found all {res.conns} connections busy)"
     )
     if r_total:
         print(
@@ -402,6 +452,17 @@ def report(
     print(
         f"    errors other than 429/503: {others or 'none'}; 429/503 without Retry-After: {res.missing_retry_after}"
     )
+    admitted, shed, late, lookups = server_counters(before, after)
+    print(
+        f"    server: new starts admitted on arrival {admitted}, shed {shed} (of them {late} late, "
+        f"when about to run); entitlement-store lookups {lookups}"
+    )
+    if cpu is not None:
+        print(
+            f"    CPU busy during the phase: server {100 * cpu[0]:.0f} %, load process "
+            f"{100 * cpu[1]:.0f} %; the server waited for its core (other processes on it) "
+            f"{1000 * cpu[2]:.0f} ms per second"
+        )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -470,8 +531,16 @@ async def run(args: argparse.Namespace) -> None:
             ("5x overload of new starts + refreshes at 20 % of saturation", 5.0, 0.2),
         ):
             before = await server_histograms(port)
+            cpu0, own0, t0 = cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
+            rq0 = runqueue_seconds(proc.pid)
             res = await open_loop(port, load, sat * factor, sat * refresh, args.seconds)
-            report(label, res, before, await server_histograms(port))
+            wall = time.perf_counter() - t0
+            cpu = (
+                (cpu_seconds(proc.pid) - cpu0) / wall,
+                (time.process_time() - own0) / wall,
+                (runqueue_seconds(proc.pid) - rq0) / wall,
+            )
+            report(label, res, before, await server_histograms(port), cpu)
             await asyncio.sleep(1)
     finally:
         proc.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import date
 
@@ -176,6 +177,63 @@ def test_admission_in_flight_shares() -> None:
     assert ctl.statistics().in_flight == 1
     ctl.observe_delay(0.0)
     assert ctl.delay == 0.0
+
+
+def test_admission_queue_is_bounded_and_sheds_lower_priorities_first() -> None:
+    """With the worker's queue filling up, polls are shed first, then purchases, then new starts; refreshes never."""
+    policy = AdmissionPolicy(max_queued=(math.inf, 6, 4, 2))
+    ctl = AdmissionController(policy, random.Random(1))
+    queued = [ctl.enqueue(Priority.REFRESH) for _ in range(2)]
+    assert all(isinstance(t, Admitted) for t in queued)
+    assert isinstance(ctl.enqueue(Priority.POLL), Shed)  # 2 waiting: polls already go
+    queued += [ctl.enqueue(Priority.PURCHASE) for _ in range(3)]
+    assert [isinstance(t, Admitted) for t in queued[2:]] == [True, True, False]
+    queued += [ctl.enqueue(Priority.NEW_START) for _ in range(3)]
+    assert [isinstance(t, Admitted) for t in queued[5:]] == [True, True, False]
+    for _ in range(100):
+        assert isinstance(ctl.enqueue(Priority.REFRESH), Admitted)
+    stats = ctl.statistics()
+    assert stats.queued == 106
+    assert stats.shed == (0, 1, 1, 1)
+    for t in queued:  # the worker gets to them: the queue drains, new starts are admitted again
+        if isinstance(t, Admitted):
+            assert ctl.start(t, 0.001) is t
+    assert ctl.statistics().queued == 100
+
+
+def test_requests_that_waited_too_long_are_shed_when_they_are_about_to_run() -> None:
+    """An admitted new start that waited past its budget gets 503 + Retry-After instead of a late answer; a refresh never does."""
+    ctl = AdmissionController(AdmissionPolicy(), random.Random(1))
+    late, on_time, refresh = (
+        ctl.enqueue(Priority.NEW_START),
+        ctl.enqueue(Priority.NEW_START),
+        ctl.enqueue(Priority.REFRESH),
+    )
+    assert isinstance(late, Admitted)
+    assert isinstance(on_time, Admitted)
+    assert isinstance(refresh, Admitted)
+    shed = ctl.start(late, 0.031)
+    assert isinstance(shed, Shed)
+    assert shed.reason == "overloaded_late"
+    assert 2.0 <= shed.retry_after <= 4.0
+    assert ctl.start(on_time, 0.029) is on_time
+    assert ctl.start(refresh, 60.0) is refresh
+    stats = ctl.statistics()
+    assert (stats.in_flight, stats.queued) == (2, 0)  # the late one's slot is free again
+    assert stats.late == (0, 1, 0, 0)
+    assert stats.shed == (0, 1, 0, 0)
+    ctl.release(on_time)
+    ctl.release(refresh)
+    gone = ctl.enqueue(Priority.PURCHASE)
+    assert isinstance(gone, Admitted)
+    ctl.withdraw(gone)  # it could not be parsed after all
+    assert (ctl.statistics().in_flight, ctl.statistics().queued) == (0, 0)
+
+
+def test_admission_policy_rejects_a_negative_queue_bound() -> None:
+    """A negative queue bound is a configuration error, not a silent shed-everything."""
+    with pytest.raises(ValueError, match="max_queued"):
+        AdmissionPolicy(max_queued=(math.inf, -1, 0, 0))
 
 
 def test_token_bucket_and_keyed_limits() -> None:

@@ -14,23 +14,23 @@ import uvicorn
 from mainevent.common.admission import AdmissionController, AdmissionPolicy
 from mainevent.control.app import create_app
 from mainevent.control.db import open_database
-from mainevent.control.server import AdmittingProtocol, build_services
+from mainevent.control.front import front_protocol
+from mainevent.control.server import build_services
 from tests.control.conftest import make_settings
 
 
 @pytest.fixture
 def shedding_server(tmp_path: Path) -> Iterator[tuple[str, AdmissionController]]:
-    """uvicorn with AdmittingProtocol whose admission sheds every purchase and every status poll."""
+    """uvicorn with the front protocol whose admission sheds every purchase and every status poll."""
     db = open_database(f"sqlite:///{tmp_path}/c.db")
     services = build_services(make_settings(), db=db)
     services.admission = AdmissionController(AdmissionPolicy(in_flight_share=(1.0, 1.0, 0.0, 0.0)))
     app = create_app(services)
-    AdmittingProtocol.admission = services.admission
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
-        http=AdmittingProtocol,
+        http=front_protocol(services.admission),
         loop="asyncio",
         lifespan="off",
         log_level="warning",
@@ -49,7 +49,6 @@ def shedding_server(tmp_path: Path) -> Iterator[tuple[str, AdmissionController]]
     finally:
         server.should_exit = True
         thread.join(10)
-        AdmittingProtocol.admission = None
         db.dispose()
 
 

@@ -43,15 +43,19 @@ def classify(method: str, path: str) -> Priority | None:
 
 def shed_response(priority: Priority, retry_after: float, *, keep_alive: bool = True) -> bytes:
     """A complete HTTP/1.1 503 response for a shed request (written directly by the server adapter)."""
-    body = _SHED_BODY[priority]
-    connection = b"" if keep_alive else b"connection: close\r\n"
-    return (
-        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-        + b"content-length: %d\r\nretry-after: %d\r\n" % (len(body), max(1, math.ceil(retry_after)))
-        + connection
-        + b"\r\n"
-        + body
-    )
+    key = (priority, max(1, math.ceil(retry_after)), keep_alive)
+    raw = _SHED_RESPONSES.get(key)
+    if raw is None:
+        body = _SHED_BODY[priority]
+        connection = b"" if keep_alive else b"connection: close\r\n"
+        raw = _SHED_RESPONSES[key] = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            + b"content-length: %d\r\nretry-after: %d\r\n" % (len(body), key[1])
+            + connection
+            + b"\r\n"
+            + body
+        )
+    return raw
 
 
 _SHED_BODY = {
@@ -67,19 +71,24 @@ _SHED_BODY = {
     ).encode()
     for p in Priority
 }
+# Rendered once per (priority, Retry-After seconds, keep-alive): a few dozen at most.
+_SHED_RESPONSES: dict[tuple[Priority, int, bool], bytes] = {}
 
 ADMITTED = "mainevent.admitted"
 """Scope extension set by the server adapter when it already admitted the request (``{"ticket": Admitted}``)."""
 
 ARRIVAL = "mainevent.arrival"
-"""Scope extension set by the server adapter: ``time.monotonic()`` when the request's first bytes were parsed."""
+"""Scope extension set by the server adapter: ``{"monotonic": t}``, ``t`` the ``time.monotonic()`` at
+which the event-loop iteration that read the request's first bytes started reading."""
 
 
 class AdmissionMiddleware:
     """Pure ASGI: sheds viewer traffic by priority before any routing or parsing cost is paid.
 
-    When the server stamps arrival times (``scope["extensions"]["mainevent.arrival"]``), each
-    request's own queueing time is the load signal; otherwise the event-loop lag is.
+    Requests the server adapter already admitted (``scope["extensions"]["mainevent.admitted"]``)
+    are checked again here, when they start to run: one that waited beyond its priority's
+    ``max_wait`` since its arrival stamp is shed after all (CoDel's dequeue-time drop). Others
+    are admitted here. The load signal itself (event-loop lag) is fed by :func:`watch_loop_delay`.
     """
 
     def __init__(
@@ -107,14 +116,16 @@ class AdmissionMiddleware:
         waited = 0.0
         if isinstance(arrival, float):
             waited = max(0.0, time.monotonic() - arrival)
-            self.controller.observe_delay(waited)
         else:
             arrival = time.monotonic()
         pre = extensions.get(ADMITTED)
         ticket = pre.get("ticket") if isinstance(pre, dict) else None
-        # The server adapter may already have admitted the request while parsing it.
+        # The server adapter may already have admitted the request while parsing it: then only
+        # its time in the queue since then can still shed it.
         decision = (
-            ticket if isinstance(ticket, Admitted) else self.controller.admit(priority, waited)
+            self.controller.start(ticket, waited)
+            if isinstance(ticket, Admitted)
+            else self.controller.admit(priority, waited)
         )
         if isinstance(decision, Shed):
             body = _SHED_BODY[priority]

@@ -193,6 +193,8 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         lines = [
             "# TYPE mainevent_control_in_flight gauge",
             f"mainevent_control_in_flight {a.in_flight}",
+            "# TYPE mainevent_control_queued gauge",
+            f"mainevent_control_queued {a.queued}",
             "# TYPE mainevent_control_queue_delay_seconds gauge",
             f"mainevent_control_queue_delay_seconds {a.delay:.6f}",
             "# TYPE mainevent_control_admitted_total counter",
@@ -203,6 +205,12 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             "# TYPE mainevent_control_shed_total counter",
             *(
                 f'mainevent_control_shed_total{{priority="{p.name.lower()}"}} {a.shed[p]}'
+                for p in Priority
+            ),
+            "# HELP mainevent_control_shed_late_total Admitted on arrival, shed when about to run (waited too long).",
+            "# TYPE mainevent_control_shed_late_total counter",
+            *(
+                f'mainevent_control_shed_late_total{{priority="{p.name.lower()}"}} {a.late[p]}'
                 for p in Priority
             ),
             "# TYPE mainevent_playback_grants_total counter",

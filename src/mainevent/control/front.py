@@ -1,0 +1,261 @@
+"""The control plane's HTTP/1.1 front: uvicorn's httptools protocol with admission at the door.
+
+Under a join storm most requests must be refused, and refusing has to cost next to nothing or
+the flood eats the core the admitted requests need (5x overload is ~13,000 requests/s for one
+worker). So before uvicorn parses anything, the front frames each complete request at the start
+of what was read (`frame_request`: request line, end of head, Content-Length), classifies it by
+method and path (`classify`: refresh > new start > purchase > polling), asks the sans-IO
+`AdmissionController`, and answers a shed request with a canned 503 + jittered Retry-After in
+the same callback: no ASGI scope, no header list, no task, no keep-alive timer per request
+(4.5 us of Python per refusal, against 10 us through uvicorn's parser callbacks and 12 us as an
+ASGI task, measured in-process; the socket calls cost as much again). Admitted requests go on to
+uvicorn and the app carrying their ticket. They wait in a bounded queue (``max_queued``: a burst
+read in one go cannot admit more work than the worker does in ~10 ms), and
+`AdmissionMiddleware` checks their sojourn again when they start to run.
+
+Whatever the framer is not sure of -- a head or body split across reads, `Transfer-Encoding`,
+`Expect`, `Connection`, `Upgrade`, HTTP/1.0, HEAD, %-encoded or absolute targets, repeated or odd
+Content-Length, anything llhttp would refuse (bare CR/LF, folded headers, control characters),
+operator and health routes, a request pipelined behind a pending response, a client that does not
+read its answers -- goes through uvicorn's parser unchanged, and is admitted or shed when its
+headers are complete (`on_headers_complete`; HEAD is then left to the app, whose 503 has no body).
+
+Arrival: every request is stamped with the start of the read batch -- the event-loop iteration --
+that delivered it (``scope["extensions"]["mainevent.arrival"]``), so its sojourn includes the
+requests read and admitted ahead of it in the same iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mainevent.common.admission import AdmissionController, Admitted, Shed
+from mainevent.control.admission_http import ADMITTED, ARRIVAL, classify, shed_response
+
+__all__ = ["FrontProtocol", "frame_request", "front_protocol"]
+
+_MAX_LINE = 8192
+_MAX_HEAD = 16384
+_MAX_BODY_DIGITS = 7  # < 10 MB: larger bodies are left to uvicorn
+# HEAD is left to uvicorn: its answer must not carry the canned body.
+_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE"})
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+# Header lines as RFC 9110 has them (token ":" field-value without control characters), lowered:
+# anything llhttp would refuse is not framed here either, so the front never answers a request
+# the full parser would have rejected, nor frames one differently.
+_HEAD = re.compile(rb"(?:\r\n[-!#$%&'*+.^_`|~0-9a-z]+:[\t\x20-\x7e\x80-\xff]*)*\r\n")
+# Headers that frame the request or change the connection: Content-Length is read (once), a
+# request with any of the others is left to uvicorn.
+_SPECIAL = re.compile(rb"\r\n(content-length|transfer-encoding|expect|connection|upgrade):([^\r]*)")
+
+
+def frame_request(data: bytes, start: int = 0) -> tuple[str, str, int] | None:
+    """``(method, path, end)`` of the complete, plainly framed HTTP/1.1 request at ``data[start:]``.
+
+    ``end`` is the offset just past its body. None when the request is incomplete or anything
+    about its framing is unusual: the caller then hands the bytes to the full parser.
+    """
+    eol = data.find(b"\r\n", start, start + _MAX_LINE)
+    if eol < 0:
+        return None
+    parts = data[start:eol].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        return None
+    method, target = parts[0], parts[1]
+    if method not in _METHODS or b"%" in target or _TARGET.fullmatch(target) is None:
+        return None
+    end = data.find(b"\r\n\r\n", eol, start + _MAX_HEAD)
+    if end < 0:
+        return None
+    head = data[eol : end + 2].lower()  # b"\r\nname: value\r\n...\r\n"
+    if _HEAD.fullmatch(head) is None:
+        return None
+    length = 0
+    special = _SPECIAL.findall(head)
+    if special:
+        if len(special) > 1 or special[0][0] != b"content-length":
+            return None
+        value = special[0][1].strip(b" \t")
+        if not value.isdigit() or len(value) > _MAX_BODY_DIGITS:
+            return None
+        length = int(value)
+    stop = end + 4 + length
+    if stop > len(data):
+        return None
+    path = target.partition(b"?")[0]
+    return method.decode("ascii"), path.decode("latin-1"), stop
+
+
+class _ReadBatch:
+    """The start of the current event-loop iteration's reads: the arrival time of what they read.
+
+    Opened by the first read of an iteration; a callback scheduled then closes it when the loop
+    moves on to run callbacks and tasks, so the next iteration's reads open a new one.
+    """
+
+    __slots__ = ("is_open", "loop", "start")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.start = 0.0
+        self.is_open = False
+
+    def arrival(self) -> float:
+        if not self.is_open:
+            self.start = time.monotonic()
+            self.is_open = True
+            self.loop.call_soon(self._close)
+        return self.start
+
+    def _close(self) -> None:
+        self.is_open = False
+
+
+class FrontProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with admission control before parsing.
+
+    Bind it to a controller with :func:`front_protocol` and pass the result as uvicorn's ``http``.
+    Without a controller it only stamps arrivals (admission is then the middleware's).
+    """
+
+    admission: ClassVar[AdmissionController | None] = None
+    _batch: ClassVar[_ReadBatch | None] = None
+
+    _arrival = 0.0
+    _in_message = False  # the parser is inside a request (its head or body is still coming)
+    _shedding = False  # the parser is skipping the body of a request shed at headers-complete
+    _ticket: Admitted | None = None  # admitted by the framer, picked up by on_headers_complete
+    _lean_at = 0.0  # loop.time() of the last answer given without uvicorn
+
+    def _read_batch(self) -> _ReadBatch:
+        batch = type(self)._batch
+        if batch is None or batch.loop is not self.loop:
+            batch = type(self)._batch = _ReadBatch(self.loop)
+        return batch
+
+    def data_received(self, data: bytes) -> None:
+        self._arrival = arrival = self._read_batch().arrival()
+        controller = self.admission
+        if (
+            controller is None
+            or self._in_message
+            or self.pipeline
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or self.flow.write_paused
+            or self.transport.is_closing()
+        ):
+            super().data_received(data)
+            return
+        waited = time.monotonic() - arrival
+        start, size = 0, len(data)
+        transport, flow = self.transport, self.flow
+        while start < size and not (flow.write_paused or transport.is_closing()):
+            framed = frame_request(data, start)
+            if framed is None:
+                break
+            method, path, end = framed
+            priority = classify(method, path)
+            if priority is None:
+                break
+            decision = controller.enqueue(priority, waited)
+            if isinstance(decision, Admitted):
+                self._ticket = decision
+                break
+            transport.write(shed_response(priority, decision.retry_after))
+            self._answered_here()
+            start = end
+        if start < size:
+            super().data_received(data[start:] if start else data)
+            if self._ticket is not None:  # the parser refused it before its headers completed
+                controller.withdraw(self._ticket)
+                self._ticket = None
+
+    def _answered_here(self) -> None:
+        """Bookkeeping of a response written here: request count and keep-alive timeout.
+
+        Instead of cancelling and re-arming uvicorn's keep-alive timer per request, the
+        timer, when it fires, re-arms itself for what is left since the last answer.
+        """
+        self.server_state.total_requests += 1
+        self._lean_at = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def timeout_keep_alive_handler(self) -> None:
+        left = self._lean_at + self.timeout_keep_alive - self.loop.time()
+        if left > 0 and not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_later(
+                left, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_message = True
+        self.scope["extensions"] = {ARRIVAL: {"monotonic": self._arrival}}
+
+    def on_headers_complete(self) -> None:
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            self.scope["extensions"][ADMITTED] = {"ticket": ticket}
+            super().on_headers_complete()
+            return
+        controller = self.admission
+        # Only when no other response is pending on this connection (keeps responses in order),
+        # the client reads its answers (else uvicorn's pipeline pauses reading) and is not waiting
+        # for 100-continue (it may then never send the body we skip).
+        idle = self.cycle is None or self.cycle.response_complete
+        method = self.parser.get_method()
+        if (
+            controller is not None
+            and idle
+            and not self.flow.write_paused
+            and not self.expect_100_continue
+            and method != b"HEAD"
+        ):
+            priority = classify(
+                method.decode("ascii"), self.url.split(b"?", 1)[0].decode("latin-1")
+            )
+            if priority is not None:
+                decision = controller.enqueue(priority, time.monotonic() - self._arrival)
+                if isinstance(decision, Shed):
+                    keep_alive = self.parser.should_keep_alive()
+                    self._shedding = True
+                    self.transport.write(
+                        shed_response(priority, decision.retry_after, keep_alive=keep_alive)
+                    )
+                    if not keep_alive:
+                        self.transport.close()
+                    return
+                self.scope["extensions"][ADMITTED] = {"ticket": decision}
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._shedding:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        if self._shedding:
+            self._shedding = False
+            self.on_response_complete()
+            return
+        super().on_message_complete()
+
+
+def front_protocol(admission: AdmissionController | None) -> type[FrontProtocol]:
+    """The front's protocol class bound to ``admission``, for uvicorn's ``http``."""
+
+    class _Bound(FrontProtocol):
+        pass
+
+    _Bound.admission = admission
+    return _Bound
