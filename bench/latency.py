@@ -11,9 +11,18 @@ real `mainevent up` stack (feed simulator → ffmpeg → packager → origin) pl
   the first `--warmup` seconds (hls.js catching up to PART-HOLD-BACK) are reported apart.
 
 The origin's publish delay (capture time of a segment's end → segment listed) is printed
-alongside: it is the floor the player's latency is built on.
+alongside. In low-latency mode the bench also follows every media playlist with blocking
+reloads, as hls.js does, and prints the part publish delay (capture time of the newest part's
+end → the blocking reload listing it answered) and the feed delay at the ingest (simulated venue
+encoder + SRT, part of glass-to-glass but not of the platform): hls.js plays PART-HOLD-BACK
+behind its estimate of the live edge, so its latency is PART-HOLD-BACK + the video part delay
+(+ up to 0.07 s where its catch-up stops).
+
+`--tuned-part-ms 250` adds a second low-latency run with that part target (a setting,
+`event.part_target_ms`; the default stays 0.5 s), reported apart.
 
     .venv/bin/python bench/latency.py [--seconds 60] [--ladder default] [--only standard|low]
+                                      [--tuned-part-ms MS]
 """
 
 from __future__ import annotations
@@ -23,11 +32,13 @@ import asyncio
 import re
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
+from mainevent.media.manifest import MediaPlaylist, parse_media_playlist
 from mainevent.player.session import play
 from mainevent.testing.browser import player_page
 from mainevent.testing.stack import TEST_LADDER, start_stack
@@ -57,12 +68,60 @@ def quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def low_latency(args: argparse.Namespace) -> None:
+def edge_capture_s(pl: MediaPlaylist) -> float:
+    """Capture time (epoch s) of the end of the newest part or segment the playlist lists."""
+    last = pl.segments[-1]
+    assert last.program_date_time_ms is not None
+    end_us = last.program_date_time_ms * 1000 + last.duration_us
+    end_us += sum(p.duration_us for p in pl.pending_parts)
+    return end_us / 1e6
+
+
+def follow_parts(url: str, stop: threading.Event, delays: list[float]) -> None:
+    """Blocking reloads of one media playlist, one per part, as an LL-HLS player makes them;
+    records wall clock − capture time of the newest part's end at each answer."""
+    with httpx.Client(timeout=10) as client:
+        pl = parse_media_playlist(client.get(url).text)
+        answers = 0
+        while not stop.is_set():
+            params = {"_HLS_msn": pl.last_msn + 1, "_HLS_part": len(pl.pending_parts)}
+            r = client.get(url, params=params)
+            now = time.time()
+            if r.status_code != 200:
+                continue
+            pl = parse_media_playlist(r.text)
+            answers += 1
+            if answers > 2:  # the first answers may list parts published before we asked
+                delays.append(now - edge_capture_s(pl))
+
+
+def low_latency(args: argparse.Namespace, part_target_ms: int | None = None) -> None:
+    env = {} if part_target_ms is None else {"MAINEVENT_EVENT__PART_TARGET_MS": str(part_target_ms)}
     with tempfile.TemporaryDirectory() as tmp:
-        stack = start_stack(Path(tmp) / "data", ladder=args.ladder, extra_args=("--latency", "low"))
+        stack = start_stack(
+            Path(tmp) / "data", ladder=args.ladder, extra_args=("--latency", "low"), env=env
+        )
         samples: list[tuple[float, float]] = []
         stats: dict[str, object] = {}
+        feed_delays: list[float] = []
+        part_delays: dict[str, list[float]] = {}
+        stop = threading.Event()
+        followers: list[threading.Thread] = []
         try:
+            master = httpx.get(stack.master_url, timeout=5).text
+            uris = [ln for ln in master.splitlines() if ln and not ln.startswith("#")]
+            uris += re.findall(r'#EXT-X-MEDIA:.*URI="([^"]+)"', master)
+            base = stack.master_url.rsplit("/", 1)[0]
+            first = parse_media_playlist(httpx.get(f"{base}/{uris[0]}", timeout=5).text)
+            sc, part_target_us = first.server_control, first.part_target_us
+            assert sc is not None
+            assert sc.part_hold_back_us is not None
+            assert part_target_us
+            for uri in uris:
+                delays = part_delays[uri.split("/")[0]] = []
+                t = threading.Thread(target=follow_parts, args=(f"{base}/{uri}", stop, delays))
+                t.start()
+                followers.append(t)
             url = f"{stack.base_url}/player/?src=/live/{stack.event}/master.m3u8&ll=1"
             with player_page(url, Path(tmp) / "profile") as page:
                 t0 = time.monotonic()
@@ -72,11 +131,25 @@ def low_latency(args: argparse.Namespace) -> None:
                     lat = stats.get("latencySec")
                     if isinstance(lat, (int, float)):
                         samples.append((time.monotonic() - t0, float(lat)))
+                    feed = stack.pipeline_status().get("feed")
+                    if isinstance(feed, dict) and isinstance(feed.get("feed_delay_s"), float):
+                        feed_delays.append(feed["feed_delay_s"])
             metrics = httpx.get(f"{stack.base_url}/metrics", timeout=5).text
         finally:
+            stop.set()
+            for t in followers:
+                t.join(15)
             stack.stop()
     p50, p95 = histogram_quantiles(metrics, (0.5, 0.95))
-    print(f"mode: low-latency HLS (hls.js lowLatencyMode in Chromium), played {args.seconds:.0f} s")
+    phb = sc.part_hold_back_us / 1e6
+    setting = (
+        "default" if part_target_ms is None else f"tuned: event.part_target_ms={part_target_ms}"
+    )
+    print(
+        f"mode: low-latency HLS (hls.js lowLatencyMode in Chromium), played {args.seconds:.0f} s, "
+        f"part target {setting}"
+    )
+    print(f"PART-TARGET        {part_target_us / 1e6:.3f} s   PART-HOLD-BACK {phb:.3f} s")
     print(f"startup            {stats.get('startupSec')} s")
     print(f"stalls             {stats.get('stalls')} ({stats.get('stallTimeSec')} s)")
     steady = [lat for t, lat in samples if t >= args.warmup]
@@ -92,6 +165,22 @@ def low_latency(args: argparse.Namespace) -> None:
             f"  first {args.warmup:.0f} s       p50 {statistics.median(warm):.2f} s   "
             f"max {max(warm):.2f} s   (catching up)"
         )
+    for rendition, delays in part_delays.items():
+        if delays:
+            print(
+                f"part delay {rendition:<7} p50 {statistics.median(delays):.3f} s   "
+                f"p95 {quantile(delays, 0.95):.3f} s   (capture of a part's end → blocking "
+                f"reload answered, {len(delays)} parts)"
+            )
+    if feed_delays:
+        print(
+            f"  of which feed    p50 {statistics.median(feed_delays):.3f} s   (venue clock → "
+            "ingest: simulated venue encoder + SRT latency 0.12 s)"
+        )
+    video = next((d for r, d in part_delays.items() if r.startswith("v") and d), None)
+    if video:
+        floor = phb + statistics.median(video)
+        print(f"floor              {floor:.2f} s   (PART-HOLD-BACK + video part delay p50)")
     print(f"publish delay      p50 ≤ {p50} s   p95 ≤ {p95} s   (segments; histogram bounds)")
 
 
@@ -103,12 +192,20 @@ def main() -> None:
         "--ladder", default=TEST_LADDER, help="ladder for the stack (default: the test ladder)"
     )
     ap.add_argument("--only", choices=["standard", "low"])
+    ap.add_argument(
+        "--tuned-part-ms",
+        type=int,
+        help="also run low latency with this part target (ms; must divide the segment duration)",
+    )
     args = ap.parse_args()
     if args.only != "low":
         standard(args)
     if args.only != "standard":
         print()
         low_latency(args)
+        if args.tuned_part_ms is not None:
+            print()
+            low_latency(args, args.tuned_part_ms)
 
 
 def standard(args: argparse.Namespace) -> None:

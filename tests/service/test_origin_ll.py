@@ -164,11 +164,13 @@ async def test_ll_playlist_lists_parts_hint_and_reports(live: Live) -> None:
     pl = parsed(r)
     assert r.headers["cache-control"] == "public, max-age=1"  # TD/2, at least 1 s
     assert "cmsd-static" not in r.headers
-    assert pl.part_target_us == 272_000  # 250 ms cut + one AAC frame, rounded up
+    # The longest part a 250 ms cut can give: 8 video frames at 30 fps (266.7 ms; 12 AAC
+    # frames are 256 ms), rounded up to 1 ms.
+    assert pl.part_target_us == 267_000
     sc = pl.server_control
     assert sc is not None
     assert sc.can_block_reload
-    assert sc.part_hold_back_us == 3 * 272_000
+    assert sc.part_hold_back_us == 3 * 267_000
     assert sc.hold_back_us == 3_000_000
     assert sc.can_skip_until_us == 6_000_000
     assert [p.uri for p in pl.pending_parts] == [f"{LAST + 1}.0.m4s", f"{LAST + 1}.1.m4s"]

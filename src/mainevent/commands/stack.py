@@ -28,6 +28,7 @@ from mainevent.media.feed import FeedProcess, grid_start
 from mainevent.media.origin import tune_gc
 from mainevent.media.origin.app import create_app
 from mainevent.media.origin.live import LiveEvent, Metrics, RenditionSpec
+from mainevent.media.origin.protocol import origin_protocol
 from mainevent.media.redundancy import Selector
 from mainevent.media.redundancy.ops import with_ops
 from mainevent.media.redundancy.publisher import RedundantPublisher
@@ -289,6 +290,8 @@ class Stack:
         server = _Server(
             uvicorn.Config(
                 app,
+                # Media playlists (and held LL-HLS reloads) answered in the protocol itself.
+                http=origin_protocol(origin),
                 log_level="warning",
                 lifespan="off",
                 access_log=False,

@@ -230,6 +230,10 @@ def ingest_command(ffmpeg: str, spec: IngestSpec) -> list[str]:
         "0",
         "-muxpreload",
         "0",
+        # With the video PES length written, the transcoder's demuxer hands each frame on as
+        # soon as it is complete instead of when the next frame starts (one frame less delay).
+        "-omit_video_pes_length",
+        "0",
         "-f",
         "mpegts",
         "pipe:1",
@@ -308,6 +312,16 @@ def transcode_command(
         "-f",
         "mp4",
     ]
+    # AAC frames (21.3 ms) do not divide the part target, and audio tick 0 sits one priming
+    # frame before T: fragments cut every part target would end one frame short of the
+    # packager's epoch part boundary, so each audio part would wait for the next fragment
+    # (≈ a whole part) before it could be published. One fragment per frame avoids that.
+    audio_frag = [
+        "-movflags",
+        "frag_every_frame+empty_moov+default_base_moof",
+        "-f",
+        "mp4",
+    ]
     cmd = [
         ffmpeg,
         "-hide_banner",
@@ -321,6 +335,10 @@ def transcode_command(
         "1000000",
         "-analyzeduration",
         "1000000",
+        # Frame-threaded decoding holds (threads − 1) frames back; slice threads add no delay
+        # (and still run in parallel on feeds encoded with slices, as low-latency encoders do).
+        "-thread_type",
+        "slice",
         "-f",
         "mpegts",
         "-i",
@@ -368,7 +386,7 @@ def transcode_command(
         f"{ladder.audio_bitrate_kbps}k",
         "-ac",
         "2",
-        *frag,
+        *audio_frag,
         f"pipe:{outputs[ladder.audio_id]}",
     ]
     return cmd

@@ -12,7 +12,9 @@
 
 In low-latency mode, blocking playlist reloads and requests for a part not yet produced (the
 preload hint) are held until the part lands, for at most 3 × target duration (then 503); the
-rules are in `blocking.py`, the waiting in `LiveEvent`.
+rules are in `blocking.py`, the waiting in `LiveEvent`. Served by uvicorn with the origin's
+protocol (`protocol.py`, as `mainevent up` does), media playlist GETs are answered by the
+protocol itself through `Origin.playlist_request`; this app serves everything else.
 
 Names are matched by strict patterns and never joined into file paths as given, so there is no
 path traversal. Unknown and future objects are 404 with a short negative TTL.
@@ -25,6 +27,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,20 @@ _SEGMENT = re.compile(r"^(?P<msn>\d{1,18})\.m4s$")
 _PART = re.compile(r"^(?P<msn>\d{1,18})\.(?P<part>\d{1,4})\.m4s$")
 _INIT = re.compile(r"^init(-[0-9a-f]{12})?\.mp4$")
 IMMUTABLE = "public, max-age=31536000, immutable"
+RawResponse = tuple[int, bytes, list[tuple[bytes, bytes]]]
+"""Status, body and header list, as ASGI sends them."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaylistHold:
+    """A blocking playlist reload to hold: until `rendition` lists `msn` (part `part`)."""
+
+    event: LiveEvent
+    rendition: str
+    msn: int
+    part: int | None
+    skip: bool
+    hold_s: int
 
 
 def web_dir() -> Path:
@@ -88,7 +105,7 @@ class Origin:
     def _headers(self, cache: str) -> dict[str, str]:
         return {"Cache-Control": cache, "Access-Control-Allow-Origin": self.cors_origin}
 
-    def _count(self, event: LiveEvent | None, kind: str, status: int) -> None:
+    def _count(self, event: LiveEvent | None, kind: str, status: int, n: int = 1) -> None:
         if event is not None:
             # Children cached: `labels()` costs a lock and a lookup per call, and the LL-HLS
             # release path counts thousands of responses in one go.
@@ -96,7 +113,7 @@ class Origin:
             child = self._counters.get(key)
             if child is None:
                 child = self._counters[key] = event.metrics.requests.labels(kind, str(status))
-            child.inc()
+            child.inc(n)
 
     def _not_found(self, event: LiveEvent | None, kind: str, what: str) -> Response:
         self._count(event, kind, 404)
@@ -135,19 +152,29 @@ class Origin:
         )
 
     async def media_playlist(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Media playlists, as a bare ASGI endpoint: the LL-HLS release path answers thousands
-        of held requests at once, so it skips Request/Response objects and sends prepared
-        header bytes and the one shared body."""
+        """Media playlists, as a bare ASGI endpoint: it skips Request/Response objects and
+        sends prepared header bytes and the one shared body. (Under `mainevent up` the
+        origin's HTTP protocol answers playlist GETs itself, see `protocol.py`; this path
+        serves in-process clients and pipelined requests.)"""
         params = scope.get("path_params") or {}
-        status, body, headers = await self._playlist(
+        r = self.playlist_request(
             params.get("event", ""), params.get("rendition", ""), scope["query_string"]
         )
+        if isinstance(r, PlaylistHold):
+            t0 = time.perf_counter()
+            try:
+                ok = await r.event.wait_for_playlist(r.rendition, r.msn, r.part, r.hold_s)
+            except HoldLimitReached:
+                r = self.hold_refused(r.event)
+            else:
+                r = self.held_playlist(r, ok, time.perf_counter() - t0)
+        status, body, headers = r
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _raw(
         self, status: int, body: bytes, content_type: bytes, cache: str, *extra: tuple[bytes, bytes]
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    ) -> RawResponse:
         headers = [
             (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
@@ -164,13 +191,19 @@ class Origin:
         reason: str,
         cache: str,
         *extra: tuple[bytes, bytes],
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    ) -> RawResponse:
         self._count(event, "playlist", status)
         return self._raw(status, f"{reason}\n".encode(), _TEXT, cache, *extra)
 
-    async def _playlist(
+    def playlist_request(
         self, event_id: str, rendition: str, query_bytes: bytes
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    ) -> RawResponse | PlaylistHold:
+        """The answer to a media playlist GET, or (LL-HLS blocking reload) what to hold it for.
+
+        The caller holds a `PlaylistHold` (`LiveEvent.wait_for_playlist` / `hold_playlist`,
+        for at most `hold_s`) and then asks `held_playlist` for the answer, or `hold_refused`
+        when the origin holds its maximum already.
+        """
         event = self.events.get(event_id)
         if event is None or not event.has_rendition(rendition):
             return self._raw_error(event, 404, f"not found: rendition {rendition!r}", "max-age=1")
@@ -193,33 +226,41 @@ class Origin:
             body = event.playlist_body(rendition)
             assert body is not None
             return self._raw(200, body, _PLAYLIST, self._half_td(event))
-        extra: tuple[tuple[bytes, bytes], ...] = ()
         if d.msn is not None:
-            t0 = time.perf_counter()
-            hold_s = 3 * td
-            try:
-                ok = await event.wait_for_playlist(rendition, d.msn, d.part, hold_s)
-            except HoldLimitReached:
-                # Not cached: the refusal is about this origin's load now, not about the object.
-                return self._raw_error(
-                    event,
-                    503,
-                    "too many held requests on this origin; retry shortly",
-                    "no-store",
-                    (b"retry-after", b"1"),
-                )
-            if not ok:
-                return self._raw_error(
-                    event,
-                    503,
-                    f"segment {d.msn} part {d.part} not available within {hold_s} s",
-                    cache_control(td, blocking=False, error=True),
-                )
-            extra = ((b"cmsd-static", b"ht=%d" % round((time.perf_counter() - t0) * 1000)),)
+            return PlaylistHold(event, rendition, d.msn, d.part, d.skip, 3 * td)
         self._count(event, "playlist", 200)
         body = event.playlist_body(rendition, skip=d.skip)
         assert body is not None
-        return self._raw(200, body, _PLAYLIST, cache_control(td, blocking=d.blocking), *extra)
+        return self._raw(200, body, _PLAYLIST, cache_control(td, blocking=False))
+
+    def held_playlist(self, h: PlaylistHold, ok: bool, held_s: float) -> RawResponse:
+        """The answer to a blocking reload once its hold ended: the playlist (`ok`) with
+        `CMSD-Static: ht=<ms held>`, or 503 when it was not listed within `hold_s`."""
+        event = h.event
+        td = event.target_duration_s
+        if not ok:
+            return self._raw_error(
+                event,
+                503,
+                f"segment {h.msn} part {h.part} not available within {h.hold_s} s",
+                cache_control(td, blocking=False, error=True),
+            )
+        self._count(event, "playlist", 200)
+        body = event.playlist_body(h.rendition, skip=h.skip)
+        assert body is not None
+        cmsd = (b"cmsd-static", b"ht=%d" % round(held_s * 1000))
+        return self._raw(200, body, _PLAYLIST, cache_control(td, blocking=True), cmsd)
+
+    def hold_refused(self, event: LiveEvent) -> RawResponse:
+        """503 + Retry-After: the origin holds as many requests as it may."""
+        # Not cached: the refusal is about this origin's load now, not about the object.
+        return self._raw_error(
+            event,
+            503,
+            "too many held requests on this origin; retry shortly",
+            "no-store",
+            (b"retry-after", b"1"),
+        )
 
     async def mpd(self, request: Request) -> Response:
         event = self.events.get(request.path_params["event"])
@@ -350,6 +391,8 @@ class _OriginApp(Starlette):
 
     origin: Origin
     gate: _Gate | None = None
+    # What the players released by one publication share, per playlist (`protocol.py`).
+    releases: dict[tuple[int, str, bool], Any]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.gate is not None:
@@ -426,6 +469,7 @@ def create_app(
     ]
     app = _OriginApp(routes=routes)
     app.origin = origin
+    app.releases = {}
     if token_keys or require_token:
         app.gate = _Gate(token_keys or {}, require_token)
     app.state.origin = origin

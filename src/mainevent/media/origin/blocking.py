@@ -1,13 +1,15 @@
 """LL-HLS request rules (SPEC §2, rfc8216bis §6.2.5-6.2.6, Appendix B) and the held-request registry.
 
 `parse_directives` and `check_directives` are sans-IO: query text and window facts in, a
-decision out. `Waiters` is the thin asyncio part: one future per held request, grouped by
-what it waits for, released all at once by the publication that satisfies them.
+decision out. `Waiters` is the thin asyncio part: one callback and one timer per held request,
+grouped by what it waits for, answered in one pass by the publication that satisfies them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from urllib.parse import parse_qsl
 
 __all__ = [
     "Directives",
+    "Hold",
     "HoldLimitReached",
     "Rejection",
     "Waiters",
@@ -22,6 +25,8 @@ __all__ = [
     "check_directives",
     "parse_directives",
 ]
+
+log = logging.getLogger(__name__)
 
 _NUMBER = re.compile(r"[0-9]{1,18}")
 _NAMES = ("_HLS_msn", "_HLS_part", "_HLS_skip")
@@ -117,62 +122,131 @@ class HoldLimitReached(Exception):
     """The origin already holds as many requests as it is allowed to."""
 
 
+class Hold:
+    """One held request: its group key, what to call when it ends, and its timer."""
+
+    __slots__ = ("_on_done", "_timer", "_waiters", "key")
+
+    def __init__(self, waiters: Waiters, key: Hashable, on_done: Callable[[bool], None]) -> None:
+        self._waiters: Waiters | None = waiters
+        self._on_done = on_done
+        self._timer: asyncio.TimerHandle | None = None
+        self.key = key
+
+    @property
+    def active(self) -> bool:
+        return self._waiters is not None
+
+    def cancel(self) -> None:
+        """Stop holding without an answer (the client went away); idempotent."""
+        waiters, self._waiters = self._waiters, None
+        if waiters is not None:
+            waiters._remove(self)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _finish(self, ok: bool) -> None:
+        self._waiters = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            self._on_done(ok)
+        except Exception:
+            # One broken client must not keep the others of its group waiting.
+            log.exception("answering a held request failed")
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiters, self._waiters = self._waiters, None
+        if waiters is not None:
+            waiters._remove(self)
+            self._finish(False)
+
+
 class Waiters:
     """Held requests of one origin, grouped by key, released together when their key is met.
 
-    Each held request costs one future, one set entry and one timer handle; a release is
-    O(requests released) and wakes them in one loop iteration.
+    A held request is a callback (plus one timer handle), not a task: `release_if` answers a
+    whole group synchronously, in one pass, from inside the publication that satisfies it, so
+    an adapter that writes pre-rendered bytes in the callback (`protocol.py`) answers thousands
+    of players without a single coroutine switch. `wait` is the awaitable form for ASGI.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
         self.peak = 0
-        self._by_key: dict[Hashable, set[asyncio.Future[bool]]] = {}
+        self.generation = 0  # counts `release_if` calls: answers prepared once per release
+        self._by_key: dict[Hashable, dict[Hold, None]] = {}
 
     def keys(self) -> list[Hashable]:
         return list(self._by_key)
 
-    async def wait(self, key: Hashable, hold_s: float) -> bool:
-        """Hold until `release_if` accepts `key` (True) or `hold_s` seconds pass (False).
-
-        A plain timer (not `asyncio.timeout`) ends the hold: it sets the future instead of
-        cancelling the task, which is cheaper with thousands held.
+    def hold(self, key: Hashable, hold_s: float, on_done: Callable[[bool], None]) -> Hold:
+        """Hold until `release_if` accepts `key` (`on_done(True)`) or `hold_s` seconds pass
+        (`on_done(False)`); `on_done` is called exactly once unless the hold is cancelled.
 
         Raises `HoldLimitReached` at once when `limit` requests are held already.
         """
         if self.held >= self.limit:
             raise HoldLimitReached(f"{self.held} requests held already (limit {self.limit})")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
+        h = Hold(self, key, on_done)
         group = self._by_key.get(key)
         if group is None:
-            group = self._by_key[key] = set()
-        group.add(fut)
-        timer = loop.call_later(hold_s, _expire, fut)
+            group = self._by_key[key] = {}
+        group[h] = None
+        h._timer = asyncio.get_running_loop().call_later(hold_s, h._expire)
         self.held += 1
-        self.peak = max(self.peak, self.held)
+        if self.held > self.peak:
+            self.peak = self.held
+        return h
+
+    async def wait(self, key: Hashable, hold_s: float) -> bool:
+        """Hold until `release_if` accepts `key` (True) or `hold_s` seconds pass (False).
+
+        Raises `HoldLimitReached` at once when `limit` requests are held already.
+        """
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def settle(ok: bool) -> None:
+            if not fut.done():
+                fut.set_result(ok)
+
+        h = self.hold(key, hold_s, settle)
         try:
             return await fut
         finally:
-            self.held -= 1
-            timer.cancel()
-            group.discard(fut)
-            if not group and self._by_key.get(key) is group:
-                del self._by_key[key]
+            h.cancel()
 
     def release_if(self, satisfied: Callable[[Hashable], bool]) -> int:
         """Release every group whose key `satisfied` accepts; returns how many were released."""
         count = 0
-        for key in [k for k in self._by_key if satisfied(k)]:
-            group = self._by_key.pop(key)
-            for fut in group:
-                if not fut.done():
-                    fut.set_result(True)
-            count += len(group)
+        keys = [k for k in self._by_key if satisfied(k)]
+        if not keys:
+            return 0
+        self.generation += 1
+        # A collection in the middle of a release would hold up every player after it (with
+        # thousands of connections alive it takes tens of ms): it runs after the release.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for key in keys:
+                group = self._by_key.pop(key)
+                self.held -= len(group)
+                count += len(group)
+                for h in group:
+                    h._finish(True)
+        finally:
+            if collecting:
+                gc.enable()
         return count
 
-
-def _expire(fut: asyncio.Future[bool]) -> None:
-    if not fut.done():
-        fut.set_result(False)
+    def _remove(self, h: Hold) -> None:
+        group = self._by_key.get(h.key)
+        if group is not None and h in group:
+            del group[h]
+            self.held -= 1
+            if not group:
+                del self._by_key[h.key]

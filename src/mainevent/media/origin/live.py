@@ -35,7 +35,7 @@ from mainevent.media.manifest import (
     render_multivariant_playlist,
 )
 from mainevent.media.manifest.dash import DashRepresentation, MpdInfo, render_mpd
-from mainevent.media.origin.blocking import Waiters
+from mainevent.media.origin.blocking import Hold, Waiters
 from mainevent.media.store import SegmentRecord, SegmentStore
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,23 @@ AUDIO_GROUP = "aud"
 LatencyMode = Literal["standard", "low"]
 # The cutter places whole AAC frames (1024 samples at 48 kHz = 21.33 ms) into parts, so an
 # audio part can overrun the cut by up to one frame: the declared PART-TARGET includes it.
-AAC_FRAME_US = 21_334
+AAC_FRAME_SAMPLES = 1024
+AAC_SAMPLE_RATE = 48_000
 DEFAULT_MAX_HELD = 20_000
 
 
-def declared_part_target_us(part_target_ms: int) -> int:
-    """PART-TARGET written in LL-HLS playlists: the cut plus one AAC frame, rounded up to 1 ms."""
-    return -(-(part_target_ms * 1000 + AAC_FRAME_US) // 1000) * 1000
+def declared_part_target_us(part_target_ms: int, fps: int = 30) -> int:
+    """PART-TARGET written in LL-HLS playlists: the longest part the cutter can produce.
+
+    A part holds the whole samples that start inside its cut interval, so it is at most
+    ⌈cut / sample⌉ samples long: 24 AAC frames = 512 ms for a 500 ms cut (video at 30 fps
+    cuts exactly). The longest of audio and video, rounded up to 1 ms; it sets PART-HOLD-BACK
+    (3 × PART-TARGET), which every LL-HLS player's latency is built on.
+    """
+    cut = Fraction(part_target_ms, 1000)
+    aac = Fraction(AAC_FRAME_SAMPLES, AAC_SAMPLE_RATE)
+    longest = max(math.ceil(cut / aac) * aac, Fraction(math.ceil(cut * fps), fps))
+    return math.ceil(longest * 1000) * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +182,7 @@ class LiveEvent:
         self.low_latency: LowLatency | None = None
         td_us = self.target_duration_s * 1_000_000
         if latency == "low":
-            part_target_us = declared_part_target_us(part_target_ms)
+            part_target_us = declared_part_target_us(part_target_ms, fps)
             self.low_latency = LowLatency(
                 part_target_us=part_target_us,
                 part_us=part_target_ms * 1000,
@@ -315,6 +325,22 @@ class LiveEvent:
         if window.ended or window.contains(msn, part):
             return True
         return await self.waiters.wait(("playlist", rendition, msn, part), hold_s)
+
+    def hold_playlist(
+        self,
+        rendition: str,
+        msn: int,
+        part: int | None,
+        hold_s: float,
+        on_done: Callable[[bool], None],
+    ) -> Hold | None:
+        """`wait_for_playlist` as a callback: None when the playlist lists it already, else a
+        hold that calls `on_done(True)` from inside the publication that lists it (or
+        `on_done(False)` after `hold_s`). Raises `HoldLimitReached` like `wait_for_playlist`."""
+        window = self._r[rendition].window
+        if window.ended or window.contains(msn, part):
+            return None
+        return self.waiters.hold(("playlist", rendition, msn, part), hold_s, on_done)
 
     async def wait_for_part(self, rendition: str, msn: int, index: int, hold_s: float) -> bool:
         """Hold until part `index` of segment `msn` is listed or will never be; False on timeout."""
