@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mainevent.media.manifest.parts import declared_part_target_us
+
 ENV_PREFIX = "MAINEVENT_"
 
 
@@ -129,7 +131,7 @@ class EventSettings(_Frozen):
             or self.segment_duration_ms % self.part_target_ms
         ):
             raise ValueError("part_target_ms must divide segment_duration_ms")
-        declared_part_ms = self.part_target_ms + 22  # one AAC frame at 48 kHz, rounded up
+        declared_part_ms = declared_part_target_us(self.part_target_ms, self.fps) // 1000
         if self.part_hold_back_ms is not None and self.part_hold_back_ms < 3 * declared_part_ms:
             raise ValueError(
                 f"part_hold_back_ms must be at least 3 × the declared part target ({3 * declared_part_ms} ms)"

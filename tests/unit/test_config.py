@@ -94,3 +94,11 @@ def test_readme_reference_matches_the_code() -> None:
     )
     end = readme.index("<!-- settings-reference:end -->")
     assert readme[start:end].strip() == settings_reference().strip(), "regenerate the README table"
+
+
+def test_part_hold_back_floor_follows_the_declared_part_target() -> None:
+    """PART-HOLD-BACK may be as low as 3 × the PART-TARGET actually declared (0.512 s parts)."""
+    ok = load_settings(overrides={"event": {"latency": "low", "part_hold_back_ms": 1536}})
+    assert ok.event.part_hold_back_ms == 1536
+    with pytest.raises(ConfigError, match=r"at least 3 × the declared part target \(1536 ms\)"):
+        load_settings(overrides={"event": {"latency": "low", "part_hold_back_ms": 1535}})
