@@ -447,6 +447,10 @@
     // Video is independent only at segment starts (2 s GOP), so hls.js starts up to a segment
     // further back than PART-HOLD-BACK; a gentle speed-up brings it to its target latency.
     if (lowLatency) config.maxLiveSyncPlaybackRate = 1.25;
+    // hls.js moves its live target back by this much after every stall (default 1 s, for the
+    // rest of the session). With parts of 0.5 s, one short stall at join would otherwise cost
+    // 1 s of latency for good; half a second keeps the back-off proportionate to the parts.
+    if (lowLatency) config.liveSyncOnStallIncrease = 0.5;
     hls = new Hls(config);
     hls.on(Hls.Events.ERROR, onHlsError);
     hls.on(Hls.Events.LEVEL_SWITCHED, function (_e, data) { level = data.level; });
