@@ -1,9 +1,14 @@
 """A request storm from its own process: N concurrent connections GET one URL at once.
 
-    python -m mainevent.media.edge.storm URL N [--header 'Name: value'] [--timeout S]
+    python -m mainevent.media.edge.storm URL N [--header 'Name: value'] [--timeout S] [--on-cue]
 
 Prints one JSON line: status counts, `X-Cache` counts, body digests (sha256 → count), errors.
 Raw asyncio sockets with httptools, so one process can hold thousands of connections.
+
+With `--on-cue` it first opens the connections to URL's host, prints `{"connected": k}` and
+fires only when a line arrives on stdin: that line (a URL on the same host, or empty for URL) is
+what every client requests. A test against a live origin picks the object at the last moment,
+one not published yet, without counting the seconds the connections take to open.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import json
 import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -37,12 +43,20 @@ class _Response:
         self.done = True
 
 
+def _request(url: str, headers: dict[str, str]) -> bytes:
+    u = urlsplit(url)
+    target = u.path + (f"?{u.query}" if u.query else "")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\n{extra}Connection: close\r\n\r\n".encode()
+
+
 async def _one(
-    host: str, port: int, request: bytes, go: asyncio.Event, limit_s: float
+    host: str, port: int, go: asyncio.Future[bytes], opened: list[int], limit_s: float
 ) -> tuple[int, str, str]:
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit_s)
+    opened[0] += 1
     try:
-        await go.wait()
+        request = await go
         writer.write(request)
         resp = _Response()
         parser = httptools.HttpResponseParser(resp)
@@ -69,23 +83,46 @@ async def _one(
 
 
 async def storm(
-    url: str, n: int, headers: dict[str, str] | None = None, limit_s: float = 30.0
+    url: str,
+    n: int,
+    headers: dict[str, str] | None = None,
+    limit_s: float = 30.0,
+    cue: Callable[[int], Awaitable[str | None]] | None = None,
 ) -> dict[str, object]:
-    """Connect `n` clients first, then release all requests together; summarise the answers."""
+    """Connect `n` clients first, then release all requests together; summarise the answers.
+
+    Without `cue` the requests go out once the connections had 2.5 s to open. With it, once
+    every connection is open (or failed, or `limit_s` passed), `cue(open connections)` is
+    awaited and names the URL to request (None: `url`), which must be on `url`'s host and port.
+    """
     u = urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
-    target = u.path + (f"?{u.query}" if u.query else "")
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    request = (
-        f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\n{extra}Connection: close\r\n\r\n".encode()
-    )
-    go = asyncio.Event()
-    tasks = [asyncio.create_task(_one(host, port, request, go, limit_s)) for _ in range(n)]
+    go: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    opened = [0]
+    tasks = [asyncio.create_task(_one(host, port, go, opened, limit_s)) for _ in range(n)]
     await asyncio.sleep(0)
-    # Let the connections open (bounded by the backlog) before firing.
-    for _ in range(50):
-        await asyncio.sleep(0.05)
-    go.set()
+    if cue is None:
+        # Let the connections open (bounded by the backlog) before firing.
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+        go.set_result(_request(url, headers or {}))
+    else:
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while opened[0] + sum(t.done() for t in tasks) < n:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        try:
+            chosen = await cue(opened[0]) or url
+            c = urlsplit(chosen)
+            if (c.hostname, c.port) != (u.hostname, u.port):
+                raise ValueError(f"cue {chosen!r} is not on {u.netloc}")
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        go.set_result(_request(chosen, headers or {}))
     results = await asyncio.gather(*tasks, return_exceptions=True)
     statuses: Counter[str] = Counter()
     caches: Counter[str] = Counter()
@@ -116,9 +153,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("n", type=int)
     p.add_argument("--header", action="append", default=[])
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument(
+        "--on-cue",
+        action="store_true",
+        help='open the connections, print {"connected": k}, fire when a URL line comes on stdin',
+    )
     args = p.parse_args(argv)
     headers = dict(h.split(": ", 1) for h in args.header)
-    print(json.dumps(asyncio.run(storm(args.url, args.n, headers, args.timeout))), flush=True)
+
+    async def cue(connected: int) -> str | None:
+        print(json.dumps({"connected": connected}), flush=True)
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            raise SystemExit("stdin closed before the cue")
+        return line.strip() or None
+
+    summary = asyncio.run(
+        storm(args.url, args.n, headers, args.timeout, cue if args.on_cue else None)
+    )
+    print(json.dumps(summary), flush=True)
     return 0
 
 
