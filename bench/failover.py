@@ -22,11 +22,14 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
 
 from latency import histogram_quantiles  # bench/latency.py, beside this script
+from mainevent.testing import probes
 from mainevent.testing.continuity import ContinuityReport, PlaylistRecorder
 from mainevent.testing.feeds import Feed
 from mainevent.testing.stack import RunningStack, start_stack
@@ -34,13 +37,8 @@ from mainevent.testing.stack import RunningStack, start_stack
 D = 2.0
 
 
-def wait_until(cond: object, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if cond():  # type: ignore[operator]
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise TimeoutError(f"condition not met within {timeout} s")
+def wait_until(cond: Callable[[], object], timeout: float) -> float:
+    return probes.wait_until(cond, timeout, every_s=0.02)
 
 
 def verdict(stack: RunningStack, name: str) -> str:
@@ -107,7 +105,7 @@ def main() -> None:
                 for i in range(args.rounds):
                     victim = str(stack.redundancy()["preferred"])
                     other = "backup" if victim == "primary" else "primary"
-                    wait_until(lambda o=other: healthy(stack, o), 30)  # type: ignore[misc]
+                    wait_until(partial(healthy, stack, other), 30)
                     # Cut at a different point of the segment each round.
                     at = 0.1 + (i * 0.37) % (D - 0.2)
                     time.sleep((at - time.time() % D) % D)
@@ -131,7 +129,7 @@ def main() -> None:
                         flush=True,
                     )
                     feeds[victim].start()
-                    wait_until(lambda v=victim: healthy(stack, v), 60)  # type: ignore[misc]
+                    wait_until(partial(healthy, stack, victim), 60)
                 time.sleep(2 * D)
                 v_rep, a_rep = video.report(), audio.report()
 
@@ -152,7 +150,7 @@ def main() -> None:
                     back = time.time()
                     for f in feeds.values():
                         f.start()
-                    wait_until(lambda: stack.pipeline_by_name("primary")["feed"]["connected"], 30)  # type: ignore[index]
+                    wait_until(lambda: stack.pipeline_by_name("primary")["feed"]["connected"], 30)
                     connected = time.time()
                     # Live media is back: after the slate, the segment after a discontinuity;
                     # in gap mode, any media segment.

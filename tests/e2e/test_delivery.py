@@ -14,6 +14,7 @@ import pytest
 from mainevent.media.edge import ADMIN_HEADER
 from mainevent.player import play
 from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
+from mainevent.testing.probes import metric
 from mainevent.testing.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -26,14 +27,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     yield s
     leftovers = s.stop()
     assert not leftovers, f"processes left behind after Ctrl-C: {leftovers}"
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def set_fault(stack: RunningStack, base: str, **fault: object) -> None:

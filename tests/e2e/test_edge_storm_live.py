@@ -33,6 +33,7 @@ import httpx
 import pytest
 
 from mainevent.media.manifest import MediaPlaylist, parse_media_playlist
+from mainevent.testing.probes import metric
 from mainevent.testing.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -51,15 +52,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     yield s
     leftovers = s.stop()
     assert not leftovers, f"processes left behind after Ctrl-C: {leftovers}"
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @dataclass(frozen=True, slots=True)

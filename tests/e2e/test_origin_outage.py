@@ -25,6 +25,7 @@ import pytest
 
 from mainevent.commands.stack import free_port
 from mainevent.media.manifest import parse_media_playlist
+from mainevent.testing.probes import metric
 from mainevent.testing.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,14 +40,6 @@ RENDITIONS = ("v360", "v180")
 STACK_ARGS = ("--no-edges",)
 PLAYLIST_MAX_AGE_S = 1
 """The origin's Cache-Control for live media playlists: max-age = target duration / 2."""
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @dataclass(frozen=True, slots=True)

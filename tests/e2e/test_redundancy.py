@@ -28,6 +28,7 @@ from mainevent.testing.barcode import segment_frame_numbers
 from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
 from mainevent.testing.continuity import PlaylistRecorder
 from mainevent.testing.feeds import Feed
+from mainevent.testing.probes import metric, wait_until
 from mainevent.testing.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -65,15 +66,6 @@ def redundant(tmp_path: Path) -> Iterator[tuple[RunningStack, dict[str, Feed]]]:
 def all_healthy(stack: RunningStack) -> bool:
     pipes = stack.redundancy()["pipelines"]
     return all(p["healthy"] for p in pipes.values())
-
-
-def wait_until(cond: object, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if cond():  # type: ignore[operator]
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def mid_segment(at: float = 0.9) -> None:
@@ -272,11 +264,7 @@ def segment_frames(stack: RunningStack, msn: int) -> list[int]:
 
 
 def rejected(metrics: str, reason: str) -> float:
-    total = 0.0
-    for line in metrics.splitlines():
-        if line.startswith("mainevent_segments_rejected_total{") and f'reason="{reason}"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return metric(metrics, "mainevent_segments_rejected_total", reason=reason)
 
 
 def test_corrupt_primary_segments_are_replaced_by_the_backup(
@@ -295,7 +283,7 @@ def test_corrupt_primary_segments_are_replaced_by_the_backup(
         )
         wait_until(lambda: stack.redundancy()["preferred"] == "primary", 30, "primary preferred")
         mid_segment(1.0)
-        pid = stack.pipeline_by_name("primary")["transcoder"]["pid"]  # type: ignore[index]
+        pid = stack.pipeline_by_name("primary")["transcoder"]["pid"]
         os.kill(int(pid), signal.SIGKILL)
         wait_until(
             lambda: rejected(httpx.get(f"{stack.base_url}/metrics").text, "incomplete") > 0,

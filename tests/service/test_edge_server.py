@@ -14,6 +14,7 @@ import pytest
 from mainevent.common.tokens import TokenSigner
 from mainevent.media.edge import ADMIN_HEADER, EdgeConfig, EdgeServer
 from mainevent.media.edge.stub import StubObject, StubUpstream
+from mainevent.testing.probes import metric
 
 pytestmark = pytest.mark.anyio
 
@@ -45,14 +46,6 @@ async def until(check: Callable[[], bool], limit_s: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture

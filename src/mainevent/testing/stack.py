@@ -115,8 +115,11 @@ class RunningStack:
         status: dict[str, object] = pipelines[0]
         return status
 
-    def pipeline_by_name(self, name: str) -> dict[str, object]:
-        for p in self.health()["pipelines"]:  # type: ignore[attr-defined]
+    def pipeline_by_name(self, name: str) -> dict[str, Any]:
+        """That pipeline's entry of `/healthz` (feed, transcoder, verdict)."""
+        pipelines = self.health()["pipelines"]
+        assert isinstance(pipelines, list)
+        for p in pipelines:
             if p["pipeline"] == name:
                 return dict(p)
         raise AssertionError(f"no pipeline {name!r} in /healthz")
