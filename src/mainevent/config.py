@@ -205,25 +205,25 @@ class IngestSettings(_Frozen):
         default=8,
         ge=1,
         le=10_000,
-        description="RTMP connections still in their handshake (not yet authenticated) at once; more are closed at once (refusal reason `too_many_pending`).",
+        description="Callers not yet live at once (RTMP: still in their handshake; SRT: new addresses not yet accepted by the listener); more are refused at once (`too_many_pending`).",
     )
     attempts_per_second: float = Field(
         default=2.0,
         gt=0,
         le=10_000,
-        description="RTMP connection attempts per second one peer address may make (token bucket of `attempts_burst`); more are closed at once (`rate_limited`).",
+        description="Connection attempts (RTMP connections, SRT handshakes from a new address) per second one peer host may make (token bucket of `attempts_burst`); more are refused at once (`rate_limited`).",
     )
     attempts_burst: int = Field(
         default=10,
         ge=1,
         le=100_000,
-        description="RTMP connection attempts one peer address may make in a burst.",
+        description="Connection attempts one peer host may make in a burst.",
     )
     handshake_timeout_s: float = Field(
         default=5.0,
         gt=0,
         le=120,
-        description="Time an RTMP client has from connecting to a valid `publish`; then it is closed (`handshake_timeout`).",
+        description="Time a caller has to go live (RTMP: from connecting to a valid `publish`; SRT: to be accepted by the listener); then it is dropped (`handshake_timeout`).",
     )
 
 

@@ -168,8 +168,9 @@ class IngestSpec:
     """Where the ingest listens for one contribution feed, who may publish, and the limits.
 
     RTMP: `host:port` is the gateway's public address; the app is `live` and the stream key is
-    the stream name (`rtmp://host:port/live/<key>`). SRT: ffmpeg listens there itself; libsrt
-    checks the passphrase (the streamid is sent but not checked by ffmpeg's listener).
+    the stream name (`rtmp://host:port/live/<key>`). SRT: `host:port` is the gateway's UDP relay,
+    which forwards to ffmpeg's listener on a private port; libsrt checks the passphrase (the
+    streamid is sent but not checked by ffmpeg's listener).
     """
 
     protocol: str  # "srt" | "rtmp"
@@ -243,7 +244,8 @@ def ingest_command(ffmpeg: str, spec: IngestSpec) -> list[str]:
 
 # libsrt prints each handshake it rejects on stderr at its own default level (warning), whatever
 # ffmpeg's -loglevel, e.g. "…/SRT:RcvQ:w1!W:SRT.cn: processConnectRequest: rsp(REJECT): 1010 -
-# Incorrect passphrase". No caller address is printed. Codes: srt.h SRT_REJ_* + 1000.
+# Incorrect passphrase". No caller address is printed (the gateway's relay attributes it). Codes:
+# srt.h SRT_REJ_* + 1000.
 _SRT_REJECT = re.compile(r"rsp\(REJECT\): (\d+) - (.*)$")
 _SRT_BADSECRET = 1010
 _SRT_UNSECURE = 1011

@@ -353,9 +353,10 @@ class Pipeline:
     # -- ingest ---------------------------------------------------------------------------
 
     async def _ingest_loop(self) -> None:
-        # The gateway is the public front door (RTMP: it authenticates, then hands the
-        # connection to this ffmpeg on a private port; SRT: libsrt checks the passphrase in
-        # this ffmpeg, and the gateway counts its refusals from the listener's stderr).
+        # The gateway is the public front door and this ffmpeg listens on a private loopback
+        # port (RTMP: the gateway authenticates, then hands the connection over; SRT: the
+        # gateway's UDP relay forwards admitted callers, libsrt checks the passphrase here and
+        # the gateway counts its refusals from the listener's stderr).
         async with self.gateway.running():
             while True:
                 self.state = "waiting for feed"
@@ -723,7 +724,7 @@ class PipelineCollector:
         )
         pending = GaugeMetricFamily(
             "mainevent_ingest_connections_pending",
-            "Ingest connections not yet authenticated (RTMP handshake in progress)",
+            "Ingest connections not yet authenticated (RTMP) or not yet live (SRT)",
             labels=labels,
         )
         for p in self.pipelines:

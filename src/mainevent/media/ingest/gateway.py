@@ -9,10 +9,13 @@ acknowledges the client's bytes itself. A refused attempt never reaches ffmpeg. 
 connects to each new internal listener as soon as it is up ("parks" on it): ffmpeg accepts one
 connection, so nothing else on the machine can reach the listener around the gateway.
 
-SRT: ffmpeg (libsrt) listens on the public address itself, with the passphrase; libsrt refuses a
-wrong or missing passphrase and prints why on the listener's stderr, which `on_listener_log`
-counts. libsrt prints no caller address, ffmpeg's listener does not check the streamid, and a
-second caller is left unanswered (it times out) without a line to count: see `SRT_LIMITS`.
+SRT: a UDP relay (`SrtRelay`, decisions in the sans-IO `SrtDoor`) owns the public port and
+forwards each admitted caller's datagrams, untouched, to ffmpeg's libsrt listener on a private
+loopback port. The relay knows every datagram's peer: it drops a second caller's handshakes while
+one is live, limits handshake floods per address and callers not yet live, and names the peer of
+each refusal. libsrt checks the passphrase and prints each refusal on the listener's stderr,
+which `on_listener_log` counts, attributed to the peer whose handshake the relay forwarded last.
+ffmpeg's listener does not check the streamid: see `SRT_LIMITS`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from mainevent.media.ingest.rtmp import (
     client_handshake,
     client_handshake_finish,
 )
+from mainevent.media.ingest.srt_door import SrtDoor, format_peer
+from mainevent.media.ingest.srt_relay import SrtRelay
 
 __all__ = ["SRT_LIMITS", "GatewayError", "IngestGateway"]
 
@@ -57,9 +62,9 @@ FLUSH_S = 1.0
 ACCEPT_BACKLOG = 256
 
 SRT_LIMITS = (
-    "libsrt reports no caller address: SRT refusals are logged and counted without a peer",
     "ffmpeg's SRT listener does not compare the caller's streamid: only the passphrase protects it",
-    "a second SRT caller is never accepted (ffmpeg accepts once) but nothing is printed to count it",
+    "libsrt names no caller in its refusals: each is attributed to the peer whose handshake the "
+    "relay forwarded last (two callers handshaking in the same instant can be swapped)",
 )
 
 
@@ -93,8 +98,8 @@ class _Live:
     stop_reason: str = ""
 
 
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _free_loopback_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((BACKEND_HOST, 0))
         port: int = s.getsockname()[1]
         return port
@@ -130,7 +135,7 @@ class IngestGateway:
             ),
             reasons=RTMP_REASONS if self.rtmp else SRT_REASONS,
         )
-        self.port: int | None = None if self.rtmp else spec.port
+        self.port: int | None = None
         self.listening = asyncio.Event()
         self._backend_port: int | None = None
         self._backend_wanted = asyncio.Event()
@@ -139,12 +144,15 @@ class IngestGateway:
         self._live: dict[int, _Live] = {}
         self._accepting = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.srt_relay = SrtRelay(
+            SrtDoor(self.guard), clock=clock, on_refused=self._refused, backend_host=BACKEND_HOST
+        )
 
     # -- pipeline-facing ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Serve the public ingest port (RTMP) while the block runs."""
+        """Serve the public ingest port (RTMP server or SRT relay) while the block runs."""
         if not self.rtmp:
             if not self.spec.passphrase:
                 log.warning(
@@ -152,8 +160,20 @@ class IngestGateway:
                     "(ffmpeg's listener does not check the streamid): set ingest.passphrase",
                     self.name,
                 )
+            try:
+                self.port = await self.srt_relay.start(self.spec.host, self.spec.port)
+            except OSError as exc:
+                raise GatewayError(
+                    f"{self.name}: the SRT ingest cannot listen on "
+                    f"{self.spec.host}:{self.spec.port}: {exc.strerror or exc} "
+                    "(choose another ingest.port, or 0 for any free port)"
+                ) from None
             self.listening.set()
-            yield
+            try:
+                yield
+            finally:
+                self.srt_relay.close()
+                self.listening.clear()
             return
         try:
             server = await asyncio.start_server(
@@ -183,21 +203,25 @@ class IngestGateway:
             self.listening.clear()
 
     def listener_spec(self) -> IngestSpec:
-        """Where the next ffmpeg listener must listen: a fresh private port (RTMP), else public."""
+        """Where the next ffmpeg listener must listen: a fresh private loopback port."""
         if not self.rtmp:
-            return self.spec
+            port = _free_loopback_port(socket.SOCK_DGRAM)
+            self.srt_relay.set_backend(port)
+            return replace(self.spec, host=BACKEND_HOST, port=port)
         self._backend_port = _free_loopback_port()
         self._backend_wanted.set()
         return replace(self.spec, host=BACKEND_HOST, port=self._backend_port)
 
     def on_listener_log(self, line: str) -> None:
-        """A line of the ffmpeg listener's stderr: counts libsrt's refusals."""
+        """A line of the ffmpeg listener's stderr: counts libsrt's refusals, with the peer."""
         if self.rtmp:
             return
         found = srt_refusal_reason(line, passphrase_set=bool(self.spec.passphrase))
         if found is not None:
             reason, detail = found
-            self._refused("(address not reported by libsrt)", reason, f"SRT caller: {detail}")
+            addr = self.srt_relay.door.on_listener_refusal()
+            peer = "(unknown peer)" if addr is None else format_peer(addr)
+            self._refused(peer, reason, f"SRT caller: {detail}")
 
     def allow_takeover(self, within_s: float = 60.0) -> None:
         """Operator: the next publisher with the right key (within `within_s`) replaces the live one."""

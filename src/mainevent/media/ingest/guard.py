@@ -40,6 +40,9 @@ SRT_REASONS = (
     "passphrase_required",  # libsrt: SRT_REJ_UNSECURE, the listener has a passphrase
     "passphrase_unexpected",  # libsrt: SRT_REJ_UNSECURE, the listener has none
     "srt_rejected",  # any other libsrt handshake rejection
+    "second_publisher",  # a handshake while another caller is live (dropped by the relay)
+    "rate_limited",  # too many new SRT peers (or handshakes from one) from this address
+    "too_many_pending",  # too many SRT callers not yet live at once
 )
 
 LOG_LINES_PER_S = 10
