@@ -102,6 +102,9 @@ class SlateRendition:
 
 async def encode_slate(ffmpeg: str, ladder: LadderSpec) -> dict[str, SlateRendition]:
     """Encode the slate through `ladder` (one period of segments) and package it."""
+    # Same encoder settings as the live ladder (same codec configuration, so DASH players, which
+    # keep one init per representation, can decode it), at the lowest CPU priority so it never
+    # starves the live pipelines starting at the same moment (their SRT input would drop).
     seg_ms = ladder.segment_duration_ms
     period = slate_period(seg_ms)
     seconds = period * seg_ms / 1000 + 1.0
@@ -115,7 +118,7 @@ async def encode_slate(ffmpeg: str, ladder: LadderSpec) -> dict[str, SlateRendit
             *slate_command(ffmpeg, width, height, ladder.fps, seconds),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=src_w,
-            preexec_fn=die_with_parent,
+            preexec_fn=_background,
         )
         enc = await asyncio.create_subprocess_exec(
             *transcode_command(ffmpeg, ladder, Fraction(0), {k: w for k, (_, w) in pipes.items()}),
@@ -123,7 +126,7 @@ async def encode_slate(ffmpeg: str, ladder: LadderSpec) -> dict[str, SlateRendit
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             pass_fds=tuple(w for _, w in pipes.values()),
-            preexec_fn=die_with_parent,
+            preexec_fn=_background,
         )
     finally:
         os.close(src_r)
@@ -161,6 +164,12 @@ async def encode_slate(ffmpeg: str, ladder: LadderSpec) -> dict[str, SlateRendit
     slate = {rid: SlateRendition(init, templates, seg_ms) for rid, init, templates in results}
     log.info("slate encoded: %d renditions × %d segments of %d ms", len(slate), period, seg_ms)
     return slate
+
+
+def _background() -> None:
+    """preexec hook: die with the parent, at the lowest CPU priority."""
+    die_with_parent()
+    os.nice(19)
 
 
 async def _package(
