@@ -63,8 +63,9 @@ def test_browser_plays_live_stream(stack: RunningStack, tmp_path: Path) -> None:
     assert len(last["levels"]) >= 2
     latencies = [s["latencySec"] for s in samples if s["latencySec"] is not None]
     assert latencies, "player reported no live latency"
-    # 3 × target duration + 2 s
-    assert max(latencies[len(latencies) // 2 :]) < 3 * 2 + 2, latencies
+    # hls.js starts 3 × TD behind the edge of the playlist it loaded, which may be up to one
+    # segment old (+ the publish delay): 3 × TD + TD + 1 s.
+    assert max(latencies[len(latencies) // 2 :]) < 3 * 2 + 2 + 1, latencies
 
 
 def test_independent_client_decodes_every_rendition(stack: RunningStack) -> None:

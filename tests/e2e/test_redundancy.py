@@ -281,7 +281,16 @@ def test_corrupt_primary_segments_are_replaced_by_the_backup(
             4 * D,
             "a segment made from damaged input to be replaced",
         )
-        wait_until(lambda: stack.redundancy()["preferred"] == "primary", 30, "primary preferred")
+        # The damaged primary may still be degraded (and so not preferred): the operator pins
+        # it, so the truncated fragment below hits the preferred pipeline.
+        secret = {ADMIN_SECRET_HEADER: stack.admin_secret or ""}
+        r = httpx.put(f"{stack.base_url}/_ops/redundancy", json={"mode": "primary"}, headers=secret)
+        assert r.status_code == 200, r.text
+        wait_until(
+            lambda: stack.pipeline_by_name("primary")["transcoder"] is not None,
+            30,
+            "a primary transcoder run",
+        )
         mid_segment(1.0)
         pid = stack.pipeline_by_name("primary")["transcoder"]["pid"]
         os.kill(int(pid), signal.SIGKILL)
