@@ -394,9 +394,10 @@ class Pipeline:
         silent_since: float | None = None
         while True:
             try:
-                chunk = await asyncio.wait_for(
-                    stdout.read(65536), self.input_timeout_s if not first else None
-                )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that
+                # arrives as the read completes (the loop then outlives shutdown).
+                async with asyncio.timeout(self.input_timeout_s if not first else None):
+                    chunk = await stdout.read(65536)
             except TimeoutError:
                 now = time.monotonic()
                 if silent_since is None:
@@ -591,10 +592,9 @@ class Pipeline:
             return
         with contextlib.suppress(asyncio.QueueFull):
             run.queue.put_nowait(None)
-        try:
-            await asyncio.wait_for(run.proc.wait(), 5.0)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await run.proc.wait()
         await self._stop_run(kill=True)
 
     async def _stop_run(self, *, kill: bool) -> None:
@@ -605,7 +605,8 @@ class Pipeline:
             with contextlib.suppress(ProcessLookupError):
                 run.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.proc.wait(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await run.proc.wait()
         # Let packagers drain what the pipes still hold (finish() rejects the partial segment).
         pending = [t for t in run.tasks if not t.done()]
         if pending:
@@ -646,7 +647,8 @@ async def _terminate(proc: asyncio.subprocess.Process | None, grace_s: float = 3
     with contextlib.suppress(ProcessLookupError):
         proc.terminate()
     try:
-        await asyncio.wait_for(proc.wait(), grace_s)
+        async with asyncio.timeout(grace_s):
+            await proc.wait()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -387,7 +387,8 @@ class IngestGateway:
             received = acked = session.bytes_received
             while True:
                 try:
-                    data = await asyncio.wait_for(reader.read(1 << 16), SPLICE_IDLE_S)
+                    async with asyncio.timeout(SPLICE_IDLE_S):
+                        data = await reader.read(1 << 16)
                 except TimeoutError:
                     return f"no data for {SPLICE_IDLE_S:g} s"
                 if not data:
