@@ -241,13 +241,14 @@ class Stack:
             )
             ingests["backup"] = self.backup_ingest
             self.publisher = redundant_publisher(s, event, self.pipelines)
+        ladder = ladder_spec(s)
         for name, spec in ingests.items():
             self.pipelines[name] = Pipeline(
                 name=name,
                 sink=event if self.publisher is None else self.publisher.input(name),
                 ffmpeg=ffmpeg,
                 ingest=spec,
-                ladder=ladder_spec(s),
+                ladder=ladder,
                 stall_timeout_s=s.encoder.stall_timeout_s,
                 input_timeout_s=ig.input_timeout_s,
                 restart_backoff_s=s.encoder.restart_backoff_s,
@@ -308,7 +309,7 @@ class Stack:
                 if publisher is not None:
                     tasks.append(tg.create_task(publisher.serve()))
                     if s.redundancy.on_total_loss == "slate":
-                        tasks.append(tg.create_task(self._encode_slate(ffmpeg, publisher)))
+                        tasks.append(tg.create_task(self._encode_slate(ffmpeg, publisher, ladder)))
                 if self.with_feed:
                     fs = s.feed
                     for name, ingest in ingests.items():
@@ -341,9 +342,11 @@ class Stack:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    async def _encode_slate(self, ffmpeg: str, publisher: RedundantPublisher) -> None:
+    async def _encode_slate(
+        self, ffmpeg: str, publisher: RedundantPublisher, ladder: LadderSpec
+    ) -> None:
         try:
-            publisher.slate = await encode_slate(ffmpeg, ladder_spec(self.settings))
+            publisher.slate = await encode_slate(ffmpeg, ladder)
         except SlateError as exc:
             log.error("%s; total input loss will be listed as EXT-X-GAP", exc)
 

@@ -303,9 +303,7 @@ class Pipeline:
         """Health of this pipeline (feed + transcoder), JSON-able."""
         now = time.monotonic()
         run = self.run
-        verdict, reason = self.health.verdict(
-            now, input_timeout_s=self.input_timeout_s, fps=self.ladder.fps
-        )
+        verdict, reason = self.verdict(now)
         return {
             "pipeline": self.name,
             "state": self.state,
@@ -328,10 +326,12 @@ class Pipeline:
     def is_healthy(self) -> bool:
         """Feed healthy and a transcoder running: fit to be the preferred pipeline (whether
         it delivers on time is for the selector to judge)."""
-        verdict, _ = self.health.verdict(
-            time.monotonic(), input_timeout_s=self.input_timeout_s, fps=self.ladder.fps
-        )
+        verdict, _ = self.verdict(time.monotonic())
         return verdict == "healthy" and self.run is not None and self.state == "transcoding"
+
+    def verdict(self, now: float) -> tuple[str, str]:
+        """The feed's verdict (healthy / degraded / lost) and its reason, as of `now`."""
+        return self.health.verdict(now, input_timeout_s=self.input_timeout_s, fps=self.ladder.fps)
 
     async def serve(self) -> None:
         """Run until cancelled; cleans up every child process on the way out."""
