@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -19,6 +19,8 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from mainevent.common.admission import (
     AdmissionController,
@@ -184,26 +186,72 @@ def _operator(need: str) -> Callable[..., Awaitable[Actor]]:
     # The header is read from the request, not declared as a parameter: OpenAPI documents it as
     # the `operatorKey` security scheme instead.
     async def dep(request: Request) -> Actor:
-        return _services(request).operators.authenticate(request.headers.get("authorization"), need)
+        actor = _services(request).operators.authenticate(
+            request.headers.get("authorization"), need
+        )
+        if request.query_params:
+            _refuse_unknown_query(request)
+        return actor
 
     return dep
 
 
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Any) -> set[str]:
+    if dependant is None:
+        return set()
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _refuse_unknown_query(request: Request) -> None:
+    """Operator routes refuse query parameters they do not take (a typo must not be ignored).
+
+    Viewer routes take none and ignore the query string: their hot path skips the check.
+    """
+    route = request.scope.get("route")
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_names(getattr(route, "dependant", None)))
+    unknown = [k for k in request.query_params if k not in names]
+    if unknown:
+        raise invalid_request(
+            [
+                {"loc": ("query", k), "type": "extra_forbidden", "msg": "Unknown query parameter"}
+                for k in unknown
+            ]
+        )
+
+
+def _idempotency_key_required() -> ControlError:
+    return ControlError(
+        "idempotency_key_required",
+        "send an Idempotency-Key header (e.g. a UUID) with every change",
+    )
+
+
 async def _idem_key(
     idempotency_key: Annotated[
-        str | None,
+        str,
         Header(
             max_length=128,
-            description="Required: a unique key per change (e.g. a UUID); the same key replays the first answer.",
+            pattern=r"^[\x21-\x7e]+$",
+            description="A unique key per change (e.g. a UUID); the same key replays the first answer. Missing: 400 `idempotency_key_required`.",
         ),
-    ] = None,
+    ],
 ) -> str:
-    if not idempotency_key:
-        raise ControlError(
-            "idempotency_key_required",
-            "send an Idempotency-Key header (e.g. a UUID) with every change",
-        )
     return idempotency_key
+
+
+def _only_missing_idempotency_key(errors: Sequence[Any]) -> bool:
+    return bool(errors) and all(
+        e.get("type") == "missing" and tuple(e.get("loc", ())) == ("header", "idempotency-key")
+        for e in errors
+    )
 
 
 async def _viewer(request: Request) -> str:
@@ -250,18 +298,47 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # Never FastAPI's {"detail": [...]}: that shape echoes the input back.
-        return error_response(invalid_request(exc.errors()))
+        errors = exc.errors()
+        if _only_missing_idempotency_key(errors):
+            return error_response(_idempotency_key_required())
+        return error_response(invalid_request(errors))
+
+    def allowed_methods(scope: Scope) -> str:
+        # Starlette names only the first partially matching route's methods; a path served by
+        # several routes (GET and PATCH /v1/events/{id}) allows all of theirs.
+        methods: set[str] = set()
+        for route in app.router.routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                methods |= getattr(route, "methods", None) or set()
+        return ", ".join(sorted(methods))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (not UTF-8, unreadable): a body that breaks
+            # the JSON rule, answered like every other invalid body.
+            return error_response(
+                invalid_request(
+                    [
+                        {
+                            "loc": ("body",),
+                            "type": "json_invalid",
+                            "msg": "the body is not valid JSON",
+                        }
+                    ]
+                )
+            )
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         message = {
             404: "no such route; see /openapi.json",
             405: "this route does not take that method; see /openapi.json",
-        }.get(exc.status_code, "the request could not be read")
+        }.get(exc.status_code, "the request could not be handled")
         resp = error_response(ControlError(reason, message, status=exc.status_code))
         if exc.headers:
             resp.headers.update(exc.headers)
+        if exc.status_code == 405:
+            resp.headers["Allow"] = allowed_methods(request.scope)
         return resp
 
     @app.exception_handler(Exception)
@@ -519,7 +596,8 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         "/v1/accounts/{account_id}",
         response_model=AccountOut,
         tags=["accounts"],
-        responses=_errors(400, 401, 403, 409, 412, 413, 422),
+        responses=_errors(400, 401, 403, 409, 412, 413, 422)
+        | {201: {"model": AccountOut, "description": "Created."}},
         openapi_extra=_OPERATOR_AUTH,
     )
     def put_account(
