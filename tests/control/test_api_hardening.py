@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -160,13 +161,49 @@ async def test_bad_query_path_and_header_values_are_422_in_the_error_shape(
 
 
 async def test_unknown_route_and_method_answer_in_the_error_shape(harness: Harness) -> None:
-    """404 and 405 from routing carry the documented shape too."""
+    """404 and 405 from routing carry the documented shape; Allow names every method of the path."""
     r = await harness.client.get("/v1/nothing-here")
     assert r.status_code == 404
     assert _error(r)["reason"] == "not_found"
     r = await harness.client.put("/healthz")
     assert r.status_code == 405
     assert _error(r)["reason"] == "method_not_allowed"
+    r = await harness.client.delete("/v1/events/final")
+    assert r.status_code == 405
+    assert set(r.headers["allow"].split(", ")) == {"GET", "PATCH"}
+
+
+async def test_operator_routes_refuse_unknown_query_parameters(harness: Harness) -> None:
+    """A mistyped query parameter (`stauts=live`) is a 422, not silently a list of everything."""
+    r = await harness.op("GET", "/v1/events?stauts=live", key=READER)
+    assert r.status_code == 422
+    err = _error(r)
+    assert [(e["field"], e["rule"]) for e in err["details"]["errors"]] == [
+        ("query.stauts", "extra_forbidden")
+    ]
+    r = await harness.op("GET", "/v1/audit?target_id=final&" + "q" * 500 + "=1", key=READER)
+    assert r.status_code == 422
+    assert "qqqq" not in r.text
+    assert (await harness.op("GET", "/v1/audit?target_id=final&limit=5")).status_code == 200
+
+
+async def test_a_change_without_idempotency_key_is_400_before_anything_changes(
+    harness: Harness,
+) -> None:
+    """Every mutating call needs an Idempotency-Key: 400 idempotency_key_required, nothing created."""
+    r = await harness.client.post(
+        "/v1/events",
+        json={"id": "final", "title": "Final"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert r.status_code == 400
+    assert _error(r)["reason"] == "idempotency_key_required"
+    assert (await harness.op("GET", "/v1/events/final")).status_code == 404
+    r = await harness.client.post(
+        "/v1/events", json={"id": "final"}, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert r.status_code == 422  # with another error too, every problem is listed
+    assert set(_fields(r)) == {"header.idempotency-key", "body.title"}
 
 
 # -- event settings the media plane accepts --------------------------------------------------------
@@ -304,6 +341,28 @@ async def test_buying_an_owned_product_again_is_409_with_the_purchase_and_no_cha
     await harness.account("v2")  # another account buys on its own
     assert (await _buy(harness, "v2", "k2")).status_code == 201
     assert len(harness.payments.charges) == 2
+
+
+async def test_concurrent_purchases_with_different_keys_charge_once(harness: Harness) -> None:
+    """Two purchases of one product racing with different keys: one is charged, the other refused."""
+    harness.payments.latency_s = 0.05
+    await harness.event("final", "live", **PPV)
+    await harness.account("v1")
+    responses: list[httpx.Response] = []
+
+    async def one(key: str) -> None:
+        responses.append(await _buy(harness, "v1", key))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(one, f"k{i}")
+    assert harness.payments.calls == 1
+    assert len(harness.payments.charges) == 1
+    assert sorted(r.status_code for r in responses) == [201, 409, 409, 409], [
+        r.text for r in responses
+    ]
+    refused = {_error(r)["reason"] for r in responses if r.status_code == 409}
+    assert refused <= {"already_purchased", "purchase_in_progress"}
 
 
 async def test_a_declined_purchase_does_not_block_a_new_attempt(harness: Harness) -> None:
