@@ -8,6 +8,7 @@ tables are given as JSON in the environment.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -273,3 +274,22 @@ def load_control_settings(
             f"  control.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         ]
         raise ConfigError("invalid control-plane configuration:\n" + "\n".join(lines)) from None
+
+
+def _shown_default(name: str, default: Any) -> str:
+    if name in ("token_keys", "regions"):
+        return "see below"
+    if isinstance(default, Path):
+        return f"`{default}`"
+    if isinstance(default, str | dict | tuple | list):
+        return f"`{json.dumps(list(default) if isinstance(default, tuple) else default)}`"
+    return f"`{default!r}`"
+
+
+def control_settings_reference() -> str:
+    """The `[control]` settings as a Markdown table (kept in docs/control-plane.md, checked by a test)."""
+    rows = ["| Setting | Default | Meaning |", "|---|---|---|"]
+    for name, f in ControlSettings.model_fields.items():
+        desc = (f.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | {_shown_default(name, f.default)} | {desc} |")
+    return "\n".join(rows)
