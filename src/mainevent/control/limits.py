@@ -30,9 +30,12 @@ def too_large_body(limit: int) -> bytes:
 
 
 def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The Content-Length of a request, or None when absent or not a plain number."""
+    """The Content-Length of a request, or None when absent or not a plain number.
+
+    ASGI servers hand header names over lowercased.
+    """
     for name, value in headers:
-        if name.lower() == b"content-length":
+        if name == b"content-length":
             v = value.strip()
             return int(v) if v.isdigit() else None
     return None
