@@ -184,6 +184,11 @@ async def test_operator_routes_refuse_unknown_query_parameters(harness: Harness)
     r = await harness.op("GET", "/v1/audit?target_id=final&" + "q" * 500 + "=1", key=READER)
     assert r.status_code == 422
     assert "qqqq" not in r.text
+    r = await harness.op("GET", "/v1/audit?target_id=a&target_id=b", key=READER)
+    assert r.status_code == 422
+    assert [(e["field"], e["rule"]) for e in _error(r)["details"]["errors"]] == [
+        ("query.target_id", "multiple_values")
+    ]
     assert (await harness.op("GET", "/v1/audit?target_id=final&limit=5")).status_code == 200
 
 

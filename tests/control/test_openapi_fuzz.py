@@ -145,7 +145,7 @@ def _auth(case: Case, viewer_token: str) -> dict[str, str]:
 @pytest.mark.slow
 @schema.parametrize()
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -209,7 +209,8 @@ def _query_names(dependant: Any) -> set[str]:
 
 
 def _refuse_unknown_query(request: Request) -> None:
-    """Operator routes refuse query parameters they do not take (a typo must not be ignored).
+    """Operator routes refuse query parameters they do not take (a typo must not be ignored) or
+    that are given twice.
 
     Viewer routes take none and ignore the query string: their hot path skips the check.
     """
@@ -217,14 +218,18 @@ def _refuse_unknown_query(request: Request) -> None:
     names = _QUERY_NAMES.get(id(route))
     if names is None:
         names = _QUERY_NAMES[id(route)] = frozenset(_query_names(getattr(route, "dependant", None)))
-    unknown = [k for k in request.query_params if k not in names]
-    if unknown:
-        raise invalid_request(
-            [
-                {"loc": ("query", k), "type": "extra_forbidden", "msg": "Unknown query parameter"}
-                for k in unknown
-            ]
-        )
+    errors = [
+        {"loc": ("query", k), "type": "extra_forbidden", "msg": "Unknown query parameter"}
+        for k in request.query_params
+        if k not in names
+    ]
+    seen: set[str] = set()
+    for k, _ in request.query_params.multi_items():
+        if k in names and k in seen:  # every query parameter here takes one value
+            errors.append({"loc": ("query", k), "type": "multiple_values", "msg": "Given twice"})
+        seen.add(k)
+    if errors:
+        raise invalid_request(errors)
 
 
 def _idempotency_key_required() -> ControlError:
