@@ -13,8 +13,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mainevent.common.eventspec import (
+    DEFAULT_FPS,
+    DEFAULT_PART_TARGET_MS,
+    MAX_SEGMENT_DURATION_MS,
+    MIN_SEGMENT_DURATION_MS,
+    ladder_problem,
+    segment_duration_problem,
+)
+
+# The rendition ladder and the segment-duration rule are shared with the control plane.
+from mainevent.common.eventspec import DEFAULT_LADDER as DEFAULT_LADDER
+from mainevent.common.eventspec import DEMO_LADDER as DEMO_LADDER
+from mainevent.common.eventspec import Rung as Rung
 from mainevent.media.manifest.parts import declared_part_target_us
 
 ENV_PREFIX = "MAINEVENT_"
@@ -28,40 +41,6 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Rung(_Frozen):
-    """One video rendition of the ladder."""
-
-    id: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
-        description="Stable rendition id used in URLs, e.g. `v720`.",
-    )
-    width: int = Field(ge=16, le=7680, description="Output width in pixels (even).")
-    height: int = Field(ge=16, le=4320, description="Output height in pixels (even).")
-    bitrate_kbps: int = Field(
-        ge=50, le=100_000, description="Target video bitrate (CBR-like, kbit/s)."
-    )
-
-    @field_validator("width", "height")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError("must be even (4:2:0 chroma)")
-        return v
-
-
-DEFAULT_LADDER = (
-    Rung(id="v1080", width=1920, height=1080, bitrate_kbps=6000),
-    Rung(id="v720", width=1280, height=720, bitrate_kbps=3000),
-    Rung(id="v480", width=854, height=480, bitrate_kbps=1200),
-    Rung(id="v360", width=640, height=360, bitrate_kbps=600),
-)
-
-DEMO_LADDER = (
-    Rung(id="v720", width=1280, height=720, bitrate_kbps=2500),
-    Rung(id="v360", width=640, height=360, bitrate_kbps=700),
-)
-
-
 class EventSettings(_Frozen):
     """The event being produced and its media configuration."""
 
@@ -73,12 +52,12 @@ class EventSettings(_Frozen):
     title: str = Field(default="mainevent demo", description="Human-readable title.")
     segment_duration_ms: int = Field(
         default=2000,
-        ge=1000,
-        le=10_000,
+        ge=MIN_SEGMENT_DURATION_MS,
+        le=MAX_SEGMENT_DURATION_MS,
         description="Segment duration D; segment n covers epoch time [n·D, (n+1)·D). Must divide 86,400,000 and be whole frames.",
     )
     part_target_ms: int = Field(
-        default=500,
+        default=DEFAULT_PART_TARGET_MS,
         ge=100,
         le=2000,
         description="LL-HLS part target; the packager always cuts parts of this size.",
@@ -105,7 +84,9 @@ class EventSettings(_Frozen):
         le=10_000,
         description="Segments in the live playlist window (never below 3 × target duration); in low-latency mode at least 12 × target duration of media, so delta updates (CAN-SKIP-UNTIL = 6 × TD) skip something.",
     )
-    fps: int = Field(default=30, ge=1, le=120, description="Output frame rate of every rung.")
+    fps: int = Field(
+        default=DEFAULT_FPS, ge=1, le=120, description="Output frame rate of every rung."
+    )
     ladder: tuple[Rung, ...] = Field(
         default=DEMO_LADDER,
         min_length=1,
@@ -120,17 +101,11 @@ class EventSettings(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> EventSettings:
-        if 86_400_000 % self.segment_duration_ms:
-            raise ValueError(
-                "segment_duration_ms must divide a day (86,400,000 ms) so epoch and time-of-day boundaries agree"
-            )
-        if (self.segment_duration_ms * self.fps) % 1000:
-            raise ValueError("segment_duration_ms must be a whole number of frames at fps")
-        if (
-            self.part_target_ms > self.segment_duration_ms
-            or self.segment_duration_ms % self.part_target_ms
-        ):
-            raise ValueError("part_target_ms must divide segment_duration_ms")
+        problem = segment_duration_problem(
+            self.segment_duration_ms, fps=self.fps, part_target_ms=self.part_target_ms
+        )
+        if problem is not None:
+            raise ValueError(problem)
         declared_part_ms = declared_part_target_us(self.part_target_ms, self.fps) // 1000
         if self.part_hold_back_ms is not None and self.part_hold_back_ms < 3 * declared_part_ms:
             raise ValueError(
@@ -139,9 +114,9 @@ class EventSettings(_Frozen):
         td_ms = -(-self.segment_duration_ms // 1000) * 1000
         if self.hold_back_ms is not None and self.hold_back_ms < 3 * td_ms:
             raise ValueError(f"hold_back_ms must be at least 3 × target duration ({3 * td_ms} ms)")
-        ids = [r.id for r in self.ladder] + [self.audio_id]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"rendition ids must be unique, got {ids}")
+        problem = ladder_problem((r.id for r in self.ladder), self.audio_id)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

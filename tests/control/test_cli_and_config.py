@@ -171,3 +171,13 @@ def test_empty_dev_idp_secret_disables_the_development_issuer() -> None:
     assert s.dev_idp_secret is None
     with pytest.raises(ConfigError, match="dev_idp_secret"):
         load_control_settings(environ={"MAINEVENT_CONTROL__DEV_IDP_SECRET": "short"})
+
+
+def test_docs_settings_reference_matches_the_code() -> None:
+    """docs/control-plane.md lists exactly the control-plane settings the code defines."""
+    from mainevent.control.settings import control_settings_reference
+
+    doc = (Path(__file__).parents[2] / "docs" / "control-plane.md").read_text()
+    start = doc.index("<!-- control-settings:start -->") + len("<!-- control-settings:start -->")
+    end = doc.index("<!-- control-settings:end -->")
+    assert doc[start:end].strip() == control_settings_reference().strip(), "regenerate the table"

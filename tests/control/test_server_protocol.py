@@ -80,3 +80,55 @@ def test_shed_requests_get_canned_503_and_the_connection_keeps_working(
     assert stats.in_flight == 0  # every admitted request released its slot
     assert stats.shed[2:] == (2, 2)
     assert stats.admitted[1] == 1
+
+
+@pytest.fixture
+def plain_server(tmp_path: Path) -> Iterator[str]:
+    """uvicorn with the front protocol and the default admission policy, as `control serve` runs it."""
+    db = open_database(f"sqlite:///{tmp_path}/c.db")
+    services = build_services(make_settings(), db=db)
+    config = uvicorn.Config(
+        create_app(services),
+        host="127.0.0.1",
+        port=0,
+        http=front_protocol(services.admission),
+        loop="asyncio",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        db.dispose()
+
+
+def test_a_20_mb_playback_body_is_413_over_real_http_declared_or_chunked(plain_server: str) -> None:
+    """Through the real front and uvicorn a 20 MB playback body is 413 body_too_large (it was 503 overloaded)."""
+    payload = b'{"device": {"id": "' + b"x" * (20 * 1024 * 1024) + b'"}}'
+
+    def chunked() -> Iterator[bytes]:
+        for i in range(0, len(payload), 256 * 1024):
+            yield payload[i : i + 256 * 1024]
+
+    with httpx.Client(base_url=plain_server, timeout=30) as client:
+        for content in (payload, chunked()):
+            r = client.post(
+                "/v1/events/final/playback",
+                content=content,
+                headers={"Content-Type": "application/json"},
+            )
+            assert r.status_code == 413, r.text[:300]
+            assert r.json()["error"]["reason"] == "body_too_large"
+            assert len(r.content) < 1000
+        assert client.get("/healthz").status_code == 200  # a new connection serves as usual

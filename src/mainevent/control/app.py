@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from mainevent.common.admission import (
     AdmissionController,
@@ -26,15 +30,18 @@ from mainevent.common.admission import (
 from mainevent.common.histogram import BUCKETS, LatencyHistogram
 from mainevent.control.admission_http import AdmissionMiddleware, watch_loop_delay
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth
-from mainevent.control.errors import ControlError
+from mainevent.control.errors import ControlError, Invalid, invalid_request
 from mainevent.control.lifecycle import EventStatus
+from mainevent.control.limits import BodyLimitMiddleware
 from mainevent.control.payments import PaymentProvider
 from mainevent.control.playback import PlaybackService
 from mainevent.control.purchases import run_purchase
 from mainevent.control.schemas import (
+    ID_PATTERN,
     AccountIn,
     AccountOut,
     AuditList,
+    AuditOut,
     DevTokenRequest,
     DevTokenResponse,
     ErrorResponse,
@@ -54,9 +61,64 @@ from mainevent.control.store import Actor, ControlStore, Mutation, request_hash
 
 __all__ = ["ControlServices", "create_app", "error_response"]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 412, 422, 429, 503)
+_ERROR_TEXT = {
+    400: "Bad request (e.g. `idempotency_key_required`).",
+    401: "Missing, invalid or expired credentials.",
+    402: "Payment declined.",
+    403: "Not allowed (role, or a playback denial reason).",
+    404: "Not found.",
+    409: "Conflicts with the resource's state.",
+    412: "`If-Match` does not match the current ETag (`etag_mismatch`).",
+    413: "Request body over `max_body_bytes` (`body_too_large`).",
+    422: "A field breaks a rule (`invalid_request`, `details.errors[]` names each field and rule).",
+    429: "Rate limited; `Retry-After` says when to retry.",
+    503: "Overloaded or a dependency is unavailable; `Retry-After` says when to retry.",
 }
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of a route: the error envelope for each status it can answer."""
+    return {c: {"model": ErrorResponse, "description": _ERROR_TEXT[c]} for c in codes}
+
+
+_OPERATOR_AUTH: dict[str, Any] = {"security": [{"operatorKey": []}]}
+_VIEWER_AUTH: dict[str, Any] = {"security": [{"viewerJwt": []}]}
+_SECURITY_SCHEMES = {
+    "operatorKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Operator API key (roles read-only, operator, admin).",
+    },
+    "viewerJwt": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "Viewer JWT of the identity provider (`sub` = account id).",
+    },
+}
+_MASK = "********"
+_SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ACCOUNT_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+
+EventId = Annotated[str, Path(pattern=ID_PATTERN, description="Event id.")]
+SessionId = Annotated[str, Path(pattern=_SESSION_PATTERN, description="Playback session id.")]
+AccountId = Annotated[str, Path(pattern=_ACCOUNT_PATTERN, description="Account id (JWT `sub`).")]
+
+
+def _sees_secrets(actor: Actor) -> bool:
+    return actor.role in ("operator", "admin")
+
+
+def _masked(event: dict[str, Any]) -> dict[str, Any]:
+    """An event snapshot without its ingest credentials (for read-only keys)."""
+    ingest = event.get("ingest")
+    if not isinstance(ingest, dict):
+        return event
+    hidden = ingest | {
+        "stream_key": _MASK,
+        "passphrase": None if ingest.get("passphrase") is None else _MASK,
+    }
+    return event | {"ingest": hidden}
 
 
 @dataclass
@@ -121,19 +183,80 @@ def _services(request: Request) -> ControlServices:
 
 
 def _operator(need: str) -> Callable[..., Awaitable[Actor]]:
-    async def dep(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
-        return _services(request).operators.authenticate(authorization, need)
+    # The header is read from the request, not declared as a parameter: OpenAPI documents it as
+    # the `operatorKey` security scheme instead.
+    async def dep(request: Request) -> Actor:
+        actor = _services(request).operators.authenticate(
+            request.headers.get("authorization"), need
+        )
+        if request.query_params:
+            _refuse_unknown_query(request)
+        return actor
 
     return dep
 
 
-async def _idem_key(idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> str:
-    if not idempotency_key:
-        raise ControlError(
-            "idempotency_key_required",
-            "send an Idempotency-Key header (e.g. a UUID) with every change",
-        )
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Any) -> set[str]:
+    if dependant is None:
+        return set()
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _refuse_unknown_query(request: Request) -> None:
+    """Operator routes refuse query parameters they do not take (a typo must not be ignored) or
+    that are given twice.
+
+    Viewer routes take none and ignore the query string: their hot path skips the check.
+    """
+    route = request.scope.get("route")
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_names(getattr(route, "dependant", None)))
+    errors = [
+        {"loc": ("query", k), "type": "extra_forbidden", "msg": "Unknown query parameter"}
+        for k in request.query_params
+        if k not in names
+    ]
+    seen: set[str] = set()
+    for k, _ in request.query_params.multi_items():
+        if k in names and k in seen:  # every query parameter here takes one value
+            errors.append({"loc": ("query", k), "type": "multiple_values", "msg": "Given twice"})
+        seen.add(k)
+    if errors:
+        raise invalid_request(errors)
+
+
+def _idempotency_key_required() -> ControlError:
+    return ControlError(
+        "idempotency_key_required",
+        "send an Idempotency-Key header (e.g. a UUID) with every change",
+    )
+
+
+async def _idem_key(
+    idempotency_key: Annotated[
+        str,
+        Header(
+            max_length=128,
+            pattern=r"^[\x21-\x7e]+$",
+            description="A unique key per change (e.g. a UUID); the same key replays the first answer. Missing: 400 `idempotency_key_required`.",
+        ),
+    ],
+) -> str:
     return idempotency_key
+
+
+def _only_missing_idempotency_key(errors: Sequence[Any]) -> bool:
+    return bool(errors) and all(
+        e.get("type") == "missing" and tuple(e.get("loc", ())) == ("header", "idempotency-key")
+        for e in errors
+    )
 
 
 async def _viewer(request: Request) -> str:
@@ -167,7 +290,6 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         version="0.1.0",
         description="Events, accounts, purchases and playback authorisation. Errors carry a machine-readable `reason`.",
         lifespan=lifespan,
-        responses=_ERRORS,
     )
     app.state.services = services
     svc = services
@@ -177,6 +299,86 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
     @app.exception_handler(ControlError)
     async def _control_error(_request: Request, exc: ControlError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never FastAPI's {"detail": [...]}: that shape echoes the input back.
+        errors = exc.errors()
+        if _only_missing_idempotency_key(errors):
+            return error_response(_idempotency_key_required())
+        return error_response(invalid_request(errors))
+
+    def allowed_methods(scope: Scope) -> str:
+        # Starlette names only the first partially matching route's methods; a path served by
+        # several routes (GET and PATCH /v1/events/{id}) allows all of theirs.
+        methods: set[str] = set()
+        for route in app.router.routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                methods |= getattr(route, "methods", None) or set()
+        return ", ".join(sorted(methods))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (not UTF-8, unreadable): a body that breaks
+            # the JSON rule, answered like every other invalid body.
+            return error_response(
+                invalid_request(
+                    [
+                        {
+                            "loc": ("body",),
+                            "type": "json_invalid",
+                            "msg": "the body is not valid JSON",
+                        }
+                    ]
+                )
+            )
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        message = {
+            404: "no such route; see /openapi.json",
+            405: "this route does not take that method; see /openapi.json",
+        }.get(exc.status_code, "the request could not be handled")
+        resp = error_response(ControlError(reason, message, status=exc.status_code))
+        if exc.headers:
+            resp.headers.update(exc.headers)
+        if exc.status_code == 405:
+            resp.headers["Allow"] = allowed_methods(request.scope)
+        return resp
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
+        return error_response(
+            ControlError("internal_error", "internal error; it has been logged", status=500)
+        )
+
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = base_openapi()
+        schema.setdefault("components", {})["securitySchemes"] = _SECURITY_SCHEMES
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    def check_cdns(cdns: list[str]) -> None:
+        configured = svc.settings.cdns
+        for i, name in enumerate(cdns):
+            if name not in configured:
+                raise Invalid(
+                    "invalid_request",
+                    "invalid request: body.cdns: names a CDN that is not configured",
+                    details={
+                        "errors": [
+                            {
+                                "field": f"body.cdns.{i}",
+                                "rule": "unknown_cdn",
+                                "message": "not one of the configured CDNs",
+                            }
+                        ],
+                        "configured_cdns": list(configured),
+                    },
+                )
 
     # -- health -----------------------------------------------------------------------------------
 
@@ -248,10 +450,21 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
 
     # -- events -----------------------------------------------------------------------------------
 
-    @app.post("/v1/events", status_code=201, response_model=EventOut, tags=["events"])
+    @app.post(
+        "/v1/events",
+        status_code=201,
+        response_model=EventOut,
+        tags=["events"],
+        responses=_errors(400, 401, 403, 409, 413, 422),
+        openapi_extra=_OPERATOR_AUTH,
+    )
     def create_event(body: EventCreate, actor: Operator, key: IdemKey) -> Response:
-        """Create a draft event."""
+        """Create a draft event (`cdns` defaults to every configured CDN)."""
         fp = request_hash("POST", "/v1/events", body.model_dump_json(exclude_unset=True).encode())
+        if "cdns" in body.model_fields_set:
+            check_cdns(body.cdns)
+        else:
+            body.cdns = list(svc.settings.cdns)
         m = store.idempotent(
             actor, key, "POST", "/v1/events", fp, lambda s: store.create_event(s, actor, body, key)
         )
@@ -259,27 +472,51 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         resp.headers["Location"] = f"/v1/events/{body.id}"
         return resp
 
-    @app.get("/v1/events", response_model=EventList, tags=["events"])
+    def event_view(out: EventOut, actor: Actor) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(out.model_dump_json())
+        return data if _sees_secrets(actor) else _masked(data)
+
+    @app.get(
+        "/v1/events",
+        response_model=EventList,
+        tags=["events"],
+        responses=_errors(401, 403, 422),
+        openapi_extra=_OPERATOR_AUTH,
+    )
     def list_events(
-        _actor: Reader,
+        actor: Reader,
         status: EventStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> EventList:
-        """Events, optionally by status."""
-        return EventList(events=store.list_events(status, limit))
+    ) -> Response:
+        """Events, optionally by status (ingest credentials masked for read-only keys)."""
+        events = [event_view(e, actor) for e in store.list_events(status, limit)]
+        return JSONResponse({"events": events})
 
-    @app.get("/v1/events/{event_id}", response_model=EventOut, tags=["events"])
-    def get_event(event_id: str, actor: Reader) -> Response:
+    @app.get(
+        "/v1/events/{event_id}",
+        response_model=EventOut,
+        tags=["events"],
+        responses=_errors(401, 403, 404, 422),
+        openapi_extra=_OPERATOR_AUTH,
+    )
+    def get_event(event_id: EventId, actor: Reader) -> Response:
         """One event, with its ETag (ingest credentials masked for read-only keys)."""
         out = store.get_event(event_id)
-        if actor.role == "read-only":
-            out.ingest.stream_key = "********"
-            out.ingest.passphrase = None if out.ingest.passphrase is None else "********"
-        return JSONResponse(json.loads(out.model_dump_json()), headers={"ETag": f'"{out.version}"'})
+        return JSONResponse(event_view(out, actor), headers={"ETag": f'"{out.version}"'})
 
-    @app.patch("/v1/events/{event_id}", response_model=EventOut, tags=["events"])
+    @app.patch(
+        "/v1/events/{event_id}",
+        response_model=EventOut,
+        tags=["events"],
+        responses=_errors(400, 401, 403, 404, 409, 412, 413, 422),
+        openapi_extra=_OPERATOR_AUTH,
+    )
     def update_event(
-        event_id: str, body: EventUpdate, actor: Operator, key: IdemKey, if_match: IfMatch = None
+        event_id: EventId,
+        body: EventUpdate,
+        actor: Operator,
+        key: IdemKey,
+        if_match: IfMatch = None,
     ) -> Response:
         """Change some fields; `If-Match` with the ETag guards against lost updates (412)."""
         path = f"/v1/events/{event_id}"
@@ -288,6 +525,8 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             path,
             body.model_dump_json(exclude_unset=True).encode() + (if_match or "").encode(),
         )
+        if body.cdns is not None:
+            check_cdns(body.cdns)
         m = store.idempotent(
             actor,
             key,
@@ -299,9 +538,15 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         playback.invalidate_event(event_id)
         return _mutation_response(m)
 
-    @app.post("/v1/events/{event_id}/transitions", response_model=EventOut, tags=["events"])
+    @app.post(
+        "/v1/events/{event_id}/transitions",
+        response_model=EventOut,
+        tags=["events"],
+        responses=_errors(400, 401, 403, 404, 409, 412, 413, 422),
+        openapi_extra=_OPERATOR_AUTH,
+    )
     def transition_event(
-        event_id: str,
+        event_id: EventId,
         body: TransitionRequest,
         actor: Operator,
         key: IdemKey,
@@ -325,20 +570,43 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         playback.invalidate_event(event_id)
         return _mutation_response(m)
 
-    @app.get("/v1/audit", response_model=AuditList, tags=["events"])
+    def audit_view(entry: AuditOut, actor: Actor) -> AuditOut:
+        if _sees_secrets(actor) or entry.target_type != "event":
+            return entry
+        return entry.model_copy(
+            update={
+                "before": None if entry.before is None else _masked(entry.before),
+                "after": None if entry.after is None else _masked(entry.after),
+            }
+        )
+
+    @app.get(
+        "/v1/audit",
+        response_model=AuditList,
+        tags=["events"],
+        responses=_errors(401, 403, 422),
+        openapi_extra=_OPERATOR_AUTH,
+    )
     def audit(
-        _actor: Reader,
-        target_id: str | None = None,
+        actor: Reader,
+        target_id: Annotated[str | None, Query(max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> AuditList:
-        """Operator actions, newest first."""
-        return AuditList(entries=store.audit(target_id, limit))
+        """Operator actions, newest first (event credentials masked for read-only keys)."""
+        return AuditList(entries=[audit_view(e, actor) for e in store.audit(target_id, limit)])
 
     # -- accounts ---------------------------------------------------------------------------------
 
-    @app.put("/v1/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
+    @app.put(
+        "/v1/accounts/{account_id}",
+        response_model=AccountOut,
+        tags=["accounts"],
+        responses=_errors(400, 401, 403, 409, 412, 413, 422)
+        | {201: {"model": AccountOut, "description": "Created."}},
+        openapi_extra=_OPERATOR_AUTH,
+    )
     def put_account(
-        account_id: str, body: AccountIn, actor: Admin, key: IdemKey, if_match: IfMatch = None
+        account_id: AccountId, body: AccountIn, actor: Admin, key: IdemKey, if_match: IfMatch = None
     ) -> Response:
         """Create or replace an account (country, date of birth, plan and its validity)."""
         path = f"/v1/accounts/{account_id}"
@@ -358,8 +626,14 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         playback.invalidate_account(account_id)
         return _mutation_response(m)
 
-    @app.get("/v1/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
-    def get_account(account_id: str, _actor: Reader) -> Response:
+    @app.get(
+        "/v1/accounts/{account_id}",
+        response_model=AccountOut,
+        tags=["accounts"],
+        responses=_errors(401, 403, 404, 422),
+        openapi_extra=_OPERATOR_AUTH,
+    )
+    def get_account(account_id: AccountId, _actor: Reader) -> Response:
         """One account, with its ETag."""
         out = store.get_account(account_id)
         return JSONResponse(json.loads(out.model_dump_json()), headers={"ETag": f'"{out.version}"'})
@@ -374,8 +648,8 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             request.headers.get(svc.settings.edge_region_header),
         )
 
-    @app.get("/v1/events/{event_id}/status", tags=["playback"])
-    async def event_status(event_id: str) -> dict[str, Any]:
+    @app.get("/v1/events/{event_id}/status", tags=["playback"], responses=_errors(404, 422, 503))
+    async def event_status(event_id: EventId) -> dict[str, Any]:
         """Public waiting-room polling: status and start time (lowest priority under load)."""
         now = playback.clock()
         ev = await playback.event(event_id, now)
@@ -386,9 +660,15 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             "server_time": now,
         }
 
-    @app.post("/v1/events/{event_id}/playback", response_model=PlaybackGrant, tags=["playback"])
+    @app.post(
+        "/v1/events/{event_id}/playback",
+        response_model=PlaybackGrant,
+        tags=["playback"],
+        responses=_errors(401, 403, 404, 413, 422, 429, 503),
+        openapi_extra=_VIEWER_AUTH,
+    )
     async def start_playback(
-        event_id: str, body: PlaybackRequest, request: Request, account: Viewer
+        event_id: EventId, body: PlaybackRequest, request: Request, account: Viewer
     ) -> Response:
         """Authorise a new playback: every check, then a signed token, manifest URL, CDNs and player config."""
         address, region = client(request)
@@ -396,27 +676,51 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         grant = await playback.authorise(account, event_id, body.device, region)
         return _grant_response(grant)
 
-    @app.post("/v1/sessions/{session_id}/refresh", response_model=PlaybackGrant, tags=["playback"])
+    @app.post(
+        "/v1/sessions/{session_id}/refresh",
+        response_model=PlaybackGrant,
+        tags=["playback"],
+        responses=_errors(401, 403, 404, 413, 422, 429, 503),
+        openapi_extra=_VIEWER_AUTH,
+    )
     async def refresh(
-        session_id: str, body: RefreshRequest, request: Request, account: Viewer
+        session_id: SessionId, body: RefreshRequest, request: Request, account: Viewer
     ) -> Response:
         """Replace the playback token of a playing session (highest priority, fails open)."""
         address, _region = client(request)
         playback.rate_limit(account, address, playback.clock(), refresh=True)
         return _grant_response(await playback.refresh(account, session_id, body.token))
 
-    @app.post("/v1/sessions/{session_id}/heartbeat", tags=["playback"])
-    def heartbeat(session_id: str, account: Viewer) -> dict[str, float]:
+    @app.post(
+        "/v1/sessions/{session_id}/heartbeat",
+        tags=["playback"],
+        responses=_errors(401, 403, 404, 413, 422, 503),
+        openapi_extra=_VIEWER_AUTH,
+    )
+    def heartbeat(session_id: SessionId, account: Viewer) -> dict[str, float]:
         """Keep the session counted against the stream limit."""
         return {"expires_at": playback.heartbeat(account, session_id)}
 
-    @app.delete("/v1/sessions/{session_id}", status_code=204, tags=["playback"])
-    def end_session(session_id: str, account: Viewer) -> Response:
-        """The player stopped: free its stream slot."""
+    @app.delete(
+        "/v1/sessions/{session_id}",
+        status_code=204,
+        tags=["playback"],
+        responses=_errors(401, 404, 413, 422, 503),
+        openapi_extra=_VIEWER_AUTH,
+    )
+    def end_session(session_id: SessionId, account: Viewer) -> Response:
+        """The player stopped: free its stream slot (404 for an unknown or another account's session)."""
         playback.end(account, session_id)
         return Response(status_code=204)
 
-    @app.post("/v1/purchases", response_model=PurchaseOut, status_code=201, tags=["purchases"])
+    @app.post(
+        "/v1/purchases",
+        response_model=PurchaseOut,
+        status_code=201,
+        tags=["purchases"],
+        responses=_errors(400, 401, 402, 403, 404, 409, 413, 422, 429, 503),
+        openapi_extra=_VIEWER_AUTH,
+    )
     async def purchase(
         body: PurchaseIn, request: Request, account: Viewer, key: IdemKey
     ) -> Response:
@@ -428,11 +732,19 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
     if svc.dev_idp is not None:
         idp = svc.dev_idp
 
-        @app.post("/dev/idp/token", response_model=DevTokenResponse, tags=["development"])
+        @app.post(
+            "/dev/idp/token",
+            response_model=DevTokenResponse,
+            tags=["development"],
+            responses=_errors(413, 422),
+        )
         def dev_token(body: DevTokenRequest) -> DevTokenResponse:
             """Development identity provider: a viewer JWT for any account (disable in production)."""
             return DevTokenResponse(
                 access_token=idp.mint(body.sub, ttl_s=body.ttl_s), expires_in=body.ttl_s
             )
 
-    return AdmissionMiddleware(app, services.admission, services.latency)
+    # The body cap sits inside admission: a request the front door already admitted keeps its
+    # ticket accounted for whatever the cap answers.
+    capped = BodyLimitMiddleware(app, svc.settings.max_body_bytes)
+    return AdmissionMiddleware(capped, services.admission, services.latency)

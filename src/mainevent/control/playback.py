@@ -390,7 +390,12 @@ class PlaybackService:
         return s.expires_at
 
     def end(self, account_id: str, session_id: str) -> None:
-        """The player stopped: free its stream slot."""
+        """The player stopped: free its stream slot.
+
+        Another account's session is answered as if it did not exist (404, nothing deleted), so
+        session ids cannot be probed.
+        """
         s = self.sessions.get(session_id, self.clock())
-        if s is not None and s.account_id == account_id:
-            self.sessions.end(session_id)
+        if s is None or s.account_id != account_id:
+            raise self._deny(Denial.SESSION_NOT_FOUND)
+        self.sessions.end(session_id)

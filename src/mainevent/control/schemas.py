@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import secrets
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from mainevent.config import DEMO_LADDER, Rung
+from mainevent.common.eventspec import DEMO_LADDER, Rung, ladder_problem, segment_duration_problem
 from mainevent.control.lifecycle import EventStatus
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _REGION = r"^[A-Za-z0-9_-]{1,32}$"
+ID_PATTERN = _ID
+"""Event ids (also the `<event>` of media paths) and CDN names."""
+DEFAULT_CDNS = ("cdn-a", "cdn-b", "cdn-c")
+"""The CDN edges `mainevent up` starts; the control plane's `cdns` setting defaults to them."""
+MAX_RUNGS = 8
+
+Region = Annotated[str, StringConstraints(pattern=_REGION)]
+CdnName = Annotated[str, StringConstraints(pattern=_ID)]
+Tier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
 
 class _Model(BaseModel):
@@ -22,26 +40,34 @@ class _Model(BaseModel):
 class BlackoutSpec(_Model):
     """Regions where the event is blacked out, optionally only in a time window."""
 
-    regions: list[str] = Field(
-        min_length=1, description="Region codes (see the CIDR → region table)."
+    regions: list[Region] = Field(
+        min_length=1, max_length=300, description="Region codes (see the CIDR → region table)."
     )
     starts_at: AwareDatetime | None = Field(
         default=None, description="Blackout begins (None: always)."
     )
     ends_at: AwareDatetime | None = Field(default=None, description="Blackout ends (None: never).")
 
+    @model_validator(mode="after")
+    def _window(self, info: ValidationInfo) -> BlackoutSpec:
+        if _stored(info):
+            return self
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("a blackout's ends_at must be after its starts_at")
+        return self
+
 
 class EntitlementPolicy(_Model):
     """Who may watch."""
 
-    subscription_tiers: list[str] = Field(
-        default_factory=list, description="Plans that include the event."
+    subscription_tiers: list[Tier] = Field(
+        default_factory=list, max_length=100, description="Plans that include the event."
     )
     ppv_product: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Pay-per-view product id."
     )
     ppv_price_cents: int | None = Field(
-        default=None, ge=0, description="Price of the pay-per-view product."
+        default=None, ge=0, le=100_000_000, description="Price of the pay-per-view product."
     )
     currency: str = Field(
         default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 currency of the price."
@@ -72,28 +98,84 @@ class IngestCredentials(_Model):
     )
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """Validating a row read back from the store: rules added later must not make it unreadable."""
+    return bool(info.context and info.context.get("stored"))
+
+
+def _check_segment_duration(v: int) -> int:
+    problem = segment_duration_problem(v)
+    if problem is not None:
+        raise ValueError(problem + " (the stack encodes at 30 fps with 500 ms parts)")
+    return v
+
+
+def _check_ladder(v: list[Rung]) -> list[Rung]:
+    problem = ladder_problem(r.id for r in v)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
+def _check_cdns(v: list[str]) -> list[str]:
+    if len(set(v)) != len(v):
+        raise ValueError("each CDN may be named once")
+    return v
+
+
+_SEGMENT_DURATION_DOC = (
+    "Segment duration in ms, as the media plane accepts it: 1000-10000, dividing a day, whole "
+    "frames at 30 fps and a multiple of the 500 ms LL-HLS part."
+)
+
+
 class EventSpecFields(_Model):
     """Operational configuration of an event (everything except id, status and schedule)."""
 
-    allowed_regions: list[str] = Field(
-        default_factory=list, description="Regions that may watch; empty = everywhere."
+    allowed_regions: list[Region] = Field(
+        default_factory=list,
+        max_length=300,
+        description="Regions that may watch; empty = everywhere.",
     )
-    blackouts: list[BlackoutSpec] = Field(default_factory=list)
+    blackouts: list[BlackoutSpec] = Field(default_factory=list, max_length=100)
     policy: EntitlementPolicy = Field(default_factory=EntitlementPolicy)
-    ladder: list[Rung] = Field(default_factory=lambda: list(DEMO_LADDER), min_length=1)
-    segment_duration_ms: int = Field(default=2000, ge=1000, le=10_000)
+    ladder: list[Rung] = Field(
+        default_factory=lambda: list(DEMO_LADDER),
+        min_length=1,
+        max_length=MAX_RUNGS,
+        description="Video rungs; rendition ids unique.",
+    )
+    segment_duration_ms: int = Field(
+        default=2000, ge=1000, le=10_000, multiple_of=500, description=_SEGMENT_DURATION_DOC
+    )
     latency_mode: Literal["standard", "low"] = Field(
         default="low", description="`low` = LL-HLS with parts."
     )
     ingest: IngestCredentials = Field(default_factory=IngestCredentials)
-    cdns: list[str] = Field(
-        default_factory=lambda: ["origin"],
+    cdns: list[CdnName] = Field(
+        default_factory=lambda: list(DEFAULT_CDNS),
         min_length=1,
-        description="CDNs enabled, preferred first.",
+        max_length=16,
+        description="CDNs enabled, preferred first: names from the control plane's `cdns` setting (default: all of them).",
     )
     dvr_window_s: int = Field(
         default=0, ge=0, le=86_400, description="Seconds viewers may seek back (0 = live only)."
     )
+
+    @field_validator("segment_duration_ms")
+    @classmethod
+    def _segment_duration(cls, v: int, info: ValidationInfo) -> int:
+        return v if _stored(info) else _check_segment_duration(v)
+
+    @field_validator("ladder")
+    @classmethod
+    def _ladder(cls, v: list[Rung], info: ValidationInfo) -> list[Rung]:
+        return v if _stored(info) else _check_ladder(v)
+
+    @field_validator("cdns")
+    @classmethod
+    def _cdns(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        return v if _stored(info) else _check_cdns(v)
 
 
 class EventCreate(EventSpecFields):
@@ -111,21 +193,78 @@ class EventCreate(EventSpecFields):
         return self
 
 
+# PATCH fields that may be left out but not set to null (null = "no value" only for the schedule):
+# _not_null refuses an explicit null, and _no_null_in_schema keeps it out of the OpenAPI document.
+_NOT_NULL = (
+    "title",
+    "allowed_regions",
+    "blackouts",
+    "policy",
+    "ladder",
+    "segment_duration_ms",
+    "latency_mode",
+    "ingest",
+    "cdns",
+    "dvr_window_s",
+)
+
+
+def _no_null_in_schema(schema: dict[str, Any]) -> None:
+    for name in _NOT_NULL:
+        prop = schema["properties"][name]
+        branches = [b for b in prop.pop("anyOf", []) if b != {"type": "null"}]
+        if len(branches) == 1:
+            prop.update(branches[0])
+        prop.pop("default", None)
+
+
 class EventUpdate(_Model):
-    """Body of PATCH /v1/events/{id}: only the fields given change."""
+    """Body of PATCH /v1/events/{id}: only the fields given change (null only for the schedule)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_in_schema)
 
     title: str | None = Field(default=None, min_length=1, max_length=200)
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
-    allowed_regions: list[str] | None = None
-    blackouts: list[BlackoutSpec] | None = None
+    allowed_regions: list[Region] | None = Field(default=None, max_length=300)
+    blackouts: list[BlackoutSpec] | None = Field(default=None, max_length=100)
     policy: EntitlementPolicy | None = None
-    ladder: list[Rung] | None = Field(default=None, min_length=1)
-    segment_duration_ms: int | None = Field(default=None, ge=1000, le=10_000)
+    ladder: list[Rung] | None = Field(default=None, min_length=1, max_length=MAX_RUNGS)
+    segment_duration_ms: int | None = Field(
+        default=None, ge=1000, le=10_000, multiple_of=500, description=_SEGMENT_DURATION_DOC
+    )
     latency_mode: Literal["standard", "low"] | None = None
     ingest: IngestCredentials | None = None
-    cdns: list[str] | None = Field(default=None, min_length=1)
+    cdns: list[CdnName] | None = Field(default=None, min_length=1, max_length=16)
     dvr_window_s: int | None = Field(default=None, ge=0, le=86_400)
+
+    @field_validator(*_NOT_NULL, mode="before")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        if v is None:
+            raise ValueError("must not be null: leave the field out to keep its value")
+        return v
+
+    @field_validator("segment_duration_ms")
+    @classmethod
+    def _segment_duration(cls, v: int | None) -> int | None:
+        return None if v is None else _check_segment_duration(v)
+
+    @field_validator("ladder")
+    @classmethod
+    def _ladder(cls, v: list[Rung] | None) -> list[Rung] | None:
+        return None if v is None else _check_ladder(v)
+
+    @field_validator("cdns")
+    @classmethod
+    def _cdns(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_cdns(v)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> EventUpdate:
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
 
 
 class EventOut(EventSpecFields):
@@ -136,6 +275,7 @@ class EventOut(EventSpecFields):
     status: EventStatus
     starts_at: datetime | None
     ends_at: datetime | None
+    segment_duration_ms: int = Field(description="Segment duration in ms.")
     version: int
     allowed_transitions: list[EventStatus]
     created_at: datetime

@@ -8,6 +8,8 @@ tables are given as JSON in the environment.
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -149,8 +151,15 @@ class ControlSettings(_Frozen):
         default="x-edge-region", description="Header a trusted edge sets to the viewer's region."
     )
     cdns: dict[str, str] = Field(
-        default={"origin": ""},
-        description="CDN name → base URL prepended to manifest URLs (empty: same host).",
+        default={"cdn-a": "", "cdn-b": "", "cdn-c": ""},
+        min_length=1,
+        description="CDN name → base URL prepended to manifest URLs (empty: same host). Events may only name these; the default is the edges `mainevent up` starts.",
+    )
+    max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request body accepted, on every route; larger ones (declared or chunked) are answered 413 `body_too_large` before they are read.",
     )
     session_ttl_s: float = Field(
         default=90.0,
@@ -214,6 +223,16 @@ class ControlSettings(_Frozen):
         description="Share of test-double payment calls that fail (provider unavailable).",
     )
 
+    @field_validator("cdns")
+    @classmethod
+    def _cdn_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
+                raise ValueError(
+                    "CDN names must be 1-64 lowercase letters, digits, '-' or '_' (starting with a letter or digit)"
+                )
+        return v
+
     @field_validator("dev_idp_secret")
     @classmethod
     def _empty_disables(cls, v: str | None) -> str | None:
@@ -255,3 +274,22 @@ def load_control_settings(
             f"  control.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         ]
         raise ConfigError("invalid control-plane configuration:\n" + "\n".join(lines)) from None
+
+
+def _shown_default(name: str, default: Any) -> str:
+    if name in ("token_keys", "regions"):
+        return "see below"
+    if isinstance(default, Path):
+        return f"`{default}`"
+    if isinstance(default, str | dict | tuple | list):
+        return f"`{json.dumps(list(default) if isinstance(default, tuple) else default)}`"
+    return f"`{default!r}`"
+
+
+def control_settings_reference() -> str:
+    """The `[control]` settings as a Markdown table (kept in docs/control-plane.md, checked by a test)."""
+    rows = ["| Setting | Default | Meaning |", "|---|---|---|"]
+    for name, f in ControlSettings.model_fields.items():
+        desc = (f.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | {_shown_default(name, f.default)} | {desc} |")
+    return "\n".join(rows)

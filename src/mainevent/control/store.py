@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -30,7 +30,7 @@ from mainevent.control.db import (
     utcnow,
 )
 from mainevent.control.entitlement import Blackout, EventFacts, Policy, ViewerFacts
-from mainevent.control.errors import Conflict, NotFound, PreconditionFailed
+from mainevent.control.errors import Conflict, NotFound, PreconditionFailed, invalid_request
 from mainevent.control.lifecycle import TRANSITIONS, EventStatus, check_transition
 from mainevent.control.schemas import (
     AccountIn,
@@ -107,17 +107,20 @@ def _iso_ts(value: str | None) -> float | None:
 def event_out(row: EventRow) -> EventOut:
     """API view of an event row."""
     status = EventStatus(row.status)
-    return EventOut(
-        **row.spec,
-        id=row.id,
-        title=row.title,
-        status=status,
-        starts_at=as_utc(row.starts_at),
-        ends_at=as_utc(row.ends_at),
-        version=row.version,
-        allowed_transitions=sorted(TRANSITIONS[status], key=list(EventStatus).index),
-        created_at=as_utc(row.created_at) or row.created_at,
-        updated_at=as_utc(row.updated_at) or row.updated_at,
+    return EventOut.model_validate(
+        dict(
+            row.spec,
+            id=row.id,
+            title=row.title,
+            status=status,
+            starts_at=as_utc(row.starts_at),
+            ends_at=as_utc(row.ends_at),
+            version=row.version,
+            allowed_transitions=sorted(TRANSITIONS[status], key=list(EventStatus).index),
+            created_at=as_utc(row.created_at) or row.created_at,
+            updated_at=as_utc(row.updated_at) or row.updated_at,
+        ),
+        context={"stored": True},
     )
 
 
@@ -351,10 +354,15 @@ class ControlStore:
             )
         before = _dump(event_out(row))
         changes = patch.model_dump(exclude_unset=True)
-        merged = EventCreate.model_validate(
-            {k: v for k, v in before.items() if k in EventCreate.model_fields}
-            | {k: getattr(patch, k) for k in changes}
-        )
+        try:
+            merged = EventCreate.model_validate(
+                {k: v for k, v in before.items() if k in EventCreate.model_fields}
+                | {k: getattr(patch, k) for k in changes}
+            )
+        except ValidationError as exc:
+            # The patch alone was valid; together with the stored fields it is not (e.g. ends_at
+            # before the stored starts_at).
+            raise invalid_request(exc.errors(), prefix=("body",)) from None
         if row.status != EventStatus.DRAFT and (merged.starts_at is None or merged.ends_at is None):
             raise Conflict(
                 "schedule_missing", "a scheduled event must keep both starts_at and ends_at"
@@ -528,23 +536,34 @@ class ControlStore:
         now = utcnow()
         try:
             with self.db.write.begin() as s:
-                row = Purchase(
-                    id=str(uuid.uuid4()),
-                    account_id=account_id,
-                    idempotency_key=key,
-                    event_id=event_id,
-                    product_id=product_id,
-                    amount_cents=amount_cents,
-                    currency=currency,
-                    status="pending",
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(row)
-                s.flush()
-                return _purchase_out(row), True
+                # One purchase decision at a time per account (the row lock queues concurrent
+                # purchases with different keys on PostgreSQL; SQLite writes are serial anyway),
+                # so two keys cannot both pass the ownership check below.
+                s.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+                found = s.scalars(
+                    select(Purchase).where(
+                        Purchase.account_id == account_id, Purchase.idempotency_key == key
+                    )
+                ).one_or_none()
+                if found is None:
+                    self._refuse_owned(s, account_id, product_id)
+                    row = Purchase(
+                        id=str(uuid.uuid4()),
+                        account_id=account_id,
+                        idempotency_key=key,
+                        event_id=event_id,
+                        product_id=product_id,
+                        amount_cents=amount_cents,
+                        currency=currency,
+                        status="pending",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    s.add(row)
+                    s.flush()
+                    return _purchase_out(row), True
         except IntegrityError:
-            pass
+            pass  # the same key raced us to the insert: continue as its retry
         with self.db.write.begin() as s:
             found = s.scalars(
                 select(Purchase).where(
@@ -557,6 +576,9 @@ class ControlStore:
                     "this Idempotency-Key was already used for a different purchase; use a new key",
                     status=422,
                 )
+            if found.status == "error":  # about to be retaken: another key may have bought it since
+                s.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+                self._refuse_owned(s, account_id, product_id, other_than=found.id)
             stale = now - timedelta(seconds=stale_after_s)
             claimed = s.execute(
                 update(Purchase)
@@ -574,6 +596,38 @@ class ControlStore:
             ).rowcount
             s.refresh(found)
             return _purchase_out(found), bool(claimed)
+
+    @staticmethod
+    def _refuse_owned(
+        s: Session, account_id: str, product_id: str, other_than: str | None = None
+    ) -> None:
+        """Conflict if the account already bought (or is buying) the product with another key."""
+        owned = s.scalars(
+            select(Purchase)
+            .where(
+                Purchase.account_id == account_id,
+                Purchase.product_id == product_id,
+                Purchase.status.in_(("paid", "pending")),
+                Purchase.id != (other_than or ""),
+            )
+            .order_by(Purchase.status.desc(), Purchase.created_at)  # "paid" before "pending"
+            .limit(1)
+        ).one_or_none()
+        if owned is None:
+            return
+        existing = _dump(_purchase_out(owned))
+        if owned.status == "paid":
+            raise Conflict(
+                "already_purchased",
+                "this account already owns this product; nothing was charged",
+                details={"purchase": existing},
+            )
+        raise Conflict(
+            "purchase_in_progress",
+            "another purchase of this product is still being processed for this account; retry shortly",
+            retry_after=1,
+            details={"purchase": existing},
+        )
 
     def finish_purchase(
         self, purchase_id: str, status: str, provider_ref: str | None, failure: str | None
