@@ -183,3 +183,15 @@ async def test_preload_hint_is_held_through_the_tier(tier: Tier) -> None:
     r = await task
     assert r.status_code == 200, r.text
     assert r.content == part(LAST + 1, 0).data
+
+
+async def test_plain_ll_playlist_is_at_most_part_targets_old_at_the_edge(tier: Tier) -> None:
+    """A player joining through shield + edge starts from a playlist at most one PART-TARGET
+    old per tier (it starts PART-HOLD-BACK behind its newest part), not TD/2 per tier."""
+    before = await tier.playlist()  # now cached at the shield and at the edge
+    assert not before.pending_parts
+    tier.served.live.parts(LAST + 1, range(1))
+    part_target_s = (before.part_target_us or 0) / 1e6
+    await asyncio.sleep(2 * part_target_s + 0.05)  # the max-age=1 copies would still be fresh
+    after = await tier.playlist()
+    assert [p.uri for p in after.pending_parts] == [f"{LAST + 1}.0.m4s"]
