@@ -90,6 +90,7 @@ _SAMPLE = """
   return {
     playing: o.started && !v.paused,
     currentTime: v.currentTime,
+    wallSec: Date.now() / 1000,
     latencySec: date ? (Date.now() - date.getTime()) / 1000 : null,
     stalls: o.stalls,
     stallTimeSec: (o.stallMs + stalled) / 1000,
