@@ -21,8 +21,17 @@ behind its estimate of the live edge, so its latency is PART-HOLD-BACK + the vid
 `--tuned-part-ms 250` adds a second low-latency run with that part target (a setting,
 `event.part_target_ms`; the default stays 0.5 s), reported apart.
 
+`--stock` adds, on the same low-latency stack and after our player page, stock players on a
+page served from another origin (`mainevent.testing.stock`: the vendored library and the
+stream URL, nothing else): hls.js (defaults + `lowLatencyMode: true`) and Shaka Player
+(`streaming.lowLatencyMode: true`), each through edge cdn-a and at the origin directly, for
+`--seconds` each after `--warmup`. Latency is the player's own playhead date
+(`hls.playingDate`, `player.getPlayheadTimeAsDate()`) against the wall clock; stalls are
+`waiting` events after the first frame. The load average is printed beside each run (the
+machine is shared).
+
     .venv/bin/python bench/latency.py [--seconds 60] [--ladder default] [--only standard|low]
-                                      [--tuned-part-ms MS]
+                                      [--tuned-part-ms MS] [--stock]
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -41,7 +51,7 @@ import httpx
 from mainevent.media.manifest import MediaPlaylist, parse_media_playlist
 from mainevent.player.session import play
 from mainevent.testing.browser import player_page
-from mainevent.testing.stack import TEST_LADDER, start_stack
+from mainevent.testing.stack import TEST_LADDER, RunningStack, start_stack
 
 
 def histogram_quantiles(metrics: str, q: tuple[float, ...]) -> list[float | None]:
@@ -123,6 +133,7 @@ def low_latency(args: argparse.Namespace, part_target_ms: int | None = None) -> 
                 t.start()
                 followers.append(t)
             url = f"{stack.base_url}/player/?src=/live/{stack.event}/master.m3u8&ll=1"
+            load_ours = loadavg()
             with player_page(url, Path(tmp) / "profile") as page:
                 t0 = time.monotonic()
                 while time.monotonic() - t0 < args.seconds:
@@ -135,6 +146,9 @@ def low_latency(args: argparse.Namespace, part_target_ms: int | None = None) -> 
                     if isinstance(feed, dict) and isinstance(feed.get("feed_delay_s"), float):
                         feed_delays.append(feed["feed_delay_s"])
             metrics = httpx.get(f"{stack.base_url}/metrics", timeout=5).text
+            stock = (
+                stock_runs(stack, args, Path(tmp)) if args.stock and part_target_ms is None else []
+            )
         finally:
             stop.set()
             for t in followers:
@@ -182,6 +196,103 @@ def low_latency(args: argparse.Namespace, part_target_ms: int | None = None) -> 
         floor = phb + statistics.median(video)
         print(f"floor              {floor:.2f} s   (PART-HOLD-BACK + video part delay p50)")
     print(f"publish delay      p50 ≤ {p50} s   p95 ≤ {p95} s   (segments; histogram bounds)")
+    print(f"load average       {load_ours} (at the start of our player page's run)")
+    if stock:
+        print()
+        print(
+            f"stock players (page from another origin), {args.seconds:.0f} s after {args.warmup:.0f} s:"
+        )
+        print(
+            f"{'player':<40} {'p50':>6} {'p95':>6} {'max':>6} {'stalls':>7} {'stalled':>8} "
+            f"{'play/wall':>6}  load average"
+        )
+        rows = [
+            (
+                "our player page (hls.js, tuned), origin",
+                ours_row(samples, stats, args.warmup),
+                load_ours,
+            )
+        ]
+        rows += [(r.name, r.figures, r.load) for r in stock]
+        for name, fig, load in rows:
+            print(f"{name:<40} {fig}  {load}")
+        for r in stock:
+            if r.errors:
+                print(f"  {r.name}: player errors {r.errors}")
+
+
+def loadavg() -> str:
+    """The 1/5/15-minute load averages (the machine is shared: read figures beside them)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _figures(lat: list[float], stalls: object, stall_s: object) -> str:
+    if not lat:
+        return f"{'-':>6} {'-':>6} {'-':>6} {stalls!s:>7} {stall_s!s:>8}"
+    return (
+        f"{statistics.median(lat):>5.2f}s {quantile(lat, 0.95):>5.2f}s {max(lat):>5.2f}s "
+        f"{stalls!s:>7} {stall_s!s:>7}s"
+    )
+
+
+def ours_row(samples: list[tuple[float, float]], stats: dict[str, object], warmup: float) -> str:
+    return _figures(
+        [lat for t, lat in samples if t >= warmup], stats.get("stalls"), stats.get("stallTimeSec")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StockRun:
+    name: str
+    figures: str
+    load: str
+    errors: tuple[str, ...]
+
+
+def stock_runs(stack: RunningStack, args: argparse.Namespace, tmp: Path) -> list[StockRun]:
+    """Stock hls.js and Shaka, through edge cdn-a and at the origin, one after the other."""
+    from mainevent.testing.stock import PLAYERS, StockPages, sample, stock_player
+
+    names = {"hlsjs": "stock hls.js (lowLatencyMode)", "shaka": "stock Shaka (lowLatencyMode)"}
+    out: list[StockRun] = []
+    with StockPages() as pages:
+        if pages.missing():
+            print(f"stock players skipped: not vendored {pages.missing()} (run make setup)")
+            return out
+        for player in PLAYERS:
+            for where, base in (("edge cdn-a", stack.edges["cdn-a"]), ("origin", stack.base_url)):
+                load = loadavg()
+                src = f"{base}/live/{stack.event}/master.m3u8"
+                profile = tmp / f"stock-{player}-{where.replace(' ', '-')}"
+                try:
+                    with stock_player(pages.url(player, src), profile) as page:
+                        samples = sample(page, args.warmup + args.seconds)
+                except AssertionError as exc:  # the player never started
+                    out.append(
+                        StockRun(
+                            f"{names[player]}, {where}", "did not start", load, (str(exc)[:200],)
+                        )
+                    )
+                    continue
+                last = samples[-1]
+                lat = [
+                    s["latencySec"]
+                    for s in samples
+                    if s["t"] >= args.warmup and s["latencySec"] is not None
+                ]
+                fig = _figures(lat, last["stalls"], round(last["stallTimeSec"], 2))
+                # Media played ÷ wall time after the warm-up: below 1 the latency grows even
+                # without a `waiting` event (a browser starved of CPU plays slowly).
+                steady = [s for s in samples if s["t"] >= args.warmup]
+                if len(steady) > 1:
+                    wall = steady[-1]["wallSec"] - steady[0]["wallSec"]
+                    played = steady[-1]["currentTime"] - steady[0]["currentTime"]
+                    fig += f" {played / wall:>6.3f}" if wall > 0 else ""
+                out.append(StockRun(f"{names[player]}, {where}", fig, load, tuple(last["errors"])))
+    return out
 
 
 def main() -> None:
@@ -192,6 +303,11 @@ def main() -> None:
         "--ladder", default=TEST_LADDER, help="ladder for the stack (default: the test ladder)"
     )
     ap.add_argument("--only", choices=["standard", "low"])
+    ap.add_argument(
+        "--stock",
+        action="store_true",
+        help="also run stock hls.js and Shaka (LL) through an edge and directly, same stack",
+    )
     ap.add_argument(
         "--tuned-part-ms",
         type=int,

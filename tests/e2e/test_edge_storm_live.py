@@ -9,8 +9,8 @@ last answer (the shield is the origin's only client then: this test's own playli
 the origin come before the first read), next to the shield's `edge_upstream_fetches_total`.
 
 Why a held part and not a segment before it exists: the origin answers a segment that is not
-published yet with 404 at once (`max-age=1`), and the shield negative-caches that 404 for a
-second, so a storm fired before a segment exists gets 404s, not a wait. What LL-HLS holds is a
+published yet with 404 at once (`no-store`, so no tier keeps it once the segment is listed), so a
+storm fired before a segment exists gets 404s, not a wait. What LL-HLS holds is a
 request for a part not produced yet (the preload hint and the parts after it, up to MSN last + 2)
 and a blocking playlist reload (`_HLS_msn`/`_HLS_part`): those wait at the origin until the part
 lands, and the 5,000 clients wait at the shield meanwhile. Those storms target the part two ahead

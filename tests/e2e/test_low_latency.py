@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import pytest
 from mainevent.media.manifest import MediaPlaylist, parse_media_playlist
 from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
 from mainevent.testing.stack import RunningStack, start_stack
+from mainevent.testing.stock import PLAYERS, StockPages, StockPlayer, sample, stock_player
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -98,15 +102,63 @@ def _check_rules(pl: MediaPlaylist) -> None:
     assert any(s.parts for s in pl.segments[-2:]), "no parts on the newest segments"
 
 
-def test_ll_conformance_over_a_live_minute(stack: RunningStack) -> None:
-    """A minute of LL-HLS as a client sees it follows every SPEC §2 rule."""
+@dataclass
+class _Removed:
+    """Objects that left the playlist, to be fetched once at a random time while still due."""
+
+    rng: random.Random
+    due: list[tuple[float, float, str]] = field(default_factory=list)  # (check at, until, uri)
+    listed: dict[str, float] = field(default_factory=dict)  # uri -> how long it stays due
+    checked: int = 0
+
+    def update(self, pl: MediaPlaylist, now: float) -> None:
+        """Note what `pl` (a full playlist) no longer lists, with the period it stays available:
+        a segment its duration + the playlist's (rfc8216bis §6.2.2), a part 3 × TD (SPEC §2)."""
+        total_s = sum(s.duration_us for s in pl.segments) / 1e6
+        now_listed: dict[str, float] = {}
+        for seg in pl.segments:
+            if not seg.gap:  # a gap has no media; the server may 404 it
+                now_listed[seg.uri] = seg.duration_us / 1e6 + total_s
+            for p in seg.parts:
+                now_listed[p.uri] = 3 * TD_US / 1e6
+        for p in pl.pending_parts:
+            now_listed[p.uri] = 3 * TD_US / 1e6
+        for uri, period in self.listed.items():
+            if uri not in now_listed:
+                # Leave a margin for the time the playlist took to reach us through the tier.
+                until = now + period - 1.0
+                self.due.append((now + self.rng.uniform(0, period - 1.0), until, uri))
+        self.listed = now_listed
+
+    def check(self, client: httpx.Client, url_of: Callable[[str], str], now: float) -> None:
+        for item in [d for d in self.due if d[0] <= now]:
+            self.due.remove(item)
+            at, until, uri = item
+            r = client.get(url_of(uri))
+            if time.monotonic() < until:
+                assert r.status_code == 200, f"{uri} removed, asked {now - at:.1f} s late: {r}"
+                self.checked += 1
+
+
+def _follow_ll(
+    base: str, event: str, seconds: float, seed: int, *, origin: bool
+) -> tuple[int, int]:
+    """Follow v360 at `base` for `seconds` as an LL-HLS client does (the hinted part, then
+    the playlist blocked on it) and check every SPEC §2 rule on what it saw, and that
+    removed segments and parts stay downloadable. Returns (playlists seen, removals checked)."""
     seen: list[MediaPlaylist] = []
     part_bytes: dict[str, bytes] = {}
     report_lag: list[int] = []
+    removed = _Removed(random.Random(seed))
+
+    def url_of(name: str, rendition: str = "v360") -> str:
+        return f"{base}/live/{event}/{rendition}/{name}"
+
     with httpx.Client(timeout=15) as client:
-        url = _url(stack, "v360")
+        url = url_of("index.m3u8")
         pl = parse_media_playlist(client.get(url).raise_for_status().text)
-        deadline = time.monotonic() + 60
+        removed.update(pl, time.monotonic())
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             _check_rules(pl)
             hint = pl.preload_hints[0].uri
@@ -114,14 +166,18 @@ def test_ll_conformance_over_a_live_minute(stack: RunningStack) -> None:
             assert m is not None, hint
             msn, index = int(m[1]), int(m[2])
             # The hinted part is requestable at once and served whole when complete.
-            pr = client.get(_url(stack, "v360", hint))
+            pr = client.get(url_of(hint))
             assert pr.status_code == 200, (hint, pr.text)
-            assert pr.headers["cmsd-static"].startswith("ht=")
+            # Held by the origin (`ht=`), unless this client fell behind and it was complete
+            # already; an edge names itself instead.
+            cmsd = pr.headers.get("cmsd-static", "")
+            assert (cmsd.startswith("ht=") or not cmsd) if origin else 'n="cdn-a"' in cmsd
             part_bytes[hint] = pr.content
             r = client.get(f"{url}?_HLS_msn={msn}&_HLS_part={index}")
             assert r.status_code == 200, r.text
             assert r.headers["cache-control"] == "public, max-age=12"  # ≈ 6 × TD
-            assert r.headers["cmsd-static"].startswith("ht=")
+            if origin:
+                assert r.headers["cmsd-static"].startswith("ht=")
             new = parse_media_playlist(r.text)
             # The hint named exactly the next part.
             assert hint in _all_part_uris(new), (hint, _all_part_uris(new)[-3:])
@@ -130,12 +186,21 @@ def test_ll_conformance_over_a_live_minute(stack: RunningStack) -> None:
             reported = {rr.uri.split("/")[1]: rr for rr in new.rendition_reports}
             assert set(reported) == {"v180", "a128"}
             for rid, rr in reported.items():
-                other = parse_media_playlist(client.get(_url(stack, rid)).text)
                 assert rr.last_part is not None
+                # Blocking on the reported part: answered at once if the report is true (a
+                # plain reload may be a cached copy older than the report, through an edge).
+                q = f"?_HLS_msn={rr.last_msn}&_HLS_part={rr.last_part}"
+                other = parse_media_playlist(client.get(url_of("index.m3u8", rid) + q).text)
                 lag = _position(other) - (rr.last_msn * PARTS + rr.last_part)
                 assert lag >= 0, (rid, rr)
                 report_lag.append(lag)
+            # Listed parts this client skipped past (it fell behind), fetched as a player would.
+            for uri in _all_part_uris(new)[-2 * PARTS :]:
+                if uri not in part_bytes:
+                    part_bytes[uri] = client.get(url_of(uri)).raise_for_status().content
             seen.append(new)
+            removed.update(new, time.monotonic())
+            removed.check(client, url_of, time.monotonic())
             pl = new
         # Every video segment starts at its epoch time, and parts concatenate to the segment.
         for p in seen:
@@ -145,13 +210,30 @@ def test_ll_conformance_over_a_live_minute(stack: RunningStack) -> None:
         whole = [
             s for s in seen[-1].segments if s.parts and all(p.uri in part_bytes for p in s.parts)
         ]
-        assert whole, "no segment had all its parts fetched through preload hints"
+        assert whole, "no segment had all its parts fetched"
         seg = whole[0]
-        data = client.get(_url(stack, "v360", seg.uri)).raise_for_status().content
+        data = client.get(url_of(seg.uri)).raise_for_status().content
         assert data == b"".join(part_bytes[p.uri] for p in seg.parts)
-    assert len(seen) >= 100  # about two parts a second
     # A report may trail the live rendition by the part that landed in between, not more.
     assert max(report_lag) <= 2, report_lag
+    return len(seen), removed.checked
+
+
+def test_ll_conformance_over_a_live_minute(stack: RunningStack) -> None:
+    """A minute of LL-HLS as a client sees it at the origin follows every SPEC §2 rule."""
+    seen, checked = _follow_ll(stack.base_url, stack.event, 60, seed=1, origin=True)
+    # About two playlists a second when the client keeps up; a busy machine slows the client,
+    # not the rules, so only a floor of one per segment is asserted.
+    assert seen >= 30, seen
+    assert checked >= 10, checked
+
+
+def test_ll_conformance_through_shield_and_edge(stack: RunningStack) -> None:
+    """40 s of LL-HLS read through edge cdn-a (→ shield → origin) follows the same rules:
+    removed segments and parts stay downloadable there, held reloads and hints pass through."""
+    seen, checked = _follow_ll(stack.edges["cdn-a"], stack.event, 40, seed=2, origin=False)
+    assert seen >= 20, seen
+    assert checked >= 10, checked
 
 
 def test_delta_update_equals_full_minus_skipped(stack: RunningStack) -> None:
@@ -224,6 +306,32 @@ def test_dash_player_plays_the_mpd(stack: RunningStack, tmp_path: Path) -> None:
     latencies = [s["latencySec"] for s in samples if s["latencySec"] is not None]
     assert latencies, "dash.js reported no live latency"
     assert max(latencies) < 20, latencies
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("player", PLAYERS)
+def test_stock_player_plays_ll_through_an_edge(
+    stack: RunningStack, tmp_path: Path, player: StockPlayer
+) -> None:
+    """Stock hls.js / Shaka in low-latency mode (nothing else set), on a page from another
+    origin, play the LL stream through edge cdn-a near the live edge, without a fatal error
+    (a page on another origin needs CORS on every answer of the tier)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (make setup installs it as root)")
+    with StockPages() as pages:
+        if pages.missing():
+            pytest.skip(f"player libraries not vendored (make setup): {pages.missing()}")
+        stack.wait_window()
+        with stock_player(pages.url(player, stack.edge_master_url()), tmp_path / "p") as page:
+            samples = sample(page, 30)
+    first, last = samples[0], samples[-1]
+    assert not [e for e in last["errors"] if e.startswith("fatal")], last["errors"]
+    # Behaviour, not speed (the 2 s goal is measured by bench/latency.py --stock): it keeps
+    # playing, and near the live edge rather than from the start of the 24 s window.
+    assert last["currentTime"] - first["currentTime"] >= 15, (first, last)
+    latencies = [s["latencySec"] for s in samples[len(samples) // 2 :] if s["latencySec"]]
+    assert latencies, "the player reported no playhead date"
+    assert statistics.median(latencies) < 12, latencies
 
 
 def test_stalled_encoder_gives_503_within_three_target_durations(stack: RunningStack) -> None:

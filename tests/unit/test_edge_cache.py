@@ -205,3 +205,29 @@ def test_fault_decisions() -> None:
         Fault(error_rate=2)
     with pytest.raises(FaultError):
         Fault.from_json({"eror_rate": 1})
+
+
+LL_PLAYLIST = (
+    b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-VERSION:9\n#EXT-X-PART-INF:PART-TARGET=0.512\n"
+    b"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.536\n"
+)
+
+
+def test_non_blocking_ll_playlist_is_kept_one_part_target() -> None:
+    """Players join from the plain LL playlist: an edge keeps it one PART-TARGET, not TD/2."""
+    c = Cache()
+    key = "/live/e/v360/index.m3u8"
+    c.lookup(key, 0.0)
+    c.finish(key, resp(LL_PLAYLIST, "public, max-age=1"), 0.0)
+    assert isinstance(c.lookup(key, 0.5), Hit)
+    assert isinstance(c.lookup(key, 0.52), Fetch)
+    # A blocking reload's answer keeps its max-age (its key names the part it waited for).
+    blocking = key + "?_HLS_msn=5&_HLS_part=1"
+    c.lookup(blocking, 0.0)
+    c.finish(blocking, resp(LL_PLAYLIST, "public, max-age=12"), 0.0)
+    assert isinstance(c.lookup(blocking, 11.0), Hit)
+    # A standard playlist (no parts) keeps TD/2.
+    plain = "/live/e/v360/std.m3u8"
+    c.lookup(plain, 0.0)
+    c.finish(plain, resp(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n", "max-age=1"), 0.0)
+    assert isinstance(c.lookup(plain, 0.9), Hit)

@@ -6,7 +6,12 @@ a time; every concurrent miss for that key — a cold segment storm or identical
 blocking reloads, which share a key because `_HLS_msn`/`_HLS_part`/`_HLS_skip` are in it — waits
 for that fetch (SPEC.md §2, Appendix B). When the fetch's head arrives, `arrived` says whether its
 body may be streamed to the waiters as it comes in; only a whole body is ever stored (`finish`).
-Every fetch's outcome also feeds the upstream's health (`health.UpstreamHealth`): while the
+A non-blocking LL-HLS playlist (no `_HLS_msn` in its key, `EXT-X-PART-INF` in its body) is
+kept at most one PART-TARGET, whatever its `max-age` (whole seconds, TD/2): it is what players
+join from and they start PART-HOLD-BACK behind its newest part, so every second it spends in
+the shield and then in an edge was added to a joining player's latency for good (stock hls.js
+never speeds up to catch up). Blocking responses keep their `max-age`: their key names the
+part they waited for. Every fetch's outcome also feeds the upstream's health (`health.UpstreamHealth`): while the
 upstream is marked failing, a request with a stale copy it may still use is answered from that
 copy without going upstream, and one probe per backoff interval looks for the recovery.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl
 
 from mainevent.media.edge.health import UpstreamHealth
@@ -33,6 +38,7 @@ __all__ = [
     "UpstreamResponse",
     "Wait",
     "cache_key",
+    "ll_playlist_ttl",
     "object_type",
     "parse_cache_control",
 ]
@@ -42,6 +48,22 @@ __all__ = [
 # request, so collapsed waiters really ask for the same bytes.
 KEY_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 _PART = re.compile(r"/\d+\.\d+\.m4s$")
+_PART_INF = re.compile(rb"#EXT-X-PART-INF:PART-TARGET=([0-9.]+)")
+
+
+def ll_playlist_ttl(key: str, body: bytes, ttl: float) -> float:
+    """`ttl` for a stored playlist, capped at its PART-TARGET when it is a non-blocking LL-HLS
+    playlist (key without `_HLS_msn`); other objects keep `ttl`."""
+    if "_HLS_msn=" in key or not key.partition("?")[0].endswith(".m3u8"):
+        return ttl
+    m = _PART_INF.search(body, 0, 4096)
+    if m is None:
+        return ttl
+    try:
+        part_target = float(m[1])
+    except ValueError:
+        return ttl
+    return min(ttl, part_target) if part_target > 0 else ttl
 
 
 def cache_key(path: str, query: str | None) -> str:
@@ -332,6 +354,10 @@ class Cache:
         if response is not None and response.status < 500:
             self.health.succeeded()
             fresh = self._freshness(response.status, response.header("cache-control"))
+            if fresh.storable and response.status == 200:
+                ttl = ll_playlist_ttl(key, response.body, fresh.ttl)
+                if ttl != fresh.ttl:
+                    fresh = replace(fresh, ttl=ttl)
             entry = None
             if fresh.storable and fresh.ttl > 0:
                 # Kept even when it arrives already stale (an upstream serving stale-if-error):

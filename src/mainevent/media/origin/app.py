@@ -17,7 +17,9 @@ protocol (`protocol.py`, as `mainevent up` does), media playlist GETs are answer
 protocol itself through `Origin.playlist_request`; this app serves everything else.
 
 Names are matched by strict patterns and never joined into file paths as given, so there is no
-path traversal. Unknown and future objects are 404 with a short negative TTL.
+path traversal. Unknown and expired objects are 404 with a short negative TTL (1 s); objects
+that may still be published (future segments and parts) are 404 `no-store`, so no shield or
+edge keeps the 404 once a playlist lists them.
 """
 
 from __future__ import annotations
@@ -115,9 +117,16 @@ class Origin:
                 child = self._counters[key] = event.metrics.requests.labels(kind, str(status))
             child.inc(n)
 
-    def _not_found(self, event: LiveEvent | None, kind: str, what: str) -> Response:
+    def _not_found(
+        self, event: LiveEvent | None, kind: str, what: str, *, not_yet: bool = False
+    ) -> Response:
+        """404. `not_yet`: the object may still be published (a future segment or part), so no
+        cache may keep the 404: the playlist that lists it next must find it downloadable at
+        once through every edge (a 1 s negative TTL at the shield and again at the edge kept
+        such 404s up to ~3 s after the object was listed). Gone or unknown objects keep it 1 s."""
         self._count(event, kind, 404)
-        return PlainTextResponse(f"not found: {what}\n", 404, headers=self._headers("max-age=1"))
+        cache = "no-store" if not_yet else "max-age=1"
+        return PlainTextResponse(f"not found: {what}\n", 404, headers=self._headers(cache))
 
     def _half_td(self, event: LiveEvent) -> str:
         return f"max-age={max(1, event.target_duration_s // 2)}"
@@ -210,7 +219,7 @@ class Origin:
         window = event.window(rendition)
         last = window.last_msn
         if last is None:
-            return self._raw_error(event, 404, "no segment published yet", "max-age=1")
+            return self._raw_error(event, 404, "no segment published yet", "no-store")
         d = parse_directives(query_bytes.decode("latin-1"))
         if not isinstance(d, Rejection):
             d = check_directives(
@@ -286,8 +295,10 @@ class Origin:
         """A part not produced yet (the preload hint): hold until it is complete, serve it whole."""
         window = event.window(rendition)
         last = window.last_msn
-        if window.part_state(msn, index) != "future" or msn > (-1 if last is None else last) + 2:
+        if window.part_state(msn, index) != "future":
             return self._not_found(event, "part", name)
+        if msn > (-1 if last is None else last) + 2:
+            return self._not_found(event, "part", name, not_yet=True)
         t0 = time.perf_counter()
         timeout = 3 * event.target_duration_s
         try:
@@ -316,8 +327,10 @@ class Origin:
             kind = "segment"
             # Only segments listed now, or removed but still inside the RFC availability
             # period; future or long-gone numbers are 404 even if a copy is on disk.
-            if not event.is_available(rendition, int(m["msn"])):
-                return self._not_found(event, kind, name)
+            msn = int(m["msn"])
+            if not event.is_available(rendition, msn):
+                last = event.last_msn(rendition)
+                return self._not_found(event, kind, name, not_yet=last is None or msn > last)
         elif m := _PART.match(name):
             kind = "part"
             if event.low_latency is not None:
