@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 HLSJS := src/mainevent/web/vendor/hls.min.js
 DASHJS := src/mainevent/web/vendor/dash.all.min.js
+SHAKA := src/mainevent/web/vendor/shaka-player.compiled.js
 
 .PHONY: demo test setup lint typecheck unit e2e bench clean
 
@@ -17,7 +18,7 @@ demo: setup
 test: setup lint typecheck
 	$(BIN)/pytest -p no:cacheprovider
 
-setup: $(VENV)/.installed $(HLSJS) $(DASHJS) chromium postgres nginx
+setup: $(VENV)/.installed $(HLSJS) $(DASHJS) $(SHAKA) chromium postgres nginx
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,11 @@ $(HLSJS): node_modules/.installed
 $(DASHJS): node_modules/.installed
 	mkdir -p $(dir $(DASHJS))
 	cp node_modules/dashjs/dist/modern/umd/dash.all.min.js $(DASHJS)
+
+# Shaka Player: the second stock player of the latency bench (HLS and DASH).
+$(SHAKA): node_modules/.installed
+	mkdir -p $(dir $(SHAKA))
+	cp node_modules/shaka-player/dist/shaka-player.compiled.js $(SHAKA)
 
 # Browser tests drive Debian's chromium (never a downloaded browser build).
 chromium:
