@@ -121,7 +121,8 @@ class Metrics:
             "mainevent_publish_delay_seconds",
             "Wall clock at publication minus the capture time of the segment's end",
             ["event", "rendition"],
-            buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
+            # Fine below 0.5 s: the goal is a p50 under 0.3 s.
+            buckets=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
             registry=registry,
         )
         self.held = Gauge(
