@@ -21,8 +21,19 @@ behind its estimate of the live edge, so its latency is PART-HOLD-BACK + the vid
 `--tuned-part-ms 250` adds a second low-latency run with that part target (a setting,
 `event.part_target_ms`; the default stays 0.5 s), reported apart.
 
-    .venv/bin/python bench/latency.py [--seconds 60] [--ladder default] [--only standard|low]
-                                      [--tuned-part-ms MS]
+`--players` (or `--only players`) adds the standard-mode side by side, all in one run: the
+same synthetic feed (SRT) into ffmpeg's own HLS muxer (same ladder and x264 settings, 2 s fMP4
+segments) served by a plain HTTP server on loopback, played by hls.js and Shaka; then
+`mainevent up` through edge cdn-a, HLS played by hls.js and Shaka and DASH by dash.js and
+Shaka (stock configurations). Latency is read off the screen: the feed's burnt-in frame number
+against the wall clock (ffmpeg stamps PROGRAM-DATE-TIME from its own start, so a player's own
+figure would flatter the reference). A standard-mode join's latency depends on where in the
+segment cycle it joins, so each player joins `--joins` times at evenly spread phases after a
+segment listing; the mean over joins is compared. The origin's publish delay (capture end →
+listed, the playlist polled every 10 ms) is printed too.
+
+    .venv/bin/python bench/latency.py [--seconds 60] [--ladder default] [--only standard|low|players]
+                                      [--tuned-part-ms MS] [--players] [--joins 3] [--backup]
 """
 
 from __future__ import annotations
@@ -378,6 +389,13 @@ class _RefHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class _RefServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a player closing a connection mid-response (page closed between joins)
+
+
 def reference_run(args: argparse.Namespace, tmp: Path) -> list[PlayerRun]:
     """The same feed into ffmpeg's own HLS muxer (same ladder and encoder settings), served by
     a plain HTTP server on loopback; played by hls.js and Shaka."""
@@ -394,8 +412,8 @@ def reference_run(args: argparse.Namespace, tmp: Path) -> list[PlayerRun]:
     )
     ladder = ladder_spec(settings)
     out = tmp / "ref"
-    for r in (*ladder.rungs, ladder.audio_id):
-        (out / (r if isinstance(r, str) else r.id)).mkdir(parents=True)
+    for name in [*(r.id for r in ladder.rungs), ladder.audio_id]:
+        (out / name).mkdir(parents=True)
     port = free_port(socket.SOCK_DGRAM)
     listen = f"srt://127.0.0.1:{port}?mode=listener&latency=120000"
     enc = subprocess.Popen(
@@ -405,7 +423,7 @@ def reference_run(args: argparse.Namespace, tmp: Path) -> list[PlayerRun]:
     )
     feed = Feed(f"srt://127.0.0.1:{port}", size=args.feed_size, bitrate_kbps=1500)
     handler = type("H", (_RefHandler,), {"ref_dir": str(out)})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _RefServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     runs: list[PlayerRun] = []
