@@ -39,10 +39,7 @@ POLL_S = 0.25
 RENDITIONS = ("v360", "v180")
 STACK_ARGS = ("--no-edges",)
 PLAYLIST_MAX_AGE_S = 1
-"""The origin's Cache-Control for live media playlists: max-age = target duration / 2
-(`origin.playlist_freshness = half_td`, pinned below: the herd bound here counts fetches per
-max-age; the default `aligned` freshness makes the last second of each segment uncacheable)."""
-STACK_ENV = {"MAINEVENT_ORIGIN__PLAYLIST_FRESHNESS": "half_td"}
+"""The origin's Cache-Control for live media playlists: max-age = target duration / 2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +230,7 @@ def test_origin_down_10s_edges_serve_stale_then_recover_without_herd(
 ) -> None:
     """Origin down 10 s: the edge serves what it had (stale); on return ≈ 1 fetch per object."""
     data_dir = tmp_path / "origin"
-    origin = Origin(start_stack(data_dir, extra_args=STACK_ARGS, env=STACK_ENV))
+    origin = Origin(start_stack(data_dir, extra_args=STACK_ARGS))
     cleanup.callback(origin.stop)
     assert origin.stack is not None
     event = origin.stack.event
@@ -273,7 +270,7 @@ def test_origin_down_10s_edges_serve_stale_then_recover_without_herd(
                 run.phase = "restarting"
                 marks["restart_wall"] = time.time()
                 origin.stack = await asyncio.to_thread(
-                    start_stack, data_dir, extra_args=STACK_ARGS, env=STACK_ENV, port=origin_port
+                    start_stack, data_dir, extra_args=STACK_ARGS, port=origin_port
                 )
                 run.phase = "back"
                 marks["back"] = time.monotonic()

@@ -225,14 +225,17 @@ def _event_at(tmp_path: Path, wall_s: float, **kw: object) -> LiveEvent:
         (1_800_000_010.5, "aligned", "max-age=0"),  # due and not yet listed
         (1_800_000_013.0, "aligned", "max-age=1"),  # running late: plain TD/2 again
         (1_800_000_009.2, "half_td", "max-age=1"),
+        (1_800_000_009.2, None, "max-age=1"),  # the default: TD/2
     ],
 )
 async def test_standard_playlist_never_cached_past_the_next_publication(
-    tmp_path: Path, wall_s: float, freshness: str, max_age: str
+    tmp_path: Path, wall_s: float, freshness: str | None, max_age: str
 ) -> None:
-    """A cached standard playlist expires before the next segment can be listed, so a player
-    joining through the shield and an edge gets the newest segment, not one 2 s old."""
-    ev = _event_at(tmp_path, wall_s, playlist_freshness=freshness)
+    """With `aligned` freshness a cached standard playlist expires before the next segment can
+    be listed, so a player joining through the shield and an edge gets the newest segment, not
+    one 2 s old; the default keeps TD/2."""
+    kw = {} if freshness is None else {"playlist_freshness": freshness}
+    ev = _event_at(tmp_path, wall_s, **kw)
     await publish(ev, range(900_000_000, 900_000_004))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app({"final": ev})), base_url="http://origin"

@@ -180,7 +180,7 @@ class LiveEvent:
         part_hold_back_ms: int | None = None,
         hold_back_ms: int | None = None,
         max_held_requests: int = DEFAULT_MAX_HELD,
-        playlist_freshness: PlaylistFreshness = "aligned",
+        playlist_freshness: PlaylistFreshness = "half_td",
     ) -> None:
         self.event_id = event_id
         self.playlist_freshness: PlaylistFreshness = playlist_freshness
