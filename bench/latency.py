@@ -460,13 +460,18 @@ def reference_run(args: argparse.Namespace, tmp: Path) -> list[PlayerRun]:
     return runs
 
 
-def mainevent_run(args: argparse.Namespace, tmp: Path) -> tuple[list[PlayerRun], list[float], str]:
+def mainevent_run(
+    args: argparse.Namespace, tmp: Path, freshness: str | None = None
+) -> tuple[list[PlayerRun], list[float], str]:
     """`mainevent up` (standard mode, edges on), played through edge cdn-a: HLS with hls.js
     and Shaka, DASH with dash.js and Shaka; the origin's publish delay followed meanwhile."""
     stack = start_stack(
         tmp / "data",
         ladder=args.ladder,
-        env={"MAINEVENT_REDUNDANCY__BACKUP": "true" if args.backup else "false"},
+        env={
+            "MAINEVENT_REDUNDANCY__BACKUP": "true" if args.backup else "false",
+            **({"MAINEVENT_ORIGIN__PLAYLIST_FRESHNESS": freshness} if freshness else {}),
+        },
     )
     runs: list[PlayerRun] = []
     origin_pl = f"{stack.base_url}/live/{stack.event}/{args.ladder.split(':', 1)[0]}/index.m3u8"
@@ -493,9 +498,13 @@ def mainevent_run(args: argparse.Namespace, tmp: Path) -> tuple[list[PlayerRun],
                 "&player=shaka",
             ),
         ]
+        if freshness == "aligned":  # playlist freshness does not touch the MPD
+            sessions = sessions[:2]
         for label, src, q in sessions:
             url = f"{stack.base_url}/player/?src={src}{q}"
-            runs.append(play_joins(label, url, tmp / f"p-{len(runs)}", args, follower))
+            if freshness:
+                label = label.replace("mainevent", f"mainevent[{freshness}]")
+            runs.append(play_joins(label, url, tmp / f"p-{freshness}-{len(runs)}", args, follower))
         metrics = httpx.get(f"{stack.base_url}/metrics", timeout=5).text
     finally:
         follower.stop.set()
@@ -509,10 +518,23 @@ def side_by_side(args: argparse.Namespace) -> None:
     muxer, same feed, same players, in one run."""
     with tempfile.TemporaryDirectory() as tmp:
         ref = reference_run(args, Path(tmp))
-        ours, delays, metrics = mainevent_run(args, Path(tmp))
+        modes: dict[str, list[str | None]] = {
+            "default": [None],
+            "aligned": ["aligned"],
+            "both": ["half_td", "aligned"],
+        }
+        ours: list[PlayerRun] = []
+        delays: list[float] = []
+        metrics = ""
+        for i, freshness in enumerate(modes[args.playlist_freshness]):
+            runs, d, metrics = mainevent_run(args, Path(tmp) / f"m{i}", freshness)
+            ours += runs
+            delays += d
     ref_means = [r.mean for r in ref if r.mean is not None]
     reference = statistics.fmean(ref_means) if ref_means else None
-    hls_means = [r.mean for r in ours if "HLS" in r.label and r.mean is not None]
+    hls_means = [
+        r.mean for r in ours if "HLS" in r.label and "aligned" not in r.label and r.mean is not None
+    ]
     hls_mean = statistics.fmean(hls_means) if hls_means else None
     print(
         f"mode: standard, 2 s segments, ladder {args.ladder}, feed {args.feed_size}; "
@@ -560,6 +582,12 @@ def main() -> None:
     )
     ap.add_argument("--feed-size", default="640x360", help="feed size of the side-by-side runs")
     ap.add_argument("--joins", type=int, default=3, help="side by side: joins per player")
+    ap.add_argument(
+        "--playlist-freshness",
+        choices=["default", "aligned", "both"],
+        default="default",
+        help="side by side: origin.playlist_freshness of the mainevent run(s)",
+    )
     ap.add_argument(
         "--join-warmup", type=float, default=8.0, help="side by side: s before sampling"
     )
