@@ -38,7 +38,7 @@ $(DASHJS): node_modules/.installed
 	mkdir -p $(dir $(DASHJS))
 	cp node_modules/dashjs/dist/modern/umd/dash.all.min.js $(DASHJS)
 
-# Stock Shaka Player for the stock-player LL-HLS runs (tests/e2e/test_stock_players.py, bench).
+# Stock Shaka Player: the second stock player of the latency bench (standard HLS, DASH, LL-HLS).
 $(SHAKA): node_modules/.installed
 	mkdir -p $(dir $(SHAKA))
 	cp node_modules/shaka-player/dist/shaka-player.compiled.js $(SHAKA)

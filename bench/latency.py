@@ -30,27 +30,45 @@ stream URL, nothing else): hls.js (defaults + `lowLatencyMode: true`) and Shaka 
 `waiting` events after the first frame. The load average is printed beside each run (the
 machine is shared).
 
-    .venv/bin/python bench/latency.py [--seconds 60] [--ladder default] [--only standard|low]
-                                      [--tuned-part-ms MS] [--stock]
+`--players` (or `--only players`) adds the standard-mode side by side, all in one run: the
+same synthetic feed (SRT) into ffmpeg's own HLS muxer (same ladder and x264 settings, 2 s fMP4
+segments) served by a plain HTTP server on loopback, played by hls.js and Shaka; then
+`mainevent up` through edge cdn-a, HLS played by hls.js and Shaka and DASH by dash.js and
+Shaka (stock configurations). Latency is read off the screen: the feed's burnt-in frame number
+against the wall clock (ffmpeg stamps PROGRAM-DATE-TIME from its own start, so a player's own
+figure would flatter the reference). A standard-mode join's latency depends on where in the
+segment cycle it joins, so each player joins `--joins` times at evenly spread phases after a
+segment listing; the mean over joins is compared. The origin's publish delay (capture end →
+listed, the playlist polled every 10 ms) is printed too.
+
+    .venv/bin/python bench/latency.py [--seconds 60] [--ladder default] [--only standard|low|players]
+                                      [--tuned-part-ms MS] [--stock] [--players] [--joins 3] [--backup]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
+import socket
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from mainevent.media.manifest import MediaPlaylist, parse_media_playlist
+from mainevent.media.origin.app import web_dir
 from mainevent.player.session import play
 from mainevent.testing.browser import player_page
+from mainevent.testing.feeds import Feed
 from mainevent.testing.stack import TEST_LADDER, RunningStack, start_stack
 
 
@@ -295,6 +313,370 @@ def stock_runs(stack: RunningStack, args: argparse.Namespace, tmp: Path) -> list
     return out
 
 
+# ---- standard mode side by side: ffmpeg's HLS muxer, mainevent through an edge, DASH ----------
+
+# Reads the feed's burnt-in frame number (mod 2^24 since the epoch) off the picture on screen:
+# glass-to-glass latency measured the same way for every player and both servers, without
+# trusting any manifest's clock (ffmpeg's HLS muxer stamps PROGRAM-DATE-TIME from its own start).
+BARCODE_JS = """([w, h, bits, x0, bitW, stripH, fps]) => {
+  const video = document.getElementById('video');
+  if (!video || video.readyState < 2 || !video.videoWidth) return null;
+  let c = window.__barcodeCanvas;
+  if (!c) { c = window.__barcodeCanvas = document.createElement('canvas'); c.width = w; c.height = h; }
+  const ctx = c.getContext('2d', {willReadFrequently: true});
+  ctx.drawImage(video, 0, 0, w, h);
+  const row = ctx.getImageData(0, h - Math.floor(stripH / 2), w, 1).data;
+  let frame = 0;
+  for (let b = 0; b < bits; b++) {
+    const x = x0 + b * bitW + Math.floor(bitW / 2);
+    const i = x * 4;
+    if (0.299 * row[i] + 0.587 * row[i + 1] + 0.114 * row[i + 2] > 128) frame += 2 ** b;
+  }
+  const wrap = 2 ** bits;
+  const nowFrames = Math.floor(Date.now() * fps / 1000);
+  const behind = ((nowFrames - frame) % wrap + wrap) % wrap;
+  return behind / fps;
+}"""
+
+
+def barcode_args(size: str, fps: int) -> list[int]:
+    from mainevent.media.encode.ffmpeg import BARCODE_BITS, barcode_geometry
+
+    w, h = (int(x) for x in size.split("x"))
+    x0, bit_w, strip_h = barcode_geometry(w, h)
+    return [w, h, BARCODE_BITS, x0, bit_w, strip_h, fps]
+
+
+@dataclass
+class PlayerRun:
+    """One player's joins: glass-to-glass (burnt-in barcode) and the player's own figure,
+    one value per join (the median of its samples)."""
+
+    label: str
+    joins: list[float] = field(default_factory=list)
+    reported: list[float] = field(default_factory=list)
+    stalls: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.joins) if self.joins else None
+
+    def line(self, reference: float | None) -> str:
+        if not self.joins:
+            return f"{self.label:<34} no samples ({'; '.join(self.errors)[:200]})"
+        rep = f"{statistics.fmean(self.reported):5.2f}" if self.reported else "  -  "
+        ratio = f"{self.mean / reference:5.3f}" if reference and self.mean else "  -  "
+        return (
+            f"{self.label:<34} mean {self.mean:5.2f} s  (joins {min(self.joins):.2f}–"
+            f"{max(self.joins):.2f})  × ref {ratio}  player says {rep} s  stalls {self.stalls}"
+            + (f"  errors {len(self.errors)}" if self.errors else "")
+        )
+
+
+class Follower(threading.Thread):
+    """Polls a media playlist every 10 ms: when each new segment was first listed (wall clock),
+    and, where PROGRAM-DATE-TIME is the capture time, the publish delay (listed − capture end)."""
+
+    def __init__(self, url: str, *, pdt_is_capture: bool) -> None:
+        super().__init__(daemon=True)
+        self.url, self.pdt_is_capture = url, pdt_is_capture
+        self.listed: list[float] = []
+        self.delays: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        last_msn = None
+        with httpx.Client(timeout=5) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.get(self.url)
+                    pl = parse_media_playlist(r.text) if r.status_code == 200 else None
+                except (httpx.HTTPError, ValueError):
+                    pl = None
+                now = time.time()
+                if pl is not None and pl.segments and pl.last_msn != last_msn:
+                    if last_msn is not None:  # the first may have been listed before we looked
+                        self.listed.append(now)
+                        seg = pl.segments[-1]
+                        if self.pdt_is_capture and seg.program_date_time_ms and not seg.gap:
+                            end = (seg.program_date_time_ms * 1000 + seg.duration_us) / 1e6
+                            self.delays.append(now - end)
+                    last_msn = pl.last_msn
+                self.stop.wait(0.01)
+
+    def wait_phase(self, phase_s: float, period_s: float) -> None:
+        """Sleep until `phase_s` after a segment listing (the next one, predicted)."""
+        deadline = time.monotonic() + 20
+        while not self.listed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.listed:
+            raise RuntimeError(f"no segment listed at {self.url}")
+        last = self.listed[-1]
+        now = time.time()
+        target = last + phase_s
+        while target < now + 0.05:
+            target += period_s
+        time.sleep(target - now)
+
+
+def play_joins(
+    label: str, url: str, profile: Path, args: argparse.Namespace, follower: Follower
+) -> PlayerRun:
+    """`--joins` fresh page loads of `url` at evenly spread phases of the segment cycle (the
+    latency of a standard-mode join depends on when in the cycle it joins); each join plays
+    `--join-warmup` s, then samples latency every 0.5 s for `--join-seconds` s."""
+    from playwright.sync_api import Error, sync_playwright
+
+    from mainevent.testing.browser import BROWSER_ARGS, CHROMIUM
+
+    run = PlayerRun(label)
+    bc = barcode_args(args.feed_size, 30)
+    period = 2.0
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS
+        )
+        try:
+            for k in range(args.joins):
+                follower.wait_phase(0.1 + k * period / args.joins, period)
+                page = ctx.new_page()
+                try:
+                    page.goto(url)
+                    page.wait_for_function(
+                        "window.mainevent && window.mainevent.stats().playing", timeout=40_000
+                    )
+                    time.sleep(args.join_warmup)
+                    g2g: list[float] = []
+                    said: list[float] = []
+                    t0 = time.monotonic()
+                    stats: dict[str, Any] = {}
+                    while time.monotonic() - t0 < args.join_seconds:
+                        v = page.evaluate(BARCODE_JS, bc)
+                        stats = page.evaluate("window.mainevent.stats()")
+                        if isinstance(v, (int, float)) and 0 < v < 60:
+                            g2g.append(float(v))
+                        lat = stats.get("latencySec")
+                        if isinstance(lat, (int, float)):
+                            said.append(float(lat))
+                        time.sleep(0.5)
+                    if g2g:
+                        run.joins.append(statistics.median(g2g))
+                    if said:
+                        run.reported.append(statistics.median(said))
+                    run.stalls += int(stats.get("stalls") or 0)
+                except Error as exc:
+                    run.errors.append(str(exc).splitlines()[0][:200])
+                finally:
+                    page.close()
+        finally:
+            ctx.close()
+    return run
+
+
+class _RefHandler(SimpleHTTPRequestHandler):
+    """Plain file server: `/ref/...` → ffmpeg's output directory, `/player/`, `/static/...` →
+    the player page. Playlists are sent `no-cache` (a plain origin, no CDN in front)."""
+
+    ref_dir = ""
+
+    def translate_path(self, path: str) -> str:
+        path = path.split("?", 1)[0]
+        if path.startswith("/ref/"):
+            return os.path.join(self.ref_dir, path[len("/ref/") :])
+        if path.startswith("/static/"):
+            return str(web_dir() / path[len("/static/") :])
+        if path.rstrip("/") == "/player":
+            return str(web_dir() / "player.html")
+        return "/nonexistent"
+
+    def end_headers(self) -> None:
+        if self.path.split("?", 1)[0].endswith(".m3u8"):
+            self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _RefServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a player closing a connection mid-response (page closed between joins)
+
+
+def reference_run(args: argparse.Namespace, tmp: Path) -> list[PlayerRun]:
+    """The same feed into ffmpeg's own HLS muxer (same ladder and encoder settings), served by
+    a plain HTTP server on loopback; played by hls.js and Shaka."""
+    from mainevent.commands.stack import free_port, ladder_spec
+    from mainevent.commands.up import parse_ladder
+    from mainevent.config import load_settings
+    from mainevent.media.encode.ffmpeg import find_ffmpeg, reference_hls_command
+
+    settings = load_settings(
+        overrides={
+            "event": {"ladder": parse_ladder(args.ladder)},
+            "encoder": {"preset": "ultrafast"},
+        }
+    )
+    ladder = ladder_spec(settings)
+    out = tmp / "ref"
+    for name in [*(r.id for r in ladder.rungs), ladder.audio_id]:
+        (out / name).mkdir(parents=True)
+    port = free_port(socket.SOCK_DGRAM)
+    listen = f"srt://127.0.0.1:{port}?mode=listener&latency=120000"
+    enc = subprocess.Popen(
+        reference_hls_command(find_ffmpeg(), listen, ladder, str(out)),
+        stdin=subprocess.DEVNULL,
+        cwd=out,
+    )
+    feed = Feed(f"srt://127.0.0.1:{port}", size=args.feed_size, bitrate_kbps=1500)
+    handler = type("H", (_RefHandler,), {"ref_dir": str(out)})
+    server = _RefServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    runs: list[PlayerRun] = []
+    follower: Follower | None = None
+    try:
+        time.sleep(0.5)  # the listener binds before the caller dials
+        feed.start()
+        deadline = time.monotonic() + 40
+        while not (out / ladder.rungs[-1].id / "3.m4s").exists():
+            if time.monotonic() > deadline or enc.poll() is not None:
+                raise RuntimeError(f"ffmpeg reference never published (exit {enc.poll()})")
+            time.sleep(0.2)
+        follower = Follower(f"{base}/ref/{ladder.rungs[0].id}/index.m3u8", pdt_is_capture=False)
+        follower.start()
+        for player, q in (("hls.js", ""), ("Shaka", "&player=shaka")):
+            url = f"{base}/player/?src={base}/ref/master.m3u8{q}"
+            runs.append(
+                play_joins(
+                    f"ffmpeg HLS muxer, {player}", url, tmp / f"p-ref-{player}", args, follower
+                )
+            )
+    finally:
+        if follower is not None:
+            follower.stop.set()
+        feed.kill()
+        enc.terminate()
+        try:
+            enc.wait(10)
+        except subprocess.TimeoutExpired:
+            enc.kill()
+            enc.wait()
+        server.shutdown()
+        server.server_close()
+    return runs
+
+
+def mainevent_run(
+    args: argparse.Namespace, tmp: Path, freshness: str | None = None
+) -> tuple[list[PlayerRun], list[float], str]:
+    """`mainevent up` (standard mode, edges on), played through edge cdn-a: HLS with hls.js
+    and Shaka, DASH with dash.js and Shaka; the origin's publish delay followed meanwhile."""
+    stack = start_stack(
+        tmp / "data",
+        ladder=args.ladder,
+        env={
+            "MAINEVENT_REDUNDANCY__BACKUP": "true" if args.backup else "false",
+            **({"MAINEVENT_ORIGIN__PLAYLIST_FRESHNESS": freshness} if freshness else {}),
+        },
+    )
+    runs: list[PlayerRun] = []
+    origin_pl = f"{stack.base_url}/live/{stack.event}/{args.ladder.split(':', 1)[0]}/index.m3u8"
+    follower = Follower(origin_pl, pdt_is_capture=True)
+    follower.start()
+    try:
+        edge = stack.edges.get("cdn-a", stack.base_url)
+        stack.wait_window(4)
+        sessions = [
+            ("mainevent HLS via edge, hls.js", f"{edge}/live/{stack.event}/master.m3u8", ""),
+            (
+                "mainevent HLS via edge, Shaka",
+                f"{edge}/live/{stack.event}/master.m3u8",
+                "&player=shaka",
+            ),
+            (
+                "mainevent DASH via edge, dash.js",
+                f"{edge}/live/{stack.event}/manifest.mpd",
+                "&dash=1",
+            ),
+            (
+                "mainevent DASH via edge, Shaka",
+                f"{edge}/live/{stack.event}/manifest.mpd",
+                "&player=shaka",
+            ),
+        ]
+        if freshness == "aligned":  # playlist freshness does not touch the MPD
+            sessions = sessions[:2]
+        for label, src, q in sessions:
+            url = f"{stack.base_url}/player/?src={src}{q}"
+            if freshness:
+                label = label.replace("mainevent", f"mainevent[{freshness}]")
+            runs.append(play_joins(label, url, tmp / f"p-{freshness}-{len(runs)}", args, follower))
+        metrics = httpx.get(f"{stack.base_url}/metrics", timeout=5).text
+    finally:
+        follower.stop.set()
+        follower.join(10)
+        stack.stop()
+    return runs, follower.delays, metrics
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    """Standard-mode latency of mainevent (HLS and DASH, through an edge) against ffmpeg's HLS
+    muxer, same feed, same players, in one run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = reference_run(args, Path(tmp))
+        modes: dict[str, list[str | None]] = {
+            "default": [None],
+            "aligned": ["aligned"],
+            "both": ["half_td", "aligned"],
+        }
+        ours: list[PlayerRun] = []
+        delays: list[float] = []
+        metrics = ""
+        for i, freshness in enumerate(modes[args.playlist_freshness]):
+            runs, d, metrics = mainevent_run(args, Path(tmp) / f"m{i}", freshness)
+            ours += runs
+            delays += d
+    ref_means = [r.mean for r in ref if r.mean is not None]
+    reference = statistics.fmean(ref_means) if ref_means else None
+    hls_means = [
+        r.mean for r in ours if "HLS" in r.label and "aligned" not in r.label and r.mean is not None
+    ]
+    hls_mean = statistics.fmean(hls_means) if hls_means else None
+    print(
+        f"mode: standard, 2 s segments, ladder {args.ladder}, feed {args.feed_size}; "
+        f"{args.joins} joins per player at spread phases, each {args.join_warmup:.0f} s + "
+        f"{args.join_seconds:.0f} s sampled; load {load_average()}"
+    )
+    print("glass-to-glass (burnt-in frame number on screen vs wall clock):")
+    for r in ref + ours:
+        print("  " + r.line(reference))
+    if reference:
+        print(f"  reference = mean of the ffmpeg runs: {reference:.2f} s")
+    if hls_mean:
+        for r in ours:
+            if "DASH" in r.label and r.mean is not None:
+                print(
+                    f"  {r.label}: × mainevent HLS (mean {hls_mean:.2f} s) {r.mean / hls_mean:.3f}"
+                )
+    if delays:
+        print(
+            f"publish delay (capture end → listed at the origin, polled every 10 ms): "
+            f"p50 {statistics.median(delays):.3f} s  p95 {quantile(delays, 0.95):.3f} s  "
+            f"({len(delays)} segments)"
+        )
+    p50, p95 = histogram_quantiles(metrics, (0.5, 0.95))
+    print(f"publish delay histogram: p50 ≤ {p50} s  p95 ≤ {p95} s")
+
+
+def load_average() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -302,7 +684,29 @@ def main() -> None:
     ap.add_argument(
         "--ladder", default=TEST_LADDER, help="ladder for the stack (default: the test ladder)"
     )
-    ap.add_argument("--only", choices=["standard", "low"])
+    ap.add_argument("--only", choices=["standard", "low", "players"])
+    ap.add_argument(
+        "--players",
+        action="store_true",
+        help="also run the standard-mode side by side (ffmpeg reference, edge, DASH; browsers)",
+    )
+    ap.add_argument("--feed-size", default="640x360", help="feed size of the side-by-side runs")
+    ap.add_argument("--joins", type=int, default=3, help="side by side: joins per player")
+    ap.add_argument(
+        "--playlist-freshness",
+        choices=["default", "aligned", "both"],
+        default="default",
+        help="side by side: origin.playlist_freshness of the mainevent run(s)",
+    )
+    ap.add_argument(
+        "--join-warmup", type=float, default=8.0, help="side by side: s before sampling"
+    )
+    ap.add_argument("--join-seconds", type=float, default=5.0, help="side by side: s sampled")
+    ap.add_argument(
+        "--backup",
+        action="store_true",
+        help="side by side: run mainevent with its backup pipeline too (the default config)",
+    )
     ap.add_argument(
         "--stock",
         action="store_true",
@@ -314,6 +718,11 @@ def main() -> None:
         help="also run low latency with this part target (ms; must divide the segment duration)",
     )
     args = ap.parse_args()
+    if args.only == "players" or args.players:
+        side_by_side(args)
+        if args.only == "players":
+            return
+        print()
     if args.only != "low":
         standard(args)
     if args.only != "standard":

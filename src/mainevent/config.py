@@ -235,6 +235,10 @@ class OriginSettings(_Frozen):
         le=1_000_000,
         description="LL-HLS blocking requests one origin process holds at most; beyond it answers 503 with Retry-After.",
     )
+    playlist_freshness: Literal["aligned", "half_td"] = Field(
+        default="half_td",
+        description="Standard-mode media playlist `max-age`: `half_td` = target duration / 2 always (each cache tier may serve a playlist up to that much after the next segment is listed, which adds to a joining player's latency); `aligned` = the whole seconds left before the next segment can be listed, 0 in the last second, so no tier keeps a playlist past the next publication, but then playlists are not stored (no stale-if-error copy, and only fetches in flight at the same moment are collapsed).",
+    )
 
 
 class FeedSettings(_Frozen):

@@ -197,3 +197,65 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     m = (await client.get("/metrics")).text
     assert 'mainevent_segments_published_total{event="final",rendition="v360"} 3.0' in m
     assert 'mainevent_origin_requests_total{status="404",type="segment"} 1.0' in m
+
+
+def _event_at(tmp_path: Path, wall_s: float, **kw: object) -> LiveEvent:
+    return LiveEvent(
+        event_id="final",
+        renditions=[
+            RenditionSpec("v360", "video", 600, 640, 360),
+            RenditionSpec("a128", "audio", 128),
+        ],
+        store=LocalSegmentStore(tmp_path),
+        segment_duration_ms=2000,
+        window_segments=3,
+        fps=30,
+        wall=lambda: wall_s,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("wall_s", "freshness", "max_age"),
+    [
+        # Segments up to 900_000_003 are listed: it ended at capture 1_800_000_008 s, and the
+        # next one can be listed from 1_800_000_010 s on.
+        (1_800_000_008.4, "aligned", "max-age=1"),  # 1.6 s before the next can be listed
+        (1_800_000_009.2, "aligned", "max-age=0"),  # the last second: not kept by any cache
+        (1_800_000_010.5, "aligned", "max-age=0"),  # due and not yet listed
+        (1_800_000_013.0, "aligned", "max-age=1"),  # running late: plain TD/2 again
+        (1_800_000_009.2, "half_td", "max-age=1"),
+        (1_800_000_009.2, None, "max-age=1"),  # the default: TD/2
+    ],
+)
+async def test_standard_playlist_never_cached_past_the_next_publication(
+    tmp_path: Path, wall_s: float, freshness: str | None, max_age: str
+) -> None:
+    """With `aligned` freshness a cached standard playlist expires before the next segment can
+    be listed, so a player joining through the shield and an edge gets the newest segment, not
+    one 2 s old; the default keeps TD/2."""
+    kw = {} if freshness is None else {"playlist_freshness": freshness}
+    ev = _event_at(tmp_path, wall_s, **kw)
+    await publish(ev, range(900_000_000, 900_000_004))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app({"final": ev})), base_url="http://origin"
+    ) as c:
+        r = await c.get("/live/final/v360/index.m3u8")
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == max_age
+    assert parse_media_playlist(r.text).last_msn == 900_000_003
+
+
+async def test_mpd_asks_dash_players_to_play_where_hls_players_do(
+    client: httpx.AsyncClient,
+) -> None:
+    """suggestedPresentationDelay is 2 × D (Shaka adds one segment for its live edge: 3 × D,
+    the HLS hold-back); before it was 3 × D, a segment behind every HLS player."""
+    import xml.etree.ElementTree as ET
+
+    await publish(client.event, range(900_000_000, 900_000_004))  # type: ignore[attr-defined]
+    r = await client.get("/live/final/manifest.mpd")
+    assert r.status_code == 200
+    mpd = ET.fromstring(r.text)
+    assert mpd.get("suggestedPresentationDelay") == "PT4S"
+    assert mpd.get("maxSegmentDuration") == "PT2S"

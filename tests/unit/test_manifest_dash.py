@@ -72,3 +72,12 @@ def test_mpd_refuses_an_off_grid_anchor() -> None:
         render_mpd(info(start_number=1), REPS)
     with pytest.raises(ManifestError):
         render_mpd(info(), [])
+
+
+@pytest.mark.parametrize(("d_ms", "spd_ms"), [(2000, 4000), (4000, 8000), (1000, 2000)])
+def test_presentation_delay_is_two_segments(d_ms: int, spd_ms: int) -> None:
+    """DASH players are asked to play 2 × D behind the newest available segment's end (3 × D
+    behind the wall clock for Shaka, as HLS players play 3 × TD)."""
+    from mainevent.media.manifest.dash import suggested_presentation_delay_ms
+
+    assert suggested_presentation_delay_ms(d_ms) == spd_ms

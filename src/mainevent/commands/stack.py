@@ -98,6 +98,7 @@ def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -
         part_hold_back_ms=ev.part_hold_back_ms,
         hold_back_ms=ev.hold_back_ms,
         max_held_requests=settings.origin.max_held_requests,
+        playlist_freshness=settings.origin.playlist_freshness,
     )
 
 

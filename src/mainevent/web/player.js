@@ -7,6 +7,8 @@
  *                   PART-HOLD-BACK behind the edge); default standard live, 3 x TD behind the edge
  *   dash=1          play a DASH MPD with dash.js (implied when src ends in .mpd); default
  *                   src is then /live/demo/manifest.mpd
+ *   player=shaka    play src (HLS or DASH) with Shaka Player, stock configuration, instead of
+ *                   hls.js / dash.js (the latency bench compares stock players)
  *   autoplay=0      do not start on load (default: start muted, so browsers allow it)
  *   edges=A,B       base URLs of alternative CDNs (parsed and shown; not used yet)
  *
@@ -27,10 +29,12 @@
   var lowLatency = flag(params.get("ll"), false);
   var autoplay = flag(params.get("autoplay"), true);
   var edges = parseEdges(params.get("edges"));
+  var useShaka = params.get("player") === "shaka";
 
   var video = document.getElementById("video");
   var hls = null;
   var dashPlayer = null;
+  var shakaPlayer = null;
   var mode = "unsupported";
 
   // Startup is measured from the play request: navigation start when autoplaying (what a
@@ -168,6 +172,11 @@
   }
 
   function playheadDateMs() {
+    if (shakaPlayer) {
+      // Shaka maps the playhead to wall-clock time (PDT for HLS, the MPD timeline for DASH).
+      var date = shakaPlayer.getPlayheadTimeAsDate();
+      return date && !isNaN(date.getTime()) ? date.getTime() : null;
+    }
     if (dashPlayer) {
       // dash.js maps the playhead to UTC through the MPD timeline and the UTCTiming clock.
       var utc = dashPlayer.timeAsUTC();
@@ -262,6 +271,7 @@
       mode: mode,
       hlsVersion: typeof Hls !== "undefined" ? Hls.version : null,
       dashVersion: dashPlayer ? dashPlayer.getVersion() : null,
+      shakaVersion: shakaPlayer ? shaka.Player.version : null,
       src: src,
       edges: edges.map(function (e) { return e.url; }),
     };
@@ -490,6 +500,35 @@
     document.head.appendChild(script);
   }
 
+  function startShaka() {
+    mode = "shaka";
+    var script = document.createElement("script");
+    script.src = "/static/vendor/shaka-player.compiled.js";
+    script.onerror = function () { markFatal("Shaka Player is not installed (make setup copies it)"); };
+    script.onload = function () {
+      shaka.polyfill.installAll();
+      shakaPlayer = new shaka.Player();
+      shakaPlayer.addEventListener("error", function (e) {
+        var err = e.detail || {};
+        recordError("shakaError", String(err.code || "error"), err.severity === 2, err.message);
+        if (err.severity === 2) markFatal("shaka error " + err.code);
+      });
+      shakaPlayer.attach(video).then(function () {
+        return shakaPlayer.load(src);
+      }).then(function () {
+        if (autoplay) {
+          video.play().catch(function (err) {
+            recordError("playError", err.name || "play() rejected", false, err.message);
+          });
+        }
+      }).catch(function (err) {
+        recordError("shakaError", String(err.code || "load"), true, err.message);
+        markFatal("shaka load failed: " + (err.code || err.message));
+      });
+    };
+    document.head.appendChild(script);
+  }
+
   function startNative() {
     mode = "native";
     video.src = src;
@@ -515,7 +554,9 @@
   });
 
   // Chromium answers canPlayType(HLS) with "maybe" but cannot play it natively: MSE first.
-  if (dash) {
+  if (useShaka) {
+    startShaka();
+  } else if (dash) {
     startDash();
   } else if (typeof Hls !== "undefined" && Hls.isSupported()) {
     startHls();
@@ -534,6 +575,7 @@
     stats: statsSnapshot,
     hls: function () { return hls; },
     dash: function () { return dashPlayer; },
-    config: { src: src, lowLatency: lowLatency, dash: dash, autoplay: autoplay, edges: edges.map(function (e) { return e.url; }) },
+    shaka: function () { return shakaPlayer; },
+    config: { src: src, lowLatency: lowLatency, dash: dash, shaka: useShaka, autoplay: autoplay, edges: edges.map(function (e) { return e.url; }) },
   };
 })();

@@ -438,3 +438,99 @@ def slate_command(ffmpeg: str, width: int, height: int, fps: int, seconds: float
         "mpegts",
         "pipe:1",
     ]
+
+
+def reference_hls_command(
+    ffmpeg: str, listen_url: str, ladder: LadderSpec, out_dir: str, *, list_size: int = 6
+) -> list[str]:
+    """ffmpeg's own HLS muxer as the latency reference: listen for the same contribution feed,
+    encode the same ladder with the same encoder settings and write fMP4 HLS into `out_dir`
+    (`master.m3u8`, `<rendition>/index.m3u8`, segments of `ladder.segment_duration_ms`).
+
+    Not used by the platform: `bench/latency.py` serves `out_dir` from a plain HTTP server and
+    plays it beside mainevent with the same players. Segments are written under a temporary
+    name and renamed when complete, so a plain file server never serves half a segment.
+    """
+    gop = ladder.segment_duration_ms * ladder.fps // 1000
+    n = len(ladder.rungs)
+    graph = [f"[0:v:0]fps={ladder.fps},split={n}" + "".join(f"[s{i}]" for i in range(n))]
+    for i, r in enumerate(ladder.rungs):
+        graph.append(f"[s{i}]scale={r.width}:{r.height}:flags=bicubic,format=yuv420p[v{i}]")
+    cmd = [
+        ffmpeg,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostats",
+        "-nostdin",
+        "-probesize",
+        "1000000",
+        "-analyzeduration",
+        "1000000",
+        "-thread_type",
+        "slice",
+        "-f",
+        "mpegts",
+        "-i",
+        listen_url,
+        "-filter_complex",
+        ";".join(graph),
+    ]
+    for i, r in enumerate(ladder.rungs):
+        cmd += [
+            "-map",
+            f"[v{i}]",
+            f"-c:v:{i}",
+            "libx264",
+            f"-b:v:{i}",
+            f"{r.bitrate_kbps}k",
+            f"-maxrate:v:{i}",
+            f"{r.bitrate_kbps}k",
+            f"-bufsize:v:{i}",
+            f"{r.bitrate_kbps * 2}k",
+        ]
+    streams = " ".join(f"v:{i},agroup:aud,name:{r.id}" for i, r in enumerate(ladder.rungs))
+    cmd += [
+        "-map",
+        "0:a:0",
+        "-c:a",
+        "aac",
+        "-b:a",
+        f"{ladder.audio_bitrate_kbps}k",
+        "-ac",
+        "2",
+        "-preset",
+        ladder.preset,
+        "-tune",
+        "zerolatency",
+        "-profile:v",
+        "high",
+        "-threads",
+        str(ladder.threads),
+        "-x264-params",
+        f"scenecut=0:open_gop=0:keyint={gop}:min-keyint={gop}",
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-f",
+        "hls",
+        "-hls_time",
+        f"{ladder.segment_duration_ms / 1000:g}",
+        "-hls_list_size",
+        str(list_size),
+        "-hls_segment_type",
+        "fmp4",
+        "-hls_flags",
+        "independent_segments+program_date_time+temp_file",
+        "-hls_fmp4_init_filename",
+        "init.mp4",
+        "-master_pl_name",
+        "master.m3u8",
+        "-var_stream_map",
+        f"{streams} a:0,agroup:aud,name:{ladder.audio_id}",
+        "-hls_segment_filename",
+        f"{out_dir}/%v/%d.m4s",
+        f"{out_dir}/%v/index.m3u8",
+    ]
+    return cmd

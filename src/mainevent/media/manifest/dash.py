@@ -16,7 +16,7 @@ from xml.sax.saxutils import quoteattr
 from mainevent.media.manifest._syntax import format_date
 from mainevent.media.manifest.errors import ManifestError
 
-__all__ = ["DashRepresentation", "MpdInfo", "render_mpd"]
+__all__ = ["DashRepresentation", "MpdInfo", "render_mpd", "suggested_presentation_delay_ms"]
 
 UTC_HTTP_ISO = "urn:mpeg:dash:utc:http-iso:2014"
 
@@ -50,6 +50,21 @@ class MpdInfo:
     suggested_presentation_delay_ms: int
     min_buffer_ms: int
     utc_timing_url: str
+
+
+def suggested_presentation_delay_ms(segment_duration_ms: int) -> int:
+    """How far behind the live edge a DASH player should play: 2 × D, so DASH players sit
+    where HLS players do (HOLD-BACK = 3 × target duration behind the newest listed segment).
+
+    With `SegmentTemplate@duration` a segment is available once its capture has ended, so the
+    newest available segment ends up to D before the wall clock. Shaka places its live edge
+    at that segment's end (now − maxSegmentDuration) and plays `suggestedPresentationDelay`
+    behind it: 2 × D there is 3 × D behind the wall clock, the HLS hold-back. dash.js plays
+    the delay behind the wall clock itself, so 2 × D puts it ahead of the HLS players, still
+    a whole segment behind the newest one published. 3 × D (before) put Shaka a segment behind
+    every HLS player.
+    """
+    return 2 * segment_duration_ms
 
 
 def _duration(ms: int) -> str:

@@ -234,7 +234,8 @@ class Origin:
             self._count(event, "playlist", 200)
             body = event.playlist_body(rendition)
             assert body is not None
-            return self._raw(200, body, _PLAYLIST, self._half_td(event))
+            age = event.playlist_max_age_s(rendition)
+            return self._raw(200, body, _PLAYLIST, f"max-age={age}" if age else "max-age=0")
         if d.msn is not None:
             return PlaylistHold(event, rendition, d.msn, d.part, d.skip, 3 * td)
         self._count(event, "playlist", 200)
