@@ -415,3 +415,32 @@ def test_a_start_admitted_but_late_is_shed_without_running(database: Database) -
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert len(playback.sessions) == 1
     assert (admission.in_flight, admission.queued) == (0, 0)
+
+
+def test_the_grant_is_rendered_byte_for_byte_as_the_route_renders_it() -> None:
+    """The lean path's grant bytes equal uvicorn's framing of the route's grant response."""
+    from mainevent.control.app import _grant_response
+    from mainevent.control.playback_front import render_grant, render_response
+    from mainevent.control.schemas import CdnChoice, PlaybackGrant, PlayerConfig
+
+    cdn = CdnChoice(name="cdn-é", manifest_url="https://a.example/t/x/live/final/master.m3u8")
+    grant = PlaybackGrant(
+        session_id="s-1",
+        token="st=1~exp=2",
+        valid_from=1,
+        expires_at=2,
+        manifest_url=cdn.manifest_url,
+        cdn=cdn,
+        fallbacks=[cdn],
+        waiting_room=True,
+        degraded=False,
+        player=PlayerConfig(
+            low_latency=False,
+            segment_duration_ms=2000,
+            dvr_window_s=0,
+            heartbeat_interval_s=30.0,
+            refresh_at=1,
+        ),
+    )
+    default = [(b"date", b"Sun, 06 Dec 2026 20:00:00 GMT"), (b"server", b"uvicorn")]
+    assert render_grant(grant, default) == render_response(_grant_response(grant), default)

@@ -263,11 +263,14 @@ class PlaybackService:
             data=hashlib.sha256(account_id.encode()).hexdigest()[:16],
         )
         path = f"/t/{token}/live/{event.id}/master.m3u8"
+        # Built without validation (model_construct: ~10 us less per grant): every value is ours
+        # and of the declared type, so the JSON is the same as from validated models.
         cdns = [
-            CdnChoice(name=c, manifest_url=self.settings.cdns.get(c, "") + path) for c in event.cdns
+            CdnChoice.model_construct(name=c, manifest_url=self.settings.cdns.get(c, "") + path)
+            for c in event.cdns
         ]
         refresh_at = expires - min(300, ttl // 5)
-        return PlaybackGrant(
+        return PlaybackGrant.model_construct(
             session_id=session.id,
             token=token,
             valid_from=start,
@@ -275,13 +278,13 @@ class PlaybackService:
             manifest_url=cdns[0].manifest_url,
             cdn=cdns[0],
             fallbacks=cdns[1:],
-            waiting_room=window.preauth,
-            degraded=degraded,
-            player=PlayerConfig(
+            waiting_room=bool(window.preauth),
+            degraded=bool(degraded),
+            player=PlayerConfig.model_construct(
                 low_latency=event.latency_mode == "low",
-                segment_duration_ms=event.segment_duration_ms,
-                dvr_window_s=event.dvr_window_s,
-                heartbeat_interval_s=self.settings.heartbeat_interval_s,
+                segment_duration_ms=int(event.segment_duration_ms),
+                dvr_window_s=int(event.dvr_window_s),
+                heartbeat_interval_s=float(self.settings.heartbeat_interval_s),
                 refresh_at=refresh_at,
             ),
         )

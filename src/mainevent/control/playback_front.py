@@ -29,11 +29,11 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from mainevent.common.admission import AdmissionController, Admitted, Priority, Shed
 from mainevent.control.admission_http import shed_response
-from mainevent.control.app import ControlServices, _grant_response, error_response
+from mainevent.control.app import ControlServices, error_response
 from mainevent.control.errors import ControlError
-from mainevent.control.schemas import PlaybackRequest
+from mainevent.control.schemas import PlaybackGrant, PlaybackRequest
 
-__all__ = ["PlaybackFront", "playback_event_id", "render_response"]
+__all__ = ["PlaybackFront", "playback_event_id", "render_grant", "render_response"]
 
 _PREFIX = "/v1/events/"
 _SUFFIX = "/playback"
@@ -57,6 +57,25 @@ def render_response(response: Response, default_headers: list[tuple[bytes, bytes
         out += (name.lower(), b": ", value, b"\r\n")
     out += (b"\r\n", bytes(response.body))
     return b"".join(out)
+
+
+def render_grant(grant: PlaybackGrant, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """What :func:`render_response` makes of the route's ``_grant_response(grant)``, directly.
+
+    The Starlette response object alone costs a few microseconds per grant; the tests compare
+    the two byte for byte.
+    """
+    body = grant.model_dump_json().encode()
+    out = [STATUS_LINE[200]]
+    for name, value in default_headers:
+        out += (name.lower(), b": ", value, b"\r\n")
+    out += (_GRANT_HEAD % len(body), body)
+    return b"".join(out)
+
+
+_GRANT_HEAD = (
+    b"cache-control: no-store\r\ncontent-length: %d\r\ncontent-type: application/json\r\n\r\n"
+)
 
 
 class PlaybackFront:
@@ -162,13 +181,12 @@ class PlaybackFront:
             return shed_response(Priority.NEW_START, decision.retry_after)
         try:
             playback.rate_limit(account, address, now)
-            response: Response = _grant_response(
-                playback.open_session(account, plan, body.device, playback.clock())
-            )
+            grant = playback.open_session(account, plan, body.device, playback.clock())
         except ControlError as exc:
-            response = error_response(exc)
+            raw = render_response(error_response(exc), default_headers)
+        else:
+            raw = render_grant(grant, default_headers)
         finally:
             self._admission.release(decision)
-        raw = render_response(response, default_headers)
         self._latency.observe(time.monotonic() - arrival)
         return raw
