@@ -15,7 +15,9 @@ For each control plane, every account first starts once (the waiting room: decis
 and cached, reported as the cold rate); saturation and the load phases then measure grants with
 cached decisions, the state of a join storm after pre-authorisation.
 
-Run: `.venv/bin/python bench/playback_burst.py [--seconds 4] [--route]` (about two minutes).
+Run: `.venv/bin/python bench/playback_burst.py [--seconds 4] [--route]` (about two minutes on a
+quiet machine). `--in-process N` instead measures CPU time per cached grant without sockets:
+the lean path against the route and the bare reference, called as ASGI apps.
 """
 
 from __future__ import annotations
@@ -630,6 +632,9 @@ async def run(args: argparse.Namespace) -> None:
         "MAINEVENT_CONTROL__ACCOUNT_BURST": "1000",
         "MAINEVENT_CONTROL__ADDRESS_RATE": "1000000",
         "MAINEVENT_CONTROL__ADDRESS_BURST": "1000000",
+        # The warm-up's decisions must outlive the run (60 s by default; a slow warm-up on a
+        # busy machine took longer than that).
+        "MAINEVENT_CONTROL__DECISION_TTL_S": "3600",
     }
     cores = sorted(os.sched_getaffinity(0))
     server_core = cores[0] if len(cores) >= 2 else None
@@ -735,6 +740,131 @@ async def run_control(
         await asyncio.sleep(1)
 
 
+def in_process(n: int) -> None:
+    """CPU time per cached grant in this process, without sockets: the lean path's
+    ``PlaybackFront.answer`` against the ASGI apps (control-plane route, bare reference) called
+    directly with the same request (no uvicorn parsing, which favours the two ASGI figures)."""
+    import math
+
+    from mainevent.common.admission import AdmissionController, AdmissionPolicy, Admitted, Priority
+    from mainevent.control.app import create_app
+    from mainevent.control.entitlement import EventFacts, Policy
+    from mainevent.control.lifecycle import EventStatus
+    from mainevent.control.playback_front import PlaybackFront
+    from mainevent.control.server import build_services
+    from mainevent.control.settings import ControlSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix="mainevent-bench-"))
+    try:
+        settings = ControlSettings.model_validate(
+            {"database_url": f"sqlite:///{tmp}/c.db", "account_burst": 1e9, "address_burst": 1e9}
+        )
+        services = build_services(settings)
+        inf = (math.inf,) * 4
+        services.admission = AdmissionController(
+            AdmissionPolicy(max_queued=inf, delay_target=inf, delay_full=inf, max_wait=inf)
+        )
+        pb = services.playback
+        now = time.time()
+        pb.event_ttl_s = math.inf  # one snapshot for the whole measurement
+        event = EventFacts(
+            "bell", EventStatus.LIVE, now - 60, None, policy=Policy(max_streams=10**6)
+        )
+        pb._events["bell"] = (event, now)
+        assert services.dev_idp is not None
+        accounts = 2000
+        jwts = [services.dev_idp.mint(f"acc{i}") for i in range(accounts)]
+        for i in range(accounts):
+            pb.decisions.put(f"acc{i}", "bell", None, now)
+        reqs = [
+            post("/v1/events/bell/playback", jwts[i % accounts], {"device": {"id": f"d{i}"}})
+            for i in range(n)
+        ]
+        front = PlaybackFront(services)
+        default = [(b"date", b"Sun, 06 Dec 2026 20:00:00 GMT"), (b"server", b"uvicorn")]
+
+        def lean() -> None:
+            for raw in reqs:
+                ticket = services.admission.enqueue(Priority.NEW_START)
+                assert isinstance(ticket, Admitted)
+                out = front.answer(
+                    raw, 0, len(raw), "bell", "127.0.0.1", time.monotonic(), ticket, default
+                )
+                assert out is not None
+                assert out.startswith(b"HTTP/1.1 200")
+
+        def asgi(app: object) -> None:
+            async def one(raw: bytes) -> int:
+                head, _, body = raw.partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                headers = [
+                    (k.strip().lower(), v.strip())
+                    for k, _, v in (line.partition(b":") for line in lines[1:])
+                ]
+                scope = {
+                    "type": "http",
+                    "asgi": {"version": "3.0"},
+                    "http_version": "1.1",
+                    "method": "POST",
+                    "scheme": "http",
+                    "path": "/v1/events/bell/playback",
+                    "raw_path": b"/v1/events/bell/playback",
+                    "query_string": b"",
+                    "root_path": "",
+                    "headers": headers,
+                    "client": ("127.0.0.1", 5000),
+                    "server": ("127.0.0.1", 80),
+                    "extensions": {},
+                }
+                status = 0
+
+                async def receive() -> dict[str, object]:
+                    return {"type": "http.request", "body": body, "more_body": False}
+
+                async def send(message: dict[str, object]) -> None:
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = int(message["status"])  # type: ignore[call-overload]
+
+                await app(scope, receive, send)  # type: ignore[operator]
+                return status
+
+            async def all_of_them() -> None:
+                for raw in reqs:
+                    assert await one(raw) == 200
+
+            asyncio.run(all_of_them())
+
+        route = create_app(services)
+        reference = reference_app()
+        results = {}
+        for name, fn in (
+            ("lean", lean),
+            ("route", lambda: asgi(route)),
+            ("reference", lambda: asgi(reference)),
+        ):
+            pb.sessions = type(pb.sessions)(settings.session_ttl_s)
+            fn()  # warm (JWT cache, imports)
+            pb.sessions = type(pb.sessions)(settings.session_ttl_s)
+            t0 = time.process_time()
+            fn()
+            results[name] = (time.process_time() - t0) / n
+        print(f"in process, CPU per cached grant ({n} requests, load average {loadavg()}):")
+        for name, label in (
+            ("reference", "bare FastAPI endpoint via ASGI (no uvicorn)"),
+            ("route", "control-plane route via ASGI (no uvicorn)"),
+            ("lean", "lean path, PlaybackFront.answer (request bytes to response bytes)"),
+        ):
+            per = results[name]
+            print(
+                f"  {label}: {1e6 * per:.1f} us = {1 / per:,.0f}/s of one core; "
+                f"{results['reference'] / per:.2f}x the reference"
+            )
+        services.store.db.dispose()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     """Parse arguments and run the storm."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -747,11 +877,21 @@ def main() -> None:
     p.add_argument(
         "--route-phases", action="store_true", help="with --route: all phases for the route too"
     )
+    p.add_argument(
+        "--in-process",
+        type=int,
+        metavar="N",
+        default=0,
+        help="only measure CPU per cached grant in this process, N requests per path",
+    )
     p.add_argument("--serve-reference", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_reference:
         serve_reference(args.port)
+        return
+    if args.in_process:
+        in_process(args.in_process)
         return
     try:
         import uvloop
