@@ -1,11 +1,23 @@
-"""Join storm against the playback API: saturation rate, latency at 50 % / 100 %, 5× overload.
+"""Join storm against the playback API: saturation rate, latency at 50 % / 100 %, 5x overload.
 
-Starts `mainevent control serve` (one uvicorn worker, SQLite) in a subprocess pinned to one core
-and drives it from this process, pinned to the other, over loopback with a small raw HTTP/1.1
-client (an httpx client would saturate before the server). Latency is measured from each
-request's *intended* send time (open loop, no coordinated omission).
+Each server runs in a subprocess pinned to one core and is driven from this process, pinned to
+the other, over loopback with a small raw HTTP/1.1 client (an httpx client would saturate before
+the server). Latency is measured from each request's *intended* send time (open loop, no
+coordinated omission). In the same run, with the same client and the same request bytes:
 
-Run: `.venv/bin/python bench/playback_burst.py [--seconds 4]` (about a minute).
+1. the reference: a bare FastAPI endpoint (uvicorn, uvloop, httptools) that validates the body
+   and answers a small JSON object -- what the framework alone costs per request;
+2. with ``--route``: `mainevent control serve` with ``lean_playback=false`` (every start through
+   the FastAPI route, as before the lean path);
+3. `mainevent control serve` as configured by default (one worker, SQLite).
+
+For each control plane, every account first starts once (the waiting room: decisions looked up
+and cached, reported as the cold rate); saturation and the load phases then measure grants with
+cached decisions, the state of a join storm after pre-authorisation.
+
+Run: `.venv/bin/python bench/playback_burst.py [--seconds 4] [--route]` (about two minutes on a
+quiet machine). `--in-process N` instead measures CPU time per cached grant without sockets:
+the lean path against the route and the bare reference, called as ASGI apps.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from pathlib import Path
 
 from mainevent.control.auth import DevIdentityProvider, hash_api_key
 from mainevent.control.db import Account, open_database
+from mainevent.control.schemas import PlaybackRequest
 from mainevent.control.settings import DEV_IDP_SECRET
 
 ADMIN_KEY = "bench-admin-key"
@@ -130,12 +143,18 @@ class Load:
         return post(f"/v1/sessions/{sid}/refresh", jwt, {"token": token})
 
 
-async def closed_loop(port: int, load: Load, seconds: float, conns: int) -> float:
-    """Saturation: `conns` connections, each sending its next new start as soon as it is answered."""
+async def closed_loop(
+    port: int, load: Load, seconds: float, conns: int, limit: int | None = None, quiet: bool = False
+) -> tuple[float, int]:
+    """Saturation: `conns` connections, each sending its next new start as soon as it is answered.
+
+    Granted starts per second and the number of other answers; ``limit``: stop after that many
+    requests (or ``seconds``).
+    """
     res = Result()
     gen = _OpenLoop(res)
     deadline = time.perf_counter() + seconds
-    plan = [load.start() for _ in range(int(seconds * 20_000))]
+    plan = [load.start() for _ in range(limit or int(seconds * 20_000))]
     feed = iter(plan)
 
     def refill(conn: _Client) -> bool:
@@ -159,7 +178,10 @@ async def closed_loop(port: int, load: Load, seconds: float, conns: int) -> floa
     for c in gen.idle:
         if c.transport is not None:
             c.transport.close()
-    return res.codes["start"].get(200, 0) / elapsed
+    others = {k: v for k, v in res.codes["start"].items() if k != 200}
+    if others and not quiet:
+        print(f"    (closed loop: answers other than 200: {others})")
+    return res.codes["start"].get(200, 0) / elapsed, sum(others.values()) + gen.lost
 
 
 class _Client(asyncio.Protocol):
@@ -400,6 +422,11 @@ def server_pct(
     return float("inf")
 
 
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages of the machine."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -465,10 +492,130 @@ def report(
         )
 
 
+def reference_app() -> object:
+    """The bare-framework reference: a trivial FastAPI endpoint on the same server stack.
+
+    Same method, path, headers and body as a playback start; it validates the body with the
+    same pydantic model, reads the Authorization header and answers a small JSON object. No
+    authentication, entitlement, session or token: what one request costs the framework alone.
+    """
+    from fastapi import FastAPI, Header
+
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/events/{event_id}/playback")
+    async def playback(
+        event_id: str, body: PlaybackRequest, authorization: str | None = Header(None)
+    ) -> dict[str, object]:
+        return {"event": event_id, "device": body.device.id, "signed_in": authorization is not None}
+
+    return app
+
+
+def serve_reference(port: int) -> None:
+    """Run :func:`reference_app` as `control serve` runs the control plane (uvloop, httptools)."""
+    import gc
+
+    import uvicorn
+
+    app = reference_app()
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+async def start_server(
+    argv: list[str], env: dict[str, str], core: int | None
+) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, "--port", str(port), env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    if core is not None:
+        os.sched_setaffinity(proc.pid, {core})
+    await wait_ready(port, proc)
+    return proc, port
+
+
+async def stop_server(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+async def saturate(
+    port: int, proc: asyncio.subprocess.Process, load: Load, seconds: float
+) -> tuple[float, float]:
+    """Closed-loop saturation: granted requests per wall second and per second of server CPU.
+
+    The second figure is what one core would do if the server had it to itself; on a shared
+    machine the first one also counts the time other processes took the server's core.
+    """
+    cpu0, rq0, t0 = cpu_seconds(proc.pid), runqueue_seconds(proc.pid), time.perf_counter()
+    rate, _ = await closed_loop(port, load, seconds, conns=64)
+    wall = time.perf_counter() - t0
+    cpu = cpu_seconds(proc.pid) - cpu0
+    waited = runqueue_seconds(proc.pid) - rq0
+    print(
+        f"    (server CPU busy {100 * cpu / wall:.0f} % of the wall time; it waited for its core "
+        f"{1000 * waited / wall:.0f} ms per second; load average {loadavg()})"
+    )
+    return rate, rate * wall / max(cpu, 1e-9)
+
+
+async def warm_up(port: int, load: Load, conns: int = 16) -> tuple[float, int, int]:
+    """The waiting room: every account starts until granted once (its decision is then cached).
+
+    ``conns`` workers take accounts from a queue; a refused start (shed under load) goes back
+    to the end of the queue. Returns the grant rate, the refusals and the store lookups.
+    """
+    before = await server_histograms(port)
+    todo: collections.deque[int] = collections.deque(range(ACCOUNTS))
+    refused = 0
+
+    async def worker() -> None:
+        nonlocal refused
+        c = await Conn.open(port)
+        try:
+            while todo:
+                i = todo.popleft()
+                load.n += 1
+                raw = post(
+                    "/v1/events/bell/playback", load.jwts[i], {"device": {"id": f"dev{load.n}"}}
+                )
+                status, _, _ = await c.request(raw)
+                if status != 200:
+                    refused += 1
+                    todo.append(i)
+                    await asyncio.sleep(0.01)
+        finally:
+            c.writer.close()
+
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(conns):
+            tg.create_task(worker())
+    rate = ACCOUNTS / (time.perf_counter() - t0)
+    lookups = server_counters(before, await server_histograms(port))[3]
+    return rate, refused, lookups
+
+
 async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mainevent-bench-"))
-    url = f"sqlite:///{tmp}/control.db"
-    db = open_database(url)
+    template = tmp / "accounts.db"
+    db = open_database(f"sqlite:///{template}")
     with db.write.begin() as s:
         now = datetime.now(UTC)
         s.add_all(
@@ -476,9 +623,7 @@ async def run(args: argparse.Namespace) -> None:
             for i in range(ACCOUNTS)
         )
     db.dispose()
-    port = free_port()
     env = dict(os.environ) | {
-        "MAINEVENT_CONTROL__DATABASE_URL": url,
         "MAINEVENT_CONTROL__DATA_DIR": str(tmp),
         "MAINEVENT_CONTROL__API_KEYS": json.dumps(
             [{"name": "bench", "role": "admin", "key_sha256": hash_api_key(ADMIN_KEY)}]
@@ -487,64 +632,236 @@ async def run(args: argparse.Namespace) -> None:
         "MAINEVENT_CONTROL__ACCOUNT_BURST": "1000",
         "MAINEVENT_CONTROL__ADDRESS_RATE": "1000000",
         "MAINEVENT_CONTROL__ADDRESS_BURST": "1000000",
+        # The warm-up's decisions must outlive the run (60 s by default; a slow warm-up on a
+        # busy machine took longer than that).
+        "MAINEVENT_CONTROL__DECISION_TTL_S": "3600",
     }
     cores = sorted(os.sched_getaffinity(0))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mainevent.cli",
-        "control",
-        "serve",
-        "--port",
-        str(port),
-        env=env,
-        stderr=asyncio.subprocess.DEVNULL,
+    server_core = cores[0] if len(cores) >= 2 else None
+    if server_core is not None:
+        os.sched_setaffinity(0, {cores[-1]})
+    idp = DevIdentityProvider(
+        secret=DEV_IDP_SECRET, issuer="mainevent-dev-idp", audience="mainevent"
+    )
+    print(
+        f"playback burst: servers pinned to core {cores[0]}, load to core {cores[-1]}; "
+        f"{ACCOUNTS} accounts, SQLite; load average {loadavg()}"
     )
     try:
-        if len(cores) >= 2:
-            os.sched_setaffinity(proc.pid, {cores[0]})
-            os.sched_setaffinity(0, {cores[1]})
-        await wait_ready(port, proc)
-        await setup_event(port)
-        load = Load(
-            DevIdentityProvider(
-                secret=DEV_IDP_SECRET, issuer="mainevent-dev-idp", audience="mainevent"
+        # 1. Reference: the bare framework, same client, same requests.
+        proc, port = await start_server([__file__, "--serve-reference"], env, server_core)
+        try:
+            ref, ref_cpu = await saturate(port, proc, Load(idp), args.seconds)
+            print(
+                f"  reference (bare FastAPI endpoint, 64 connections back to back): {ref:,.0f} "
+                f"req/s; {ref_cpu:,.0f} per second of server CPU"
             )
-        )
-        c = await Conn.open(port)
-        for _ in range(PLAYING):
-            status, _, body = await c.request(load.start())
-            if status == 200:
-                g = json.loads(body)
-                load.playing.append((load.jwts[load.n % ACCOUNTS], g["session_id"], g["token"]))
-        c.writer.close()
-        print(
-            f"playback burst: server pinned to core {cores[0]}, load to core {cores[-1]}; {ACCOUNTS} accounts, SQLite"
-        )
-        sat = await closed_loop(port, load, args.seconds, conns=64)
-        print(f"  saturation (64 connections back to back): {sat:,.0f} authorisations/s")
-        await asyncio.sleep(1)
-        for label, factor, refresh in (
-            ("50 % of saturation", 0.5, 0.0),
+        finally:
+            await stop_server(proc)
+        modes = [("route", "false")] if args.route else []
+        modes.append(("lean", "true"))
+        for mode, lean in modes:
+            db_file = tmp / f"control-{mode}.db"  # each control plane starts from the same state
+            shutil.copyfile(template, db_file)
+            proc, port = await start_server(
+                ["-m", "mainevent.cli", "control", "serve"],
+                env
+                | {
+                    "MAINEVENT_CONTROL__DATABASE_URL": f"sqlite:///{db_file}",
+                    "MAINEVENT_CONTROL__LEAN_PLAYBACK": lean,
+                },
+                server_core,
+            )
+            try:
+                await run_control(args, port, proc, idp, (ref, ref_cpu), mode)
+            finally:
+                await stop_server(proc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def run_control(
+    args: argparse.Namespace,
+    port: int,
+    proc: asyncio.subprocess.Process,
+    idp: DevIdentityProvider,
+    reference: tuple[float, float],
+    mode: str,
+) -> None:
+    ref, ref_cpu = reference
+    label = {
+        "route": "every request through the FastAPI route (lean_playback=false)",
+        "lean": "cached decisions answered by the front (lean_playback=true, the default)",
+    }[mode]
+    print(f"control plane, {label}:")
+    await setup_event(port)
+    load = Load(idp)
+    cold, refused, lookups = await warm_up(port, load)
+    print(
+        f"  waiting room (each account's first start, entitlement looked up in SQLite, "
+        f"16 connections; refused starts retried): {cold:,.0f} authorisations/s, {refused} "
+        f"refused, {lookups} store lookups"
+    )
+    c = await Conn.open(port)
+    for _ in range(PLAYING):
+        status, _, body = await c.request(load.start())
+        if status == 200:
+            g = json.loads(body)
+            load.playing.append((load.jwts[load.n % ACCOUNTS], g["session_id"], g["token"]))
+    c.writer.close()
+    before = await server_histograms(port)
+    sat, sat_cpu = await saturate(port, proc, load, args.seconds)
+    lookups = server_counters(before, await server_histograms(port))[3]
+    print(
+        f"  saturation, cached decisions (64 connections back to back): {sat:,.0f} "
+        f"authorisations/s = {sat / ref:.2f}x the reference; {sat_cpu:,.0f} per second of "
+        f"server CPU = {sat_cpu / ref_cpu:.2f}x the reference's; {lookups} store lookups"
+    )
+    await asyncio.sleep(1)
+    phases = [("50 % of saturation", 0.5, 0.0)]
+    if mode == "lean" or args.route_phases:
+        phases += [
             ("100 % of saturation", 1.0, 0.0),
             ("2.5x overload of new starts + refreshes at 20 % of saturation", 2.5, 0.2),
             ("5x overload of new starts + refreshes at 20 % of saturation", 5.0, 0.2),
+        ]
+    for phase, factor, refresh in phases:
+        before = await server_histograms(port)
+        cpu0, own0, t0 = cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
+        rq0 = runqueue_seconds(proc.pid)
+        res = await open_loop(port, load, sat * factor, sat * refresh, args.seconds)
+        wall = time.perf_counter() - t0
+        cpu = (
+            (cpu_seconds(proc.pid) - cpu0) / wall,
+            (time.process_time() - own0) / wall,
+            (runqueue_seconds(proc.pid) - rq0) / wall,
+        )
+        report(phase, res, before, await server_histograms(port), cpu)
+        await asyncio.sleep(1)
+
+
+def in_process(n: int) -> None:
+    """CPU time per cached grant in this process, without sockets: the lean path's
+    ``PlaybackFront.answer`` against the ASGI apps (control-plane route, bare reference) called
+    directly with the same request (no uvicorn parsing, which favours the two ASGI figures)."""
+    import math
+
+    from mainevent.common.admission import AdmissionController, AdmissionPolicy, Admitted, Priority
+    from mainevent.control.app import create_app
+    from mainevent.control.entitlement import EventFacts, Policy
+    from mainevent.control.lifecycle import EventStatus
+    from mainevent.control.playback_front import PlaybackFront
+    from mainevent.control.server import build_services
+    from mainevent.control.settings import ControlSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix="mainevent-bench-"))
+    try:
+        settings = ControlSettings.model_validate(
+            {"database_url": f"sqlite:///{tmp}/c.db", "account_burst": 1e9, "address_burst": 1e9}
+        )
+        services = build_services(settings)
+        inf = (math.inf,) * 4
+        services.admission = AdmissionController(
+            AdmissionPolicy(max_queued=inf, delay_target=inf, delay_full=inf, max_wait=inf)
+        )
+        pb = services.playback
+        now = time.time()
+        pb.event_ttl_s = math.inf  # one snapshot for the whole measurement
+        event = EventFacts(
+            "bell", EventStatus.LIVE, now - 60, None, policy=Policy(max_streams=10**6)
+        )
+        pb._events["bell"] = (event, now)
+        assert services.dev_idp is not None
+        accounts = 2000
+        jwts = [services.dev_idp.mint(f"acc{i}") for i in range(accounts)]
+        for i in range(accounts):
+            pb.decisions.put(f"acc{i}", "bell", None, now)
+        reqs = [
+            post("/v1/events/bell/playback", jwts[i % accounts], {"device": {"id": f"d{i}"}})
+            for i in range(n)
+        ]
+        front = PlaybackFront(services)
+        default = [(b"date", b"Sun, 06 Dec 2026 20:00:00 GMT"), (b"server", b"uvicorn")]
+
+        def lean() -> None:
+            for raw in reqs:
+                ticket = services.admission.enqueue(Priority.NEW_START)
+                assert isinstance(ticket, Admitted)
+                out = front.answer(
+                    raw, 0, len(raw), "bell", "127.0.0.1", time.monotonic(), ticket, default
+                )
+                assert out is not None
+                assert out.startswith(b"HTTP/1.1 200")
+
+        def asgi(app: object) -> None:
+            async def one(raw: bytes) -> int:
+                head, _, body = raw.partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                headers = [
+                    (k.strip().lower(), v.strip())
+                    for k, _, v in (line.partition(b":") for line in lines[1:])
+                ]
+                scope = {
+                    "type": "http",
+                    "asgi": {"version": "3.0"},
+                    "http_version": "1.1",
+                    "method": "POST",
+                    "scheme": "http",
+                    "path": "/v1/events/bell/playback",
+                    "raw_path": b"/v1/events/bell/playback",
+                    "query_string": b"",
+                    "root_path": "",
+                    "headers": headers,
+                    "client": ("127.0.0.1", 5000),
+                    "server": ("127.0.0.1", 80),
+                    "extensions": {},
+                }
+                status = 0
+
+                async def receive() -> dict[str, object]:
+                    return {"type": "http.request", "body": body, "more_body": False}
+
+                async def send(message: dict[str, object]) -> None:
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = int(message["status"])  # type: ignore[call-overload]
+
+                await app(scope, receive, send)  # type: ignore[operator]
+                return status
+
+            async def all_of_them() -> None:
+                for raw in reqs:
+                    assert await one(raw) == 200
+
+            asyncio.run(all_of_them())
+
+        route = create_app(services)
+        reference = reference_app()
+        results = {}
+        for name, fn in (
+            ("lean", lean),
+            ("route", lambda: asgi(route)),
+            ("reference", lambda: asgi(reference)),
         ):
-            before = await server_histograms(port)
-            cpu0, own0, t0 = cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
-            rq0 = runqueue_seconds(proc.pid)
-            res = await open_loop(port, load, sat * factor, sat * refresh, args.seconds)
-            wall = time.perf_counter() - t0
-            cpu = (
-                (cpu_seconds(proc.pid) - cpu0) / wall,
-                (time.process_time() - own0) / wall,
-                (runqueue_seconds(proc.pid) - rq0) / wall,
+            pb.sessions = type(pb.sessions)(settings.session_ttl_s)
+            fn()  # warm (JWT cache, imports)
+            pb.sessions = type(pb.sessions)(settings.session_ttl_s)
+            t0 = time.process_time()
+            fn()
+            results[name] = (time.process_time() - t0) / n
+        print(f"in process, CPU per cached grant ({n} requests, load average {loadavg()}):")
+        for name, label in (
+            ("reference", "bare FastAPI endpoint via ASGI (no uvicorn)"),
+            ("route", "control-plane route via ASGI (no uvicorn)"),
+            ("lean", "lean path, PlaybackFront.answer (request bytes to response bytes)"),
+        ):
+            per = results[name]
+            print(
+                f"  {label}: {1e6 * per:.1f} us = {1 / per:,.0f}/s of one core; "
+                f"{results['reference'] / per:.2f}x the reference"
             )
-            report(label, res, before, await server_histograms(port), cpu)
-            await asyncio.sleep(1)
+        services.store.db.dispose()
     finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -552,7 +869,30 @@ def main() -> None:
     """Parse arguments and run the storm."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=4.0, help="duration of each phase")
+    p.add_argument(
+        "--route",
+        action="store_true",
+        help="also measure the control plane with lean_playback=false (saturation and 50 %%)",
+    )
+    p.add_argument(
+        "--route-phases", action="store_true", help="with --route: all phases for the route too"
+    )
+    p.add_argument(
+        "--in-process",
+        type=int,
+        metavar="N",
+        default=0,
+        help="only measure CPU per cached grant in this process, N requests per path",
+    )
+    p.add_argument("--serve-reference", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.serve_reference:
+        serve_reference(args.port)
+        return
+    if args.in_process:
+        in_process(args.in_process)
+        return
     try:
         import uvloop
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mainevent.control.entitlement import Denial
 from mainevent.control.errors import ControlError, Forbidden, Unauthorized
@@ -62,7 +65,15 @@ class OperatorAuth:
 
 
 class ViewerAuth:
-    """Verifies viewer JWTs (``iss``, ``aud``, ``exp``, ``sub``) and caches verified tokens."""
+    """Verifies viewer JWTs (``iss``, ``aud``, ``exp``, ``sub``) and caches verified tokens.
+
+    A viewer sends the same token with every request until it expires, and an RS256/ES256
+    verification costs 50-150 us of CPU (most of a grant's budget in a join storm). So a verified
+    token is remembered by its exact text with its subject and expiry: a later request with the
+    same bytes is a dictionary hit, refused once the token has expired. The cache is a bounded
+    LRU (``cache_size`` tokens, the least recently used forgotten first, which only costs a
+    re-verification); tokens that fail verification are never cached.
+    """
 
     def __init__(
         self,
@@ -76,13 +87,18 @@ class ViewerAuth:
         self.issuer = issuer
         self.audience = audience
         self._hs_secret = hs_secret
-        self._public = [
-            jwt.algorithms.get_default_algorithms()["ES256"].prepare_key(p)
-            if "EC" in p
-            else jwt.algorithms.get_default_algorithms()["RS256"].prepare_key(p)
-            for p in public_keys_pem
-        ]
-        self._cache: dict[str, tuple[str, float]] = {}
+        # By key type, not by guessing from the PEM text: a standard "BEGIN PUBLIC KEY" block
+        # may hold either. An ES256 token is only tried against EC keys, RS256 against RSA keys.
+        self._public: dict[str, list[Any]] = {"ES256": [], "RS256": []}
+        for pem in public_keys_pem:
+            key = serialization.load_pem_public_key(pem.encode())
+            if isinstance(key, ec.EllipticCurvePublicKey):
+                self._public["ES256"].append(key)
+            elif isinstance(key, rsa.RSAPublicKey):
+                self._public["RS256"].append(key)
+            else:
+                raise ValueError(f"unsupported viewer JWT key type {type(key).__name__}")
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._cache_size = cache_size
 
     def account(self, authorization: str | None, now: float) -> str:
@@ -94,10 +110,13 @@ class ViewerAuth:
                 "sign in: send the viewer token as `Authorization: Bearer <jwt>`",
                 status=401,
             )
-        hit = self._cache.get(token)
+        cache = self._cache
+        hit = cache.get(token)
         if hit is not None:
             if now < hit[1]:
+                cache.move_to_end(token)
                 return hit[0]
+            # Kept (the LRU ages it out): asked again, the answer stays the same.
             raise ControlError(
                 Denial.CREDENTIALS_EXPIRED, "the viewer token expired; sign in again", status=401
             )
@@ -107,10 +126,14 @@ class ViewerAuth:
             raise ControlError(
                 Denial.INVALID_CREDENTIALS, "the viewer token has no subject", status=401
             )
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[token] = (sub, float(claims["exp"]))
+        cache[token] = (sub, float(claims["exp"]))
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
         return sub
+
+    def cached(self) -> int:
+        """How many verified tokens are remembered."""
+        return len(self._cache)
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:
@@ -118,8 +141,8 @@ class ViewerAuth:
             alg = header.get("alg")
             if alg == "HS256" and self._hs_secret is not None:
                 keys: list[Any] = [self._hs_secret]
-            elif alg in ("RS256", "ES256") and self._public:
-                keys = list(self._public)
+            elif alg in ("RS256", "ES256") and self._public[alg]:
+                keys = list(self._public[alg])
             else:
                 raise jwt.InvalidAlgorithmError(f"algorithm {alg!r} not accepted")
             last: Exception | None = None

@@ -154,15 +154,29 @@ def check_event_window(
 class RegionTable:
     """Client address → region by longest-prefix match over a CIDR table."""
 
+    #: Addresses whose answer is remembered (parsing one costs ~5 us; a storm repeats them).
+    memo_size = 65_536
+
     def __init__(self, rows: Iterable[tuple[str, str]]) -> None:
         nets = [(ipaddress.ip_network(cidr, strict=False), region) for cidr, region in rows]
         nets.sort(key=lambda r: r[0].prefixlen, reverse=True)
         self._rows: Sequence[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = nets
+        self._memo: dict[str, str | None] = {}
 
     def lookup(self, address: str | None) -> str | None:
         """The region of ``address``, or None when it is unknown or not an IP address."""
         if not address:
             return None
+        memo = self._memo
+        if address in memo:
+            return memo[address]
+        region = self._lookup(address)
+        if len(memo) >= self.memo_size:
+            memo.clear()  # a table is immutable, so forgetting only costs re-parsing
+        memo[address] = region
+        return region
+
+    def _lookup(self, address: str) -> str | None:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

@@ -34,8 +34,9 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from mainevent.common.admission import AdmissionController, Admitted, Shed
+from mainevent.common.admission import AdmissionController, Admitted, Priority, Shed
 from mainevent.control.admission_http import ADMITTED, ARRIVAL, classify, shed_response
+from mainevent.control.playback_front import PlaybackFront, playback_event_id
 
 __all__ = ["FrontProtocol", "frame_request", "front_protocol"]
 
@@ -124,6 +125,8 @@ class FrontProtocol(HttpToolsProtocol):
     """
 
     admission: ClassVar[AdmissionController | None] = None
+    #: Answers playback starts with a cached decision without uvicorn (``control/playback_front.py``).
+    playback: ClassVar[PlaybackFront | None] = None
     _batch: ClassVar[_ReadBatch | None] = None
 
     _arrival = 0.0
@@ -164,8 +167,14 @@ class FrontProtocol(HttpToolsProtocol):
                 break
             decision = controller.enqueue(priority, waited)
             if isinstance(decision, Admitted):
-                self._ticket = decision
-                break
+                raw = self._answer_playback(data, start, end, method, path, arrival, decision)
+                if raw is None:
+                    self._ticket = decision
+                    break
+                transport.write(raw)
+                self._answered_here()
+                start = end
+                continue
             transport.write(shed_response(priority, decision.retry_after))
             self._answered_here()
             start = end
@@ -174,6 +183,28 @@ class FrontProtocol(HttpToolsProtocol):
             if self._ticket is not None:  # the parser refused it before its headers completed
                 controller.withdraw(self._ticket)
                 self._ticket = None
+
+    def _answer_playback(
+        self,
+        data: bytes,
+        start: int,
+        end: int,
+        method: str,
+        path: str,
+        arrival: float,
+        ticket: Admitted,
+    ) -> bytes | None:
+        """The lean answer to an admitted playback start, or None (uvicorn and the app answer)."""
+        lean = self.playback
+        if lean is None or ticket.priority is not Priority.NEW_START:
+            return None
+        event_id = playback_event_id(method, path)
+        if event_id is None:
+            return None
+        peer = self.client[0] if self.client else None
+        return lean.answer(
+            data, start, end, event_id, peer, arrival, ticket, self.server_state.default_headers
+        )
 
     def _answered_here(self) -> None:
         """Bookkeeping of a response written here: request count and keep-alive timeout.
@@ -251,11 +282,14 @@ class FrontProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
 
-def front_protocol(admission: AdmissionController | None) -> type[FrontProtocol]:
-    """The front's protocol class bound to ``admission``, for uvicorn's ``http``."""
+def front_protocol(
+    admission: AdmissionController | None, playback: PlaybackFront | None = None
+) -> type[FrontProtocol]:
+    """The front's protocol class bound to ``admission`` (and the lean playback path), for uvicorn's ``http``."""
 
     class _Bound(FrontProtocol):
         pass
 
     _Bound.admission = admission
+    _Bound.playback = playback
     return _Bound

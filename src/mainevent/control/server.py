@@ -19,6 +19,7 @@ from mainevent.control.db import Database, open_database
 from mainevent.control.front import front_protocol
 from mainevent.control.payments import FakePaymentProvider, PaymentProvider
 from mainevent.control.playback import PlaybackService
+from mainevent.control.playback_front import PlaybackFront
 from mainevent.control.settings import ApiKeySetting, ControlSettings
 from mainevent.control.sources import EntitlementSource, StoreSource
 from mainevent.control.store import ControlStore
@@ -114,7 +115,9 @@ def serve(settings: ControlSettings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=front_protocol(services.admission),
+        http=front_protocol(
+            services.admission, PlaybackFront(services) if settings.lean_playback else None
+        ),
         log_level="warning",
         access_log=False,
     )

@@ -58,12 +58,14 @@ class SessionRegistry:
         until: float | None = None,
     ) -> PlaybackSession | None:
         """Open a session unless the account is at ``limit``; the same device replaces its old one."""
-        others = [s for s in self.active(account_id, now) if s.device_id != device_id]
+        active = self.active(account_id, now)
+        others = [s for s in active if s.device_id != device_id]
         if len(others) >= limit:
             return None
-        for s in self.active(account_id, now):
-            if s.device_id == device_id:
-                self.end(s.id)
+        if len(others) != len(active):
+            for s in active:
+                if s.device_id == device_id:
+                    self.end(s.id)
         session = PlaybackSession(
             session_id, account_id, event_id, device_id, max(now + self.ttl, until or 0.0)
         )

@@ -183,6 +183,10 @@ class ControlSettings(_Frozen):
     max_in_flight: int = Field(
         default=512, ge=1, description="Admission control: hard cap of requests in progress."
     )
+    lean_playback: bool = Field(
+        default=True,
+        description="Answer playback starts whose decision is cached in the HTTP front, without FastAPI (same responses; off: every request goes through the route).",
+    )
     decision_ttl_s: float = Field(
         default=60.0,
         ge=0,
