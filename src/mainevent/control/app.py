@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import generate_latest
 
 from mainevent.common.admission import (
     AdmissionController,
@@ -50,6 +51,8 @@ from mainevent.control.schemas import (
     TransitionRequest,
 )
 from mainevent.control.settings import ControlSettings
+from mainevent.control.steering.api import add_steering_routes
+from mainevent.control.steering.server import SteeringRuntime
 from mainevent.control.store import Actor, ControlStore, Mutation, request_hash
 
 __all__ = ["ControlServices", "create_app", "error_response"]
@@ -77,6 +80,8 @@ class ControlServices:
     )
     payment_timeout_s: float = 10.0
     purchase_wait_s: float = 10.0
+    steering: SteeringRuntime | None = None
+    """Content steering: manifests at /steering/, operator controls at /v1/steering."""
 
 
 def error_response(err: ControlError) -> JSONResponse:
@@ -159,6 +164,9 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch_loop_delay, services.admission)
+            if services.steering is not None:
+                # Its edge prober and session-expiry timer live as long as the app.
+                tg.start_soon(services.steering.serve)
             yield
             tg.cancel_scope.cancel()
 
@@ -244,7 +252,10 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             )
             lines.append(f'mainevent_control_request_seconds_sum{{priority="{label}"}} {h.sum:.6f}')
             lines.append(f'mainevent_control_request_seconds_count{{priority="{label}"}} {h.total}')
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        if svc.steering is not None:
+            text += generate_latest(svc.steering.registry).decode()
+        return text
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -435,4 +446,29 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
                 access_token=idp.mint(body.sub, ttl_s=body.ttl_s), expires_in=body.ttl_s
             )
 
-    return AdmissionMiddleware(app, services.admission, services.latency)
+    if svc.steering is not None:
+        add_steering_routes(
+            app, svc.steering, store, reader=Reader, operator=Operator, idem_key=IdemKey
+        )
+    admitted = AdmissionMiddleware(app, services.admission, services.latency)
+    if svc.steering is not None:
+        return _WithSteering(admitted, svc.steering)  # type: ignore[return-value]
+    return admitted
+
+
+class _WithSteering:
+    """Steering manifests answered before admission control and FastAPI: the hot path of every
+    playing viewer (one request per TTL each) must cost as little as possible."""
+
+    def __init__(self, app: AdmissionMiddleware, steering: SteeringRuntime) -> None:
+        self.app = app
+        self.steering = steering
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.steering.app.handles(scope["path"]):
+            await self.steering.app(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

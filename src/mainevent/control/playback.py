@@ -33,7 +33,13 @@ from mainevent.control.entitlement import (
 )
 from mainevent.control.errors import ControlError
 from mainevent.control.lifecycle import EventStatus
-from mainevent.control.schemas import CdnChoice, DeviceInfo, PlaybackGrant, PlayerConfig
+from mainevent.control.schemas import (
+    CdnChoice,
+    DeviceInfo,
+    PlaybackGrant,
+    PlayerConfig,
+    SteeringChoice,
+)
 from mainevent.control.sessions import PlaybackSession, SessionRegistry
 from mainevent.control.settings import ControlSettings
 from mainevent.control.sources import EntitlementSource
@@ -259,6 +265,9 @@ class PlaybackService:
             CdnChoice(name=c, manifest_url=self.settings.cdns.get(c, "") + path) for c in event.cdns
         ]
         refresh_at = expires - min(300, ttl // 5)
+        pathway = cdns[0].name
+        steer = f"{self.settings.steering.public_url.rstrip('/')}/{event.id}"
+        query = f"?sid={session.id}&p={pathway}"
         return PlaybackGrant(
             session_id=session.id,
             token=token,
@@ -275,6 +284,12 @@ class PlaybackService:
                 dvr_window_s=event.dvr_window_s,
                 heartbeat_interval_s=self.settings.heartbeat_interval_s,
                 refresh_at=refresh_at,
+            ),
+            steering=SteeringChoice(
+                pathway=pathway,
+                url=f"{steer}/hls{query}",
+                dash_url=f"{steer}/dash{query}",
+                manifest_url=f"{cdns[0].manifest_url}?pathway={pathway}",
             ),
         )
 

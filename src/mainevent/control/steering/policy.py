@@ -96,6 +96,9 @@ class _Session:
     """Its place in every drain queue, uniform in [0, 1)."""
     window: int = -1
     decision: Decision | None = None
+    before: str | None = None
+    """Its pathway before the last decision."""
+    decided_at: float = -math.inf
 
 
 @dataclass(slots=True)
@@ -310,6 +313,17 @@ class SteeringPolicy:
         if s is not None:
             self._sessions.move_to_end(state.session_id)
             s.last_seen = now
+            reported = state.pathway
+            if (
+                reported in self.cdns
+                and reported != s.pathway
+                and not (reported == s.before and now - s.decided_at < 2 * self.config.ttl_s)
+            ):
+                # The player is elsewhere than we told it (it penalised a pathway that failed
+                # for it): count it where it is. A report of the pathway it had before our
+                # last answer, within two TTLs, is a retry or a switch still under way.
+                self._move(s, reported, now)
+                s.decision = None
             return s, False
         order = self._order(state.session_id)
         pathway = state.pathway if state.pathway in self.cdns else None
@@ -344,6 +358,7 @@ class SteeringPolicy:
         window = self._window(now)
         if s.window == window and s.decision is not None:
             return s.decision
+        before = s.pathway
         reason = Reason.PLACED if placed else self._decide(state.session_id, s, now, window)
         decision = Decision(
             state=SessionState(
@@ -357,7 +372,7 @@ class SteeringPolicy:
             priority=self._priority(s),
             reason=reason,
         )
-        s.window, s.decision = window, decision
+        s.window, s.decision, s.before, s.decided_at = window, decision, before, now
         return decision
 
     def _decide(self, sid: str, s: _Session, now: float, window: int) -> Reason:
