@@ -67,6 +67,9 @@ class RunningStack:
     backup_ingest_url: str | None = None
     """Where the backup feed goes (None when the stack runs a single pipeline)."""
     admin_secret: str | None = None
+    control_url: str | None = None
+    """The control plane (playback API, steering server) started beside the media plane."""
+    control_admin_key: str | None = None
 
     def edge_master_url(self, name: str = "cdn-a") -> str:
         """The multivariant playlist as served by edge `name`."""
@@ -248,6 +251,8 @@ def start_stack(
         edge_admin_secret=info.get("edge_admin_secret"),
         backup_ingest_url=info.get("backup_ingest_url"),
         admin_secret=info.get("admin_secret"),
+        control_url=info.get("control_url"),
+        control_admin_key=info.get("control_admin_key"),
     )
     if wait_ready:
         try:

@@ -83,6 +83,7 @@ class EdgeProber:
         self.timeout_s = timeout_s
         self.book = ProbeBook(window)
         self.rounds = 0
+        self._armed: set[tuple[str, str]] = set()
 
     async def _probe(self, client: httpx.AsyncClient, region: str, cdn: str, url: str) -> None:
         headers = {} if region == ANY else {"X-Client-Region": region}
@@ -94,6 +95,11 @@ class EdgeProber:
         except (TimeoutError, httpx.HTTPError):
             ok = False
         ttfb = (time.monotonic() - t0) * 1000
+        if ok:
+            self._armed.add((region, cdn))
+        elif (region, cdn) not in self._armed:
+            # Never seen working (the stream is still starting): no signal rather than a bad one.
+            return
         self.book.record(region, cdn, ProbeResult(ok, ttfb if ok else self.timeout_s * 1000))
 
     async def run_once(self, client: httpx.AsyncClient) -> None:
