@@ -220,3 +220,17 @@ def test_an_override_of_an_unknown_cdn_is_refused() -> None:
     """Draining a CDN that does not exist says which ones do."""
     with pytest.raises(ValueError, match="known: cdn-a, cdn-b, cdn-c"):
         policy().set_override(Override("eu", "cdn-x", OverrideAction.DRAIN, 0.5, T0))
+
+
+def test_an_operator_drain_moves_sessions_even_when_every_other_cdn_looks_degraded() -> None:
+    """The operator's drain is obeyed onto degraded-looking CDNs; a failure alone is not."""
+    p = policy(failure_drain_share=1.0)
+    ids = place(p, 10, "eu", T0, on="cdn-b")
+    p.update_health(
+        HealthReport({("eu", ANY, c): DOWN for c in ("cdn-a", "cdn-b", "cdn-c")}), T0 + 1
+    )
+    for s in ids:
+        assert p.steer(SessionState(s, "eu"), T0 + 10).pathway == "cdn-b"  # nowhere better
+    p.set_override(Override("eu", "cdn-b", OverrideAction.DRAIN, rate=1.0, at=T0 + 11))
+    for s in ids:
+        assert p.steer(SessionState(s, "eu"), T0 + 20).pathway != "cdn-b"

@@ -160,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     try:
+        # MAINEVENT_CONTROL__* belong to the control plane's settings (loaded below).
+        media_env = {k: v for k, v in os.environ.items() if not k.startswith("MAINEVENT_CONTROL__")}
         settings = load_settings(
-            file=args.config, environ=os.environ, overrides=overrides_from_args(args)
+            file=args.config, environ=media_env, overrides=overrides_from_args(args)
         )
     except ConfigError as exc:
         print(f"mainevent up: {exc}", file=sys.stderr)

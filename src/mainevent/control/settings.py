@@ -146,13 +146,16 @@ class SteeringSettings(_Frozen):
         description="How often the steering server probes each CDN edge from each region in `probe_regions`.",
     )
     probe_timeout_s: float = Field(
-        default=1.0, gt=0, le=30, description="A probe slower than this counts as failed."
+        default=2.0,
+        gt=0,
+        le=30,
+        description="A probe slower than this counts as failed (and its TTFB as this long).",
     )
     probe_window: int = Field(
-        default=4,
+        default=10,
         ge=1,
         le=100,
-        description="Probes per (region, CDN) that make up its signal (the last N).",
+        description="Probes per (region, CDN) that make up its signal (the last N): availability = share that succeeded, TTFB p95 counting failures as the timeout; with the default thresholds two failures in ten make a CDN degraded there.",
     )
     public_url: str = Field(
         default="/steering",

@@ -439,6 +439,9 @@ class _Session:
         )
 
     def _media_url(self, track: _Track) -> str:
+        # A request (or its retry) goes to the steered pathway: a CDN failing for this player
+        # is left as soon as steering says so, not after the request gives up.
+        self._follow_pathway(track)
         return urljoin(self._urls[self._base], track.uri)
 
     # -- requests --------------------------------------------------------------------------

@@ -141,6 +141,7 @@ class SteeringPolicy:
         """(region, home) → sessions of that home currently on another CDN."""
         self._recovered_at: dict[tuple[str, str, str], float] = {}
         self._moves = 0
+        self._unwanted_cache: dict[tuple[str, str, str], tuple[Reason, float, float] | None] = {}
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -152,6 +153,7 @@ class SteeringPolicy:
             link = self._links.get(key)
             if link is None:
                 link = self._links[key] = _Link()
+                self._unwanted_cache.clear()
             self._step_link(key, link, signal, now)
 
     def _step_link(self, key: tuple[str, str, str], link: _Link, s: CdnSignal, now: float) -> None:
@@ -177,6 +179,7 @@ class SteeringPolicy:
         if link.state is LinkState.HEALTHY:
             if bad >= min(self.config.quorum, known):
                 link.state, link.since, link.good_since = LinkState.DEGRADED, now, None
+                self._unwanted_cache.clear()
             return
         if good < known:
             link.good_since = None
@@ -188,6 +191,7 @@ class SteeringPolicy:
             and now - link.since >= self.config.min_dwell_s
         ):
             link.state, link.since, link.good_since = LinkState.HEALTHY, now, None
+            self._unwanted_cache.clear()
             self._recovered_at[key] = now
 
     def set_override(self, override: Override) -> None:
@@ -200,12 +204,14 @@ class SteeringPolicy:
                 if k[0] == override.region and o.action is OverrideAction.PIN:
                     del self._overrides[k]
         self._overrides[(override.region, override.cdn)] = override
+        self._unwanted_cache.clear()
 
     def clear_override(self, region: str, cdn: str, now: float) -> Override | None:
         """Restore: remove the override of (region, cdn); returns it (None if there was none).
 
         Sessions that left return gradually from `now`, as after a recovery."""
         o = self._overrides.pop((region, cdn), None)
+        self._unwanted_cache.clear()
         if o is not None:
             self._recovered_at[(region, ANY, cdn)] = now
             for key in list(self._recovered_at):
@@ -233,7 +239,19 @@ class SteeringPolicy:
         return None
 
     def _unwanted(self, region: str, isp: str, cdn: str) -> tuple[Reason, float, float] | None:
-        """Why sessions should leave `cdn` here: (reason, since, share per TTL), or None."""
+        """Why sessions should leave `cdn` here: (reason, since, share per TTL), or None.
+
+        Cached until a link changes state or an override changes (the per-session hot path)."""
+        key = (region, isp, cdn)
+        try:
+            return self._unwanted_cache[key]
+        except KeyError:
+            pass
+        why = self._unwanted_now(region, isp, cdn)
+        self._unwanted_cache[key] = why
+        return why
+
+    def _unwanted_now(self, region: str, isp: str, cdn: str) -> tuple[Reason, float, float] | None:
         for r in (region, ANY):
             o = self._overrides.get((r, cdn))
             if o is not None and o.action is OverrideAction.DRAIN:
@@ -246,6 +264,10 @@ class SteeringPolicy:
         if state is LinkState.DEGRADED:
             return Reason.MOVED_UNHEALTHY, since, self.config.failure_drain_share
         return None
+
+    def _why(self, region: str, isp: str, cdn: str) -> Reason | None:
+        w = self._unwanted(region, isp, cdn)
+        return None if w is None else w[0]
 
     def _has_room(self, cdn: str) -> bool:
         cap = self.cdns[cdn].capacity
@@ -383,20 +405,13 @@ class SteeringPolicy:
         reason, since, share = why
         if s.moved_at is not None and now - s.moved_at < cfg.min_dwell_s:
             return Reason.HELD_DWELL
-        target = next(
-            (
-                c
-                for c in s.order
-                if c != s.pathway
-                and self._unwanted(s.region, s.isp, c) is None
-                and self._has_room(c)
-            ),
-            None,
-        )
+        # Where to: a CDN nothing is wrong with; for an operator's drain or pin, also one that
+        # only looks degraded (when every CDN looks shaky, the operator's word still counts).
+        acceptable = {None} if reason is Reason.MOVED_UNHEALTHY else {None, Reason.MOVED_UNHEALTHY}
+        fit = [c for c in s.order if c != s.pathway and self._why(s.region, s.isp, c) in acceptable]
+        target = next((c for c in fit if self._has_room(c)), None)
         if target is None:
-            if any(c != s.pathway and self._unwanted(s.region, s.isp, c) is None for c in s.order):
-                return Reason.HELD_CAPACITY
-            return Reason.STAY
+            return Reason.HELD_CAPACITY if fit else Reason.STAY
         pending = self._count.get((s.region, s.pathway), 0)
         if not self._take((reason, s.region, s.pathway, since), s.u, pending, share, window):
             return Reason.HELD_RATE

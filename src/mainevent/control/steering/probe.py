@@ -36,7 +36,7 @@ class ProbeResult:
 class ProbeBook:
     """The last `window` probe results per (region, CDN) and the signal they make."""
 
-    def __init__(self, window: int = 4) -> None:
+    def __init__(self, window: int = 10) -> None:
         self.window = window
         self._results: dict[tuple[str, str], deque[ProbeResult]] = {}
 
@@ -54,7 +54,9 @@ class ProbeBook:
         ok = sum(r.ok for r in q)
         ttfbs = sorted(r.ttfb_ms for r in q)
         p95 = ttfbs[min(n - 1, math.ceil(0.95 * n) - 1)]
-        return CdnSignal(error_rate=(n - ok) / n, ttfb_p95_ms=p95, availability=ok / n, samples=n)
+        # No error_rate: a probe's failure is already its availability (counting it twice
+        # would make one lost probe a quorum); error rates come from real requests (telemetry).
+        return CdnSignal(ttfb_p95_ms=p95, availability=ok / n, samples=n)
 
     def report(self) -> HealthReport:
         return HealthReport(
@@ -74,7 +76,7 @@ class EdgeProber:
         *,
         interval_s: float = 1.0,
         timeout_s: float = 1.0,
-        window: int = 4,
+        window: int = 10,
     ) -> None:
         self.targets = dict(targets)
         self.regions = tuple(regions) or (ANY,)
