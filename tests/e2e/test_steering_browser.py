@@ -53,8 +53,8 @@ def _snap(page: Any) -> tuple[str | None, int, float]:
 def test_hls_js_and_dash_js_leave_a_drained_cdn_within_two_ttls(
     stack: RunningStack, tmp_path: Path
 ) -> None:
-    """Drain cdn-b: both players fetch media from another CDN within 2 TTLs (+ the segment
-    boundary the switch waits for), and neither stalls."""
+    """Drain cdn-b (rate 1.0): both players fetch media from another CDN within 2 TTLs, and
+    neither stalls."""
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (make setup installs it as root)")
     from playwright.sync_api import sync_playwright
@@ -93,7 +93,7 @@ def test_hls_js_and_dash_js_leave_a_drained_cdn_within_two_ttls(
             drained_at = time.monotonic()
             r = httpx.put(
                 f"{stack.control_url}/v1/steering/overrides/local/cdn-b",
-                json={"action": "drain", "rate": 0.5},
+                json={"action": "drain", "rate": 1.0},
                 headers={
                     "Authorization": f"Bearer {stack.control_admin_key}",
                     "Idempotency-Key": "drain-1",
@@ -102,7 +102,9 @@ def test_hls_js_and_dash_js_leave_a_drained_cdn_within_two_ttls(
             )
             assert r.status_code == 200, r.text
             left: dict[str, float] = {}
-            limit = 2 * TTL_S + SEGMENT_S + 1.0  # one more second for the request itself
+            # rate 1.0: each moves at its next steering request (≤ 1 TTL), then switches at its
+            # next segment boundary; the rate schedule itself is tested in the service tests.
+            limit = 2 * TTL_S + 1.0  # one more second for the requests themselves
             while len(left) < len(pages) and time.monotonic() - drained_at < 3 * limit:
                 for name, page in pages.items():
                     host, _stalls, at = _snap(page)
@@ -116,6 +118,8 @@ def test_hls_js_and_dash_js_leave_a_drained_cdn_within_two_ttls(
             ctx.close()
     assert set(left) == set(pages), f"still on cdn-b: {final}"
     for name, took in left.items():
-        assert took <= limit, f"{name} left cdn-b {took:.1f} s after the drain (limit {limit} s)"
+        assert took <= limit, (
+            f"{name} left cdn-b {took:.1f} s after the drain (limit {limit} s): {left}"
+        )
         assert final[name][0] != b_host, f"{name} came back to cdn-b: {final}"
         assert final[name][1] == stalls_before[name], f"{name} stalled: {final}"
