@@ -411,6 +411,7 @@ def load_settings(
     if file is not None:
         try:
             data = tomllib.loads(file.read_text())
+            data.pop("control", None)  # the control plane's table (control/settings.py)
         except OSError as exc:
             raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:

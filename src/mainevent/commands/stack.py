@@ -172,6 +172,7 @@ class Stack:
     control_admin_key: str | None = None
     control_services: Any = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _control_built: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def edge_urls(self) -> dict[str, str]:
@@ -294,7 +295,6 @@ class Stack:
         host, http_port = sock.getsockname()[:2]
         self.base_url = f"http://{host}:{http_port}"
         await self._start_edges(host)
-        control_server = self._control_server(host, event)
         server = _Server(
             uvicorn.Config(
                 app,
@@ -312,11 +312,7 @@ class Stack:
         try:
             async with asyncio.TaskGroup() as tg:
                 server_task = tg.create_task(server.serve(sockets=[sock]))
-                control_task = (
-                    None
-                    if control_server is None
-                    else tg.create_task(control_server[0].serve(sockets=[control_server[1]]))
-                )
+                control_task = tg.create_task(self._serve_control(host, event))
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
                 if publisher is not None:
                     tasks.append(tg.create_task(publisher.serve()))
@@ -349,9 +345,7 @@ class Stack:
                     t.cancel()
                 server.should_exit = True
                 await server_task
-                if control_server is not None and control_task is not None:
-                    control_server[0].should_exit = True
-                    await control_task
+                await control_task
         finally:
             await self._close_edges()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -406,6 +400,23 @@ class Stack:
         )
         return server, sock
 
+    async def _serve_control(self, host: str, event: LiveEvent) -> None:
+        """Build the control plane off the event loop (imports, migrations: seconds on a busy
+        machine, while the media plane is already starting), serve it until the stack stops."""
+        try:
+            built = await asyncio.to_thread(self._control_server, host, event)
+        finally:
+            self._control_built.set()
+        if built is None:
+            return
+        server, sock = built
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            await self._stop.wait()
+        finally:
+            server.should_exit = True
+            await task
+
     async def _encode_slate(
         self, ffmpeg: str, publisher: RedundantPublisher, ladder: LadderSpec
     ) -> None:
@@ -421,5 +432,6 @@ class Stack:
 
     async def _announce(self, event: LiveEvent) -> None:
         await event.ready_event.wait()
+        await self._control_built.wait()
         if self.on_ready is not None:
             self.on_ready(self)

@@ -260,4 +260,7 @@ def start_stack(
         except AssertionError:
             stack.stop()
             raise
+        # The control plane is built while the media plane starts: named in the ready line.
+        stack.control_url = info.get("control_url")
+        stack.control_admin_key = info.get("control_admin_key")
     return stack
