@@ -171,3 +171,22 @@ def test_empty_dev_idp_secret_disables_the_development_issuer() -> None:
     assert s.dev_idp_secret is None
     with pytest.raises(ConfigError, match="dev_idp_secret"):
         load_control_settings(environ={"MAINEVENT_CONTROL__DEV_IDP_SECRET": "short"})
+
+
+@pytest.mark.slow
+def test_steering_cli_drains_and_restores_a_cdn(
+    server: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mainevent steering drain/restore/status` drive the audited overrides; mistakes are explained."""
+    url, key = server
+    base = ["steering", "--server", url, "--api-key", key]
+    assert main([*base, "drain", "origin", "--region", "eu", "--rate", "0.3"]) == 0
+    assert json.loads(capsys.readouterr().out)["override"]["rate"] == 0.3
+    assert main([*base, "status"]) == 0
+    assert json.loads(capsys.readouterr().out)["overrides"][0]["cdn"] == "origin"
+    assert main([*base, "drain", "cdn-x", "--region", "eu"]) == 1
+    assert "error 404: cdn_not_found" in capsys.readouterr().err
+    assert main([*base, "restore", "origin", "--region", "eu"]) == 0
+    capsys.readouterr()
+    assert main([*base, "restore", "origin", "--region", "eu"]) == 1
+    assert "override_not_found" in capsys.readouterr().err
