@@ -234,3 +234,17 @@ def test_an_operator_drain_moves_sessions_even_when_every_other_cdn_looks_degrad
     p.set_override(Override("eu", "cdn-b", OverrideAction.DRAIN, rate=1.0, at=T0 + 11))
     for s in ids:
         assert p.steer(SessionState(s, "eu"), T0 + 20).pathway != "cdn-b"
+
+
+def test_when_every_cdn_looks_degraded_a_down_one_is_still_left_for_a_slow_one() -> None:
+    """All degraded: sessions leave cdn-b (nothing answers) for cdn-a (slow but answering)."""
+    p = policy(failure_drain_share=1.0)
+    ids = place(p, 10, "eu", T0, on="cdn-b")
+    slow = CdnSignal(availability=0.8, ttfb_p95_ms=4000.0, samples=10)
+    p.update_health(
+        HealthReport(
+            {("eu", ANY, "cdn-a"): slow, ("eu", ANY, "cdn-b"): DOWN, ("eu", ANY, "cdn-c"): DOWN}
+        ),
+        T0 + 1,
+    )
+    assert all(p.steer(SessionState(s, "eu"), T0 + 10).pathway == "cdn-a" for s in ids)

@@ -40,6 +40,9 @@ Rules:
 * **Cost.** New sessions are placed by weighted rendezvous hashing (weight 1/cost) over the
   healthy CDNs with room; that is also the order of the fallbacks in the priority list.
 * **Return.** After its home CDN recovered, a session goes back at `return_share` per TTL.
+* **Relative health.** When every other CDN is degraded too, a session still leaves one whose
+  availability is at least 0.5 below another's (down → slow); an operator's drain or pin also
+  moves sessions onto CDNs that only look degraded.
 
 Cost per `steer()`: a few dict lookups; hashes are computed once per session.
 """
@@ -68,6 +71,9 @@ from mainevent.control.steering.model import (
 
 __all__ = ["PolicyStatistics", "SteeringPolicy", "session_hash"]
 
+_MUCH_BETTER = 0.5
+"""Availability margin for leaving a degraded CDN for another degraded one."""
+
 
 def session_hash(session_id: str, salt: str) -> float:
     """A uniform number in [0, 1) fixed by (session, salt): the same in every process."""
@@ -80,6 +86,8 @@ class _Link:
     state: LinkState = LinkState.HEALTHY
     since: float = -math.inf
     good_since: float | None = None
+    availability: float | None = None
+    """Last known availability (to compare degraded links with each other)."""
 
 
 @dataclass(slots=True)
@@ -158,6 +166,7 @@ class SteeringPolicy:
 
     def _step_link(self, key: tuple[str, str, str], link: _Link, s: CdnSignal, now: float) -> None:
         t = self.config.thresholds
+        link.availability = s.availability
         known = bad = good = 0
         for value, limit, recover, higher_is_bad in (
             (s.error_rate, t.error_rate, t.recover_error_rate, True),
@@ -264,6 +273,13 @@ class SteeringPolicy:
         if state is LinkState.DEGRADED:
             return Reason.MOVED_UNHEALTHY, since, self.config.failure_drain_share
         return None
+
+    def _availability(self, region: str, isp: str, cdn: str) -> float:
+        for key in ((region, isp, cdn), (region, ANY, cdn), (ANY, ANY, cdn)):
+            link = self._links.get(key)
+            if link is not None:
+                return 1.0 if link.availability is None else link.availability
+        return 1.0
 
     def _why(self, region: str, isp: str, cdn: str) -> Reason | None:
         w = self._unwanted(region, isp, cdn)
@@ -409,6 +425,17 @@ class SteeringPolicy:
         # only looks degraded (when every CDN looks shaky, the operator's word still counts).
         acceptable = {None} if reason is Reason.MOVED_UNHEALTHY else {None, Reason.MOVED_UNHEALTHY}
         fit = [c for c in s.order if c != s.pathway and self._why(s.region, s.isp, c) in acceptable]
+        if not fit and reason is Reason.MOVED_UNHEALTHY:
+            # Every other CDN looks degraded too: still leave one that is far worse (it fails
+            # requests) for one that mostly answers. Slow is better than down.
+            mine = self._availability(s.region, s.isp, s.pathway)
+            fit = [
+                c
+                for c in s.order
+                if c != s.pathway
+                and self._why(s.region, s.isp, c) is Reason.MOVED_UNHEALTHY
+                and self._availability(s.region, s.isp, c) >= mine + _MUCH_BETTER
+            ]
         target = next((c for c in fit if self._has_room(c)), None)
         if target is None:
             return Reason.HELD_CAPACITY if fit else Reason.STAY
