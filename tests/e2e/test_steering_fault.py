@@ -22,7 +22,7 @@ from mainevent.testing.stack import RunningStack, start_stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TTL_S = 4
-CAP_A = 10
+CAP_A = 4
 PER_REGION = 15
 REGIONS = {"a": "127.0.1", "b": "127.0.2"}
 
