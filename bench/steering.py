@@ -64,11 +64,10 @@ else:
     from mainevent.control.steering.server import build_steering
     rt = build_steering(SteeringSettings(min_reload_interval_s=0), ["cdn-a", "cdn-b", "cdn-c"],
                         regions=RegionTable([("127.0.0.0/8", "local")]))
-    app = rt.app
-    async def wrapped(scope, receive, send):
+    inner = rt.app
+    async def app(scope, receive, send):
         if scope["type"] == "http":
-            await app(scope, receive, send)
-    app = wrapped
+            await inner(scope, receive, send)
 import gc; gc.collect(); gc.freeze()
 uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
             log_level="warning", access_log=False, lifespan="off")

@@ -139,6 +139,8 @@ class SteeringPolicy:
         if not self.cdns:
             raise ValueError("steering needs at least one CDN")
         self.config = config or SteeringConfig()
+        self._names = tuple(self.cdns)
+        self._weights = tuple(1.0 / c.cost for c in self.cdns.values())
         self._links: dict[tuple[str, str, str], _Link] = {}
         self._overrides: dict[tuple[str, str], Override] = {}
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
@@ -289,14 +291,18 @@ class SteeringPolicy:
         cap = self.cdns[cdn].capacity
         return cap is None or self._per_cdn[cdn] < cap
 
-    def _order(self, session_id: str) -> tuple[str, ...]:
-        # Weighted rendezvous hashing: score = -w / ln(u), highest first (w = 1/cost).
+    def _order(self, session_id: str) -> tuple[tuple[str, ...], float]:
+        """CDNs by weighted rendezvous score (-w / ln u, w = 1/cost), best first, and the
+        session's drain-queue position: all from one hash of the session id."""
+        names = self._names
+        d = hashlib.blake2b(session_id.encode(), digest_size=8 * (len(names) + 1)).digest()
         scored = []
-        for name, spec in self.cdns.items():
-            u = session_hash(session_id, name)
-            scored.append((-(1.0 / spec.cost) / math.log(max(u, 1e-300)), name))
+        for i, name in enumerate(names):
+            u = (int.from_bytes(d[8 * i : 8 * i + 8], "big") + 0.5) / 2**64
+            scored.append((-self._weights[i] / math.log(u), name))
         scored.sort(reverse=True)
-        return tuple(name for _, name in scored)
+        u_drain = int.from_bytes(d[-8:], "big") / 2**64
+        return tuple(name for _, name in scored), u_drain
 
     def _window(self, now: float) -> int:
         return math.floor(now / self.config.ttl_s)
@@ -363,7 +369,7 @@ class SteeringPolicy:
                 self._move(s, reported, now)
                 s.decision = None
             return s, False
-        order = self._order(state.session_id)
+        order, u = self._order(state.session_id)
         pathway = state.pathway if state.pathway in self.cdns else None
         placed = pathway is None
         if pathway is None:
@@ -381,7 +387,7 @@ class SteeringPolicy:
             moved_at=state.moved_at,
             last_seen=now,
             order=order,
-            u=session_hash(state.session_id, "drain"),
+            u=u,
         )
         self._sessions[state.session_id] = s
         self._count[(s.region, pathway)] = self._count.get((s.region, pathway), 0) + 1
