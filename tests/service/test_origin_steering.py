@@ -63,13 +63,17 @@ async def test_a_tokened_master_names_the_session_and_is_never_shared(
     )
 
 
-async def test_a_bare_master_is_shared_and_starts_on_the_first_cdn(
+async def test_a_bare_master_is_unchanged_and_a_pathway_query_steers_it(
     client: httpx.AsyncClient,
 ) -> None:
-    """Without a token the steered master is the same for everyone, so edges may cache it."""
+    """`/live/…/master.m3u8` stays the one-CDN, cacheable playlist; `?pathway=` asks for steering."""
     r = await client.get("/live/final/master.m3u8")
     assert r.status_code == 200
     assert "no-store" not in r.headers["cache-control"]
+    assert "CONTENT-STEERING" not in r.text
+    assert "PATHWAY-ID" not in r.text
+    r = await client.get("/live/final/master.m3u8?pathway=cdn-a")
+    assert r.headers["cache-control"] == "private, no-store"
     assert (
         '#EXT-X-CONTENT-STEERING:SERVER-URI="http://steer.example/steering/final/hls?p=cdn-a"'
         in r.text

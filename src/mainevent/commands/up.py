@@ -176,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         edges = stack.edge_urls
         play_base = edges.get("cdn-a", next(iter(edges.values()), ""))
         src = f"{play_base}/live/{ev}/master.m3u8" if play_base else f"/live/{ev}/master.m3u8"
+        if stack.control_url and play_base:
+            src += "?pathway=cdn-a"  # steered: every edge as a pathway, cdn-a first
         others = ",".join(u for n, u in edges.items() if u != play_base)
         lines = [
             "",

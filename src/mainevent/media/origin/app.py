@@ -65,12 +65,16 @@ TOKEN_SCOPE_KEY = "mainevent.token"
 
 
 def _steering(event: LiveEvent, request: Request) -> SteeringContext | Response | None:
-    """The request's steering context (token, session, `?pathway=`), None without steering,
-    or a 400 naming what was wrong."""
+    """The request's steering context (token, session, `?pathway=`); None without steering
+    configured or when the request names neither; or a 400 naming what was wrong."""
     if event.pathways is None:
         return None
     token, session = request.scope.get(TOKEN_SCOPE_KEY, (None, None))
     pathway = request.query_params.get("pathway")
+    if token is None and pathway is None:
+        # A bare /live/ manifest stays the one-CDN playlist every existing client and cache
+        # knows; steering is for requests naming a session (token) or a starting pathway.
+        return None
     ctx = SteeringContext(token=token, session_id=session, pathway=pathway)
     try:
         ctx.validate(event.pathways)
