@@ -25,6 +25,7 @@ SEGMENT_S = 2
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     s = start_stack(
         tmp_path_factory.mktemp("steering-browser"),
+        steering=True,
         env={
             "MAINEVENT_CONTROL__STEERING__TTL_S": str(TTL_S),
             "MAINEVENT_CONTROL__STEERING__MIN_RELOAD_INTERVAL_S": "0.2",

@@ -33,6 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     regions.append({"cidr": "127.0.0.0/8", "region": "local"})
     s = start_stack(
         tmp_path_factory.mktemp("steering-fault"),
+        steering=True,
         env={
             "MAINEVENT_CONTROL__REGIONS": json.dumps(regions),
             "MAINEVENT_CONTROL__STEERING__TTL_S": str(TTL_S),

@@ -178,11 +178,14 @@ def start_stack(
     timeout: float = 60.0,
     wait_ready: bool = True,
     port: int = 0,
+    steering: bool = False,
 ) -> RunningStack:
     """Start `mainevent up` and wait until its first segments are published.
 
     The origin listens on `port` (0 = any free port; a fixed one lets a test restart the
-    origin where the shield expects it); the other ports are always free ones.
+    origin where the shield expects it); the other ports are always free ones. `steering`
+    also runs the control plane with its steering server and edge probes (off by default: the
+    probes are extra requests that tests counting fetches would see).
     """
     environ = dict(os.environ)
     environ.update(
@@ -209,6 +212,7 @@ def start_stack(
         ladder,
         "--preset",
         "ultrafast",
+        *(() if steering else ("--no-steering",)),
         *extra_args,
     ]
     proc = subprocess.Popen(
