@@ -8,6 +8,7 @@ Nested settings are addressed in the environment with `__`, e.g. `MAINEVENT_ORIG
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -300,6 +301,37 @@ class RedundancySettings(_Frozen):
         return late, max(late, gap)
 
 
+class DeliverySettings(_Frozen):
+    """The CDNs in front of the origin and the content steering server (multi-CDN pathways)."""
+
+    cdns: dict[str, str] = Field(
+        default={},
+        description="CDN name (= pathway id) → base URL, preferred first, e.g. "
+        '`{"cdn-a": "https://a.example"}`. With a steering server, multivariant playlists list '
+        "every variant once per CDN and MPDs carry one BaseURL per CDN. Empty: `mainevent up` "
+        "uses its own edges.",
+    )
+    steering_url: str | None = Field(
+        default=None,
+        description="URL prefix of the content steering server (e.g. `https://steer.example/steering`); "
+        "manifests name `<it>/<event>/hls` and `/dash`. None: `mainevent up` starts one "
+        "(`--no-steering` to run without).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DeliverySettings:
+        for name, base in self.cdns.items():
+            if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name) is None:
+                raise ValueError(f"CDN name {name!r} may only use A-Z a-z 0-9 . _ -")
+            if not base.startswith(("http://", "https://")):
+                raise ValueError(f"CDN {name!r}: base URL {base!r} must start with http(s)://")
+        if self.steering_url is not None and not self.steering_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("steering_url must start with http:// or https://")
+        return self
+
+
 class Settings(_Frozen):
     """All settings of one mainevent process."""
 
@@ -309,6 +341,7 @@ class Settings(_Frozen):
     origin: OriginSettings = OriginSettings()
     feed: FeedSettings = FeedSettings()
     redundancy: RedundancySettings = RedundancySettings()
+    delivery: DeliverySettings = DeliverySettings()
 
 
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -357,6 +390,7 @@ def load_settings(
     if file is not None:
         try:
             data = tomllib.loads(file.read_text())
+            data.pop("control", None)  # the control plane's table (control/settings.py)
         except OSError as exc:
             raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:

@@ -181,3 +181,22 @@ def test_docs_settings_reference_matches_the_code() -> None:
     start = doc.index("<!-- control-settings:start -->") + len("<!-- control-settings:start -->")
     end = doc.index("<!-- control-settings:end -->")
     assert doc[start:end].strip() == control_settings_reference().strip(), "regenerate the table"
+
+
+@pytest.mark.slow
+def test_steering_cli_drains_and_restores_a_cdn(
+    server: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mainevent steering drain/restore/status` drive the audited overrides; mistakes are explained."""
+    url, key = server
+    base = ["steering", "--server", url, "--api-key", key]
+    assert main([*base, "drain", "cdn-a", "--region", "eu", "--rate", "0.3"]) == 0
+    assert json.loads(capsys.readouterr().out)["override"]["rate"] == 0.3
+    assert main([*base, "status"]) == 0
+    assert json.loads(capsys.readouterr().out)["overrides"][0]["cdn"] == "cdn-a"
+    assert main([*base, "drain", "cdn-x", "--region", "eu"]) == 1
+    assert "error 404: cdn_not_found" in capsys.readouterr().err
+    assert main([*base, "restore", "cdn-a", "--region", "eu"]) == 0
+    capsys.readouterr()
+    assert main([*base, "restore", "cdn-a", "--region", "eu"]) == 1
+    assert "override_not_found" in capsys.readouterr().err

@@ -166,7 +166,14 @@ class Stack:
     edge_token_keys: dict[str, str] | None = None
     shield: EdgeServer | None = None
     edges: dict[str, EdgeServer] = field(default_factory=dict)
+    control: Any = None
+    """ControlSettings: run the control plane (playback API, steering server, operator API)
+    beside the media plane; None = media plane only."""
+    control_url: str = ""
+    control_admin_key: str | None = None
+    control_services: Any = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _control_built: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def edge_urls(self) -> dict[str, str]:
@@ -306,6 +313,7 @@ class Stack:
         try:
             async with asyncio.TaskGroup() as tg:
                 server_task = tg.create_task(server.serve(sockets=[sock]))
+                control_task = tg.create_task(self._serve_control(host, event))
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
                 if publisher is not None:
                     tasks.append(tg.create_task(publisher.serve()))
@@ -338,10 +346,77 @@ class Stack:
                     t.cancel()
                 server.should_exit = True
                 await server_task
+                await control_task
         finally:
             await self._close_edges()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    def _control_server(
+        self, host: str, event: LiveEvent
+    ) -> tuple[uvicorn.Server, socket.socket] | None:
+        """The control plane (with the steering server) on its own port, and the event's
+        pathways: one per CDN (configured, or this stack's edges), steered by it."""
+        s = self.settings
+        cdns = dict(s.delivery.cdns) or self.edge_urls
+        if self.control is None or not cdns:
+            return None
+        from mainevent.control.app import create_app as create_control_app
+        from mainevent.control.server import build_services, ensure_admin_key
+        from mainevent.media.manifest.pathways import Pathways
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ctrl = self.control
+        try:
+            sock.bind((host, ctrl.port))
+        except OSError as exc:
+            sock.close()
+            raise StackError(
+                f"control plane cannot listen on {host}:{ctrl.port}: {exc.strerror}"
+            ) from None
+        self.control_url = f"http://{host}:{sock.getsockname()[1]}"
+        steering_url = s.delivery.steering_url or f"{self.control_url}/steering"
+        st = ctrl.steering.model_copy(
+            update={
+                "public_url": steering_url,
+                "probe_path": ctrl.steering.probe_path or f"/live/{event.event_id}/master.m3u8",
+            }
+        )
+        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st})
+        ctrl, self.control_admin_key = ensure_admin_key(ctrl)
+        services = build_services(ctrl)
+        assert services.steering is not None
+        services.steering.service.events = {event.event_id}
+        self.control_services = services
+        event.pathways = Pathways(cdns=tuple(cdns.items()), steering_url=steering_url)
+        server = _Server(
+            uvicorn.Config(
+                create_control_app(services),
+                log_level="warning",
+                lifespan="on",
+                access_log=False,
+                timeout_graceful_shutdown=int(SHUTDOWN_DEADLINE_S // 3),
+            )
+        )
+        return server, sock
+
+    async def _serve_control(self, host: str, event: LiveEvent) -> None:
+        """Build the control plane off the event loop (imports, migrations: seconds on a busy
+        machine, while the media plane is already starting), serve it until the stack stops."""
+        try:
+            built = await asyncio.to_thread(self._control_server, host, event)
+        finally:
+            self._control_built.set()
+        if built is None:
+            return
+        server, sock = built
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            await self._stop.wait()
+        finally:
+            server.should_exit = True
+            await task
 
     async def _encode_slate(
         self, ffmpeg: str, publisher: RedundantPublisher, ladder: LadderSpec
@@ -358,5 +433,6 @@ class Stack:
 
     async def _announce(self, event: LiveEvent) -> None:
         await event.ready_event.wait()
+        await self._control_built.wait()
         if self.on_ready is not None:
             self.on_ready(self)

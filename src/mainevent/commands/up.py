@@ -68,6 +68,18 @@ def _add_edge_options(p: argparse.ArgumentParser) -> None:
         "--no-edges", action="store_true", help="no shield/edges: players use the origin"
     )
     p.add_argument(
+        "--no-steering",
+        action="store_true",
+        help="no control plane / content steering: manifests name no pathways",
+    )
+    p.add_argument(
+        "--control-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="control plane (playback API, steering server) port (default: any free port)",
+    )
+    p.add_argument(
         "--no-backup",
         action="store_true",
         help="a single pipeline: no backup feed/pipeline (redundancy.backup = false)",
@@ -148,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     try:
+        # MAINEVENT_CONTROL__* belong to the control plane's settings (loaded below).
+        media_env = {k: v for k, v in os.environ.items() if not k.startswith("MAINEVENT_CONTROL__")}
         settings = load_settings(
-            file=args.config, environ=os.environ, overrides=overrides_from_args(args)
+            file=args.config, environ=media_env, overrides=overrides_from_args(args)
         )
     except ConfigError as exc:
         print(f"mainevent up: {exc}", file=sys.stderr)
@@ -162,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         edges = stack.edge_urls
         play_base = edges.get("cdn-a", next(iter(edges.values()), ""))
         src = f"{play_base}/live/{ev}/master.m3u8" if play_base else f"/live/{ev}/master.m3u8"
+        if stack.control_url and play_base:
+            src += "?pathway=cdn-a"  # steered: every edge as a pathway, cdn-a first
         others = ",".join(u for n, u in edges.items() if u != play_base)
         lines = [
             "",
@@ -176,6 +192,15 @@ def run(args: argparse.Namespace) -> int:
             f"  dash        {base}/player/?src={play_base or base}/live/{ev}/manifest.mpd",
             *(f"  {name:<11} {url}/live/{ev}/master.m3u8" for name, url in edges.items()),
             *([f"  shield      {stack.shield.url}"] if stack.shield else []),
+            *(
+                [
+                    f"  control     {stack.control_url}  (playback API, operator API)",
+                    f"  steering    {stack.control_url}/steering/{ev}/hls  "
+                    "(`mainevent steering drain|pin|restore`)",
+                ]
+                if stack.control_url
+                else []
+            ),
             f"  origin      {base}/live/{ev}/master.m3u8",
             f"  health      {base}/healthz",
             f"  metrics     {base}/metrics",
@@ -220,13 +245,38 @@ def run(args: argparse.Namespace) -> int:
     def _edge_info(stack: Stack) -> dict[str, Any]:
         if not stack.edges:
             return {}
-        return {
+        control = (
+            {"control_url": stack.control_url, "control_admin_key": stack.control_admin_key}
+            if stack.control_url
+            else {}
+        )
+        return control | {
             "edges": stack.edge_urls,
             "shield_url": stack.shield.url if stack.shield else None,
             "edge_admin_secret": stack.edge_admin_secret,
         }
 
     admin_secret, token_keys = _edge_env(os.environ)
+    control = None
+    if not args.no_steering and not args.no_edges:
+        from mainevent.control.settings import load_control_settings
+
+        data_dir = settings.origin.data_dir
+        try:
+            control = load_control_settings(
+                file=args.config,
+                environ=os.environ,
+                overrides={
+                    "port": args.control_port,
+                    "data_dir": str(data_dir),
+                    "database_url": os.environ.get(
+                        "MAINEVENT_CONTROL__DATABASE_URL", f"sqlite:///{data_dir}/control.db"
+                    ),
+                },
+            )
+        except ConfigError as exc:
+            print(f"mainevent up: {exc}", file=sys.stderr)
+            return 2
 
     stack = Stack(
         settings=settings,
@@ -237,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
         edge_port_base=args.edge_port_base,
         edge_admin_secret=admin_secret,
         edge_token_keys=token_keys,
+        control=control,
     )
     print(f"starting event {settings.event.id!r}: waiting for the first segments…", flush=True)
     try:

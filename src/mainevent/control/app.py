@@ -18,6 +18,7 @@ import anyio
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -57,6 +58,8 @@ from mainevent.control.schemas import (
     TransitionRequest,
 )
 from mainevent.control.settings import ControlSettings
+from mainevent.control.steering.api import add_steering_routes
+from mainevent.control.steering.server import SteeringRuntime
 from mainevent.control.store import Actor, ControlStore, Mutation, request_hash
 
 __all__ = ["ControlServices", "create_app", "error_response"]
@@ -139,6 +142,8 @@ class ControlServices:
     )
     payment_timeout_s: float = 10.0
     purchase_wait_s: float = 10.0
+    steering: SteeringRuntime | None = None
+    """Content steering: manifests at /steering/, operator controls at /v1/steering."""
 
 
 def error_response(err: ControlError) -> JSONResponse:
@@ -282,6 +287,9 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch_loop_delay, services.admission)
+            if services.steering is not None:
+                # Its edge prober and session-expiry timer live as long as the app.
+                tg.start_soon(services.steering.serve)
             yield
             tg.cancel_scope.cancel()
 
@@ -446,7 +454,10 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             )
             lines.append(f'mainevent_control_request_seconds_sum{{priority="{label}"}} {h.sum:.6f}')
             lines.append(f'mainevent_control_request_seconds_count{{priority="{label}"}} {h.total}')
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        if svc.steering is not None:
+            text += generate_latest(svc.steering.registry).decode()
+        return text
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -744,7 +755,39 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
                 access_token=idp.mint(body.sub, ttl_s=body.ttl_s), expires_in=body.ttl_s
             )
 
+    if svc.steering is not None:
+        add_steering_routes(
+            app,
+            svc.steering,
+            store,
+            reader=Reader,
+            operator=Operator,
+            idem_key=IdemKey,
+            errors=_errors,
+            auth=_OPERATOR_AUTH,
+        )
     # The body cap sits inside admission: a request the front door already admitted keeps its
     # ticket accounted for whatever the cap answers.
     capped = BodyLimitMiddleware(app, svc.settings.max_body_bytes)
-    return AdmissionMiddleware(capped, services.admission, services.latency)
+    admitted = AdmissionMiddleware(capped, services.admission, services.latency)
+    if svc.steering is not None:
+        return _WithSteering(admitted, svc.steering)  # type: ignore[return-value]
+    return admitted
+
+
+class _WithSteering:
+    """Steering manifests answered before admission control and FastAPI: the hot path of every
+    playing viewer (one request per TTL each) must cost as little as possible."""
+
+    def __init__(self, app: AdmissionMiddleware, steering: SteeringRuntime) -> None:
+        self.app = app
+        self.steering = steering
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.steering.app.handles(scope["path"]):
+            await self.steering.app(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -33,7 +33,13 @@ from mainevent.control.entitlement import (
 )
 from mainevent.control.errors import ControlError
 from mainevent.control.lifecycle import EventStatus
-from mainevent.control.schemas import CdnChoice, DeviceInfo, PlaybackGrant, PlayerConfig
+from mainevent.control.schemas import (
+    CdnChoice,
+    DeviceInfo,
+    PlaybackGrant,
+    PlayerConfig,
+    SteeringChoice,
+)
 from mainevent.control.sessions import PlaybackSession, SessionRegistry
 from mainevent.control.settings import ControlSettings
 from mainevent.control.sources import EntitlementSource
@@ -270,6 +276,9 @@ class PlaybackService:
             for c in event.cdns
         ]
         refresh_at = expires - min(300, ttl // 5)
+        pathway = cdns[0].name
+        steer = f"{self.settings.steering.public_url.rstrip('/')}/{event.id}"
+        query = f"?sid={session.id}&p={pathway}"
         return PlaybackGrant.model_construct(
             session_id=session.id,
             token=token,
@@ -286,6 +295,12 @@ class PlaybackService:
                 dvr_window_s=int(event.dvr_window_s),
                 heartbeat_interval_s=float(self.settings.heartbeat_interval_s),
                 refresh_at=refresh_at,
+            ),
+            steering=SteeringChoice.model_construct(
+                pathway=pathway,
+                url=f"{steer}/hls{query}",
+                dash_url=f"{steer}/dash{query}",
+                manifest_url=f"{cdns[0].manifest_url}?pathway={pathway}",
             ),
         )
 

@@ -391,6 +391,17 @@ class PlayerConfig(BaseModel):
     refresh_at: int = Field(description="Epoch seconds at which to call the refresh endpoint.")
 
 
+class SteeringChoice(BaseModel):
+    """Content steering for this session, consistent with `cdn` (its initial pathway)."""
+
+    pathway: str = Field(description="Initial pathway: the name of `cdn`.")
+    url: str = Field(description="HLS steering manifest of this session (SERVER-URI).")
+    dash_url: str = Field(description="DASH-IF steering manifest of this session.")
+    manifest_url: str = Field(
+        description="`cdn.manifest_url` asking the origin to start the session on `pathway`."
+    )
+
+
 class PlaybackGrant(BaseModel):
     """A successful authorisation."""
 
@@ -408,6 +419,7 @@ class PlaybackGrant(BaseModel):
         description="True when granted from a known-good decision while the entitlement store was unavailable."
     )
     player: PlayerConfig
+    steering: SteeringChoice | None = None
 
 
 class ErrorBody(BaseModel):

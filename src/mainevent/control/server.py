@@ -16,15 +16,17 @@ from mainevent.common.admission import AdmissionController, AdmissionPolicy, Bul
 from mainevent.control.app import ControlServices, create_app
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth, hash_api_key
 from mainevent.control.db import Database, open_database
+from mainevent.control.entitlement import RegionTable
 from mainevent.control.front import front_protocol
 from mainevent.control.payments import FakePaymentProvider, PaymentProvider
 from mainevent.control.playback import PlaybackService
 from mainevent.control.playback_front import PlaybackFront
 from mainevent.control.settings import ApiKeySetting, ControlSettings
 from mainevent.control.sources import EntitlementSource, StoreSource
+from mainevent.control.steering.server import SteeringRuntime, build_steering
 from mainevent.control.store import ControlStore
 
-__all__ = ["ADMIN_KEY_FILE", "build_services", "ensure_admin_key", "serve"]
+__all__ = ["ADMIN_KEY_FILE", "build_services", "ensure_admin_key", "serve", "steering_runtime"]
 
 ADMIN_KEY_FILE = "control-admin.key"
 log = logging.getLogger("mainevent.control")
@@ -69,6 +71,23 @@ def build_services(
         dev_idp=dev_idp,
         admission=AdmissionController(AdmissionPolicy(max_in_flight=settings.max_in_flight)),
         purchases=Bulkhead(settings.purchase_concurrency),
+        steering=steering_runtime(settings),
+    )
+
+
+def steering_runtime(settings: ControlSettings) -> SteeringRuntime:
+    """Steering over the configured CDNs, probing `steering.probe_path` on each when set."""
+    st = settings.steering
+    targets = (
+        {n: base.rstrip("/") + st.probe_path for n, base in settings.cdns.items() if base}
+        if st.probe_path
+        else None
+    )
+    return build_steering(
+        st,
+        settings.cdns,
+        regions=RegionTable((r.cidr, r.region) for r in settings.regions),
+        probe_targets=targets,
     )
 
 

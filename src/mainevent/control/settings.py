@@ -80,6 +80,100 @@ class RegionRange(_Frozen):
         return v
 
 
+class SteeringSettings(_Frozen):
+    """Content steering: the policy's parameters (`mainevent.control.steering`) and its probes."""
+
+    ttl_s: int = Field(
+        default=10,
+        ge=1,
+        le=3600,
+        description="TTL of steering manifests: players reload this often; drains move a share per TTL.",
+    )
+    quorum: int = Field(
+        default=2,
+        ge=1,
+        le=4,
+        description="Bad signals (error rate, rebuffer ratio, TTFB p95, probe availability) that make a CDN degraded in a region.",
+    )
+    min_dwell_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A session that moved stays this long; a CDN's state lasts at least this long.",
+    )
+    recover_hold_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A degraded CDN must look healthy this long before sessions return to it.",
+    )
+    failure_drain_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of a failing CDN's sessions in a region moved off per TTL (0.5: all within 2 TTLs).",
+    )
+    drain_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Default share per TTL of an operator drain or pin given without a rate.",
+    )
+    return_share: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Share of the sessions that left a recovered CDN sent back per TTL.",
+    )
+    session_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A session whose player stopped asking for this long stops counting against caps (at least one TTL).",
+    )
+    capacity: dict[str, int] = Field(
+        default={},
+        description="CDN name → most sessions it may carry (absent: unlimited).",
+    )
+    cost: dict[str, float] = Field(
+        default={},
+        description="CDN name → relative cost per session (default 1); new sessions spread ∝ 1/cost.",
+    )
+    min_reload_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="A session asking more often than this (after a burst of 5) gets 429 with Retry-After.",
+    )
+    probe_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often the steering server probes each CDN edge from each region in `probe_regions`.",
+    )
+    probe_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="A probe slower than this counts as failed (and its TTFB as this long).",
+    )
+    probe_window: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Probes per (region, CDN) that make up its signal (the last N): availability = share that succeeded, TTFB p95 counting failures as the timeout; with the default thresholds two failures in ten make a CDN degraded there.",
+    )
+    public_url: str = Field(
+        default="/steering",
+        description="Steering URL prefix given to players in playback grants (the media plane's `delivery.steering_url`).",
+    )
+    probe_path: str | None = Field(
+        default=None,
+        pattern=r"^/",
+        description="Path probed on every CDN (e.g. `/live/final/master.m3u8`); None: no probes. `mainevent up` probes its event's multivariant playlist.",
+    )
+    probe_regions: tuple[str, ...] = Field(
+        default=(),
+        description="Regions to probe from (sent as `X-Client-Region`); empty: one probe for every region.",
+    )
+
+
 class ControlSettings(_Frozen):
     """Event control plane and playback API."""
 
@@ -226,6 +320,10 @@ class ControlSettings(_Frozen):
         le=1,
         description="Share of test-double payment calls that fail (provider unavailable).",
     )
+    steering: SteeringSettings = Field(
+        default=SteeringSettings(),
+        description="Content steering (multi-CDN), see `SteeringSettings`.",
+    )
 
     @field_validator("cdns")
     @classmethod
@@ -294,6 +392,12 @@ def control_settings_reference() -> str:
     """The `[control]` settings as a Markdown table (kept in docs/control-plane.md, checked by a test)."""
     rows = ["| Setting | Default | Meaning |", "|---|---|---|"]
     for name, f in ControlSettings.model_fields.items():
+        if isinstance(f.default, BaseModel):  # a nested section: one row per field
+            for sub, sf in type(f.default).model_fields.items():
+                desc = (sf.description or "").replace("|", "\\|")
+                shown = _shown_default(sub, getattr(f.default, sub))
+                rows.append(f"| `{name}.{sub}` | {shown} | {desc} |")
+            continue
         desc = (f.description or "").replace("|", "\\|")
         rows.append(f"| `{name}` | {_shown_default(name, f.default)} | {desc} |")
     return "\n".join(rows)

@@ -273,6 +273,21 @@ class ControlStore:
             )
         )
 
+    def record(
+        self,
+        s: Session,
+        actor: Actor,
+        action: str,
+        target_type: str,
+        target_id: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        key: str | None,
+    ) -> None:
+        """One audit entry in ``s``, for changes whose state lives outside the database
+        (steering overrides)."""
+        self._audit(s, actor, action, target_type, target_id, before, after, key)
+
     # -- events ---------------------------------------------------------------------------------
 
     def create_event(

@@ -66,6 +66,9 @@ class PlaybackReport:
     resyncs: int = 0
     """Jumps back into the live window after the playhead fell out of it."""
     fatal: str | None = None
+    pathways: tuple[tuple[float, str], ...] = ()
+    """Content steering: (seconds since the play request, pathway) at the start and at each
+    switch of pathway (empty without steering)."""
 
     @property
     def rebuffering_ratio(self) -> float:

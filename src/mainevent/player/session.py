@@ -32,6 +32,7 @@ from mainevent.player.model import (
     StallStarted,
 )
 from mainevent.player.report import LatencySummary, PlaybackReport, RenditionSwitch
+from mainevent.player.steering import SteeringClient
 from mainevent.player.timeline import SegmentRef, SegmentTimeline, TimelineAnchor
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class _Track:
     label: str
     timeline: SegmentTimeline
     level: int | None = None
+    pathway: str | None = None
     text: str | None = None
     next_reload_at: float = 0.0
     inits: set[tuple[str, str]] = field(default_factory=set)
@@ -160,6 +162,9 @@ class _Session:
         self._failovers = 0
         self._resyncs = 0
         self._fatal: str | None = None
+        self._steering: SteeringClient | None = None
+        self._multivariant: MultivariantPlaylist | None = None
+        self._pathways: list[tuple[float, str]] = []
 
     # -- session ---------------------------------------------------------------------------
 
@@ -169,6 +174,8 @@ class _Session:
             await self._start()
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self._run_track(t)) for t in self._tracks]
+                if self._steering is not None:
+                    tasks.append(tg.create_task(self._run_steering(self._steering)))
                 await self._run_clock()
                 for task in tasks:
                     task.cancel()
@@ -183,6 +190,11 @@ class _Session:
         response = await self._get("multivariant playlist", lambda: self._urls[self._base])
         variants, audio = _select_renditions(response.text)
         self._variants = variants
+        if "#EXT-X-CONTENT-STEERING" in response.text:
+            self._multivariant = parse_multivariant_playlist(response.text)
+            self._steering = SteeringClient.from_multivariant(self._multivariant, str(response.url))
+            if self._steering is not None:
+                self._pathways.append((self._clock() - self._requested_at, self._steering.pathway))
         self._abr = AbrController([v.bandwidth for v in variants], self._cfg.abr)
         level = self._abr.decide(0.0, 0.0)
         main = _Track("main", variants[level].uri, self._label(variants[level]), self._timeline())
@@ -190,6 +202,8 @@ class _Session:
         self._tracks = [main]
         if audio is not None and audio.uri is not None:
             self._tracks.append(_Track("audio", audio.uri, audio.name, self._timeline()))
+        for track in self._tracks:
+            track.pathway = self._steering.pathway if self._steering else None
         self._switches.append(RenditionSwitch(self._clock() - self._requested_at, main.label))
         async with asyncio.TaskGroup() as tg:
             for track in self._tracks:
@@ -272,6 +286,7 @@ class _Session:
                 if excess_us > 0:
                     await self._sleep(excess_us / 1_000_000)
                     continue
+                self._follow_pathway(track)
                 await self._fetch_segment(track, ref)
                 if self._clock() >= track.next_reload_at and not self._ended(track):
                     await self._reload(track)
@@ -306,6 +321,67 @@ class _Session:
         track.text = None
         self._switches.append(RenditionSwitch(self._clock() - self._requested_at, track.label))
         await self._reload(track)
+
+    # -- content steering (the rules are in `player/steering.py`) ----------------------------
+
+    async def _run_steering(self, steering: SteeringClient) -> None:
+        """Ask the steering server at each TTL, as hls.js does; failures only delay the next ask."""
+        while not steering.stopped:
+            await self._sleep(max(0.0, steering.next_at - self._clock()))
+            try:
+                r = await self._client.get(steering.request_url(None))
+                retry = r.headers.get("retry-after")
+                status, body = r.status_code, r.content
+            except httpx.HTTPError as exc:
+                self._errors[f"steering-{type(exc).__name__}"] += 1
+                status, body, retry = 0, b"", None
+            pathway = steering.on_response(
+                status,
+                body,
+                float(retry) if retry and retry.isdigit() else None,
+                self._clock(),
+            )
+            if pathway is not None:
+                log.info("steering: switching to pathway %s", pathway)
+                self._pathways.append((self._clock() - self._requested_at, pathway))
+
+    def _follow_pathway(self, track: _Track) -> None:
+        """At a segment boundary, move the track to the steered pathway (same rung, same
+        segment numbers: only the CDN in its URLs changes)."""
+        steering, pl = self._steering, self._multivariant
+        if steering is None or pl is None or track.pathway == steering.pathway:
+            return
+        wanted = steering.pathway
+        if track.name == "main":
+            variants = tuple(
+                sorted(
+                    (v for v in pl.variants if v.pathway_id == wanted), key=lambda v: v.bandwidth
+                )
+            )
+            current = self._variants[track.level or 0]
+            same = next(
+                (
+                    i
+                    for i, v in enumerate(variants)
+                    if v.stable_variant_id and v.stable_variant_id == current.stable_variant_id
+                ),
+                None,
+            )
+            if same is None or len(variants) != len(self._variants):
+                return  # that pathway does not carry this ladder: stay
+            self._variants = variants
+            track.level = same
+            track.uri = variants[same].uri
+        else:
+            group = next((v.audio for v in pl.variants if v.pathway_id == wanted and v.audio), None)
+            audio = next(
+                (m for m in pl.media if m.group_id == group and m.uri and m.name == track.label),
+                None,
+            )
+            if audio is None or audio.uri is None:
+                return
+            track.uri = audio.uri
+        track.pathway = wanted
 
     def _resync(self, track: _Track) -> None:
         """The playhead fell out of the live window: jump back to hold-back behind the edge."""
@@ -363,6 +439,9 @@ class _Session:
         )
 
     def _media_url(self, track: _Track) -> str:
+        # A request (or its retry) goes to the steered pathway: a CDN failing for this player
+        # is left as soon as steering says so, not after the request gives up.
+        self._follow_pathway(track)
         return urljoin(self._urls[self._base], track.uri)
 
     # -- requests --------------------------------------------------------------------------
@@ -428,6 +507,7 @@ class _Session:
             final_url=self._urls[self._base],
             resyncs=self._resyncs,
             fatal=self._fatal,
+            pathways=tuple(self._pathways),
         )
 
 

@@ -67,6 +67,9 @@ class RunningStack:
     backup_ingest_url: str | None = None
     """Where the backup feed goes (None when the stack runs a single pipeline)."""
     admin_secret: str | None = None
+    control_url: str | None = None
+    """The control plane (playback API, steering server) started beside the media plane."""
+    control_admin_key: str | None = None
 
     def edge_master_url(self, name: str = "cdn-a") -> str:
         """The multivariant playlist as served by edge `name`."""
@@ -175,11 +178,14 @@ def start_stack(
     timeout: float = 60.0,
     wait_ready: bool = True,
     port: int = 0,
+    steering: bool = False,
 ) -> RunningStack:
     """Start `mainevent up` and wait until its first segments are published.
 
     The origin listens on `port` (0 = any free port; a fixed one lets a test restart the
-    origin where the shield expects it); the other ports are always free ones.
+    origin where the shield expects it); the other ports are always free ones. `steering`
+    also runs the control plane with its steering server and edge probes (off by default: the
+    probes are extra requests that tests counting fetches would see).
     """
     environ = dict(os.environ)
     environ.update(
@@ -206,6 +212,7 @@ def start_stack(
         ladder,
         "--preset",
         "ultrafast",
+        *(() if steering else ("--no-steering",)),
         *extra_args,
     ]
     proc = subprocess.Popen(
@@ -248,6 +255,8 @@ def start_stack(
         edge_admin_secret=info.get("edge_admin_secret"),
         backup_ingest_url=info.get("backup_ingest_url"),
         admin_secret=info.get("admin_secret"),
+        control_url=info.get("control_url"),
+        control_admin_key=info.get("control_admin_key"),
     )
     if wait_ready:
         try:
@@ -255,4 +264,7 @@ def start_stack(
         except AssertionError:
             stack.stop()
             raise
+        # The control plane is built while the media plane starts: named in the ready line.
+        stack.control_url = info.get("control_url")
+        stack.control_admin_key = info.get("control_admin_key")
     return stack

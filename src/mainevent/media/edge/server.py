@@ -113,6 +113,9 @@ class _Request:
     started: float = 0.0
 
 
+_PERSONAL_MANIFESTS = ("/master.m3u8", "/manifest.mpd")
+
+
 @dataclass(slots=True, eq=False)
 class _Protocol(asyncio.Protocol):
     server: EdgeServer
@@ -340,6 +343,7 @@ class EdgeServer:
         path = req.path
         if (method != "GET" and method != "HEAD") or path.startswith(_SPECIAL):
             return self._handle_other(conn, req)
+        tokened = False
         if path.startswith("/t/") or (self.verifier is not None and path.startswith("/live/")):
             denied = self._check_token(path)
             if isinstance(denied, bytes):
@@ -354,8 +358,14 @@ class EdgeServer:
                     head_only=method == "HEAD",
                 )
                 return None
+            tokened = path != denied
             path = denied
         key = path if req.query is None else cache_key(path, req.query)
+        if (tokened or "pathway=" in (req.query or "")) and path.endswith(_PERSONAL_MANIFESTS):
+            # A steered manifest names the viewer's token (and starting pathway) in every
+            # pathway's URLs: fetched for this request as it came (the origin marks it
+            # no-store), never shared from the cache.
+            key = req.path if req.query is None else f"{req.path}?{req.query}"
         fault = self.fault
         if fault is not None:
             decision = decide(fault, req.region, self._random.random())

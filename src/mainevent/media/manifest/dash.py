@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from mainevent.media.manifest._syntax import format_date
 from mainevent.media.manifest.errors import ManifestError
+from mainevent.media.manifest.pathways import DashSteering
 
 __all__ = ["DashRepresentation", "MpdInfo", "render_mpd", "suggested_presentation_delay_ms"]
 
@@ -73,7 +74,11 @@ def _duration(ms: int) -> str:
     return f"PT{whole}S" if not frac else f"PT{whole}.{frac:03d}".rstrip("0") + "S"
 
 
-def render_mpd(info: MpdInfo, representations: list[DashRepresentation]) -> str:
+def render_mpd(
+    info: MpdInfo,
+    representations: list[DashRepresentation],
+    steering: DashSteering | None = None,
+) -> str:
     """The MPD text; `ManifestError` if the timing does not line up with the epoch grid."""
     d = info.segment_duration_ms
     if d <= 0 or info.availability_start_ms % d:
@@ -97,8 +102,19 @@ def render_mpd(info: MpdInfo, representations: list[DashRepresentation]) -> str:
         f'suggestedPresentationDelay="{_duration(info.suggested_presentation_delay_ms)}" '
         f'maxSegmentDuration="{_duration(d)}" '
         f'minBufferTime="{_duration(info.min_buffer_ms)}">',
-        '  <Period id="0" start="PT0S">',
     ]
+    if steering is not None:
+        # One BaseURL per CDN (relative SegmentTemplate URLs resolve against it, token
+        # included) and the DASH-IF ContentSteering element naming the steering server.
+        out.extend(
+            f"  <BaseURL serviceLocation={quoteattr(loc)}>{escape(url)}</BaseURL>"
+            for loc, url in steering.base_urls
+        )
+        out.append(
+            f"  <ContentSteering defaultServiceLocation={quoteattr(steering.default_location)} "
+            f'queryBeforeStart="true">{escape(steering.server_url)}</ContentSteering>'
+        )
+    out.append('  <Period id="0" start="PT0S">')
     for set_id, kind in enumerate(("video", "audio")):
         reps = sorted((r for r in representations if r.kind == kind), key=lambda r: -r.bandwidth)
         if not reps:

@@ -48,7 +48,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from mainevent.common.tokens import TokenGate, TokenVerifier
+from mainevent.common.tokens import TokenGate, TokenVerifier, split_token_path
+from mainevent.media.manifest.errors import ManifestError
+from mainevent.media.manifest.pathways import SteeringContext
 from mainevent.media.origin.blocking import (
     HoldLimitReached,
     Rejection,
@@ -60,6 +62,38 @@ from mainevent.media.origin.live import LiveEvent
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MPD_TYPE = "application/dash+xml"
+TOKEN_SCOPE_KEY = "mainevent.token"
+"""ASGI scope key: (token, session id) of a request that came with a valid playback token."""
+
+
+def _steering(event: LiveEvent, request: Request) -> SteeringContext | Response | None:
+    """The request's steering context (token, session, `?pathway=`); None without steering
+    configured or when the request names neither; or a 400 naming what was wrong."""
+    if event.pathways is None:
+        return None
+    token, session = request.scope.get(TOKEN_SCOPE_KEY, (None, None))
+    pathway = request.query_params.get("pathway")
+    if token is None and pathway is None:
+        # A bare /live/ manifest stays the one-CDN playlist every existing client and cache
+        # knows; steering is for requests naming a session (token) or a starting pathway.
+        return None
+    ctx = SteeringContext(token=token, session_id=session, pathway=pathway)
+    try:
+        ctx.validate(event.pathways)
+    except ManifestError as exc:
+        return PlainTextResponse(
+            f"bad request: {exc}\n", 400, headers={"Cache-Control": "no-store"}
+        )
+    return ctx
+
+
+def _manifest_cache(ctx: SteeringContext | None, shared: str) -> str:
+    # A manifest carrying one viewer's token (or their starting pathway) is theirs alone.
+    if ctx is not None and (ctx.token is not None or ctx.pathway is not None):
+        return "private, no-store"
+    return shared
+
+
 _PLAYLIST = PLAYLIST_TYPE.encode()
 _TEXT = b"text/plain; charset=utf-8"
 _SEGMENT = re.compile(r"^(?P<msn>\d{1,18})\.m4s$")
@@ -135,7 +169,11 @@ class Origin:
         event = self.events.get(request.path_params["event"])
         if event is None:
             return self._not_found(None, "master", f"event {request.path_params['event']!r}")
-        text = event.multivariant()
+        ctx = _steering(event, request)
+        if isinstance(ctx, Response):
+            self._count(event, "master", 400)
+            return ctx
+        text = event.multivariant(ctx)
         if text is None:
             self._count(event, "master", 503)
             headers = self._headers("no-store") | {"Retry-After": "1"}
@@ -143,9 +181,8 @@ class Origin:
                 "stream starting: no segment published yet\n", 503, headers=headers
             )
         self._count(event, "master", 200)
-        return Response(
-            text, 200, media_type=PLAYLIST_TYPE, headers=self._headers(self._half_td(event))
-        )
+        cache = _manifest_cache(ctx, self._half_td(event))
+        return Response(text, 200, media_type=PLAYLIST_TYPE, headers=self._headers(cache))
 
     def _error(self, event: LiveEvent, kind: str, status: int, reason: str) -> Response:
         self._count(event, kind, status)
@@ -276,7 +313,11 @@ class Origin:
         event = self.events.get(request.path_params["event"])
         if event is None:
             return self._not_found(None, "mpd", f"event {request.path_params['event']!r}")
-        text = event.mpd(f"{request.base_url}time")
+        ctx = _steering(event, request)
+        if isinstance(ctx, Response):
+            self._count(event, "mpd", 400)
+            return ctx
+        text = event.mpd(f"{request.base_url}time", ctx)
         if text is None:
             self._count(event, "mpd", 503)
             headers = self._headers("no-store") | {"Retry-After": "1"}
@@ -284,7 +325,8 @@ class Origin:
                 "stream starting: no segment published yet\n", 503, headers=headers
             )
         self._count(event, "mpd", 200)
-        return Response(text, 200, media_type=MPD_TYPE, headers=self._headers("max-age=1"))
+        cache = _manifest_cache(ctx, "max-age=1")
+        return Response(text, 200, media_type=MPD_TYPE, headers=self._headers(cache))
 
     async def clock(self, request: Request) -> Response:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -416,8 +458,12 @@ class _OriginApp(Starlette):
                 if not check.allowed:
                     await _forbidden(send, str(check.reason), self.origin.cors_origin)
                     return
-                # The token is checked once here and never reaches routing or any cache key.
+                # The token is checked once here and never reaches routing or any cache key;
+                # steered manifests carry it into every pathway's URLs (`_steering`).
                 scope = dict(scope, path=check.path, raw_path=check.path.encode())
+                if check.claims is not None:
+                    token, _ = split_token_path(path)
+                    scope[TOKEN_SCOPE_KEY] = (token, check.claims.session_id)
         if scope["type"] == "http" and scope["method"] == "GET":
             m = _PLAYLIST_PATH.fullmatch(scope["path"])
             if m is not None:

@@ -41,6 +41,12 @@ from mainevent.media.manifest.dash import (
     suggested_presentation_delay_ms,
 )
 from mainevent.media.manifest.parts import declared_part_target_us
+from mainevent.media.manifest.pathways import (
+    DashSteering,
+    Pathways,
+    SteeringContext,
+    steered_multivariant,
+)
 from mainevent.media.origin.blocking import Hold, Waiters
 from mainevent.media.store import SegmentRecord, SegmentStore
 
@@ -181,9 +187,12 @@ class LiveEvent:
         hold_back_ms: int | None = None,
         max_held_requests: int = DEFAULT_MAX_HELD,
         playlist_freshness: PlaylistFreshness = "half_td",
+        pathways: Pathways | None = None,
     ) -> None:
         self.event_id = event_id
         self.playlist_freshness: PlaylistFreshness = playlist_freshness
+        self.pathways = pathways
+        """CDNs and steering server: manifests list one pathway per CDN (None: no steering)."""
         self.store = store
         self.segment_duration_ms = segment_duration_ms
         self.fps = fps
@@ -383,7 +392,7 @@ class LiveEvent:
         for r in self._r.values():
             self._changed(r)
 
-    def mpd(self, utc_timing_url: str) -> str | None:
+    def mpd(self, utc_timing_url: str, steering: SteeringContext | None = None) -> str | None:
         """The live DASH MPD over the same CMAF segments, or None until every rendition published."""
         if not self.ready():
             return None
@@ -430,7 +439,12 @@ class LiveEvent:
             min_buffer_ms=d_ms,
             utc_timing_url=utc_timing_url,
         )
-        return render_mpd(info, reps)
+        dash_steering = (
+            None
+            if self.pathways is None or steering is None
+            else DashSteering.of(self.pathways, self.event_id, steering)
+        )
+        return render_mpd(info, reps, dash_steering)
 
     def is_available(self, rendition: str, msn: int) -> bool:
         return self._r[rendition].window.is_available(msn, self.monotonic())
@@ -439,10 +453,18 @@ class LiveEvent:
         """Every rendition has an init section and at least one published segment."""
         return all(r.codec is not None and r.window.last_msn is not None for r in self._r.values())
 
-    def multivariant(self) -> str | None:
-        """The multivariant playlist, or None until every rendition has published."""
+    def multivariant(self, steering: SteeringContext | None = None) -> str | None:
+        """The multivariant playlist, or None until every rendition has published.
+
+        With `pathways` configured and a `steering` context, every variant and rendition is
+        listed once per CDN (absolute URLs, with the context's token) and the steering server is
+        named; `ManifestError` if the context names an unknown pathway."""
         if not self.ready():
             return None
+        if self.pathways is not None and steering is not None:
+            return render_multivariant_playlist(
+                steered_multivariant(self._build_master(), self.pathways, self.event_id, steering)
+            )
         if self._master_text is None:
             self._master_text = render_multivariant_playlist(self._build_master())
         return self._master_text
