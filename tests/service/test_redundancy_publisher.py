@@ -151,7 +151,7 @@ async def test_slate_in_and_out_is_logged_with_its_cause(
         await pub._tick()
     assert slate_count(pub) > 0
     assert "into slate up to segment" in caplog.text
-    assert "primary (unhealthy, silent for" in caplog.text  # not producing: unhealthy too
+    assert "primary (unhealthy, " in caplog.text  # not producing: unhealthy too
     assert "newest segment 102, 0.3 s after its capture end" in caplog.text
     await deliver(pub, clock, slate, range(107, 115), lateness_s=2.6)
     assert "out of slate/gap: segment" in caplog.text

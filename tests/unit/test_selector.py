@@ -98,10 +98,11 @@ def test_total_loss_lists_gaps_and_media_resumes() -> None:
     s = make()
     s.offer("primary", "v", 10, end(10))
     s.offer("primary", "a", 10, end(10))
-    assert s.tick(end(11) + 1.4) == []
-    acts = s.tick(end(11) + 1.5)
-    assert Gap("v", 11) in acts
-    assert Gap("a", 11) in acts
+    # The primary is waited for until it has been silent for 2·D + the gap allowance.
+    assert s.tick(end(10) + 2 * D + 1.4) == []
+    acts = s.tick(end(10) + 2 * D + 1.6)
+    assert Gap("v", 12) in acts
+    assert Gap("a", 12) in acts
     # A long silence is covered in one step (the window fills every MSN in between).
     acts = s.tick(end(20) + 1.6)
     assert Gap("v", 20) in acts
@@ -118,8 +119,8 @@ def test_nothing_is_gapped_before_the_first_segment() -> None:
 def test_copies_for_a_gapped_msn_are_discarded() -> None:
     s = make()
     s.offer("primary", "v", 10, end(10))
-    s.tick(end(11) + 1.5)
-    assert isinstance(s.offer("primary", "v", 11, end(11) + 1.6)[0], Discard)
+    s.tick(end(10) + 2 * D + 1.6)
+    assert isinstance(s.offer("primary", "v", 11, end(10) + 2 * D + 1.7)[0], Discard)
 
 
 def test_every_pipeline_rejecting_an_msn_leaves_it_to_the_window() -> None:
@@ -343,16 +344,38 @@ def test_a_late_pipeline_that_stops_lets_the_loss_be_declared() -> None:
     """Waiting for a late pipeline ends when it stops delivering: the window moves on."""
     s = make()
     run_both(s, range(100, 110), lateness_s=1.8)
-    # Nothing after 109: within a segment plus the allowance, the loss is declared.
-    acts = s.tick(end(109) + 1.8 + D + 1.5 + 0.1)
-    assert Gap("v", 110) in acts or any(isinstance(a, Gap) and a.msn >= 110 for a in acts)
+    # Nothing after 109: waited for while silent for up to 2·D + the allowance…
+    last = end(109) + 1.8
+    assert not any(isinstance(a, Gap) for a in s.tick(last + 2 * D + 1.4))
+    # …then the loss is declared.
+    assert any(isinstance(a, Gap) and a.msn >= 110 for a in s.tick(last + 2 * D + 1.6))
+
+
+def test_a_pipeline_slipping_further_behind_is_still_waited_for() -> None:
+    """A starved transcoder slipping ~2 s per segment (one every ~4 s) is not taken for
+    stopped: its media is listed, later and later, and no slate comes."""
+    s = make()
+    acts: list[object] = []
+    t = end(100)
+    for i, msn in enumerate(range(100, 110)):
+        at = end(msn) + 0.5 + 2.0 * i
+        while t + 0.1 < at:
+            t += 0.1
+            acts += s.tick(t)
+        t = at
+        for r in ("v", "a"):
+            acts += s.offer("primary", r, msn, at)
+    assert not [a for a in acts if isinstance(a, Gap)]
+    assert [m for r, m, _ in published(acts) if r == "v"] == list(range(100, 110))
+    # Silent for longer than 2·D + the allowance: stopped; the window moves on.
+    assert any(isinstance(a, Gap) for a in s.tick(t + 2 * D + 1.6))
 
 
 def test_gap_cause_names_each_pipeline_and_how_late_it_is() -> None:
     """The gap's cause says which deadline passed and where each pipeline stands."""
     s = make()
     s.offer("primary", "v", 10, end(10) + 0.4)
-    acts = s.tick(end(12) + 1.6)
+    acts = s.tick(end(13) + 1.6)
     gap = next(a for a in acts if isinstance(a, Gap) and a.rendition == "v")
     assert "deadline for segment" in gap.cause
     assert "primary (healthy, silent for" in gap.cause

@@ -11,11 +11,11 @@ may publish whichever copy is good. This core decides which, and when:
 - Segments are published in MSN order and at most once per (rendition, MSN): a copy that
   arrives after its MSN was decided is discarded, never published a second time.
 - Published media always beats slate. An MSN is declared lost (the adapter lists the slate or
-  EXT-X-GAP, so the live window keeps advancing) only when no pipeline can still deliver it:
-  each pipeline has moved past it, stopped delivering, or missed its own deadline. A pipeline
-  that keeps delivering, even late, sets its own deadline: `gap_after_s` after its media is
-  expected, i.e. after the interval's end plus the lateness of its newest segment. Latency
-  grows rather than a slate being listed; the adapter raises an alarm for late listings.
+  EXT-X-GAP, so the live window keeps advancing) only when `gap_after_s` passed since its
+  interval ended and no pipeline can still deliver it: each pipeline has moved past it
+  (skipped or rejected it) or stopped delivering (no valid copy for 2·D + gap_after_s). A
+  pipeline that keeps delivering, even late, is waited for: latency grows rather than a slate
+  being listed, and the adapter raises an alarm for late listings.
   (A fixed deadline once turned a pipeline backlog under CPU load into permanent slate: every
   copy arrived after its MSN was declared lost and was discarded while media kept flowing.)
 - Preference: operator-forced, or automatic: the first pipeline in order (primary) unless it
@@ -249,19 +249,20 @@ class Selector:
         """The highest MSN up to which no pipeline can deliver any more (a prefix)."""
         due = math.floor((now - self.gap_after_s) / self.d + 1e-9) - 1  # the fixed deadline
         for st in self._p.values():
-            if not self._delivering(st, rendition, now):
-                continue  # stopped (or never started): it holds nothing back
-            _, late = st.delivered[rendition]
-            # Its own deadline for m: gap_after_s after (m + 1)·D + its lateness; and what it
-            # has moved past (skipped or rejected) it will not deliver.
-            own = math.floor((now - self.gap_after_s - late) / self.d + 1e-9) - 1
-            due = min(due, max(own, st.last_offered.get(rendition, -1)))
+            if self._delivering(st, rendition, now):
+                # Still delivering, however late: it holds back everything it has not moved
+                # past (what it skipped or rejected, it will not deliver).
+                due = min(due, st.last_offered.get(rendition, -1))
         return due
 
     def _delivering(self, st: _PipelineState, rendition: str, now: float) -> bool:
-        """It offered a valid copy within one segment plus the gap allowance (at cadence)."""
+        """It offered a valid copy within two segments plus the gap allowance.
+
+        Two segments, not one: a transcoder starved of CPU (on a loaded 2-core machine, load
+        20–30) delivered a segment only every 3.6–5 s and was once taken for stopped.
+        """
         newest = st.delivered.get(rendition)
-        return newest is not None and now - newest[0] <= self.d + self.gap_after_s + 1e-9
+        return newest is not None and now - newest[0] <= 2 * self.d + self.gap_after_s + 1e-9
 
     def _gap_cause(self, rendition: str, msn: int, now: float) -> str:
         fixed = (msn + 1) * self.d + self.gap_after_s
