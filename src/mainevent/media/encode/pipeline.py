@@ -124,12 +124,14 @@ class FeedHealth:
                 ):
                     wrapped = True
                 self.last_video_pts = ev.pts
-                self._cadence(ev.pts if ev.dts is None else ev.dts)
-                self.av.push("video", ev.pts)
+                dts = ev.pts if ev.dts is None else ev.dts
+                self._cadence(dts)
+                # Decode time: steady with B-frames, where PTS order is not.
+                self.av.push("video", dts, after_loss=ev.after_loss)
                 self.last_video_tod = Fraction(ev.pts, PTS_HZ)
             else:
                 self.last_audio_pts = ev.pts
-                self.av.push("audio", ev.pts)
+                self.av.push("audio", ev.pts, after_loss=ev.after_loss)
         seen = stats.continuity_errors + stats.sync_losses
         self.note_errors(now, seen - self.continuity_errors - self.sync_losses)
         self.continuity_errors, self.sync_losses = stats.continuity_errors, stats.sync_losses
