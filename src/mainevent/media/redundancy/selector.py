@@ -20,8 +20,9 @@ may publish whichever copy is good. This core decides which, and when:
   copy arrived after its MSN was declared lost and was discarded while media kept flowing.)
 - Preference: operator-forced, or automatic: the first pipeline in order (primary) unless it
   has been unhealthy for `failover_hold_s`, in which case the next healthy one (a verdict that
-  flickers under CPU load, on every pipeline at once, causes no switch). Failback to the primary happens only after
-  it has been healthy, and delivered every segment on time, for `failback_hold_s` (no flapping).
+  flickers under CPU load, on every pipeline at once, causes no switch). Failback to the
+  primary happens only after it has been healthy, and delivered every segment on time, for
+  `failback_hold_s` (no flapping).
 
 All times are wall-clock seconds since the Unix epoch, like MSNs (`n · D` is when segment `n`
 starts), passed in by the caller.
