@@ -289,6 +289,14 @@ class RedundancySettings(_Frozen):
         le=3600,
         description="The primary must be healthy and on time this long before it is preferred again.",
     )
+    failover_hold_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="The preferred pipeline must stay unhealthy this long before another one "
+        "is preferred (a verdict that flickers under CPU load causes no switch; late or missing "
+        "segments fall back per segment regardless).",
+    )
 
     def deadlines_s(self, segment_duration_ms: int) -> tuple[float, float]:
         """(late_after, gap_after) in seconds for this segment duration."""

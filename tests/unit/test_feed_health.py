@@ -91,3 +91,38 @@ def test_dropped_and_duplicated_frames_from_the_decode_cadence() -> None:
     h.on_connect()
     h.observe(5.0, 1_005.0, 1000, [PesStart("video", 99_000_000)], TsStatistics())
     assert h.dropped_frames == 2
+
+
+def test_lost_pes_starts_are_no_av_offset() -> None:
+    """Regression: a burst of garbage that loses PES starts (the relay re-muxes, so only the
+    cadence skips whole frames) left the primary "degraded" by a phantom A/V offset until its
+    feed reconnected. Whole-PES skips are counted as losses, not as a shift."""
+    h = healthy_feed(100.0)
+    audio = [900_000 + i * 1920 for i in range(60)]
+    video = [900_000 + i * 3000 for i in range(40)]
+    lost_audio = {10, 11, 12, 30}  # PES starts destroyed by the garbage
+    lost_video = {7, 8, 20, 21, 22, 23}
+    for i, pts in enumerate(audio):
+        if i not in lost_audio:
+            h.av.push("audio", pts)
+    for i, pts in enumerate(video):
+        if i not in lost_video:
+            h.av.push("video", pts)
+    assert h.av.offset_s == 0
+    assert h.av.lost_pes == 3  # a single lost PES is within the cadence tolerance anyway
+    assert h.verdict(100.0, input_timeout_s=2, fps=30) == ("healthy", "ok")
+
+
+def test_a_shift_after_lost_packets_is_not_counted_but_a_later_one_is() -> None:
+    """A jump right after packets the probe saw lost re-anchors; a clean jump still counts."""
+    from mainevent.media.ingest.ts import AvOffsetTracker
+
+    av = AvOffsetTracker()
+    for i in range(5):
+        av.push("audio", i * 1920)
+    av.push("audio", 5 * 1920 + 50_000, after_loss=True)  # lost packets: no evidence of shift
+    assert av.offset_s == 0
+    for i in range(6, 10):
+        av.push("audio", i * 1920 + 50_000)
+    av.push("audio", 10 * 1920 + 50_000 + 36_000)  # the desync drill's 400 ms
+    assert av.offset_s == 0.4

@@ -98,10 +98,11 @@ def test_total_loss_lists_gaps_and_media_resumes() -> None:
     s = make()
     s.offer("primary", "v", 10, end(10))
     s.offer("primary", "a", 10, end(10))
-    assert s.tick(end(11) + 1.4) == []
-    acts = s.tick(end(11) + 1.5)
-    assert Gap("v", 11) in acts
-    assert Gap("a", 11) in acts
+    # The primary is waited for until it has been silent for 2·D + the gap allowance.
+    assert s.tick(end(10) + 2 * D + 1.4) == []
+    acts = s.tick(end(10) + 2 * D + 1.6)
+    assert Gap("v", 12) in acts
+    assert Gap("a", 12) in acts
     # A long silence is covered in one step (the window fills every MSN in between).
     acts = s.tick(end(20) + 1.6)
     assert Gap("v", 20) in acts
@@ -118,8 +119,8 @@ def test_nothing_is_gapped_before_the_first_segment() -> None:
 def test_copies_for_a_gapped_msn_are_discarded() -> None:
     s = make()
     s.offer("primary", "v", 10, end(10))
-    s.tick(end(11) + 1.5)
-    assert isinstance(s.offer("primary", "v", 11, end(11) + 1.6)[0], Discard)
+    s.tick(end(10) + 2 * D + 1.6)
+    assert isinstance(s.offer("primary", "v", 11, end(10) + 2 * D + 1.7)[0], Discard)
 
 
 def test_every_pipeline_rejecting_an_msn_leaves_it_to_the_window() -> None:
@@ -291,3 +292,116 @@ def test_failback_hold_restarts_at_the_last_miss() -> None:
     assert s.tick(end(10) + 3.9) == []
     acts = s.tick(end(10) + 4.0)
     assert [a.current for a in acts if isinstance(a, Switched)] == ["primary"]
+
+
+def run_both(s: Selector, msns: range, lateness_s: float) -> list[object]:
+    """Both pipelines deliver every segment of both renditions `lateness_s` after its capture
+    end, with the adapter's 0.1 s ticks in between; returns every action."""
+    acts: list[object] = []
+    for msn in msns:
+        at = end(msn) + lateness_s
+        t = end(msn - 1) + lateness_s + 0.1
+        while t < at:
+            acts += s.tick(t)
+            t += 0.1
+        for p in ("primary", "backup"):
+            for r in ("v", "a"):
+                acts += s.offer(p, r, msn, at + (0.05 if p == "backup" else 0.0))
+    return acts
+
+
+def test_pipelines_delivering_late_are_listed_never_gapped() -> None:
+    """Regression (issue 9): both pipelines 1.8 s behind (beyond the 1.5 s gap deadline, e.g.
+    a transcoder backlog under CPU load) were slated for good while media kept coming."""
+    s = make()
+    acts = run_both(s, range(100, 130), lateness_s=1.8)
+    assert not [a for a in acts if isinstance(a, Gap)]
+    assert [m for r, m, _ in published(acts) if r == "v"] == list(range(100, 130))
+
+
+def test_media_that_turns_late_after_a_loss_is_listed_again() -> None:
+    """After a total loss, pipelines that come back late are listed again (latency grows):
+    the copies of MSNs already covered are discarded, later ones are published."""
+    s = make()
+    acts = run_both(s, range(100, 105), lateness_s=0.3)
+    # Both go silent for 6 s (gaps are right: nobody is delivering)…
+    gaps = [a for a in s.tick(end(104) + 6.0) if isinstance(a, Gap)]
+    assert gaps
+    assert "silent for" in gaps[0].cause
+    assert "primary" in gaps[0].cause
+    assert "backup" in gaps[0].cause
+    # …then resume 3.3 s behind their capture clock (the backlog they built up).
+    acts = run_both(s, range(106, 130), lateness_s=3.3)
+    listed = [m for r, m, _ in published(acts) if r == "v"]
+    assert listed
+    assert listed == list(range(listed[0], 130))
+    assert listed[0] <= 108
+    later_gaps = [a for a in acts if isinstance(a, Gap) and a.msn >= listed[0]]
+    assert later_gaps == []
+
+
+def test_a_late_pipeline_that_stops_lets_the_loss_be_declared() -> None:
+    """Waiting for a late pipeline ends when it stops delivering: the window moves on."""
+    s = make()
+    run_both(s, range(100, 110), lateness_s=1.8)
+    # Nothing after 109: waited for while silent for up to 2·D + the allowance…
+    last = end(109) + 1.8
+    assert not any(isinstance(a, Gap) for a in s.tick(last + 2 * D + 1.4))
+    # …then the loss is declared.
+    assert any(isinstance(a, Gap) and a.msn >= 110 for a in s.tick(last + 2 * D + 1.6))
+
+
+def test_a_pipeline_slipping_further_behind_is_still_waited_for() -> None:
+    """A starved transcoder slipping ~2 s per segment (one every ~4 s) is not taken for
+    stopped: its media is listed, later and later, and no slate comes."""
+    s = make()
+    acts: list[object] = []
+    t = end(100)
+    for i, msn in enumerate(range(100, 110)):
+        at = end(msn) + 0.5 + 2.0 * i
+        while t + 0.1 < at:
+            t += 0.1
+            acts += s.tick(t)
+        t = at
+        for r in ("v", "a"):
+            acts += s.offer("primary", r, msn, at)
+    assert not [a for a in acts if isinstance(a, Gap)]
+    assert [m for r, m, _ in published(acts) if r == "v"] == list(range(100, 110))
+    # Silent for longer than 2·D + the allowance: stopped; the window moves on.
+    assert any(isinstance(a, Gap) for a in s.tick(t + 2 * D + 1.6))
+
+
+def test_gap_cause_names_each_pipeline_and_how_late_it_is() -> None:
+    """The gap's cause says which deadline passed and where each pipeline stands."""
+    s = make()
+    s.offer("primary", "v", 10, end(10) + 0.4)
+    acts = s.tick(end(13) + 1.6)
+    gap = next(a for a in acts if isinstance(a, Gap) and a.rendition == "v")
+    assert "deadline for segment" in gap.cause
+    assert "primary (healthy, silent for" in gap.cause
+    assert "newest segment 10, 0.4 s after its capture end" in gap.cause
+    assert "backup (healthy): delivered nothing" in gap.cause
+
+
+def test_health_flickering_on_both_pipelines_causes_no_failover() -> None:
+    """Under CPU load both verdicts dropped within 100 ms: no needless switch."""
+    s = make(failover_hold_s=1.0)
+    assert s.set_health("primary", False, 100.0) == []
+    assert s.set_health("backup", False, 100.05) == []
+    assert s.tick(100.5) == []
+    assert s.set_health("primary", True, 100.6) == []
+    assert s.set_health("backup", True, 100.65) == []
+    assert s.tick(105.0) == []
+    assert s.preferred == "primary"
+    assert s.switches == 0
+
+
+def test_a_lasting_unhealthy_verdict_still_fails_over_after_the_hold() -> None:
+    """A real failure (the verdict stays bad) fails over once the hold has passed."""
+    s = make(failover_hold_s=1.0)
+    s.set_health("primary", False, 100.0)
+    assert s.set_health("primary", False, 100.9) == []
+    acts = s.set_health("primary", False, 101.0)
+    assert acts == [Switched("primary", "backup", "failover: primary unhealthy for 1.0 s")]
+    with pytest.raises(SelectorError, match="failover_hold_s"):
+        make(failover_hold_s=-1.0)

@@ -103,3 +103,28 @@ def test_continuity_errors_are_counted() -> None:
     probe = TsProbe()
     probe.push(b"".join(pkts[:3] + pkts[4:]))  # drop the second video packet
     assert probe.statistics().continuity_errors == 1
+
+
+def test_pes_after_lost_or_damaged_packets_is_flagged() -> None:
+    """A PES start after a continuity error, lost sync or an unreadable PES header is flagged
+    `after_loss` (its timestamp jump is no A/V shift); clean ones are not."""
+    data = stream([0, 3000, 6000, 9000, 12000], [])
+    pkts = [data[i : i + PACKET] for i in range(0, len(data), PACKET)]
+    damaged = bytearray(pkts[4])  # the third video packet: PES header destroyed
+    damaged[4:] = b"\xaa" * (PACKET - 4)
+    probe = TsProbe()
+    events = probe.push(b"".join([*pkts[:4], bytes(damaged), *pkts[5:]]))
+    assert [(e.pts, e.after_loss) for e in events] == [
+        (0, False),
+        (3000, False),
+        (9000, True),
+        (12000, False),
+    ]
+    probe = TsProbe()
+    events = probe.push(b"".join(pkts[:3] + pkts[4:]))  # a lost packet (continuity error)
+    assert [(e.pts, e.after_loss) for e in events] == [
+        (0, False),
+        (6000, True),
+        (9000, False),
+        (12000, False),
+    ]

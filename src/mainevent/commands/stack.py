@@ -131,6 +131,7 @@ def redundant_publisher(
         late_after_s=late,
         gap_after_s=gap,
         failback_hold_s=settings.redundancy.failback_hold_s,
+        failover_hold_s=settings.redundancy.failover_hold_s,
     )
 
     def health() -> dict[str, bool]:

@@ -179,25 +179,29 @@ def start_stack(
     wait_ready: bool = True,
     port: int = 0,
     steering: bool = False,
+    defaults: bool = False,
+    log_path: Path | None = None,
 ) -> RunningStack:
     """Start `mainevent up` and wait until its first segments are published.
 
     The origin listens on `port` (0 = any free port; a fixed one lets a test restart the
     origin where the shield expects it); the other ports are always free ones. `steering`
     also runs the control plane with its steering server and edge probes (off by default: the
-    probes are extra requests that tests counting fetches would see).
+    probes are extra requests that tests counting fetches would see). `defaults`: run on the platform's own settings like `make demo` (its ladder, preset, feed size and
+    backup pipeline) instead of the light test settings; `ladder` is then ignored. `log_path`:
+    also write every line of the platform's output there (long runs outgrow the in-memory tail).
     """
     environ = dict(os.environ)
-    environ.update(
-        {
-            "MAINEVENT_FEED__WIDTH": "640",
-            "MAINEVENT_FEED__HEIGHT": "360",
-            "MAINEVENT_FEED__BITRATE_KBPS": "1500",
-            # One pipeline unless a test asks for the backup (redundancy tests do): the other
-            # e2e tests are about one pipeline and run on 2 shared cores.
-            "MAINEVENT_REDUNDANCY__BACKUP": "false",
-        }
-    )
+    light = {
+        "MAINEVENT_FEED__WIDTH": "640",
+        "MAINEVENT_FEED__HEIGHT": "360",
+        "MAINEVENT_FEED__BITRATE_KBPS": "1500",
+        # One pipeline unless a test asks for the backup (redundancy tests do): the other
+        # e2e tests are about one pipeline and run on 2 shared cores.
+        "MAINEVENT_REDUNDANCY__BACKUP": "false",
+    }
+    if not defaults:
+        environ.update(light)
     environ.update(env or {})
     cmd = [
         sys.executable,
@@ -208,10 +212,7 @@ def start_stack(
         str(port),
         "--data-dir",
         str(data_dir),
-        "--ladder",
-        ladder,
-        "--preset",
-        "ultrafast",
+        *(() if defaults else ("--ladder", ladder, "--preset", "ultrafast")),
         *(() if steering else ("--no-steering",)),
         *extra_args,
     ]
@@ -225,16 +226,26 @@ def start_stack(
 
     def reader() -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.append(line.rstrip())
-            if line.startswith("{"):
-                msg = json.loads(line)
-                info.update(msg)
-                if msg.get("listening"):
-                    listening.set()
-                if msg.get("ready"):
-                    ready.set()
+        sink = None if log_path is None else log_path.open("a", buffering=1)
+        try:
+            for line in proc.stdout:
+                log.append(line.rstrip())
+                if sink is not None:
+                    sink.write(line)
+                _note(line)
+        finally:
+            if sink is not None:
+                sink.close()
         listening.set()
+
+    def _note(line: str) -> None:
+        if line.startswith("{"):
+            msg = json.loads(line)
+            info.update(msg)
+            if msg.get("listening"):
+                listening.set()
+            if msg.get("ready"):
+                ready.set()
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()

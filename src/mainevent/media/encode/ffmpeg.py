@@ -106,6 +106,11 @@ def feed_command(ffmpeg: str, spec: FeedSpec) -> list[str]:
         "1",
         "-readrate_initial_burst",
         "0.001",
+        # A camera's clock never lags the wall clock: after falling behind (CPU starvation),
+        # catch up at 4× instead of staying behind for good (ffmpeg's default catch-up rate is
+        # the read rate: a soak's feeds once stayed 120 s behind and nothing could be listed).
+        "-readrate_catchup",
+        "4",
         "-f",
         "lavfi",
         "-i",
@@ -115,6 +120,8 @@ def feed_command(ffmpeg: str, spec: FeedSpec) -> list[str]:
         "1",
         "-readrate_initial_burst",
         "0.001",
+        "-readrate_catchup",
+        "4",
         "-f",
         "lavfi",
         "-i",

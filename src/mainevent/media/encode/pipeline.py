@@ -124,12 +124,14 @@ class FeedHealth:
                 ):
                     wrapped = True
                 self.last_video_pts = ev.pts
-                self._cadence(ev.pts if ev.dts is None else ev.dts)
-                self.av.push("video", ev.pts)
+                dts = ev.pts if ev.dts is None else ev.dts
+                self._cadence(dts)
+                # Decode time: steady with B-frames, where PTS order is not.
+                self.av.push("video", dts, after_loss=ev.after_loss)
                 self.last_video_tod = Fraction(ev.pts, PTS_HZ)
             else:
                 self.last_audio_pts = ev.pts
-                self.av.push("audio", ev.pts)
+                self.av.push("audio", ev.pts, after_loss=ev.after_loss)
         seen = stats.continuity_errors + stats.sync_losses
         self.note_errors(now, seen - self.continuity_errors - self.sync_losses)
         self.continuity_errors, self.sync_losses = stats.continuity_errors, stats.sync_losses
@@ -469,11 +471,23 @@ class Pipeline:
         """Start a transcoder run whose input begins at the keyframe at venue time `key_tod`."""
         wall = self.wall()
         seg_ms = self.ladder.segment_duration_ms
-        start = next_boundary(epoch_of_time_of_day(key_tod, wall), seg_ms)
+        key = epoch_of_time_of_day(key_tod, wall)
+        start = next_boundary(key, seg_ms)
         floor_msn = self.sink.next_msn_floor()
         d = Fraction(seg_ms, 1000)
         if start / d < floor_msn:
             start = floor_msn * d
+            if start - key > 2 * d:
+                # The window (e.g. slate listed by the wall clock) ran ahead of this feed's
+                # venue clock: nothing can be published until the feed reaches the floor.
+                log.error(
+                    "%s: feed's venue clock is %.1f s behind the published edge (msn %d): "
+                    "this run discards its input until then; a feed lagging the wall clock "
+                    "this much cannot catch up at real-time rate",
+                    self.name,
+                    float(start - key),
+                    floor_msn,
+                )
         ids = [r.id for r in self.ladder.rungs] + [self.ladder.audio_id]
         pipes = {rid: os.pipe() for rid in ids}
         outputs = {rid: w for rid, (_, w) in pipes.items()}
@@ -492,8 +506,10 @@ class Pipeline:
             for w in outputs.values():
                 os.close(w)
         run = _Run(proc, start)
-        # Nothing can come out before the first frame at T: the stall clock starts there.
-        run.last_output = time.monotonic() + max(0.0, float(start) - wall)
+        # Nothing can come out before the first frame at T, which the feed reaches after
+        # T − K of its own (venue) time: the stall clock starts there (a run that had to wait
+        # for a floor ahead of the feed was once killed as "stalled" every 6 s, forever).
+        run.last_output = time.monotonic() + max(0.0, float(start) - wall, float(start - key))
         self.run = run
         self.runs += 1
         self.state = "transcoding"

@@ -25,6 +25,10 @@ class PesStart:
     offset: int = 0  # stream byte offset of the TS packet that starts this PES
     random_access: bool = False  # the packet's random_access_indicator (a keyframe starts here)
     dts: int | None = None  # decode time stamp when the PES carries one (B-frames), else = pts
+    # Packets of this stream were lost or damaged since its previous PES start (continuity
+    # error, lost sync, a start packet without a readable PES header): PES starts may be
+    # missing before this one, so a timestamp jump here is no evidence of an A/V shift.
+    after_loss: bool = False
 
 
 @dataclass(slots=True)
@@ -48,6 +52,7 @@ class TsStatistics:
 class _Pid:
     kind: str
     cc: int = -1
+    lossy: bool = False  # see PesStart.after_loss
 
 
 @dataclass(slots=True)
@@ -72,6 +77,8 @@ class TsProbe:
             if buf[i] != SYNC:
                 # Lost sync: skip to the next byte that starts two consecutive packets.
                 self._stats.sync_losses += 1
+                for s in self._streams.values():
+                    s.lossy = True
                 j = i + 1
                 while j + PACKET < n and not (buf[j] == SYNC and buf[j + PACKET] == SYNC):
                     j += 1
@@ -124,15 +131,19 @@ class TsProbe:
             return
         if stream.cc >= 0 and cc != (stream.cc + 1) & 0x0F and cc != stream.cc:
             st.continuity_errors += 1
+            stream.lossy = True
         stream.cc = cc
-        if pusi and len(payload) >= 14 and payload[0] == 0 and payload[1] == 0 and payload[2] == 1:
+        if not pusi:
+            return
+        if len(payload) >= 14 and payload[0] == 0 and payload[1] == 0 and payload[2] == 1:
             if payload[7] & 0x80:
                 pts = _timestamp(payload[9:14])
                 dts = None
                 if payload[7] & 0x40 and len(payload) >= 19:
                     dts = _timestamp(payload[14:19])
                 rai = bool(afc & 0x2 and pkt[4] > 0 and pkt[5] & 0x40)
-                out.append(PesStart(stream.kind, pts, offset, rai, dts))
+                out.append(PesStart(stream.kind, pts, offset, rai, dts, stream.lossy))
+                stream.lossy = False
                 if stream.kind == "video":
                     st.video_frames += 1
                     if st.first_video_pts is None:
@@ -141,6 +152,8 @@ class TsProbe:
                 else:
                     st.audio_pes += 1
                     st.last_audio_pts = pts
+        else:
+            stream.lossy = True  # a PES began here but its header is unreadable (damaged)
 
     def _pat(self, payload: memoryview) -> None:
         sec = payload[1 + payload[0] :]
@@ -186,7 +199,18 @@ def first_keyframe(events: list[PesStart], from_offset: int) -> PesStart | None:
 class _Cadence:
     last: int | None = None
     step: int | None = None  # the stream's regular PTS increment (PES duration)
+    base: int | None = None  # the smallest regular increment seen (one frame)
     offset: int = 0  # sum of unexpected jumps, 90 kHz ticks
+    lost: int = 0  # forward skips of whole PES (lost PES starts), not counted as offset
+
+
+_SKIP_TOLERANCE = 2  # ticks per PES: timestamp rounding (e.g. 44.1 kHz audio, 29.97 fps)
+
+
+def _whole_pes(step: int, pes: int) -> bool:
+    """`step` is a forward skip of two or more whole PES durations of `pes` ticks."""
+    k = round(step / pes)
+    return k >= 2 and abs(step - k * pes) <= _SKIP_TOLERANCE * k
 
 
 @dataclass(slots=True)
@@ -197,27 +221,46 @@ class AvOffsetTracker:
     arrives with audio and video PTS side by side; what betrays the shift is a jump in one
     stream's otherwise regular PTS cadence. Each unexpected jump (beyond the stream's regular
     increment) is added to that stream's offset; the A/V offset is audio minus video.
+
+    Lost PES starts are no shift: a burst of garbage once left a primary "degraded" by a
+    phantom offset until its feed reconnected. The ingest relay re-muxes the feed, so the loss
+    shows only as the cadence skipping forward by whole PES durations; such a skip (within
+    `_SKIP_TOLERANCE` ticks per PES), and any jump right after packets this probe saw lost or
+    damaged (`after_loss`), re-anchors the stream instead. A shift of exactly a whole number of
+    PES durations forward therefore goes unseen (ambiguous with loss from timestamps alone).
     """
 
     _video: _Cadence = field(default_factory=_Cadence)
     _audio: _Cadence = field(default_factory=_Cadence)
 
-    def push(self, kind: str, pts: int) -> None:
+    def push(self, kind: str, pts: int, *, after_loss: bool = False) -> None:
         c = self._video if kind == "video" else self._audio
-        if c.last is not None:
+        if c.last is not None and after_loss:
+            pass  # re-anchor on this PES: a skip after lost packets is no shift
+        elif c.last is not None:
             step = pts - c.last
             if c.step is None:
                 c.step = step if step > 0 else None
             elif step > 0 and abs(step - c.step) * 4 <= c.step:
                 c.step = step  # follow small cadence changes (e.g. 1920/2048-tick audio PES)
             elif abs(step - c.step) > c.step:
-                c.offset += step - c.step  # a jump: timestamps moved by more than one PES
+                if _whole_pes(step, c.step) or (c.base is not None and _whole_pes(step, c.base)):
+                    c.lost += 1  # PES starts lost on the way: the cadence skipped, no shift
+                else:
+                    c.offset += step - c.step  # a jump: timestamps moved by more than one PES
+            if c.step is not None and (c.base is None or c.step < c.base):
+                c.base = c.step
         c.last = pts
 
     @property
     def offset_s(self) -> float:
         """Audio minus video timestamp jumps, seconds (0 while in step)."""
         return (self._audio.offset - self._video.offset) / PTS_HZ
+
+    @property
+    def lost_pes(self) -> int:
+        """Forward skips of whole PES seen on either stream (lost PES starts, not shifts)."""
+        return self._audio.lost + self._video.lost
 
 
 def _timestamp(p: memoryview | bytes) -> int:

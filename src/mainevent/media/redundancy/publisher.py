@@ -6,6 +6,10 @@ which stores it before listing it, so a (rendition, MSN) is published once, with
 A ticker applies the deadlines (late copy → fallback, nothing in time → EXT-X-GAP), feeds the
 pipelines' health to the selector, and raises the manifest stall alarm: a rendition that has
 listed no new media for 1.5 × target duration.
+
+Every transition into and out of slate/gap is logged with its cause (the selector's account of
+each pipeline), and so is media listed after the fixed gap deadline (a late pipeline waited for
+rather than slated: latency grew) and valid media discarded because its MSN was already covered.
 """
 
 from __future__ import annotations
@@ -81,6 +85,31 @@ class _Metrics:
             ["event", "rendition"],
             registry=reg,
         )
+        self.late = Counter(
+            "mainevent_late_segments_total",
+            "Segments listed after the fixed gap deadline: a late pipeline was waited for "
+            "instead of listing the slate (latency grew)",
+            ["event", "rendition", "pipeline"],
+            registry=reg,
+        )
+        self.listing_late = Gauge(
+            "mainevent_listing_late",
+            "1 while a rendition lists its segments after the fixed gap deadline",
+            ["event", "rendition"],
+            registry=reg,
+        )
+        self.lateness = Gauge(
+            "mainevent_listing_lateness_seconds",
+            "Seconds from the end of the newest listed segment's capture interval to its listing",
+            ["event", "rendition"],
+            registry=reg,
+        )
+        self.discarded_covered = Counter(
+            "mainevent_discarded_after_loss_total",
+            "Valid segment copies discarded because slate or EXT-X-GAP already covers their MSN",
+            ["event", "pipeline"],
+            registry=reg,
+        )
         for p in pipelines:
             self.preferred.labels(event.event_id, p).set(0)
 
@@ -141,6 +170,10 @@ class RedundantPublisher:
         self._last_delivery: dict[str, float] = {}  # pipeline -> monotonic of its last segment
         self._last_media: dict[str, float] = {}  # rendition -> monotonic of its last media
         self.stalled: dict[str, bool] = dict.fromkeys(selector.renditions, False)
+        self.late: dict[str, bool] = dict.fromkeys(selector.renditions, False)
+        # rendition -> (first MSN covered, MSNs covered) while slate/gap stands in for media
+        self._covering: dict[str, tuple[int, int]] = {}
+        self._discarding: set[tuple[str, str]] = set()  # (pipeline, rendition) being dropped
         self.metrics = _Metrics(event, selector.order)
         self.metrics.preferred.labels(event.event_id, selector.preferred).set(1)
         for r in selector.renditions:
@@ -259,19 +292,25 @@ class RedundantPublisher:
 
     # -- actions --------------------------------------------------------------------------
 
-    async def _cover_loss(self, rendition: str, msn: int) -> None:
-        """No pipeline delivered up to `msn`: list the slate there (or EXT-X-GAP)."""
+    async def _cover_loss(self, rendition: str, msn: int, cause: str) -> None:
+        """No pipeline can deliver up to `msn`: list the slate there (or EXT-X-GAP)."""
         ev = self.event
         slate = self.slate.get(rendition) if self.slate else None
         last = ev.last_msn(rendition)
+        entering = "into" if rendition not in self._covering else "still in"
+        first_lost = msn if last is None else last + 1
+        start, covered = self._covering.get(rendition, (first_lost, 0))
+        self._covering[rendition] = (start, covered + msn - first_lost + 1)
         if slate is None or last is None:
             if ev.publish_gap(rendition, msn):
                 log.warning(
-                    "event %s rendition %s: no pipeline delivered up to segment %d in time; "
-                    "listed as EXT-X-GAP",
+                    "event %s rendition %s: %s EXT-X-GAP up to segment %d "
+                    "(no pipeline can deliver it: %s)",
                     ev.event_id,
                     rendition,
+                    entering,
                     msn,
+                    cause or "no cause given",
                 )
             return
         first = max(last + 1, msn - ev.window_segments + 1)
@@ -285,10 +324,81 @@ class RedundantPublisher:
                 continue
             self.metrics.slate.labels(ev.event_id, rendition).inc()
         log.warning(
-            "event %s rendition %s: no pipeline delivered up to segment %d in time; slate listed",
+            "event %s rendition %s: %s slate up to segment %d (no pipeline can deliver it: %s)",
             ev.event_id,
             rendition,
+            entering,
             msn,
+            cause or "no cause given",
+        )
+
+    def _late_s(self, msn: int) -> float:
+        """Seconds since the end of segment `msn`'s capture interval."""
+        return self.wall() - (msn + 1) * self.selector.d
+
+    def _listed(self, a: Publish) -> None:
+        """Media listed: leave slate/gap, and raise or clear the late-listing alarm."""
+        ev, r = self.event, a.rendition
+        late = self._late_s(a.msn)
+        self.metrics.lateness.labels(ev.event_id, r).set(round(late, 3))
+        self._discarding.discard((a.pipeline, r))
+        covering = self._covering.pop(r, None)
+        if covering is not None:
+            log.warning(
+                "event %s rendition %s: out of slate/gap: segment %d from %s listed %.1f s "
+                "after its capture end, after %d covered segments from %d",
+                ev.event_id,
+                r,
+                a.msn,
+                a.pipeline,
+                late,
+                covering[1],
+                covering[0],
+            )
+        if late > self.selector.gap_after_s:
+            self.metrics.late.labels(ev.event_id, r, a.pipeline).inc()
+            if not self.late[r]:
+                log.warning(
+                    "event %s rendition %s: listing late: segment %d from %s came %.1f s after "
+                    "its capture end (fixed deadline %.1f s); waiting for it rather than "
+                    "listing the slate: latency grows",
+                    ev.event_id,
+                    r,
+                    a.msn,
+                    a.pipeline,
+                    late,
+                    self.selector.gap_after_s,
+                )
+            self.late[r] = True
+        elif self.late[r] and late <= self.selector.late_after_s:
+            log.warning(
+                "event %s rendition %s: listing on time again: segment %d from %s %.1f s "
+                "after its capture end",
+                ev.event_id,
+                r,
+                a.msn,
+                a.pipeline,
+                late,
+            )
+            self.late[r] = False
+        self.metrics.listing_late.labels(ev.event_id, r).set(1 if self.late[r] else 0)
+
+    def _discarded_covered(self, a: Discard) -> None:
+        """A valid copy came for an MSN already covered by slate/gap: say so (once a run)."""
+        self.metrics.discarded_covered.labels(self.event.event_id, a.pipeline).inc()
+        key = (a.pipeline, a.rendition)
+        if key in self._discarding:
+            return
+        self._discarding.add(key)
+        log.warning(
+            "event %s rendition %s: valid segment %d from %s discarded, %.1f s after its "
+            "capture end: %s (the slate/gap there is already listed)",
+            self.event.event_id,
+            a.rendition,
+            a.msn,
+            a.pipeline,
+            self._late_s(a.msn),
+            a.reason,
         )
 
     async def _apply(self, actions: list[Action]) -> None:
@@ -306,6 +416,7 @@ class RedundantPublisher:
                     ev.on_rejected(a.rendition, a.msn, f"store: {exc}", source=a.pipeline)
                     continue
                 self._last_media[a.rendition] = self.monotonic()
+                self._listed(a)
                 reason = a.reason.split(":", 1)[0]
                 self.metrics.selected.labels(ev.event_id, a.pipeline, reason).inc()
                 if a.reason != "preferred":
@@ -330,12 +441,14 @@ class RedundantPublisher:
                         source=a.pipeline,
                     )
                 self.metrics.discarded.labels(ev.event_id, a.pipeline).inc()
+                if "already gap" in a.reason:
+                    self._discarded_covered(a)
                 log.debug("discarded %s %s/%d: %s", a.pipeline, a.rendition, a.msn, a.reason)
             elif isinstance(a, Gap):
                 for key in [k for k in self._held if k[1] == a.rendition and k[2] <= a.msn]:
                     del self._held[key]
                     self._suspect.pop(key, None)
-                await self._cover_loss(a.rendition, a.msn)
+                await self._cover_loss(a.rendition, a.msn, a.cause)
             elif isinstance(a, Switched):
                 log.warning("preferred pipeline %s → %s (%s)", a.previous, a.current, a.reason)
                 self.metrics.switches.labels(ev.event_id, a.reason.split(":", 1)[0]).inc()

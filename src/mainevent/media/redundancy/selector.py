@@ -10,11 +10,19 @@ may publish whichever copy is good. This core decides which, and when:
   passed since the segment's capture interval ended. Then the copy is published instead.
 - Segments are published in MSN order and at most once per (rendition, MSN): a copy that
   arrives after its MSN was decided is discarded, never published a second time.
-- When no pipeline has anything `gap_after_s` after the interval ended, the MSN is declared
-  lost (the adapter lists it as EXT-X-GAP), so the live window keeps advancing.
+- Published media always beats slate. An MSN is declared lost (the adapter lists the slate or
+  EXT-X-GAP, so the live window keeps advancing) only when `gap_after_s` passed since its
+  interval ended and no pipeline can still deliver it: each pipeline has moved past it
+  (skipped or rejected it) or stopped delivering (no valid copy for 2·D + gap_after_s). A
+  pipeline that keeps delivering, even late, is waited for: latency grows rather than a slate
+  being listed, and the adapter raises an alarm for late listings.
+  (A fixed deadline once turned a pipeline backlog under CPU load into permanent slate: every
+  copy arrived after its MSN was declared lost and was discarded while media kept flowing.)
 - Preference: operator-forced, or automatic: the first pipeline in order (primary) unless it
-  is unhealthy, in which case the next healthy one. Failback to the primary happens only after
-  it has been healthy, and delivered every segment on time, for `failback_hold_s` (no flapping).
+  has been unhealthy for `failover_hold_s`, in which case the next healthy one (a verdict that
+  flickers under CPU load, on every pipeline at once, causes no switch). Failback to the
+  primary happens only after it has been healthy, and delivered every segment on time, for
+  `failback_hold_s` (no flapping).
 
 All times are wall-clock seconds since the Unix epoch, like MSNs (`n · D` is when segment `n`
 starts), passed in by the caller.
@@ -59,10 +67,14 @@ class Discard:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """No pipeline delivered `msn` of `rendition` in time: list it (and any before it) as lost."""
+    """No pipeline delivered `msn` of `rendition` in time: list it (and any before it) as lost.
+
+    `cause` says, per pipeline, why it cannot deliver (for the log; not part of equality).
+    """
 
     rendition: str
     msn: int
+    cause: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +104,11 @@ class Decision:
 class _PipelineState:
     healthy: bool = False
     healthy_since: float | None = None
+    unhealthy_since: float | None = None
     last_offered: dict[str, int] = field(default_factory=dict)  # rendition -> newest MSN seen
+    # rendition -> (when, seconds after its interval's end) of the newest valid copy offered,
+    # whether or not it could still be published: how late this pipeline delivers.
+    delivered: dict[str, tuple[float, float]] = field(default_factory=dict)
     published: int = 0
     fallbacks_for: int = 0  # segments another pipeline had to cover for this one
 
@@ -114,12 +130,15 @@ class Selector:
         late_after_s: float,
         gap_after_s: float,
         failback_hold_s: float,
+        failover_hold_s: float = 0.0,
         history: int = 64,
     ) -> None:
         if len(pipelines) < 1 or len(set(pipelines)) != len(pipelines):
             raise SelectorError(f"pipelines must be distinct and non-empty, got {pipelines}")
         if AUTO in pipelines:
             raise SelectorError(f"{AUTO!r} cannot name a pipeline")
+        if failover_hold_s < 0:
+            raise SelectorError(f"failover_hold_s must be ≥ 0, got {failover_hold_s}")
         if segment_duration_s <= 0 or late_after_s < 0 or gap_after_s < late_after_s:
             raise SelectorError(
                 "need segment_duration_s > 0 and 0 ≤ late_after_s ≤ gap_after_s, got "
@@ -131,6 +150,7 @@ class Selector:
         self.late_after_s = late_after_s
         self.gap_after_s = gap_after_s
         self.failback_hold_s = failback_hold_s
+        self.failover_hold_s = failover_hold_s
         self.mode = AUTO
         self.preferred = self.order[0]
         self.switches = 0
@@ -157,6 +177,10 @@ class Selector:
             st.healthy_since = now
         elif not healthy:
             st.healthy_since = None
+            if st.healthy or st.unhealthy_since is None:
+                st.unhealthy_since = now
+        if healthy:
+            st.unhealthy_since = None
         st.healthy = healthy
         return self._prefer(now)
 
@@ -178,6 +202,7 @@ class Selector:
         """
         self._check(pipeline=pipeline, rendition=rendition)
         self._saw(pipeline, rendition, msn)
+        self._p[pipeline].delivered[rendition] = (now, max(0.0, now - (msn + 1) * self.d))
         last = self._last[rendition]
         if last is not None and msn <= last:
             return [self._discard(rendition, msn, pipeline)]
@@ -208,18 +233,62 @@ class Selector:
                 for p in self.order:
                     if self._p[p].last_offered.get(r, -1) < last:
                         self._miss(p, now)  # behind: not delivering on time
-            due = math.floor((now - self.gap_after_s) / self.d + 1e-9) - 1
+            due = self._lost_up_to(r, now)
             if due > last:
-                # Everything up to `due` is past its deadline; _resolve published what it could.
+                # No pipeline can deliver anything up to `due`; _resolve published what it could.
                 for p in self.order:
                     self._miss(p, now)
-                actions.append(Gap(r, due))
+                actions.append(Gap(r, due, self._gap_cause(r, due, now)))
                 for m in [m for m in self._pending[r] if m <= due]:
                     del self._pending[r][m]
                 self._last[r] = due
                 self.history[r].append(Decision(r, due, "gap", None, "no pipeline in time"))
         # Last: a pipeline that just missed a deadline must not fail back in the same tick.
         return actions + self._prefer(now)
+
+    def _lost_up_to(self, rendition: str, now: float) -> int:
+        """The highest MSN up to which no pipeline can deliver any more (a prefix)."""
+        due = math.floor((now - self.gap_after_s) / self.d + 1e-9) - 1  # the fixed deadline
+        for st in self._p.values():
+            if self._delivering(st, rendition, now):
+                # Still delivering, however late: it holds back everything it has not moved
+                # past (what it skipped or rejected, it will not deliver).
+                due = min(due, st.last_offered.get(rendition, -1))
+        return due
+
+    def _delivering(self, st: _PipelineState, rendition: str, now: float) -> bool:
+        """It offered a valid copy within two segments plus the gap allowance.
+
+        Two segments, not one: a transcoder starved of CPU (on a loaded 2-core machine, load
+        20–30) delivered a segment only every 3.6–5 s and was once taken for stopped.
+        """
+        newest = st.delivered.get(rendition)
+        return newest is not None and now - newest[0] <= 2 * self.d + self.gap_after_s + 1e-9
+
+    def _gap_cause(self, rendition: str, msn: int, now: float) -> str:
+        fixed = (msn + 1) * self.d + self.gap_after_s
+        parts = [
+            f"deadline for segment {msn} (capture end + {self.gap_after_s:g} s) passed "
+            f"{max(0.0, now - fixed):.1f} s ago"
+        ]
+        for name, st in self._p.items():
+            newest = st.delivered.get(rendition)
+            seen = st.last_offered.get(rendition)
+            health = "healthy" if st.healthy else "unhealthy"
+            if newest is None:
+                parts.append(f"{name} ({health}): delivered nothing")
+                continue
+            at, late = newest
+            state = (
+                "delivering"
+                if self._delivering(st, rendition, now)
+                else f"silent for {now - at:.1f} s"
+            )
+            parts.append(
+                f"{name} ({health}, {state}): newest segment {seen}, {late:.1f} s after its "
+                "capture end"
+            )
+        return "; ".join(parts)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -354,10 +423,17 @@ class Selector:
             return self._switch(
                 primary, f"failback: {primary} healthy for {now - pst.healthy_since:.1f} s"
             )
-        if not current.healthy:
-            for name in self.order:
-                if self._p[name].healthy and name != self.preferred:
-                    return self._switch(name, f"failover: {self.preferred} unhealthy")
+        since = current.unhealthy_since
+        if current.healthy or (since is not None and now - since < self.failover_hold_s - 1e-9):
+            return []  # a verdict that flickers (CPU load, often on every pipeline) is waited out
+        for name in self.order:
+            if self._p[name].healthy and name != self.preferred:
+                held = (
+                    ""
+                    if since is None or self.failover_hold_s == 0
+                    else f" for {now - since:.1f} s"
+                )
+                return self._switch(name, f"failover: {self.preferred} unhealthy{held}")
         return []
 
     def _switch(self, to: str, reason: str) -> list[Action]:
