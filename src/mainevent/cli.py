@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "mainevent.commands.feed",
     "mainevent.player.cli",
     "mainevent.control.cli",
+    "mainevent.control.telemetry.cli",
     "mainevent.media.edge.cli",
     "mainevent.media.redundancy.cli",
 )
