@@ -160,6 +160,8 @@ class _Parser:
                     raise self.fail("unterminated inner list")
                 items.append(self.bare_item())
                 self.params()
+                if not self.peek():
+                    raise self.fail("unterminated inner list")
                 if self.peek() not in (" ", ")"):
                     raise self.fail("expected a space or ')' in inner list")
         value = self.bare_item()

@@ -10,7 +10,7 @@ taken only while the capacity budget has room, and each kept one carries the wei
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -125,9 +125,7 @@ class Intake:
     def admit(self, reports: Sequence[PlayerReport], now: float) -> Admission:
         """Decide a whole batch at ``now`` (monotonic or epoch seconds, consistently)."""
         self._roll(now)
-        sids = {r.sid for r in reports}
-        for sid in sids:
-            cost = sum(1 for r in reports if r.sid == sid)
+        for sid, cost in Counter(r.sid for r in reports).items():
             wait = self._session.take(sid, now, cost)
             if wait:
                 self.refused += 1
