@@ -321,7 +321,14 @@ def create_app(
             429: {"model": ErrorOut},
         },
     )
-    async def cmcd(event: str, request: Request) -> Response:
+    async def cmcd(
+        event: str,
+        request: Request,
+        cdn: Annotated[
+            str | None,
+            Query(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="CDN of records naming none."),
+        ] = None,
+    ) -> Response:
         body = await _body(request, limit)
         if body is None:
             return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
@@ -333,6 +340,7 @@ def create_app(
             user_agent=request.headers.get("user-agent"),
             region_header=request.headers.get("x-client-region"),
             now=service.clock(),
+            cdn=cdn,
         )
         if out.accepted:
             service.poke()

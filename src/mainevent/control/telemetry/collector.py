@@ -159,8 +159,10 @@ class Collector:
         user_agent: str | None,
         region_header: str | None,
         now: float,
+        cdn: str | None = None,
     ) -> Outcome:
-        """One ``POST /v1/cmcd/{event}`` (CMCD v2 event mode)."""
+        """One ``POST /v1/cmcd/{event}`` (CMCD v2 event mode); ``cdn``: the report URL's
+        ``?cdn=`` default for records that name none (a heartbeat carries no media URL)."""
         if event not in self.events:
             return self._reject(
                 Rejected.UNKNOWN_EVENT, 404, f"unknown event {event!r}: no such live event here"
@@ -211,9 +213,13 @@ class Collector:
         device = device_class(user_agent)
         accepted = dup = shed = 0
         agg = self.aggregator
-        for r, verdict, weight in zip(reports, adm.verdicts, adm.weights, strict=True):
-            cdn = r.cdn or self.cdn_of_url(r.url)
-            dims = Dims(event, region, cdn, isp, device)
+        cdns = [r.cdn or self.cdn_of_url(r.url) for r in reports]
+        # A record naming no CDN takes the one another record of its session in this batch names.
+        batch_cdn = {r.sid: c for r, c in zip(reports, cdns, strict=True) if c != UNKNOWN}
+        for r, c, verdict, weight in zip(reports, cdns, adm.verdicts, adm.weights, strict=True):
+            if c == UNKNOWN:
+                c = batch_cdn.get(r.sid) or cdn or UNKNOWN
+            dims = Dims(event, region, c, isp, device)
             if verdict is Verdict.ACCEPT:
                 agg.player(dims, r, weight, now)
                 accepted += 1
