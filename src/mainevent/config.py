@@ -381,7 +381,8 @@ class TelemetrySettings(_Frozen):
         default=0, ge=0, le=65535, description="Listen port of the collector (0 = a free one)."
     )
     db_path: Path = Field(
-        default=Path("data/telemetry.db"), description="SQLite file of the QoE time series."
+        default=Path("data/telemetry.db"),
+        description="SQLite file of the QoE time series (`mainevent up` keeps the default in `origin.data_dir`).",
     )
     events: dict[str, int] = Field(
         default={},

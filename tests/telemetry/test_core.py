@@ -79,7 +79,7 @@ def test_a_session_yields_startup_played_stalled_bitrate_and_latency() -> None:
 
 
 def test_latency_from_hls_js_response_records_uses_the_epoch_grid() -> None:
-    """Without ltc, latency = request time − PDT of the requested segment/part + buffer ahead."""
+    """Without ltc, latency = response end − PDT of the fetched segment/part + buffer ahead."""
     agg = Aggregator(TIMING)
     msn = int(T0 // 2) + 10
     at = msn * 2 + 1.25 + 2  # request 2 s after part 1 of segment msn starts... plus the part
@@ -103,7 +103,7 @@ def test_latency_from_hls_js_response_records_uses_the_epoch_grid() -> None:
         at,
     )
     f = merged(agg.tick(at + 2)).figures(T0, 1)
-    expected = (at * 1000 - (msn * 2000 + 500)) + 1500
+    expected = (at * 1000 + 30 - (msn * 2000 + 500)) + 1500  # response end − PDT + bl
     assert f.live_latency_p50_ms is not None
     assert abs(f.live_latency_p50_ms - expected) <= expected * RELATIVE_ACCURACY
 

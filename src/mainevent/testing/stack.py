@@ -67,6 +67,8 @@ class RunningStack:
     backup_ingest_url: str | None = None
     """Where the backup feed goes (None when the stack runs a single pipeline)."""
     admin_secret: str | None = None
+    telemetry_url: str | None = None
+    """The telemetry collector's base URL (None when telemetry is disabled)."""
 
     def edge_master_url(self, name: str = "cdn-a") -> str:
         """The multivariant playlist as served by edge `name`."""
@@ -248,6 +250,7 @@ def start_stack(
         edge_admin_secret=info.get("edge_admin_secret"),
         backup_ingest_url=info.get("backup_ingest_url"),
         admin_secret=info.get("admin_secret"),
+        telemetry_url=info.get("telemetry_url"),
     )
     if wait_ready:
         try:

@@ -10,7 +10,8 @@ reported state between observations, start-up excluded.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import statistics
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ from mainevent.control.telemetry.events import (
     ReportKind,
     media_pdt_ms,
 )
-from mainevent.control.telemetry.model import UNKNOWN, Dims, QoeAggregate
+from mainevent.control.telemetry.model import UNKNOWN, Dims, QoeAggregate, SessionView
 
 __all__ = ["Aggregator", "AggregatorStats", "ClosedWindow"]
 
@@ -61,6 +62,9 @@ class _Session:
     started: bool = False
     failed: bool = False
     bitrate_kbps: float | None = None
+    startup_ms: float | None = None
+    start_known_at: float | None = None
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5))
 
 
 @dataclass(slots=True)
@@ -163,6 +167,8 @@ class Aggregator:
                     # one: take the middle of that bracket.
                     startup = (s.last_obs_ms + obs) / 2 - s.first_ms
                 agg.startup.add(startup)
+                s.startup_ms = startup
+                s.start_known_at = now
             elif s.started and sta == "r" and s.last_sta != "r":
                 agg.rebuffers += 1
             s.last_sta = sta
@@ -184,21 +190,27 @@ class Aggregator:
     def _latency(self, s: _Session, r: PlayerReport, agg: QoeAggregate, weight: float) -> None:
         if r.latency_ms is not None:
             agg.latency.add(r.latency_ms, weight)
+            s.latencies.append(r.latency_ms)
             return
-        # hls.js sends no `ltc`: a video response record says which segment/part was asked for
-        # (epoch-locked, so its PDT is known) and how much was buffered ahead of the playhead.
+        # hls.js sends no `ltc`. Its response records name the segment or part fetched (epoch-
+        # locked, so its PDT is known) and carry the buffer ahead of the playhead when the
+        # response ended (`bl`, before the new bytes are appended): the fetched object starts
+        # where the buffer ends, so the playhead is at PDT − bl then.
         if (
             r.kind is ReportKind.RESPONSE_RECEIVED
             and r.url is not None
             and r.buffer_ms is not None
-            and r.object_type in ("v", "av")
+            and r.object_type in (None, "v", "av", "a")
+            and (r.status is None or r.status < 300)
         ):
             timing = self.events.get(s.dims.event)
             if timing is None:
                 return
             pdt = media_pdt_ms(urlsplit(r.url).path, timing)
             if pdt is not None:
-                agg.latency.add(r.ts_ms - pdt + r.buffer_ms, weight)
+                latency = r.observed_ms - pdt + r.buffer_ms
+                s.latencies.append(latency)
+                agg.latency.add(latency, weight)
 
     def shed(self, dims: Dims, now: float) -> None:
         """A heartbeat dropped under pressure: counted so the kept ones are re-weighted."""
@@ -260,6 +272,24 @@ class Aggregator:
             del self._sessions[sid]
             if not s.started and not s.failed:
                 self._agg(s.dims, now).exits_before_start += 1
+
+    def session(self, sid: str) -> SessionView | None:
+        """A snapshot of one session (None once it ended and expired, or was never seen)."""
+        s = self._sessions.get(sid)
+        if s is None:
+            return None
+        return SessionView(
+            sid,
+            s.dims,
+            s.first_ms,
+            s.startup_ms,
+            s.last_sta,
+            s.bitrate_kbps,
+            statistics.median(s.latencies) if s.latencies else None,
+            s.failed,
+            s.start_known_at,
+            s.last_seen,
+        )
 
     def stats(self) -> AggregatorStats:
         return AggregatorStats(

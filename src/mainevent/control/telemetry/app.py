@@ -422,6 +422,20 @@ def create_app(
             ],
         }
 
+    @app.get(
+        "/v1/telemetry/sessions/{sid}",
+        tags=["query"],
+        summary="One playback session now (start-up, state, bitrate, latency)",
+        responses={404: {"model": ErrorOut}},
+    )
+    def session(sid: str) -> Any:
+        view = c.aggregator.session(sid)
+        if view is None:
+            return _error(404, "unknown_session", f"no live session {sid!r}")
+        out = asdict(view)
+        out["dims"] = asdict(view.dims)
+        return out
+
     @app.get("/v1/telemetry/alerts", response_model=AlertsResponse, tags=["query"])
     def alerts() -> Any:
         return {

@@ -24,6 +24,7 @@ __all__ = [
     "QoeAggregate",
     "QoePoint",
     "QoeSeries",
+    "SessionView",
 ]
 
 DIMENSIONS = ("event", "region", "cdn", "isp", "device")
@@ -246,6 +247,32 @@ class QoeSeries:
     """Dimension → value for the ``by`` dimensions of the query."""
     points: tuple[QoePoint, ...]
     """One point per step that had data."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """What the collector knows of one playback session now."""
+
+    sid: str
+    """CMCD session id (``sid``)."""
+    dims: Dims
+    """Where the session was last seen."""
+    first_report_ms: float
+    """Client time of the play request (its first report), epoch ms."""
+    video_start_time_ms: float | None
+    """Start-up time, once the first frame was shown."""
+    state: str | None
+    """Last CMCD player state (``sta``)."""
+    bitrate_kbps: float | None
+    """Bitrate at the playhead."""
+    live_latency_ms: float | None
+    """Median of the last five live-latency samples (one response record is noisy)."""
+    failed: bool
+    """Ended by a fatal error or by the viewer."""
+    start_known_at: float | None
+    """Collector time (epoch s) when the start-up became known: from then the API shows it."""
+    last_seen: float
+    """Collector time of the last report, epoch seconds."""
 
 
 class AlertState(StrEnum):
