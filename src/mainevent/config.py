@@ -454,21 +454,6 @@ class TelemetrySettings(_Frozen):
     alerts: tuple[AlertRuleSetting, ...] = Field(
         default=DEFAULT_ALERTS, description="Alert rules (see `AlertRuleSetting`)."
     )
-    stream: Literal["memory", "redis"] = Field(
-        default="memory",
-        description="`memory`: aggregate in the collector; `redis`: publish reports to a Redis stream for aggregators.",
-    )
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Redis for `stream = redis`."
-    )
-    redis_stream: str = Field(
-        default="mainevent:telemetry", description="Redis stream key of the reports."
-    )
-    redis_maxlen: int = Field(
-        default=1_000_000,
-        ge=1000,
-        description="Approximate length cap of the Redis stream (MAXLEN ~).",
-    )
 
 
 class Settings(_Frozen):
@@ -558,6 +543,10 @@ def settings_reference() -> str:
             default = f.default
             if name == "ladder":
                 shown = ", ".join(f"{r.id} {r.width}x{r.height} {r.bitrate_kbps}k" for r in default)
+            elif name == "alerts":
+                shown = ", ".join(f"{r.name}: {r.metric} > {r.threshold}" for r in default)
+            elif name == "networks":
+                shown = ", ".join(f"{r.cidr} → {r.region}/{r.isp}" for r in default)
             elif default is None:
                 shown = "—"
             else:

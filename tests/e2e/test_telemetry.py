@@ -76,7 +76,7 @@ def test_hls_js_session_shows_in_the_api_as_the_page_shows_it(
         time.sleep(6)
         stats = page.evaluate("window.mainevent.stats()")
         view = client.get(f"{tele}/v1/telemetry/sessions/{sid}").json()
-        assert view["state"] == "p"
+        assert view["state"] in ("p", "r")  # playing (a loaded machine may stall it)
         page_kbps = stats["bitrate"] / 1000
         assert abs(view["bitrate_kbps"] - page_kbps) <= 0.1 * page_kbps, (view, stats)
         page_latency_ms = stats["latencySec"] * 1000

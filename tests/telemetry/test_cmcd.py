@@ -171,3 +171,23 @@ def test_records_without_the_required_keys_are_refused(
     out = report_from_cmcd(data)  # type: ignore[arg-type]
     assert isinstance(out, str)
     assert reason in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'bl=(1500),br=(2500 1200),bs,cid="final",e=t,mtp=(12000),sf=h,sid="abc",sn=3,st=l,sta=p,ts=1700000000123,v=2',
+        'e=rr,rc=200,sid="a\\"b\\\\c",ts=5,ttfb=12,url="http://x/live/a/v1/5.m4s",pr=1.5,su=?0',
+        'ec=("fragLoadError"),e=e,sid="x",ts=1',  # a string in an inner list: full parser
+        'br=2500;ot=v,e=t,sid="x",ts=1',  # parameters: full parser
+        'ts=-12,e=t,sid="x"',
+    ],
+)
+def test_the_fast_path_decodes_exactly_as_the_full_parser(text: str) -> None:
+    """The regex fast path and the structured-field parser agree on every value they both read."""
+    from mainevent.control.telemetry.cmcd import _fast, _Parser
+
+    fast = _fast(text)
+    full = _Parser(text).dictionary()
+    assert fast is None or fast == full
+    assert decode_dict(text).data == {k: v for k, v in full.items() if k in decode_dict(text).data}

@@ -10,6 +10,7 @@ ending in ``\\n``. Values are RFC 8941 items: integers, decimals, strings, token
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -191,9 +192,59 @@ class _Parser:
         return out
 
 
+# Fast path for what players actually send (no parameters, no strings inside inner lists): one
+# C-level regex match per member. Anything else, including every malformed input, goes through
+# the full parser above, which also produces the precise error.
+_MEMBER = re.compile(
+    r'([a-z*][a-z0-9_.*-]*)(?:=(?:"((?:[^"\\\x00-\x1f\x7f-\uffff]|\\["\\])*)"'
+    r"|\(([^()\"]*)\)|\?([01])|(-?[0-9]{1,15}(?:\.[0-9]{1,3})?)(?![0-9.])"
+    r"|([A-Za-z*][A-Za-z0-9_:%*/!#$&'+^`|~.-]*)))?(,|$)"
+)
+_NUMBER = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,3})?")
+
+
+def _fast(text: str) -> dict[str, CmcdValue] | None:
+    if ";" in text or not text:
+        return None
+    out: dict[str, CmcdValue] = {}
+    pos = 0
+    n = len(text)
+    match = _MEMBER.match
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            return None
+        key, string, inner, boolean, number, token, sep = m.groups()
+        if string is not None:
+            out[key] = (
+                string.replace("\\\\", "\\").replace('\\"', '"') if "\\" in string else string
+            )
+        elif inner is not None:
+            items: list[CmcdValue] = []
+            for part in inner.split():
+                if not _NUMBER.fullmatch(part):
+                    return None
+                items.append(float(part) if "." in part else int(part))
+            out[key] = tuple(items)
+        elif boolean is not None:
+            out[key] = boolean == "1"
+        elif number is not None:
+            out[key] = float(number) if "." in number else int(number)
+        elif token is not None:
+            out[key] = token
+        else:
+            out[key] = True
+        pos = m.end()
+        if sep == "," and pos >= n:
+            return None  # trailing comma: let the full parser say so
+    return out
+
+
 def decode_dict(text: str) -> Decoded:
     """One CMCD dictionary → known keys (unknown and custom ``x-y`` keys are dropped and counted)."""
-    raw = _Parser(text).dictionary()
+    raw = _fast(text)
+    if raw is None:
+        raw = _Parser(text).dictionary()
     data = {k: v for k, v in raw.items() if k in CMCD_KEYS}
     return Decoded(data, len(raw) - len(data))
 
