@@ -80,8 +80,8 @@ def cmcd_bodies(n_bodies: int, batch: int, sessions: int, t0_ms: int) -> list[by
 
 
 def settings(**kw: object) -> TelemetrySettings:
+    kw.setdefault("db_path", Path(":memory:"))
     return TelemetrySettings(
-        db_path=Path(":memory:"),
         capacity_per_s=1e9,
         keep_capacity_per_s=1e9,
         session_rate=1e9,
