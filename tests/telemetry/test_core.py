@@ -79,33 +79,33 @@ def test_a_session_yields_startup_played_stalled_bitrate_and_latency() -> None:
 
 
 def test_latency_from_hls_js_response_records_uses_the_epoch_grid() -> None:
-    """Without ltc, latency = response end − PDT of the fetched segment/part + buffer ahead."""
+    """Without ltc: latency = previous media response end − (PDT of the fetched part − bl)."""
     agg = Aggregator(TIMING)
     msn = int(T0 // 2) + 10
-    at = msn * 2 + 1.25 + 2  # request 2 s after part 1 of segment msn starts... plus the part
+    at = msn * 2 + 3.0
+    base = f"http://127.0.0.1:9/t/tok/live/final/v720/{msn}"
     agg.player(DIMS, rep("h", 0, ReportKind.TIME_INTERVAL, at - 3, sta="s"), 1, at - 3)
     agg.player(DIMS, rep("h", 1, ReportKind.TIME_INTERVAL, at - 1, sta="p"), 1, at - 1)
-    url = f"http://127.0.0.1:9/t/tok/live/final/v720/{msn}.1.m4s"
-    agg.player(
-        DIMS,
-        rep(
+    for sn, (part, t) in enumerate(((0, at), (1, at + 0.5)), start=2):
+        r = rep(
             "h",
-            2,
+            sn,
             ReportKind.RESPONSE_RECEIVED,
-            at,
+            t,
             sta="p",
-            url=url,
+            url=f"{base}.{part}.m4s",
             buffer_ms=1500.0,
-            object_type="v",
             ttlb_ms=30.0,
-        ),
-        1,
-        at,
-    )
+        )
+        agg.player(DIMS, r, 1, t)
     f = merged(agg.tick(at + 2)).figures(T0, 1)
-    expected = (at * 1000 + 30 - (msn * 2000 + 500)) + 1500  # response end − PDT + bl
+    # The first response only marks when the buffer was appended; the second gives a sample.
+    expected = (at * 1000 + 30) - (msn * 2000 + 500) + 1500
     assert f.live_latency_p50_ms is not None
     assert abs(f.live_latency_p50_ms - expected) <= expected * RELATIVE_ACCURACY
+    view = agg.session("h")
+    assert view is not None
+    assert view.live_latency_ms == expected
 
 
 def test_failures_and_exits_follow_cta_2066() -> None:

@@ -64,6 +64,7 @@ class _Session:
     bitrate_kbps: float | None = None
     startup_ms: float | None = None
     start_known_at: float | None = None
+    media_obs_ms: float | None = None
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5))
 
 
@@ -193,22 +194,22 @@ class Aggregator:
             s.latencies.append(r.latency_ms)
             return
         # hls.js sends no `ltc`. Its response records name the segment or part fetched (epoch-
-        # locked, so its PDT is known) and carry the buffer ahead of the playhead when the
-        # response ended (`bl`, before the new bytes are appended): the fetched object starts
-        # where the buffer ends, so the playhead is at PDT − bl then.
+        # locked, so its PDT is known) and carry `bl`, the buffer ahead of the playhead as of
+        # the last append, i.e. just after the previous media response ended, when the buffer
+        # ended where this object begins: latency = that moment − (PDT − bl).
         if (
             r.kind is ReportKind.RESPONSE_RECEIVED
             and r.url is not None
-            and r.buffer_ms is not None
             and r.object_type in (None, "v", "av", "a")
             and (r.status is None or r.status < 300)
         ):
             timing = self.events.get(s.dims.event)
-            if timing is None:
+            pdt = media_pdt_ms(urlsplit(r.url).path, timing) if timing is not None else None
+            if pdt is None:
                 return
-            pdt = media_pdt_ms(urlsplit(r.url).path, timing)
-            if pdt is not None:
-                latency = r.observed_ms - pdt + r.buffer_ms
+            appended_at, s.media_obs_ms = s.media_obs_ms, r.observed_ms
+            if appended_at is not None and r.buffer_ms is not None:
+                latency = appended_at - pdt + r.buffer_ms
                 s.latencies.append(latency)
                 agg.latency.add(latency, weight)
 
