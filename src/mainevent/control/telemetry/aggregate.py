@@ -61,6 +61,7 @@ class _Session:
     last_sta: str | None = None
     started: bool = False
     failed: bool = False
+    attempt_counted: bool = False
     bitrate_kbps: float | None = None
     startup_ms: float | None = None
     start_known_at: float | None = None
@@ -125,7 +126,6 @@ class Aggregator:
             if len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
                 self._evicted += 1
-            self._agg(dims, now).play_attempts += 1
         else:
             self._sessions.move_to_end(r.sid)
             if dims.cdn == UNKNOWN and s.dims.cdn != UNKNOWN:
@@ -133,6 +133,11 @@ class Aggregator:
             s.dims = dims
             s.last_seen = now
         agg = self._agg(dims, now)
+        if not s.attempt_counted and (dims.cdn != UNKNOWN or r.kind is ReportKind.ERROR):
+            # hls.js's first report (the play request) names no URL: the attempt is counted
+            # under the CDN of the session's first media response (or where it fails/ends).
+            s.attempt_counted = True
+            agg.play_attempts += 1
         if r.priority is Priority.SAMPLE:
             agg.heartbeats_offered += 1
             agg.heartbeats_kept += 1
@@ -182,6 +187,9 @@ class Aggregator:
                 agg.playback_failures += 1
             else:
                 agg.start_failures += 1
+        if sta in ("e", "q", "f") and not s.attempt_counted:
+            s.attempt_counted = True
+            agg.play_attempts += 1
         if sta in ("e", "q") and not s.started and not s.failed:
             s.failed = True  # ended: never again an EBVS candidate
             agg.exits_before_start += 1
@@ -271,6 +279,8 @@ class Aggregator:
             if now - s.last_seen <= self.session_timeout_s:
                 break
             del self._sessions[sid]
+            if not s.attempt_counted:
+                self._agg(s.dims, now).play_attempts += 1
             if not s.started and not s.failed:
                 self._agg(s.dims, now).exits_before_start += 1
 
