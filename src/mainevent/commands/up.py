@@ -164,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         src = f"{play_base}/live/{ev}/master.m3u8" if play_base else f"/live/{ev}/master.m3u8"
         others = ",".join(u for n, u in edges.items() if u != play_base)
         tele = stack.telemetry_url
-        tq = f"&telemetry={tele}" if tele else ""
+        ti = settings.telemetry.report_interval_s
+        tq = f"&telemetry={tele}&ti={ti:g}" if tele else ""
         lines = [
             "",
             f"mainevent is live: event {ev!r}",
