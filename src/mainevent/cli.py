@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "mainevent.player.cli",
     "mainevent.control.cli",
     "mainevent.control.steering.cli",
+    "mainevent.control.telemetry.cli",
     "mainevent.media.edge.cli",
     "mainevent.media.redundancy.cli",
 )

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mainevent.common.eventspec import (
     DEFAULT_FPS,
@@ -340,6 +340,141 @@ class DeliverySettings(_Frozen):
         return self
 
 
+class NetworkRange(_Frozen):
+    """One row of the telemetry client-address table (longest prefix wins)."""
+
+    cidr: str = Field(description="IPv4 or IPv6 network, e.g. `203.0.113.0/24`.")
+    region: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Region of addresses in the network."
+    )
+    isp: str = Field(
+        default="unknown",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Network operator of addresses in the network.",
+    )
+
+    @field_validator("cidr")
+    @classmethod
+    def _net(cls, v: str) -> str:
+        import ipaddress
+
+        ipaddress.ip_network(v, strict=False)
+        return v
+
+
+class AlertRuleSetting(_Frozen):
+    """One alert rule: `metric` of each series grouped `by` compared with `threshold` over the last `for_s` seconds."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Rule name (alert id).")
+    metric: str = Field(description="A field of the QoE point, e.g. `rebuffer_ratio`.")
+    threshold: float = Field(description="Value the metric is compared with.")
+    above: bool = Field(default=True, description="Fire above (true) or below (false).")
+    for_s: int = Field(default=10, ge=1, le=3600, description="Seconds the metric is taken over.")
+    by: tuple[str, ...] = Field(
+        default=("event", "region", "cdn"), description="Dimensions of one alert series."
+    )
+    where: dict[str, str] = Field(
+        default={}, description="Only series with these dimension values."
+    )
+
+
+DEFAULT_ALERTS = (
+    AlertRuleSetting(name="cdn-rebuffering", metric="rebuffer_ratio", threshold=0.02),
+    AlertRuleSetting(name="cdn-errors", metric="error_rate", threshold=0.05),
+    AlertRuleSetting(
+        name="video-start-failures",
+        metric="video_start_failure_ratio",
+        threshold=0.01,
+        for_s=30,
+        by=("event",),
+    ),
+)
+
+
+class TelemetrySettings(_Frozen):
+    """The telemetry collector (`mainevent telemetry serve`; started by `mainevent up`)."""
+
+    enabled: bool = Field(default=True, description="Run the collector in `mainevent up`.")
+    host: str = Field(default="127.0.0.1", description="Listen address of the collector.")
+    port: int = Field(
+        default=0, ge=0, le=65535, description="Listen port of the collector (0 = a free one)."
+    )
+    db_path: Path = Field(
+        default=Path("data/telemetry.db"),
+        description="SQLite file of the QoE time series (`mainevent up` keeps the default in `origin.data_dir`).",
+    )
+    events: dict[str, int] = Field(
+        default={},
+        description="Event id → segment duration (ms) of events accepted besides the stack's own; reports for other events get 404.",
+    )
+    part_target_ms: int = Field(
+        default=0,
+        ge=0,
+        description="LL-HLS part target (ms) of those events, for latency from part URLs.",
+    )
+    capacity_per_s: float = Field(
+        default=50_000.0,
+        gt=0,
+        description="Player reports per second aggregated in full; beyond it heartbeats are sampled (re-weighted).",
+    )
+    keep_capacity_per_s: float = Field(
+        default=50_000.0,
+        gt=0,
+        description="Start-up/error/stall reports per second always kept; beyond it report batches get 429 + Retry-After.",
+    )
+    session_rate: float = Field(
+        default=20.0, gt=0, description="Reports per second one session may send (token bucket)."
+    )
+    session_burst: float = Field(
+        default=200.0, ge=1, description="Bucket size of the per-session limit."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest report or access batch accepted (413 beyond).",
+    )
+    max_records: int = Field(
+        default=5_000, ge=1, description="Most records in one report or access batch (413 beyond)."
+    )
+    max_sessions: int = Field(
+        default=200_000,
+        ge=1,
+        description="Sessions tracked at once (least recently seen forgotten first).",
+    )
+    session_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A session silent this long has ended (an exit before start if it never started).",
+    )
+    report_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="CMCD time-interval (`t`) reporting period given to the web player.",
+    )
+    networks: tuple[NetworkRange, ...] = Field(
+        default=(
+            NetworkRange(cidr="127.0.0.0/8", region="local", isp="loopback"),
+            NetworkRange(cidr="::1/128", region="local", isp="loopback"),
+        ),
+        description="Client address → region and ISP (same shape as `control.regions`, plus the ISP).",
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs whose `X-Client-Region` header on reports is trusted as the viewer's region.",
+    )
+    cdn_hosts: dict[str, str] = Field(
+        default={},
+        description="`host:port` → CDN id, to tell which CDN served a URL in a player report (`mainevent up` fills in its edges).",
+    )
+    scrape_targets: dict[str, str] = Field(
+        default={},
+        description="Name → `/metrics` URL scraped every second for platform health (`mainevent up` adds its origin and edges).",
+    )
+    alerts: tuple[AlertRuleSetting, ...] = Field(
+        default=DEFAULT_ALERTS, description="Alert rules (see `AlertRuleSetting`)."
+    )
+
+
 class Settings(_Frozen):
     """All settings of one mainevent process."""
 
@@ -350,6 +485,7 @@ class Settings(_Frozen):
     feed: FeedSettings = FeedSettings()
     redundancy: RedundancySettings = RedundancySettings()
     delivery: DeliverySettings = DeliverySettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
 
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -428,6 +564,10 @@ def settings_reference() -> str:
             default = f.default
             if name == "ladder":
                 shown = ", ".join(f"{r.id} {r.width}x{r.height} {r.bitrate_kbps}k" for r in default)
+            elif name == "alerts":
+                shown = ", ".join(f"{r.name}: {r.metric} > {r.threshold}" for r in default)
+            elif name == "networks":
+                shown = ", ".join(f"{r.cidr} → {r.region}/{r.isp}" for r in default)
             elif default is None:
                 shown = "—"
             else:

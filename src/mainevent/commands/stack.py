@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from mainevent.common.telemetry import HttpTelemetrySink
 from mainevent.config import Settings
 from mainevent.media.edge import EdgeConfig, EdgeServer
 from mainevent.media.encode.ffmpeg import FeedSpec, IngestSpec, LadderSpec, RungSpec, find_ffmpeg
@@ -173,8 +174,52 @@ class Stack:
     control_url: str = ""
     control_admin_key: str | None = None
     control_services: Any = None
+    telemetry: Any = None
+    """The telemetry collector (a `TelemetryServer`; None when `telemetry.enabled` is false)."""
+    telemetry_sink: HttpTelemetrySink | None = None
+    """Access records of the shield and edges, batched to the collector."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _control_built: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def telemetry_url(self) -> str:
+        """The collector's base URL ('' without telemetry)."""
+        return str(self.telemetry.url) if self.telemetry is not None else ""
+
+    def _bind_telemetry(self) -> None:
+        """Bind the collector first, so the edges' sink knows where to post."""
+        t = self.settings.telemetry
+        if not t.enabled:
+            return
+        from mainevent.control.telemetry.events import EventTiming
+        from mainevent.control.telemetry.server import TelemetryServer, build_service
+
+        ev = self.settings.event
+        if t.db_path == type(t)().db_path:  # the default: keep it beside the segments
+            t = t.model_copy(update={"db_path": self.settings.origin.data_dir / "telemetry.db"})
+        timing = EventTiming(
+            ev.segment_duration_ms, ev.part_target_ms if ev.latency == "low" else 0
+        )
+        self.telemetry = TelemetryServer(
+            build_service(t, {ev.id: timing}), host=t.host, port=t.port
+        )
+        self.telemetry.bind()
+        self.telemetry_sink = HttpTelemetrySink(self.telemetry.url)
+
+    def _point_telemetry(self) -> None:
+        """Tell the collector which host is which CDN, and what to scrape for health."""
+        if self.telemetry is None:
+            return
+        c = self.telemetry.service.collector
+        targets = {"origin": f"{self.base_url}/metrics"}
+        for name, edge in [
+            *self.edges.items(),
+            *([("shield", self.shield)] if self.shield else []),
+        ]:
+            c.cdn_hosts[edge.url.removeprefix("http://")] = name
+            targets[name] = f"{edge.url}/metrics"
+        self.telemetry.scrape_targets.update(targets)
+        self.telemetry.scrape_targets.update(self.settings.telemetry.scrape_targets)
 
     @property
     def edge_urls(self) -> dict[str, str]:
@@ -195,7 +240,8 @@ class Stack:
                 port=base,
                 max_bytes=256 * 1024 * 1024,
                 admin_secret=self.edge_admin_secret,
-            )
+            ),
+            sink=self.telemetry_sink,
         )
         await self.shield.start()
         for i, name in enumerate(self.edge_names, start=1):
@@ -209,7 +255,8 @@ class Stack:
                     max_bytes=128 * 1024 * 1024,
                     admin_secret=self.edge_admin_secret,
                     token_keys=self.edge_token_keys,
-                )
+                ),
+                sink=self.telemetry_sink,
             )
             await edge.start()
             self.edges[name] = edge
@@ -296,7 +343,9 @@ class Stack:
             ) from None
         host, http_port = sock.getsockname()[:2]
         self.base_url = f"http://{host}:{http_port}"
+        self._bind_telemetry()
         await self._start_edges(host)
+        self._point_telemetry()
         server = _Server(
             uvicorn.Config(
                 app,
@@ -316,6 +365,11 @@ class Stack:
                 server_task = tg.create_task(server.serve(sockets=[sock]))
                 control_task = tg.create_task(self._serve_control(host, event))
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
+                telemetry_task = None
+                if self.telemetry is not None:
+                    telemetry_task = tg.create_task(self.telemetry.serve())
+                    if self.telemetry_sink is not None and self.edges:
+                        tasks.append(tg.create_task(self.telemetry_sink.serve()))
                 if publisher is not None:
                     tasks.append(tg.create_task(publisher.serve()))
                     if s.redundancy.on_total_loss == "slate":
@@ -346,6 +400,8 @@ class Stack:
                 for t in tasks:
                     t.cancel()
                 server.should_exit = True
+                if telemetry_task is not None:
+                    self.telemetry.stop()
                 await server_task
                 await control_task
         finally:

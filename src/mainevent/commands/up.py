@@ -179,10 +179,13 @@ def run(args: argparse.Namespace) -> int:
         if stack.control_url and play_base:
             src += "?pathway=cdn-a"  # steered: every edge as a pathway, cdn-a first
         others = ",".join(u for n, u in edges.items() if u != play_base)
+        tele = stack.telemetry_url
+        ti = settings.telemetry.report_interval_s
+        tq = f"&telemetry={tele}&ti={ti:g}" if tele else ""
         lines = [
             "",
             f"mainevent is live: event {ev!r}",
-            f"  player      {base}/player/?src={src}" + (f"&edges={others}" if others else ""),
+            f"  player      {base}/player/?src={src}" + (f"&edges={others}" if others else "") + tq,
             f"  multivariant {play_base or base}/live/{ev}/master.m3u8",
             *(
                 [f"  low-latency {base}/player/?ll=1&src={src}"]
@@ -204,6 +207,14 @@ def run(args: argparse.Namespace) -> int:
             f"  origin      {base}/live/{ev}/master.m3u8",
             f"  health      {base}/healthz",
             f"  metrics     {base}/metrics",
+            *(
+                [
+                    f"  telemetry   {tele}/v1/telemetry/qoe?event={ev}&by=cdn,region"
+                    f"  (OpenAPI {tele}/docs, alerts {tele}/v1/telemetry/alerts)"
+                ]
+                if tele
+                else []
+            ),
             f"  ingest      {ingest.publish_url if ingest else '-'}"
             + ("  (primary)" if stack.backup_ingest else ""),
             *(
@@ -236,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
                     if stack.backup_ingest
                     else None,
                     "admin_secret": stack.edge_admin_secret,
+                    "telemetry_url": stack.telemetry_url or None,
                     **_edge_info(stack),
                 }
             ),

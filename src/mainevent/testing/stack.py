@@ -70,6 +70,8 @@ class RunningStack:
     control_url: str | None = None
     """The control plane (playback API, steering server) started beside the media plane."""
     control_admin_key: str | None = None
+    telemetry_url: str | None = None
+    """The telemetry collector's base URL (None when telemetry is disabled)."""
 
     def edge_master_url(self, name: str = "cdn-a") -> str:
         """The multivariant playlist as served by edge `name`."""
@@ -268,6 +270,7 @@ def start_stack(
         admin_secret=info.get("admin_secret"),
         control_url=info.get("control_url"),
         control_admin_key=info.get("control_admin_key"),
+        telemetry_url=info.get("telemetry_url"),
     )
     if wait_ready:
         try:

@@ -11,6 +11,9 @@
  *                   hls.js / dash.js (the latency bench compares stock players)
  *   autoplay=0      do not start on load (default: start muted, so browsers allow it)
  *   edges=A,B       base URLs of alternative CDNs (parsed and shown; not used yet)
+ *   telemetry=URL   telemetry collector: hls.js sends CMCD v2 event reports there with its own
+ *                   `cmcd: {version: 2, eventTargets: [...]}` options (no reporting code here)
+ *   ti=S            CMCD time-interval (heartbeat) period in seconds (default 1)
  *
  * window.mainevent.stats() returns a plain JSON-able snapshot (see statsSnapshot below); the
  * end-to-end tests poll it.
@@ -30,6 +33,10 @@
   var autoplay = flag(params.get("autoplay"), true);
   var edges = parseEdges(params.get("edges"));
   var useShaka = params.get("player") === "shaka";
+  var telemetry = params.get("telemetry");
+  var reportInterval = Number(params.get("ti") || 1);
+  var eventMatch = /\/live\/([^/]+)\//.exec(new URL(src).pathname);
+  var eventId = eventMatch ? eventMatch[1] : "demo";
 
   var video = document.getElementById("video");
   var hls = null;
@@ -38,11 +45,14 @@
   var mode = "unsupported";
 
   // Startup is measured from the play request: navigation start when autoplaying (what a
-  // viewer waits through), else the first `play` event.
+  // viewer waits through), else the first `play` event. With hls.js it is the moment the page
+  // hands it the source (script loading is page load, not player start-up): the same instant
+  // hls.js's CMCD reporter starts, so the page and the telemetry API measure the same thing.
   var playRequestedAt = autoplay ? 0 : null;
   var playingCandidate = null; // {t, ct}: a `playing` event not yet confirmed by currentTime moving
   var started = false;
   var startupSec = null;
+  var firstFrameT = null; // performance.now() of the first frame (the confirmed `playing`)
 
   var stalled = false;
   var stallStartedAt = 0;
@@ -150,6 +160,7 @@
     if (!started && playingCandidate && ct > playingCandidate.ct + 0.01) {
       started = true;
       startupSec = (playingCandidate.t - (playRequestedAt || 0)) / 1000;
+      firstFrameT = playingCandidate.t;
       showOverlay(null);
     }
     if (stalled && ct > stallStartCt + 0.05) endStall();
@@ -265,7 +276,9 @@
       fatal: fatal,
       fatalReason: fatalReason,
       startupSec: round(startupSec, 3),
+      firstFrameAtMs: firstFrameT === null ? null : Math.round(performance.timeOrigin + firstFrameT),
       bandwidthEstimate: hls ? Math.round(hls.bandwidthEstimate) || null : null,
+      sessionId: hls ? hls.sessionId || null : null,
       droppedFrames: q ? q.droppedVideoFrames : null,
       lowLatency: lowLatency,
       mode: mode,
@@ -461,6 +474,19 @@
     // rest of the session). With parts of 0.5 s, one short stall at join would otherwise cost
     // 1 s of latency for good; half a second keeps the back-off proportionate to the parts.
     if (lowLatency) config.liveSyncOnStallIncrease = 0.5;
+    if (telemetry) {
+      // CMCD v2 entirely by hls.js: keys on every request (query), event reports POSTed as
+      // application/cmcd to the collector: heartbeats, errors, bitrate changes, responses.
+      config.cmcd = {
+        version: 2,
+        contentId: eventId,
+        eventTargets: [{
+          url: telemetry.replace(/\/$/, "") + "/v1/cmcd/" + encodeURIComponent(eventId),
+          events: ["t", "e", "bc", "rr"],
+          interval: reportInterval,
+        }],
+      };
+    }
     hls = new Hls(config);
     hls.on(Hls.Events.ERROR, onHlsError);
     hls.on(Hls.Events.LEVEL_SWITCHED, function (_e, data) { level = data.level; });
@@ -476,6 +502,7 @@
         });
       }
     });
+    if (autoplay) playRequestedAt = now();
     hls.loadSource(src);
     hls.attachMedia(video);
   }

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import httptools
 
+from mainevent.common.telemetry import AccessRecord, TelemetrySink
 from mainevent.common.tokens import TokenVerifier, split_token_path
 from mainevent.media.edge.cache import (
     Cache,
@@ -111,6 +112,12 @@ class _Request:
     admin_secret: str | None = None
     body: bytes = b""
     started: float = 0.0
+    user_agent: str | None = None
+    client: str = ""
+    # Filled in as the response is sent, for the access record (only with a telemetry sink).
+    status: int = 0
+    cache_result: str = ""
+    nbytes: int = 0
 
 
 _PERSONAL_MANIFESTS = ("/master.m3u8", "/manifest.mpd")
@@ -124,6 +131,8 @@ class _Protocol(asyncio.Protocol):
     url: bytes = b""
     region: str | None = None
     admin: str | None = None
+    user_agent: str | None = None
+    peer: str = ""
     body: list[bytes] = field(default_factory=list)
     queue: deque[_Request] = field(default_factory=deque)
     busy: bool = False
@@ -134,6 +143,9 @@ class _Protocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.parser = httptools.HttpRequestParser(self)
+        if self.server.sink is not None:
+            peer = transport.get_extra_info("peername")
+            self.peer = str(peer[0]) if peer else ""
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -161,6 +173,7 @@ class _Protocol(asyncio.Protocol):
         self.url = b""
         self.region = None
         self.admin = None
+        self.user_agent = None
         self.body.clear()
 
     def on_url(self, url: bytes) -> None:
@@ -171,6 +184,8 @@ class _Protocol(asyncio.Protocol):
             self.region = value.decode("latin-1")
         elif len(name) == 19 and name.lower() == b"x-edge-admin-secret":
             self.admin = value.decode("latin-1")
+        elif len(name) == 10 and self.server.sink is not None and name.lower() == b"user-agent":
+            self.user_agent = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         if sum(map(len, self.body)) < 65536:
@@ -187,6 +202,8 @@ class _Protocol(asyncio.Protocol):
             self.region,
             self.admin,
             b"".join(self.body) if self.body else b"",
+            user_agent=self.user_agent,
+            client=self.peer,
         )
         if self.busy or self.queue:
             self.queue.append(req)
@@ -255,9 +272,11 @@ class _Protocol(asyncio.Protocol):
 class EdgeServer:
     """A caching HTTP proxy in front of `config.upstream`; `start()` binds, `close()` stops."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, sink: TelemetrySink | None = None) -> None:
         self.config = config
         self.name = config.name
+        self.sink = sink
+        """Where access records go (None: none are made, the hit path is unchanged)."""
         self.cache = Cache(
             max_bytes=config.max_bytes,
             negative_ttl=config.negative_ttl_s,
@@ -338,7 +357,53 @@ class EdgeServer:
     # --- request handling -------------------------------------------------------------
 
     def handle(self, conn: _Protocol, req: _Request) -> Awaitable[None] | None:
-        """Answer `req` now (hit) or return the awaitable that will."""
+        """Answer `req` now (hit) or return the awaitable that will; with a telemetry sink,
+        each `/live/` response also becomes an access record."""
+        if self.sink is None or "/live/" not in req.path:
+            return self._handle(conn, req)
+        wall = time.time()
+        t0 = time.monotonic()
+        pending = self._handle(conn, req)
+        if pending is None:
+            self._access(req, wall, t0)
+            return None
+        return self._logged(pending, req, wall, t0)
+
+    async def _logged(
+        self, pending: Awaitable[None], req: _Request, wall: float, t0: float
+    ) -> None:
+        try:
+            await pending
+        finally:
+            self._access(req, wall, t0)
+
+    def _access(self, req: _Request, wall: float, t0: float) -> None:
+        if not req.status or self.sink is None:
+            return
+        cmcd = None
+        q = req.query
+        if q is not None and "CMCD=" in q:
+            cmcd = q[q.index("CMCD=") + 5 :].split("&", 1)[0]
+        path = req.path
+        if path.startswith("/t/"):
+            path = split_token_path(path)[1] or path
+        self.sink.offer(
+            AccessRecord(
+                wall,
+                self.name,
+                path,
+                req.status,
+                req.nbytes,
+                (time.monotonic() - t0) * 1000,
+                req.cache_result,
+                req.client,
+                req.region,
+                req.user_agent,
+                cmcd,
+            )
+        )
+
+    def _handle(self, conn: _Protocol, req: _Request) -> Awaitable[None] | None:
         method = req.method
         path = req.path
         if (method != "GET" and method != "HEAD") or path.startswith(_SPECIAL):
@@ -348,6 +413,7 @@ class EdgeServer:
             denied = self._check_token(path)
             if isinstance(denied, bytes):
                 self.metrics.requests[(object_type(path), "DENIED")] += 1
+                req.status, req.cache_result = 403, "DENIED"
                 reason = denied.decode()
                 conn.write_simple(
                     403,
@@ -512,6 +578,10 @@ class EdgeServer:
         kind = transfer.kind
         if waiter.result == "COLLAPSED":
             self.metrics.collapsed[kind] += 1
+        if waiter.streamed and finished.response is not None:
+            req.status = finished.response.status
+            req.cache_result = "STALE" if finished.stale else waiter.result
+            req.nbytes = len(finished.response.body)
         if not waiter.streamed:
             self._send_finished(conn, req, key, finished, waiter.result, kind)
 
@@ -521,6 +591,7 @@ class EdgeServer:
         now = time.monotonic()
         if finished.response is None:
             self.metrics.requests[(kind, "ERROR")] += 1
+            req.status, req.cache_result = 504, "ERROR"
             conn.write_simple(
                 504,
                 b"upstream unavailable\n",
@@ -574,6 +645,7 @@ class EdgeServer:
         age = int(now - entry.born)
         m = self.metrics
         m.requests[wire.kind_keys[result]] += 1
+        req.status, req.cache_result, req.nbytes = entry.response.status, result, len(body)
         if req.started:
             m.latency[entry.kind].observe(now - req.started)
         else:
@@ -612,6 +684,7 @@ class EdgeServer:
         kind = object_type(req.path)
         if decision.error_status:
             self.metrics.requests[(kind, "FAULT")] += 1
+            req.status, req.cache_result = decision.error_status, "FAULT"
             conn.write_simple(
                 decision.error_status,
                 f"fault injected at {self.name}\n".encode(),
@@ -625,6 +698,7 @@ class EdgeServer:
             entry = self.cache.peek(key, now)
             if entry is None:
                 self.metrics.requests[(kind, "FAULT")] += 1
+                req.status, req.cache_result = 504, "FAULT"
                 conn.write_simple(
                     504, b"serve-stale drill: not cached\n", keep_alive=req.keep_alive
                 )

@@ -1,0 +1,494 @@
+"""HTTP adapter of the collector: FastAPI routes (OpenAPI at /openapi.json) over :class:`Collector`.
+
+Players post CMCD v2 event reports to ``/v1/cmcd/{event}`` (cross-origin: CORS is open, the
+preflight of ``Content-Type: application/cmcd`` is answered), edges post access batches to
+``/v1/access``; operators query ``/v1/telemetry/qoe`` and ``/v1/telemetry/alerts``; Prometheus
+scrapes ``/metrics``. One timer task closes windows at each second boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as PromCollector
+from pydantic import BaseModel, Field
+
+from mainevent.control.telemetry.collector import Collector, Outcome, Rejected
+from mainevent.control.telemetry.health import HealthScraper
+from mainevent.control.telemetry.model import DIMENSIONS, QoeAggregate
+from mainevent.control.telemetry.store import TelemetryStore
+
+__all__ = ["TelemetryService", "create_app"]
+
+MAX_QUERY_POINTS = 20_000
+
+
+class TelemetryService:
+    """The collector, its store and the clock: what the routes and the timer share."""
+
+    def __init__(
+        self,
+        collector: Collector,
+        store: TelemetryStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.collector = collector
+        self.store = store
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self.expired_at = 0.0
+
+    def tick(self) -> None:
+        now = self.clock()
+        windows, _ = self.collector.tick(now)
+        self.store.write(windows)
+        if now - self.expired_at > 60:
+            self.store.expire(now)
+            self.expired_at = now
+
+    def poke(self) -> None:
+        """New input may have opened a window: re-arm the timer."""
+        self._wake.set()
+
+    async def run_timer(self) -> None:
+        """Close windows as each second ends: one timer armed at the core's next deadline."""
+        while True:
+            deadline = self.collector.next_deadline()
+            self._wake.clear()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            delay = deadline - self.clock() + 0.01
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                    continue
+                except TimeoutError:
+                    pass
+            self.tick()
+
+
+class QoePointOut(BaseModel):
+    """QoE figures of one step (see ``mainevent.control.telemetry.model.QoePoint``)."""
+
+    start: float
+    step_s: float
+    concurrent_sessions: float
+    play_attempts: float
+    video_start_time_p50_ms: float | None
+    video_start_time_p95_ms: float | None
+    started_sessions: float
+    exits_before_video_start: float
+    video_start_failures: float
+    video_start_failure_ratio: float | None
+    video_playback_failures: float
+    rebuffer_ratio: float | None
+    rebuffer_count_per_hour: float | None
+    played_s: float
+    average_bitrate_kbps: float | None
+    live_latency_p50_ms: float | None
+    live_latency_p95_ms: float | None
+    requests: float
+    error_rate: float | None
+    errors_by_status: dict[int, float]
+    cdn_ttfb_p50_ms: float | None
+    cdn_ttfb_p95_ms: float | None
+    cache_hit_ratio: float | None
+    origin_fetches: float
+    player_errors: float
+    heartbeat_sample_rate: float
+
+
+class QoeSeriesOut(BaseModel):
+    labels: dict[str, str] = Field(description="Values of the `by` dimensions.")
+    points: list[QoePointOut]
+
+
+class QoeResponse(BaseModel):
+    event: str
+    by: list[str]
+    from_: float = Field(alias="from")
+    to: float
+    step: int
+    resolution_s: int = Field(description="Stored resolution the points were merged from.")
+    series: list[QoeSeriesOut]
+
+
+class AlertOut(BaseModel):
+    rule: str
+    labels: dict[str, str]
+    state: str
+    at: float
+    value: float | None
+
+
+class AlertsResponse(BaseModel):
+    firing: list[AlertOut] = Field(description="Alerts firing now (`at` = when they began).")
+    events: list[AlertOut] = Field(description="Alert starts and ends, oldest first.")
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str
+
+
+def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def _outcome(o: Outcome) -> Response:
+    if o.status < 300:
+        return Response(
+            status_code=204,
+            headers={
+                "X-Accepted": str(o.accepted),
+                "X-Duplicates": str(o.duplicates),
+                "X-Shed": str(o.shed),
+                "X-Unknown-Keys": str(o.unknown_keys),
+            },
+        )
+    headers = {"Retry-After": str(math.ceil(o.retry_after_s))} if o.retry_after_s else None
+    return _error(o.status, str(o.reason or "error"), o.message, headers)
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it is longer than ``limit`` (stops reading there)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _QoeMetrics(PromCollector):
+    """Headline QoE series of the last 10 s per event × region × CDN, and collector counters."""
+
+    def __init__(self, service: TelemetryService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterable[Metric]:
+        c = self.service.collector
+        groups: dict[tuple[str, str, str], QoeAggregate] = {}
+        seconds = len(c.recent)
+        for windows in c.recent:
+            for w in windows:
+                key = (w.dims.event, w.dims.region, w.dims.cdn)
+                acc = groups.get(key)
+                if acc is None:
+                    groups[key] = acc = QoeAggregate()
+                acc.merge(w.agg)
+        labels = ["event", "region", "cdn"]
+        fams = {
+            "concurrent_sessions": GaugeMetricFamily(
+                "mainevent_qoe_concurrent_sessions", "Sessions alive (last 10 s)", labels=labels
+            ),
+            "rebuffer_ratio": GaugeMetricFamily(
+                "mainevent_qoe_rebuffer_ratio", "Stalled ÷ watched time (last 10 s)", labels=labels
+            ),
+            "video_start_time_p95_ms": GaugeMetricFamily(
+                "mainevent_qoe_video_start_time_p95_ms", "Video start time p95 (ms)", labels=labels
+            ),
+            "live_latency_p95_ms": GaugeMetricFamily(
+                "mainevent_qoe_live_latency_p95_ms", "Live latency p95 (ms)", labels=labels
+            ),
+            "average_bitrate_kbps": GaugeMetricFamily(
+                "mainevent_qoe_average_bitrate_kbps", "Average played bitrate", labels=labels
+            ),
+            "error_rate": GaugeMetricFamily(
+                "mainevent_qoe_error_rate", "CDN responses ≥ 400 ÷ all", labels=labels
+            ),
+            "cdn_ttfb_p95_ms": GaugeMetricFamily(
+                "mainevent_qoe_cdn_ttfb_p95_ms", "CDN time to first byte p95 (ms)", labels=labels
+            ),
+            "video_start_failure_ratio": GaugeMetricFamily(
+                "mainevent_qoe_video_start_failure_ratio", "VSF ÷ attempts", labels=labels
+            ),
+        }
+        for key, acc in sorted(groups.items()):
+            point = acc.figures(0.0, float(max(seconds, 1)))
+            for name, fam in fams.items():
+                v = getattr(point, name)
+                if v is not None:
+                    fam.add_metric(list(key), float(v))
+        yield from fams.values()
+        rej = CounterMetricFamily(
+            "mainevent_telemetry_rejected", "Refused input by reason", labels=["reason"]
+        )
+        for reason, n in c.rejected.items():
+            rej.add_metric([str(reason)], n)
+        yield rej
+        st = c.intake.stats()
+        rep = CounterMetricFamily(
+            "mainevent_telemetry_reports", "Player reports by outcome", labels=["outcome"]
+        )
+        rep.add_metric(["accepted"], st.accepted)
+        rep.add_metric(["duplicate"], st.duplicates)
+        rep.add_metric(["shed"], st.shed)
+        yield rep
+        yield CounterMetricFamily(
+            "mainevent_telemetry_unknown_keys", "CMCD keys ignored", value=c.unknown_keys
+        )
+        yield CounterMetricFamily(
+            "mainevent_telemetry_access_records", "Edge access records", value=c.access_records
+        )
+        yield GaugeMetricFamily(
+            "mainevent_telemetry_sample_rate", "Heartbeat sample rate", value=st.sample_rate
+        )
+        a = c.aggregator.stats()
+        yield GaugeMetricFamily(
+            "mainevent_telemetry_sessions", "Sessions tracked", value=a.sessions
+        )
+        firing = GaugeMetricFamily(
+            "mainevent_telemetry_alert_firing", "1 while an alert fires", labels=["rule", "series"]
+        )
+        for f in c.alerts.firing():
+            firing.add_metric([f.rule, ",".join(f"{k}={v}" for k, v in f.labels.items())], 1.0)
+        yield firing
+        events = CounterMetricFamily(
+            "mainevent_telemetry_alert_events", "Alert starts and ends", labels=["rule", "state"]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for e in c.alert_log:
+            counts[(e.rule, str(e.state))] = counts.get((e.rule, str(e.state)), 0) + 1
+        for (rule, state), n in sorted(counts.items()):
+            events.add_metric([rule, state], n)
+        yield events
+
+
+def create_app(
+    service: TelemetryService, background: bool = True, health: HealthScraper | None = None
+) -> FastAPI:
+    """The collector's ASGI app; with ``background`` its lifespan runs the window timer."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not background:
+            yield
+            return
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(service.run_timer())
+            try:
+                yield
+            finally:
+                task.cancel()
+
+    app = FastAPI(
+        title="mainevent telemetry",
+        version="1",
+        lifespan=lifespan,
+        description="CMCD v2 player reports, edge access records, QoE per region/CDN/ISP/device.",
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST"],
+        allow_headers=["content-type"],
+        expose_headers=["retry-after"],
+        max_age=600,
+    )
+    registry = CollectorRegistry()
+    registry.register(_QoeMetrics(service))
+    c = service.collector
+    limit = c.settings.max_body_bytes
+
+    @app.post(
+        "/v1/cmcd/{event}",
+        status_code=204,
+        tags=["ingest"],
+        summary="CMCD v2 event-mode report (application/cmcd, one record per line)",
+        responses={
+            400: {"model": ErrorOut},
+            404: {"model": ErrorOut},
+            413: {"model": ErrorOut},
+            415: {"model": ErrorOut},
+            429: {"model": ErrorOut},
+        },
+    )
+    async def cmcd(
+        event: str,
+        request: Request,
+        cdn: Annotated[
+            str | None,
+            Query(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="CDN of records naming none."),
+        ] = None,
+    ) -> Response:
+        body = await _body(request, limit)
+        if body is None:
+            return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
+        out = c.cmcd_report(
+            event,
+            body,
+            request.headers.get("content-type"),
+            client=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+            region_header=request.headers.get("x-client-region"),
+            now=service.clock(),
+            cdn=cdn,
+        )
+        if out.accepted:
+            service.poke()
+        return _outcome(out)
+
+    @app.post(
+        "/v1/access",
+        status_code=204,
+        tags=["ingest"],
+        summary="Access records from the shield and edges (JSON batch)",
+        responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+    )
+    async def access(request: Request) -> Response:
+        body = await _body(request, limit)
+        if body is None:
+            return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
+        out = c.access_batch(body, request.headers.get("content-type"), service.clock())
+        if out.accepted:
+            service.poke()
+        return _outcome(out)
+
+    @app.get(
+        "/v1/telemetry/qoe",
+        response_model=QoeResponse,
+        tags=["query"],
+        summary="QoE series of an event grouped by dimensions",
+        responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    )
+    def qoe(
+        event: Annotated[str, Query(description="Event id.")],
+        by: Annotated[
+            str, Query(description="Comma-separated dimensions: event, region, cdn, isp, device.")
+        ] = "",
+        from_: Annotated[
+            float | None,
+            Query(alias="from", description="Epoch seconds (default: 60 s ago)."),
+        ] = None,
+        to: Annotated[float | None, Query(description="Epoch seconds (default: now).")] = None,
+        step: Annotated[int, Query(ge=1, le=86_400, description="Seconds per point.")] = 1,
+        region: Annotated[str | None, Query(description="Only this region.")] = None,
+        cdn: Annotated[str | None, Query(description="Only this CDN.")] = None,
+        isp: Annotated[str | None, Query(description="Only this ISP.")] = None,
+        device: Annotated[str | None, Query(description="Only this device class.")] = None,
+    ) -> Any:
+        if event not in c.events:
+            return _error(404, "unknown_event", f"unknown event {event!r}")
+        dims = [d for d in by.split(",") if d] if by else []
+        bad = [d for d in dims if d not in DIMENSIONS]
+        if bad:
+            return _error(
+                400,
+                "bad_dimension",
+                f"unknown dimension {bad[0]!r} in by= (use {', '.join(DIMENSIONS)})",
+            )
+        now = service.clock()
+        end = now if to is None else to
+        start = end - 60 if from_ is None else from_
+        if not (math.isfinite(start) and math.isfinite(end)) or end <= start:
+            return _error(400, "bad_range", "from must be before to")
+        if (end - start) / step > MAX_QUERY_POINTS:
+            return _error(
+                400, "too_many_points", f"(to - from) / step exceeds {MAX_QUERY_POINTS} points"
+            )
+        where = {
+            k: v
+            for k, v in (("region", region), ("cdn", cdn), ("isp", isp), ("device", device))
+            if v is not None
+        }
+        series = service.store.query(event, dims, start, end, step, now, where)
+        return {
+            "event": event,
+            "by": dims,
+            "from": start,
+            "to": end,
+            "step": step,
+            "resolution_s": service.store.resolution_for(start, step, now),
+            "series": [
+                {"labels": s.labels, "points": [asdict(p) for p in s.points]} for s in series
+            ],
+        }
+
+    @app.get(
+        "/v1/telemetry/sessions/{sid}",
+        tags=["query"],
+        summary="One playback session now (start-up, state, bitrate, latency)",
+        responses={404: {"model": ErrorOut}},
+    )
+    def session(sid: str) -> Any:
+        view = c.aggregator.session(sid)
+        if view is None:
+            return _error(404, "unknown_session", f"no live session {sid!r}")
+        out = asdict(view)
+        out["dims"] = asdict(view.dims)
+        return out
+
+    @app.get("/v1/telemetry/alerts", response_model=AlertsResponse, tags=["query"])
+    def alerts() -> Any:
+        return {
+            "firing": [
+                {
+                    "rule": f.rule,
+                    "labels": f.labels,
+                    "state": "firing",
+                    "at": f.since,
+                    "value": f.value,
+                }
+                for f in c.alerts.firing()
+            ],
+            "events": [
+                {
+                    "rule": e.rule,
+                    "labels": e.labels,
+                    "state": str(e.state),
+                    "at": e.at,
+                    "value": e.value,
+                }
+                for e in c.alert_log
+            ],
+        }
+
+    @app.get("/v1/telemetry/health", tags=["query"], summary="Latest scraped platform health")
+    def platform_health(
+        target: Annotated[str | None, Query(description="Only this target.")] = None,
+        match: Annotated[str | None, Query(description="Only samples containing this.")] = None,
+    ) -> dict[str, Any]:
+        if health is None:
+            return {"targets": {}}
+        out: dict[str, Any] = {}
+        for name, samples in health.samples.items():
+            if target is not None and name != target:
+                continue
+            out[name] = {
+                "up": health.up.get(name, False),
+                "scraped_at": health.scraped_at.get(name),
+                "samples": {k: v for k, v in samples.items() if match is None or match in k},
+            }
+        for name in health.targets:
+            if name not in out and (target is None or name == target):
+                out[name] = {"up": health.up.get(name, False), "scraped_at": None, "samples": {}}
+        return {"targets": out}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        a = c.aggregator.stats()
+        return {"status": "ok", "sessions": a.sessions, "events": sorted(c.events)}
+
+    return app

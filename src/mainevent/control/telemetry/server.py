@@ -1,0 +1,92 @@
+"""Run the collector: build it from settings, serve it with uvicorn on a bound socket, scrape the
+platform's ``/metrics`` for health, all under one TaskGroup.
+
+Platform health is scraped (see :mod:`.health`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from mainevent.config import TelemetrySettings
+from mainevent.control.telemetry.app import TelemetryService, create_app
+from mainevent.control.telemetry.collector import Collector
+from mainevent.control.telemetry.events import EventTiming
+from mainevent.control.telemetry.health import HealthScraper
+from mainevent.control.telemetry.store import TelemetryStore
+
+__all__ = ["TelemetryServer", "build_service"]
+
+log = logging.getLogger("mainevent.telemetry")
+
+
+def build_service(
+    settings: TelemetrySettings,
+    events: Mapping[str, EventTiming] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> TelemetryService:
+    """Collector + store from settings (``events``: the stack's own events and their timing)."""
+    collector = Collector(settings, events or {})
+    store = TelemetryStore(settings.db_path)
+    return TelemetryService(collector, store, clock)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield  # the owner (CLI or stack) handles signals
+
+
+@dataclass
+class TelemetryServer:
+    """The collector on a socket; ``url`` is known once ``bind()`` returned."""
+
+    service: TelemetryService
+    host: str = "127.0.0.1"
+    port: int = 0
+    scrape_targets: dict[str, str] = field(default_factory=dict)
+    url: str = ""
+    _sock: socket.socket | None = None
+    _server: _Server | None = None
+
+    def bind(self) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def serve(self) -> None:
+        """Serve until ``stop()``; the window timer and the health scraper run alongside."""
+        if self._sock is None:
+            self.bind()
+        assert self._sock is not None
+        scraper = HealthScraper(dict(self.scrape_targets))
+        app = create_app(self.service, background=False, health=scraper)
+        self._server = _Server(
+            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                timer = tg.create_task(self.service.run_timer())
+                scrape = tg.create_task(scraper.run()) if scraper.targets else None
+                await self._server.serve(sockets=[self._sock])
+                timer.cancel()
+                if scrape is not None:
+                    scrape.cancel()
+        finally:
+            self.service.store.close()

@@ -1,0 +1,102 @@
+"""Telemetry end to end: hls.js in Chromium reports through its own CMCD v2 options, the edges
+post access records, and the collector started by `mainevent up` shows the session within 2 s."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mainevent.testing.browser import CHROMIUM, player_page
+from mainevent.testing.stack import RunningStack, start_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    s = start_stack(tmp_path_factory.mktemp("telemetry"))
+    yield s
+    leftovers = s.stop()
+    assert not leftovers, f"processes left behind after Ctrl-C: {leftovers}"
+
+
+def _poll(fn: Any, timeout_s: float, every_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = fn()
+        if out or time.monotonic() > deadline:
+            return out
+        time.sleep(every_s)
+
+
+@pytest.mark.browser
+def test_hls_js_session_shows_in_the_api_as_the_page_shows_it(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """Start time, bitrate and live latency in the API agree with the page (10 %) within 2 s."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (make setup installs it as root)")
+    assert stack.telemetry_url, "mainevent up started no collector"
+    tele = stack.telemetry_url
+    stack.wait_window()
+    src = stack.edge_master_url("cdn-a")
+    # Heartbeats every 0.5 s: the first report after the first frame then reaches the collector
+    # well inside the 2 s the issue allows, even on a loaded machine.
+    url = f"{stack.base_url}/player/?src={src}&telemetry={tele}&ti=0.5"
+    with httpx.Client(timeout=5) as client, player_page(url, tmp_path / "profile") as page:
+        stats = page.evaluate("window.mainevent.stats()")
+        sid = stats["sessionId"]
+        assert sid
+
+        def started() -> dict[str, Any] | None:
+            r = client.get(f"{tele}/v1/telemetry/sessions/{sid}")
+            body: dict[str, Any] = r.json()
+            return body if r.status_code == 200 and body["video_start_time_ms"] else None
+
+        view = _poll(started, 10.0)
+        assert view, "the collector never saw the session start"
+        # From the page's first frame to the collector knowing it (and the API showing it),
+        # both on this machine's wall clock; the test's own polling delay is not counted.
+        shown_after = view["start_known_at"] - stats["firstFrameAtMs"] / 1000
+        assert shown_after <= 2.0, f"session start visible {shown_after:.2f} s after first frame"
+        assert view["dims"]["cdn"] == "cdn-a"
+        assert view["dims"]["region"] == "local"
+        assert view["dims"]["device"] == "headless"
+        page_startup_ms = stats["startupSec"] * 1000
+        assert abs(view["video_start_time_ms"] - page_startup_ms) <= 0.1 * page_startup_ms, (
+            view,
+            stats,
+        )
+        # Let the session play; compare latency and bitrate at the same moment.
+        time.sleep(6)
+        stats = page.evaluate("window.mainevent.stats()")
+        view = client.get(f"{tele}/v1/telemetry/sessions/{sid}").json()
+        assert view["state"] in ("p", "r")  # playing (a loaded machine may stall it)
+        page_kbps = stats["bitrate"] / 1000
+        assert abs(view["bitrate_kbps"] - page_kbps) <= 0.1 * page_kbps, (view, stats)
+        page_latency_ms = stats["latencySec"] * 1000
+        assert abs(view["live_latency_ms"] - page_latency_ms) <= 0.1 * page_latency_ms, (
+            view,
+            stats,
+        )
+        # The aggregate series for cdn-a has the attempt, the played time and edge requests.
+        now = time.time()
+        r = client.get(
+            f"{tele}/v1/telemetry/qoe",
+            params={"event": stack.event, "by": "cdn", "from": now - 30, "to": now, "step": 30},
+        )
+        assert r.status_code == 200, r.text
+        series = {s["labels"]["cdn"]: s["points"] for s in r.json()["series"]}
+        (point,) = series["cdn-a"]
+        assert point["play_attempts"] == 1
+        assert point["played_s"] > 3
+        assert point["requests"] > 5  # access records posted by the cdn-a edge
+        assert point["error_rate"] == 0
+        assert point["live_latency_p50_ms"] is not None
+        metrics = client.get(f"{tele}/metrics").text
+        assert 'mainevent_qoe_concurrent_sessions{cdn="cdn-a"' in metrics

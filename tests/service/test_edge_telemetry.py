@@ -1,0 +1,120 @@
+"""Edges and the shield hand one access record per /live/ response to their telemetry sink,
+and the HTTP sink delivers them to a real collector."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mainevent.common.telemetry import HttpTelemetrySink, MemoryTelemetrySink
+from mainevent.config import TelemetrySettings
+from mainevent.control.telemetry.events import EventTiming
+from mainevent.control.telemetry.server import TelemetryServer, build_service
+from mainevent.media.edge import ADMIN_HEADER, EdgeConfig, EdgeServer
+from mainevent.media.edge.stub import StubObject, StubUpstream
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "drill-secret"
+SEG = "/live/final/v360/100.m4s"
+
+
+async def test_each_response_becomes_an_access_record() -> None:
+    """Status, bytes, cache result, region header, UA and CMCD of every response are recorded."""
+    stub = StubUpstream()
+    await stub.start()
+    shield_sink, edge_sink = MemoryTelemetrySink(), MemoryTelemetrySink()
+    shield = EdgeServer(EdgeConfig("shield", stub.url), sink=shield_sink)
+    await shield.start()
+    edge = EdgeServer(EdgeConfig("cdn-b", shield.url, admin_secret=SECRET), sink=edge_sink)
+    await edge.start()
+    stub.publish(SEG, StubObject(b"s" * 5000))
+    try:
+        async with httpx.AsyncClient(timeout=10) as c:
+            h = {"x-client-region": "us", "user-agent": "mainevent-player/1"}
+            assert (
+                await c.get(edge.url + SEG + "?CMCD=br%3D2500%2Csid%3D%22p1%22", headers=h)
+            ).status_code == 200
+            assert (await c.get(edge.url + SEG, headers=h)).status_code == 200
+            assert (
+                await c.get(edge.url + "/live/final/v360/999.m4s", headers=h)
+            ).status_code == 404
+            r = await c.post(
+                edge.url + "/_edge/fault",
+                json={"error_status": 503, "error_rate": 1.0},
+                headers={ADMIN_HEADER: SECRET},
+            )
+            assert r.status_code == 200, r.text
+            assert (await c.get(edge.url + SEG, headers=h)).status_code == 503
+            assert (await c.get(edge.url + "/metrics")).status_code == 200  # not a /live/ path
+    finally:
+        await edge.close()
+        await shield.close()
+        await stub.stop()
+    recs = list(edge_sink.records)
+    assert [(r.status, r.cache) for r in recs] == [
+        (200, "MISS"),
+        (200, "HIT"),
+        (404, "MISS"),
+        (503, "FAULT"),
+    ]
+    first = recs[0]
+    assert first.cdn == "cdn-b"
+    assert first.path == SEG
+    assert first.bytes == 5000
+    assert first.region == "us"
+    assert first.user_agent == "mainevent-player/1"
+    assert first.client == "127.0.0.1"
+    assert first.cmcd == "br%3D2500%2Csid%3D%22p1%22"
+    assert first.ttfb_ms >= 0
+    assert abs(first.ts - time.time()) < 60
+    assert recs[1].cmcd is None
+    assert [(r.cdn, r.cache) for r in shield_sink.records][:1] == [("shield", "MISS")]
+
+
+async def test_the_http_sink_delivers_batches_to_the_collector(tmp_path: Path) -> None:
+    """Records offered to HttpTelemetrySink arrive at a real collector and count as requests."""
+    settings = TelemetrySettings(db_path=tmp_path / "t.db")
+    server = TelemetryServer(build_service(settings, {"final": EventTiming(2000)}))
+    url = server.bind()
+    stub = StubUpstream()
+    await stub.start()
+    sink = HttpTelemetrySink(url, interval_s=0.05)
+    edge = EdgeServer(EdgeConfig("cdn-a", stub.url), sink=sink)
+    await edge.start()
+    stub.publish(SEG, StubObject(b"x" * 100))
+    collector = server.service.collector
+    try:
+        async with asyncio.TaskGroup() as tg:
+            serving = tg.create_task(server.serve())
+            posting = tg.create_task(sink.serve())
+            async with httpx.AsyncClient(timeout=10) as c:
+                for _ in range(5):
+                    assert (await c.get(edge.url + SEG)).status_code == 200
+            deadline = time.monotonic() + 10
+            while collector.access_records < 5 or sink.sent < 5:  # answered, too
+                assert time.monotonic() < deadline, "records never reached the collector"
+                await asyncio.sleep(0.02)
+            posting.cancel()
+            server.stop()
+            await serving
+    finally:
+        await edge.close()
+        await stub.stop()
+    assert sink.sent == 5
+    assert sink.dropped == 0
+
+
+def test_a_full_sink_drops_and_counts_instead_of_blocking() -> None:
+    """The sink queue is bounded: past it records are dropped (counted), offer never waits."""
+    sink = HttpTelemetrySink("http://127.0.0.1:9", max_queued=10)
+    from mainevent.common.telemetry import AccessRecord
+
+    rec = AccessRecord(0.0, "cdn-a", SEG, 200, 1, 1.0, "HIT", "127.0.0.1", None, None, None)
+    for _ in range(25):
+        sink.offer(rec)
+    assert sink.dropped == 15

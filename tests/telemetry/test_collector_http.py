@@ -1,0 +1,247 @@
+"""The collector over HTTP (in-process ASGI): ingest, every bad input, dedupe, 429, query, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mainevent.common.telemetry import AccessRecord, encode_access_batch
+from mainevent.config import TelemetrySettings
+from tests.telemetry.conftest import EVENT, T0, Harness, body, record
+
+pytestmark = pytest.mark.anyio
+
+TS = int(T0 * 1000)
+
+
+def session(sid: str, start_ms: int = TS) -> bytes:
+    return body(
+        record(e="t", ts=start_ms, sn=0, sid=sid, sta="s", cid=EVENT),
+        record(e="ps", ts=start_ms + 1200, sn=1, sid=sid, sta="p", cdn="cdn-a", pb=(2500,)),
+    )
+
+
+async def test_reports_become_qoe_points_after_the_second_closes(harness: Harness) -> None:
+    """A session's start-up time and bitrate show in the query API once its window closes."""
+    ua = {"user-agent": "Mozilla/5.0 (X11; Linux) Chrome/156"}
+    r = await harness.post_cmcd(session("s1"), **ua)
+    assert r.status_code == 204, r.text
+    assert r.headers["x-accepted"] == "2"
+    harness.clock.advance(1)
+    await harness.post_cmcd(
+        body(record(e="t", ts=TS + 2200, sn=2, sid="s1", sta="p", ltc=2500)), **ua
+    )
+    harness.clock.advance(1)
+    harness.tick()
+    out = await harness.qoe(by="cdn,region,device", **{"from": T0 - 5, "to": harness.clock.now})
+    (series,) = out["series"]
+    assert series["labels"] == {"cdn": "cdn-a", "region": "local", "device": "desktop"}
+    first, second = series["points"]
+    assert abs(first["video_start_time_p50_ms"] - 1200) <= 12
+    assert second["average_bitrate_kbps"] == 2500
+    assert abs(second["live_latency_p50_ms"] - 2500) <= 25
+    assert out["resolution_s"] == 1
+
+
+async def test_retransmitted_reports_are_deduplicated(harness: Harness) -> None:
+    """The same records posted twice count once; the answer says how many were duplicates."""
+    assert (await harness.post_cmcd(session("dup"))).status_code == 204
+    again = await harness.post_cmcd(session("dup"))
+    assert again.status_code == 204
+    assert again.headers["x-duplicates"] == "2"
+    assert again.headers["x-accepted"] == "0"
+    harness.clock.advance(1)
+    harness.tick()
+    out = await harness.qoe(**{"from": T0 - 5, "to": harness.clock.now})
+    assert sum(p["play_attempts"] for s in out["series"] for p in s["points"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "event", "status", "needle", "reason"),
+    [
+        (b'sid="a,ts=1', {}, EVENT, 400, "unterminated string", "malformed"),
+        (b'sid="a",ts=1,e=t\n\xff\n', {}, EVENT, 400, "must be ASCII", "malformed"),
+        (b"ts=1,e=t\n", {}, EVENT, 400, "record 1: missing sid", "invalid_record"),
+        (b'sid="a",ts=1,e=t\n', {}, "nosuch", 404, "unknown event 'nosuch'", "unknown_event"),
+        (
+            b'sid="a",ts=1,e=t\n',
+            {"content-type": "text/plain"},
+            EVENT,
+            415,
+            "application/cmcd",
+            "content_type",
+        ),
+        (b"x" * 2048, {}, EVENT, 413, "larger than 1024 bytes", "oversize"),
+        (b'sid="a",ts=1,e=t\n' * 11, {}, EVENT, 413, "more than 10 records", "oversize"),
+    ],
+)
+async def test_bad_reports_get_a_precise_4xx_and_are_counted(
+    make_harness: object,
+    clock: object,
+    content: bytes,
+    headers: dict[str, str],
+    event: str,
+    status: int,
+    needle: str,
+    reason: str,
+) -> None:
+    """Malformed CMCD, bad records, unknown events, wrong type, oversize: 4xx saying what and counted."""
+    import httpx
+
+    from mainevent.control.telemetry.app import create_app
+
+    settings = TelemetrySettings(db_path=Path(":memory:"), max_body_bytes=1024, max_records=10)
+    service = make_harness(settings)  # type: ignore[operator]
+    app = create_app(service, background=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+        r = await c.post(
+            f"/v1/cmcd/{event}",
+            content=content,
+            headers={"content-type": "application/cmcd", **headers},
+        )
+        assert r.status_code == status, r.text
+        assert needle in r.json()["detail"]
+        assert r.json()["error"] == reason
+        metrics = (await c.get("/metrics")).text
+        assert f'mainevent_telemetry_rejected_total{{reason="{reason}"}} 1.0' in metrics
+        # Nothing of a refused body was used.
+        assert 'mainevent_telemetry_reports_total{outcome="accepted"} 0.0' in metrics
+
+
+async def test_unknown_keys_are_ignored_and_counted(harness: Harness) -> None:
+    """Keys CMCD does not define do not refuse a report; they are counted."""
+    r = await harness.post_cmcd(body(f'e=t,foo=1,sid="k",sn=0,ts={TS},v=2,x-y=2'))
+    assert r.status_code == 204
+    assert r.headers["x-unknown-keys"] == "2"
+    metrics = (await harness.client.get("/metrics")).text
+    assert "mainevent_telemetry_unknown_keys_total 2.0" in metrics
+
+
+async def test_a_chatty_session_gets_429_with_retry_after(make_harness: object) -> None:
+    """Past its per-session rate a player is told to back off; other sessions are unaffected."""
+    import httpx
+
+    from mainevent.control.telemetry.app import create_app
+
+    settings = TelemetrySettings(db_path=Path(":memory:"), session_rate=1, session_burst=3)
+    service = make_harness(settings)  # type: ignore[operator]
+    app = create_app(service, background=False)
+    h = {"content-type": "application/cmcd"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+        lines = [record(e="t", ts=TS + i, sn=i, sid="chatty", sta="p") for i in range(3)]
+        assert (
+            await c.post(f"/v1/cmcd/{EVENT}", content=body(*lines), headers=h)
+        ).status_code == 204
+        more = body(record(e="t", ts=TS + 9, sn=9, sid="chatty", sta="p"))
+        r = await c.post(f"/v1/cmcd/{EVENT}", content=more, headers=h)
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"] == "session_rate"
+        other = body(record(e="t", ts=TS, sn=0, sid="calm", sta="p"))
+        assert (await c.post(f"/v1/cmcd/{EVENT}", content=other, headers=h)).status_code == 204
+
+
+async def test_cross_origin_preflight_for_application_cmcd_is_answered(harness: Harness) -> None:
+    """hls.js on the player page posts cross-origin with a non-simple type: the preflight passes."""
+    r = await harness.client.options(
+        f"/v1/cmcd/{EVENT}",
+        headers={
+            "origin": "http://player.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        },
+    )
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "*"
+
+
+async def test_edge_access_batches_give_cdn_figures(harness: Harness) -> None:
+    """Access records from an edge show as requests, errors by status and hit ratio per CDN."""
+    recs = [
+        AccessRecord(
+            T0,
+            "cdn-b",
+            f"/live/{EVENT}/v720/{i}.m4s",
+            200 if i % 4 else 503,
+            1000,
+            5.0,
+            "HIT" if i % 2 else "MISS",
+            "127.0.0.3",
+            "us",
+            None,
+            'br=2500,sid="x"',
+        )
+        for i in range(8)
+    ]
+    recs.append(
+        AccessRecord(
+            T0, "cdn-b", "/live/other/v720/1.m4s", 200, 1, 1.0, "HIT", "127.0.0.3", None, None, None
+        )
+    )
+    r = await harness.client.post(
+        "/v1/access",
+        content=encode_access_batch(recs),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+    harness.clock.advance(1)
+    harness.tick()
+    out = await harness.qoe(by="cdn,region", **{"from": T0 - 1, "to": harness.clock.now})
+    (series,) = out["series"]
+    assert series["labels"] == {"cdn": "cdn-b", "region": "us"}
+    (p,) = series["points"]
+    assert p["requests"] == 8
+    assert p["error_rate"] == 0.25
+    assert p["errors_by_status"] == {"503": 2}
+    assert p["cache_hit_ratio"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"{", "not JSON"),
+        (b'{"rows": []}', '"records" list'),
+        (b'{"records": [[1, 2]]}', "record 0: expected a list of 11 fields"),
+        (
+            json.dumps(
+                {"records": [[1.0, "a", "/p", 999, 1, 1.0, "HIT", "c", None, None, None]]}
+            ).encode(),
+            "status must be",
+        ),
+    ],
+)
+async def test_bad_access_batches_get_400(harness: Harness, content: bytes, needle: str) -> None:
+    """A malformed access batch is refused whole with what is wrong."""
+    r = await harness.client.post(
+        "/v1/access", content=content, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert needle in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "needle"),
+    [
+        ({"event": "nosuch"}, 404, "unknown event"),
+        ({"event": EVENT, "by": "cdn,planet"}, 400, "unknown dimension 'planet'"),
+        ({"event": EVENT, "from": 10, "to": 5}, 400, "from must be before to"),
+        ({"event": EVENT, "from": 0, "to": 1e9, "step": 1}, 400, "exceeds"),
+    ],
+)
+async def test_bad_queries_get_precise_answers(
+    harness: Harness, params: dict[str, object], status: int, needle: str
+) -> None:
+    """The query API names the bad parameter."""
+    r = await harness.client.get("/v1/telemetry/qoe", params=params)  # type: ignore[arg-type]
+    assert r.status_code == status
+    assert needle in r.json()["detail"]
+
+
+async def test_the_query_api_is_in_the_openapi_document(harness: Harness) -> None:
+    """/v1/telemetry/qoe with its event, by, from, to and step parameters is documented."""
+    doc = (await harness.client.get("/openapi.json")).json()
+    params = {p["name"] for p in doc["paths"]["/v1/telemetry/qoe"]["get"]["parameters"]}
+    assert {"event", "by", "from", "to", "step"} <= params
+    assert "/v1/cmcd/{event}" in doc["paths"]

@@ -1,0 +1,343 @@
+"""Sans-IO telemetry cores: CTA-2066 session figures, sketch merging, admission, alerts, storage."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from mainevent.common.telemetry import AccessRecord
+from mainevent.control.telemetry.aggregate import Aggregator, ClosedWindow
+from mainevent.control.telemetry.alerts import AlertEngine, AlertRule
+from mainevent.control.telemetry.events import EventTiming, PlayerReport, ReportKind
+from mainevent.control.telemetry.intake import Intake, Verdict
+from mainevent.control.telemetry.model import AlertState, Dims, QoeAggregate
+from mainevent.control.telemetry.sketch import RELATIVE_ACCURACY, Sketch
+from mainevent.control.telemetry.store import Retention, TelemetryStore
+
+T0 = 1_800_000_000.0
+DIMS = Dims("final", "eu", "cdn-a", "isp1", "desktop")
+TIMING = {"final": EventTiming(2000, 500)}
+
+
+def rep(sid: str, sn: int, kind: ReportKind, at: float, **kw: object) -> PlayerReport:
+    return PlayerReport(sid=sid, sn=sn, kind=kind, ts_ms=at * 1000, **kw)  # type: ignore[arg-type]
+
+
+def merged(windows: list[ClosedWindow]) -> QoeAggregate:
+    acc = QoeAggregate()
+    for w in windows:
+        acc.merge(w.agg)
+    return acc
+
+
+def test_merged_sketches_stay_within_the_relative_error_bound() -> None:
+    """Quantiles of sketches merged across windows/collectors are within DDSketch's alpha of exact."""
+    rng = random.Random(7)
+    values = [rng.lognormvariate(7, 1.2) for _ in range(20_000)]
+    parts = [Sketch() for _ in range(8)]
+    for i, v in enumerate(values):
+        parts[i % 8].add(v)
+    total = Sketch()
+    for p in parts:
+        total.merge(Sketch.from_json(p.to_json()))  # through storage, as the store does
+    values.sort()
+    for q in (0.5, 0.9, 0.95, 0.99):
+        exact = values[int(q * (len(values) - 1))]
+        got = total.quantile(q)
+        assert got is not None
+        assert abs(got - exact) <= RELATIVE_ACCURACY * exact + 1e-9, (q, got, exact)
+    assert total.count == len(values)
+
+
+def test_a_session_yields_startup_played_stalled_bitrate_and_latency() -> None:
+    """Start-up ends at the first sta=p; stalls count apart from play; bitrate and latency follow."""
+    agg = Aggregator(TIMING)
+    t = T0
+    agg.player(DIMS, rep("s", 0, ReportKind.TIME_INTERVAL, t, sta="s"), 1, t)
+    agg.player(
+        DIMS, rep("s", 1, ReportKind.PLAY_STATE, t + 2, sta="p", bitrate_kbps=2000), 1, t + 2
+    )
+    agg.player(DIMS, rep("s", 2, ReportKind.PLAY_STATE, t + 6, sta="r"), 1, t + 6)
+    agg.player(DIMS, rep("s", 3, ReportKind.PLAY_STATE, t + 7, sta="p"), 1, t + 7)
+    agg.player(
+        DIMS, rep("s", 4, ReportKind.TIME_INTERVAL, t + 9, sta="p", latency_ms=4000.0), 1, t + 9
+    )
+    out = merged(agg.tick(t + 10))
+    f = out.figures(T0, 10)
+    assert f.play_attempts == 1
+    assert f.started_sessions == 1
+    assert f.video_start_time_p50_ms is not None
+    assert abs(f.video_start_time_p50_ms - 2000) <= 20
+    assert f.played_s == 6.0  # 2→6 and 7→9
+    assert f.rebuffer_ratio is not None
+    assert abs(f.rebuffer_ratio - 1 / 7) < 1e-9
+    assert f.rebuffer_count_per_hour is not None
+    assert abs(f.rebuffer_count_per_hour - 3600 / 7) < 1e-6
+    assert f.average_bitrate_kbps == 2000
+    assert f.live_latency_p50_ms is not None
+    assert abs(f.live_latency_p50_ms - 4000) <= 40
+
+
+def test_latency_from_hls_js_response_records_uses_the_epoch_grid() -> None:
+    """Without ltc: latency = previous media response end − (PDT of the fetched part − bl)."""
+    agg = Aggregator(TIMING)
+    msn = int(T0 // 2) + 10
+    at = msn * 2 + 3.0
+    base = f"http://127.0.0.1:9/t/tok/live/final/v720/{msn}"
+    agg.player(DIMS, rep("h", 0, ReportKind.TIME_INTERVAL, at - 3, sta="s"), 1, at - 3)
+    agg.player(DIMS, rep("h", 1, ReportKind.TIME_INTERVAL, at - 1, sta="p"), 1, at - 1)
+    for sn, (part, t) in enumerate(((0, at), (1, at + 0.5)), start=2):
+        r = rep(
+            "h",
+            sn,
+            ReportKind.RESPONSE_RECEIVED,
+            t,
+            sta="p",
+            url=f"{base}.{part}.m4s",
+            buffer_ms=1500.0,
+            ttlb_ms=30.0,
+        )
+        agg.player(DIMS, r, 1, t)
+    f = merged(agg.tick(at + 2)).figures(T0, 1)
+    # The first response only marks when the buffer was appended; the second gives a sample.
+    expected = (at * 1000 + 30) - (msn * 2000 + 500) + 1500
+    assert f.live_latency_p50_ms is not None
+    assert abs(f.live_latency_p50_ms - expected) <= expected * RELATIVE_ACCURACY
+    view = agg.session("h")
+    assert view is not None
+    assert view.live_latency_ms == expected
+
+
+def test_failures_and_exits_follow_cta_2066() -> None:
+    """Fatal before start = VSF, fatal after = VPF, silence or quit before start = EBVS."""
+    agg = Aggregator(TIMING, session_timeout_s=5)
+    t = T0
+    for sid in ("vsf", "vpf", "quit", "silent"):
+        agg.player(DIMS, rep(sid, 0, ReportKind.TIME_INTERVAL, t, sta="s"), 1, t)
+    agg.player(
+        DIMS, rep("vsf", 1, ReportKind.ERROR, t + 1, sta="f", error="manifestLoadError"), 1, t + 1
+    )
+    agg.player(DIMS, rep("vpf", 1, ReportKind.PLAY_STATE, t + 1, sta="p"), 1, t + 1)
+    agg.player(DIMS, rep("quit", 1, ReportKind.PLAY_STATE, t + 1, sta="q"), 1, t + 1)
+    agg.player(
+        DIMS, rep("vpf", 2, ReportKind.ERROR, t + 2, sta="f", error="bufferStalledError"), 1, t + 2
+    )
+    windows = agg.tick(t + 3)
+    windows += agg.tick(t + 7)  # "silent" expired after 5 s without a report...
+    windows += agg.tick(t + 8)  # ...counted in the window open when it expired
+    f = merged(windows).figures(T0, 7)
+    assert f.play_attempts == 4
+    assert f.video_start_failures == 1
+    assert f.video_playback_failures == 1
+    assert f.exits_before_video_start == 2
+    assert f.player_errors == 2
+    assert agg.stats().sessions == 0
+
+
+def test_concurrency_counts_live_sessions_every_second() -> None:
+    """A session alive through 3 closed seconds adds 1 concurrent session to each of them."""
+    agg = Aggregator(TIMING, session_timeout_s=10)
+    agg.player(DIMS, rep("a", 0, ReportKind.TIME_INTERVAL, T0, sta="p"), 1, T0)
+    agg.player(DIMS, rep("b", 0, ReportKind.TIME_INTERVAL, T0, sta="p"), 1, T0 + 0.5)
+    windows: list[ClosedWindow] = []
+    for s in range(1, 4):
+        agg.player(DIMS, rep("a", s, ReportKind.TIME_INTERVAL, T0 + s, sta="p"), 1, T0 + s)
+        windows += agg.tick(T0 + s + 0.01)
+    per_second = {w.start: w.agg.session_seconds for w in windows}
+    assert per_second == {int(T0): 2, int(T0) + 1: 2, int(T0) + 2: 2}
+
+
+def test_access_records_give_status_ttfb_cache_and_origin_fetches() -> None:
+    """Edge records count errors by status, TTFB percentiles, hit ratio and shield origin fetches."""
+    agg = Aggregator(TIMING)
+
+    def rec(cdn: str, status: int, cache: str, ttfb: float) -> AccessRecord:
+        return AccessRecord(
+            T0,
+            cdn,
+            "/live/final/v720/1.m4s",
+            status,
+            100,
+            ttfb,
+            cache,
+            "127.0.0.2",
+            None,
+            None,
+            None,
+        )
+
+    for i in range(8):
+        agg.access(DIMS, rec("cdn-a", 200, "HIT", 2 + i), T0)
+    agg.access(DIMS, rec("cdn-a", 503, "FAULT", 50), T0)
+    agg.access(DIMS, rec("cdn-a", 200, "MISS", 40), T0)
+    shield = Dims("final", "unknown", "shield")
+    agg.access(shield, rec("shield", 200, "MISS", 30), T0)
+    agg.access(shield, rec("shield", 200, "COLLAPSED", 30), T0)
+    ws = agg.tick(T0 + 1)
+    edge = merged([w for w in ws if w.dims == DIMS]).figures(T0, 1)
+    assert edge.requests == 10
+    assert edge.error_rate == 0.1
+    assert edge.errors_by_status == {503: 1}
+    assert edge.cache_hit_ratio == 8 / 9
+    assert edge.cdn_ttfb_p95_ms is not None
+    assert edge.cdn_ttfb_p95_ms >= 40 * (1 - RELATIVE_ACCURACY)
+    assert merged([w for w in ws if w.dims == shield]).origin_fetches == 1
+
+
+def test_duplicates_are_dropped_by_session_and_sequence_number() -> None:
+    """A retransmitted batch is recognised record by record; new numbers still pass."""
+    intake = Intake(
+        capacity_per_s=1e6, keep_capacity_per_s=1e6, session_rate=1e6, session_burst=1e6
+    )
+    batch = [rep("s", n, ReportKind.TIME_INTERVAL, T0, sta="p") for n in range(5)]
+    first = intake.admit(batch, T0)
+    assert set(first.verdicts) == {Verdict.ACCEPT}
+    again = intake.admit([*batch[2:], rep("s", 5, ReportKind.TIME_INTERVAL, T0, sta="p")], T0)
+    assert again.verdicts == (Verdict.DUPLICATE,) * 3 + (Verdict.ACCEPT,)
+    # Another session may use the same numbers.
+    assert intake.admit([rep("t", 0, ReportKind.TIME_INTERVAL, T0)], T0).verdicts == (
+        Verdict.ACCEPT,
+    )
+    # Far older than the 64-number window: treated as a retry.
+    for n in range(6, 100):
+        intake.admit([rep("s", n, ReportKind.TIME_INTERVAL, T0)], T0)
+    assert intake.admit([rep("s", 3, ReportKind.TIME_INTERVAL, T0)], T0).verdicts == (
+        Verdict.DUPLICATE,
+    )
+
+
+def test_per_session_rate_limit_refuses_the_whole_batch() -> None:
+    """A session over its rate gets Retry-After and nothing of its batch is used."""
+    intake = Intake(capacity_per_s=1e6, keep_capacity_per_s=1e6, session_rate=5, session_burst=10)
+    ok = intake.admit([rep("s", n, ReportKind.TIME_INTERVAL, T0) for n in range(10)], T0)
+    assert len(ok.verdicts) == 10
+    refused = intake.admit([rep("s", 10, ReportKind.TIME_INTERVAL, T0)], T0)
+    assert refused.retry_after_s >= 1
+    assert refused.reason == "session_rate"
+    assert not refused.verdicts
+    # The refused number was not marked: its retry is accepted later.
+    later = intake.admit([rep("s", 10, ReportKind.TIME_INTERVAL, T0 + 1)], T0 + 1)
+    assert later.verdicts == (Verdict.ACCEPT,)
+
+
+def test_three_times_capacity_keeps_every_startup_and_error_and_reweights_heartbeats() -> None:
+    """At 3× capacity: 100 % of start-up/error reports kept, heartbeats sampled ~1/3 with weight ~3."""
+    cap = 1000.0
+    intake = Intake(
+        capacity_per_s=cap,
+        keep_capacity_per_s=cap,
+        session_rate=1e6,
+        session_burst=1e6,
+        max_sessions=2000,
+    )
+    agg = Aggregator(TIMING, max_sessions=2000)
+    rng = random.Random(1)
+    keep_offered = keep_kept = hb_offered = 0
+    weight_sum = 0.0
+    n_sessions = 3000  # more than max_sessions: memory stays bounded
+    sn = dict.fromkeys(range(n_sessions), 0)
+    windows: list[ClosedWindow] = []
+    for second in range(20):
+        now = T0 + second
+        for i in range(int(3 * cap / 50)):  # 60 batches of 50 per second = 3× capacity
+            batch = []
+            for _ in range(50):
+                s = rng.randrange(n_sessions)
+                kind = ReportKind.ERROR if rng.random() < 0.05 else ReportKind.TIME_INTERVAL
+                sn[s] += 1
+                batch.append(rep(f"s{s}", sn[s], kind, now, sta="p"))
+            t = now + i / 60
+            adm = intake.admit(batch, t)
+            assert not adm.retry_after_s
+            for r, v, w in zip(batch, adm.verdicts, adm.weights, strict=True):
+                if r.kind is ReportKind.ERROR:
+                    keep_offered += 1
+                    keep_kept += v is Verdict.ACCEPT
+                else:
+                    hb_offered += 1
+                    weight_sum += w
+                if v is Verdict.ACCEPT:
+                    agg.player(DIMS, r, w, t)
+                elif v is Verdict.SHED:
+                    agg.shed(DIMS, t)
+        windows += agg.tick(now + 1)
+    assert keep_kept == keep_offered > 0
+    total = merged(windows)
+    rate = total.heartbeats_kept / total.heartbeats_offered
+    assert 0.25 < rate < 0.40
+    assert total.heartbeats_offered == hb_offered
+    # Re-weighting: the weights of the kept heartbeats add up to what was offered (±10 %).
+    assert abs(weight_sum - hb_offered) < 0.1 * hb_offered
+    assert agg.stats().sessions <= 2000
+
+
+def test_past_the_keep_budget_a_batch_is_refused_whole_with_retry_after() -> None:
+    """Even start-up/error reports beyond their budget get 429 (the player retries them)."""
+    intake = Intake(capacity_per_s=10, keep_capacity_per_s=10, session_rate=1e6, session_burst=1e6)
+    burst = [rep(f"s{i}", 0, ReportKind.TIME_INTERVAL, T0) for i in range(5)]  # sn 0 = start-up
+    assert not intake.admit(burst, T0).retry_after_s
+    refused = intake.admit([rep(f"x{i}", 0, ReportKind.TIME_INTERVAL, T0) for i in range(5)], T0)
+    assert refused.retry_after_s >= 1
+    assert refused.reason == "overloaded"
+
+
+def test_alert_fires_after_its_window_and_resolves_when_the_metric_recovers() -> None:
+    """A rebuffering rule on one CDN+region fires once over threshold and resolves after."""
+    rule = AlertRule("rebuf", "rebuffer_ratio", 0.02, for_s=3, where=(("cdn", "cdn-b"),))
+    eng = AlertEngine([rule])
+    bad = Dims("final", "eu", "cdn-b")
+    good = Dims("final", "eu", "cdn-a")
+
+    def win(t: int, dims: Dims, stalled: float) -> ClosedWindow:
+        a = QoeAggregate(played_ms=1000 - stalled, stalled_ms=stalled)
+        return ClosedWindow(t, dims, a)
+
+    events = []
+    t = int(T0)
+    for s in range(5):
+        events += eng.handle([win(t + s, bad, 0), win(t + s, good, 500)], t + s + 1)
+    assert events == []
+    for s in range(5, 8):
+        events += eng.handle([win(t + s, bad, 300)], t + s + 1)
+    assert [e.state for e in events] == [AlertState.FIRING]
+    assert events[0].labels == {"event": "final", "region": "eu", "cdn": "cdn-b"}
+    assert len(eng.firing()) == 1
+    for s in range(8, 14):
+        events += eng.handle([win(t + s, bad, 0)], t + s + 1)
+    assert [e.state for e in events] == [AlertState.FIRING, AlertState.RESOLVED]
+    assert eng.firing() == []
+
+
+def test_store_downsamples_without_changing_the_totals(tmp_path: Path) -> None:
+    """1 s windows fold into 10 s and 1 min rows whose sums and quantiles agree with the 1 s data."""
+    store = TelemetryStore(tmp_path / "t.db", Retention(fine_s=3600, event_s=86400))
+    rng = random.Random(3)
+    t0 = int(T0) - int(T0) % 60
+    all_startups: list[float] = []
+    for s in range(120):
+        a = QoeAggregate(played_ms=900, stalled_ms=100, play_attempts=1, session_seconds=3)
+        v = rng.uniform(500, 5000)
+        all_startups.append(v)
+        a.startup.add(v)
+        store.write([ClosedWindow(t0 + s, DIMS, a)])
+    now = t0 + 130
+    for step, res in ((1, 1), (10, 10), (60, 60)):
+        series = store.query("final", ["cdn"], t0, t0 + 120, step, now)
+        assert store.resolution_for(t0, step, now) == res
+        (one,) = series
+        assert len(one.points) == 120 // step
+        assert sum(p.play_attempts for p in one.points) == 120
+        assert all(abs(p.concurrent_sessions - 3) < 1e-9 for p in one.points)
+        assert all(
+            p.rebuffer_ratio is not None and abs(p.rebuffer_ratio - 0.1) < 1e-9 for p in one.points
+        )
+    (whole,) = store.query("final", [], t0, t0 + 120, 120, now)
+    all_startups.sort()
+    p95 = whole.points[0].video_start_time_p95_ms
+    assert p95 is not None
+    assert abs(p95 - all_startups[int(0.95 * 119)]) <= 0.011 * p95
+    # Retention: 1 s rows past the hour are deleted, the coarser ones stay.
+    store.expire(t0 + 3600 + 200)
+    assert store.query("final", [], t0, t0 + 120, 1, t0 + 3600 + 200)[0].points[0].step_s == 1
+    assert store.resolution_for(t0, 1, t0 + 3600 + 200) == 10
+    store.close()
