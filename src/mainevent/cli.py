@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "mainevent.control.cli",
     "mainevent.media.edge.cli",
     "mainevent.media.redundancy.cli",
+    "mainevent.sim.cli",
 )
 
 
