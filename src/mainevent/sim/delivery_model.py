@@ -117,16 +117,19 @@ class DeliveryModel:
             return res
         took, ok = self._shield_fetch(key, size, max_age, start)
         res.fetches = 1
+        collapsing = True
         if n > 1:
-            w = edge.lookup(key, start + took / 2)
-            assert isinstance(w, Wait)  # collapsing: the real cache registers the waiter
+            # A concurrent request: the real cache decides whether it waits for this fetch.
+            collapsing = isinstance(edge.lookup(key, start + took / 2), Wait)
         fin = edge.finish(key, self._response(size, max_age) if ok else None, start + took)
         if fin.response is None:
             res.failed = n
             return res
         late = edge.lookup(key, start + took)
         share = min(1.0, took / spread) if spread > 0 else 1.0
-        res.collapsed = (n - 1) * share
+        if not collapsing:  # every concurrent miss goes upstream on its own
+            res.fetches += round((n - 1) * share)
+        res.collapsed = (n - 1) * share if collapsing else 0.0
         rest = n - 1 - res.collapsed
         if isinstance(late, Hit):
             res.hits = rest
