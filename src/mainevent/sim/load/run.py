@@ -126,6 +126,9 @@ async def _start_control(
     async with httpx.AsyncClient(base_url=base, timeout=5) as c:
         while True:
             if proc.returncode is not None or time.monotonic() > deadline:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
                 raise RuntimeError(f"control plane did not start (see {work / 'control.log'})")
             try:
                 if (await c.get("/healthz")).status_code == 200:
