@@ -40,7 +40,10 @@ def test_load_generator_and_simulator_agree(tmp_path: Path) -> None:
     finally:
         stack.stop()
     sim = simulate(sc).summary
-    rows = {k: (real[k], sim[k]) for k in ("startup_p50_s", "startup_p95_s", "rebuffer_ratio", "origin_fetches")}
+    rows = {
+        k: (real[k], sim[k])
+        for k in ("startup_p50_s", "startup_p95_s", "rebuffer_ratio", "origin_fetches")
+    }
     print("calibration (real, simulated):", rows)
     assert real["sessions_started"] >= 0.95 * real["sessions"], real
     assert _close(real["startup_p50_s"], sim["startup_p50_s"]), rows

@@ -74,8 +74,10 @@ def _render(panel: Panel) -> bytes:
     if panel.logy:
         ax.set_yscale("symlog", linthresh=1.0)
     ax.grid(True, alpha=0.3)
-    if panel.series:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center")
     ax.ticklabel_format(
         axis="y", style="plain", useOffset=False
     ) if not panel.logy and panel.kind is not PanelKind.HIST else None
