@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "mainevent.control.telemetry.cli",
     "mainevent.media.edge.cli",
     "mainevent.media.redundancy.cli",
+    "mainevent.sim.cli",
 )
 
 

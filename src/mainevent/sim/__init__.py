@@ -1,0 +1,1 @@
+"""Load generator (`mainevent load`) and internet-scale simulator (`mainevent simulate`)."""

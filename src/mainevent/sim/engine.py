@@ -1,0 +1,710 @@
+"""`mainevent simulate`: a discrete-event simulation of one event, viewers in cohorts.
+
+Time advances in ticks of one segment duration D (the media plane's own clock: one segment per
+rendition per tick); control-plane requests are individual events on a representative worker
+(`control_model`). Viewers are counted in cohorts — region × ISP × device × bandwidth quantile
+(0.5×, 1×, 1.6× the ISP median, 25/50/25 %) × CDN — each cohort with one real `AbrController`,
+a buffer and a live lag (media published but not yet fetched). Models (documented in
+`docs/simulator.md`):
+
+* join curve: page opens (pre-authorisation) uniform from `page_open_from_s` to T+0; those
+  viewers press play uniformly from `play_from_s` to `storm_width_s` (no control-plane call: the
+  grant is already in hand); the storm decays exponentially after T+0; late joiners uniform to
+  half time; at half time a share leaves and comes back in a second storm after the break;
+* network: per-cohort throughput = ISP median × quantile × log-normal jitter (sigma 0.25 per tick),
+  shared out when a CDN region's egress demand exceeds its capacity; each request costs the
+  region's RTT plus the edge's service time inflated by its request utilisation (M/M/1);
+* start-up = control-plane wait (press → grant, including shed retries) + `startup_requests`
+  round trips + the cache wait of the edge's current wave + the first segment at the rung the
+  real ABR picks with its default estimate;
+* playback: per tick a cohort fetches up to D·throughput/bitrate seconds of media (bounded by
+  what is published), plays D seconds, stalls for the shortfall.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mainevent.sim.control_model import Outcome, Request, RequestKind, WorkerModel, poisson
+from mainevent.sim.delivery_model import DeliveryModel
+from mainevent.sim.policies import AbrController, CdnHealth, FirstCdnFailover, SteeringPolicy
+from mainevent.sim.scenario import FaultKind, Scenario
+
+__all__ = ["SimResult", "simulate"]
+
+QUANTILES = ((0.5, 0.25), (1.0, 0.5), (1.6, 0.25))
+_JITTER_POINTS = (0.8, 0.93, 1.07, 1.3)
+_HIST_BIN_S = 0.01
+_HIST_BINS = 12_000
+
+
+@dataclass(slots=True)
+class _Cohort:
+    region: int
+    isp: int
+    device: int
+    quantile: int
+    cdn: int
+    max_level: int
+    abr: AbrController
+    count: float = 0.0
+    buffer_s: float = 0.0
+    lag_s: float = 0.0
+    latency_s: float = 0.0
+    stalled: bool = False
+    level: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    due: float
+    kind: RequestKind
+    count: float
+    pressed: float
+    isp: int
+
+
+@dataclass(slots=True)
+class SimResult:
+    """Time series (one value per tick) and the run's summary."""
+
+    scenario: str
+    series: dict[str, list[float]]
+    cdn_series: dict[str, list[float]]
+    egress_gbps: dict[str, list[float]]
+    summary: dict[str, Any]
+    breaking_points: dict[str, dict[str, Any]]
+    startup_hist: list[float] = field(default_factory=list)
+
+
+def _weighted_quantile(points: list[tuple[float, float]], q: float) -> float:
+    if not points:
+        return math.nan
+    points.sort()
+    total = sum(w for _, w in points)
+    acc = 0.0
+    for v, w in points:
+        acc += w
+        if acc >= q * total:
+            return v
+    return points[-1][0]
+
+
+def _hist_quantile(hist: list[float], q: float) -> float:
+    total = sum(hist)
+    if total <= 0:
+        return math.nan
+    acc = 0.0
+    for i, w in enumerate(hist):
+        acc += w
+        if acc >= q * total:
+            return (i + 0.5) * _HIST_BIN_S
+    return _HIST_BINS * _HIST_BIN_S
+
+
+def simulate(
+    sc: Scenario,
+    *,
+    steering: SteeringPolicy | None = None,
+    progress: Callable[[float, dict[str, float]], None] | None = None,
+) -> SimResult:
+    """Run the scenario; `steering` plugs in a CDN steering policy (default: the stand-in)."""
+    wall0 = time.perf_counter()
+    rng = random.Random(sc.seed)
+    steer = steering or FirstCdnFailover()
+    a, cp, dl = sc.audience, sc.control, sc.delivery
+    D = dl.segment_s
+    W = cp.workers
+    ladder = list(dl.ladder_kbps)
+    regions = [r.name for r in sc.regions]
+    cdns = [c.name for c in sc.cdns]
+    cdn_index = {c: i for i, c in enumerate(cdns)}
+    r_share = _norm([r.share for r in sc.regions])
+    i_share = _norm([i.share for i in sc.isps])
+    d_share = _norm([d.share for d in sc.devices])
+    candidates: list[list[str]] = []
+    for r in sc.regions:
+        order = list(r.cdns) or cdns
+        order = [
+            c
+            for c in order
+            if not sc.cdns[cdn_index[c]].regions or r.name in sc.cdns[cdn_index[c]].regions
+        ]
+        candidates.append(order or cdns)
+    worker = WorkerModel(cp, random.Random(sc.seed + 1))
+    delivery = DeliveryModel(
+        D, dl.shield_rtt_ms / 1000, dl.origin_rtt_ms / 1000, dl.edge_cache_mb << 20
+    )
+    seg_bytes = [round((k + 0) * 1000 * D / 8) for k in ladder]
+    audio_bytes = round(dl.audio_kbps * 1000 * D / 8)
+    playlist_bytes = 1200
+
+    cohorts: dict[tuple[int, int, int, int, int], _Cohort] = {}
+
+    def cohort(r: int, i: int, d: int, q: int, c: int) -> _Cohort:
+        key = (r, i, d, q, c)
+        co = cohorts.get(key)
+        if co is None:
+            cap = sc.devices[d].max_kbps
+            max_level = max([k for k, b in enumerate(ladder) if b <= cap] or [0])
+            co = cohorts[key] = _Cohort(
+                r, i, d, q, c, max_level, AbrController(ladder[: max_level + 1])
+            )
+        return co
+
+    pending: list[_Pending] = []
+    refresh_due: dict[int, float] = defaultdict(float)
+    waiting_room = 0.0
+    preauth_target = a.viewers * a.page_open_share
+    returning = 0.0
+    left_at_half = False
+    account_seq = 0
+    hist = [0.0] * _HIST_BINS
+    series: dict[str, list[float]] = defaultdict(list)
+    cdn_series: dict[str, list[float]] = {c: [] for c in cdns}
+    egress: dict[str, list[float]] = {c: [] for c in cdns}
+    totals: dict[str, float] = defaultdict(float)
+    events = 0
+    cost = dict.fromkeys(cdns, 0.0)
+    pop_util: dict[tuple[int, int], float] = {}
+    pop_req_util: dict[tuple[int, int], float] = {}
+    breaking: dict[str, dict[str, Any]] = {}
+    peak: dict[str, tuple[float, float, float]] = {}  # tier -> (utilisation, t, viewers)
+    seg_no = 0
+    prev_latency_points: list[float] = [cp.new_start_ms / 1000]
+
+    def mark(tier: str, util: float, t: float, viewers: float, broken: bool, why: str) -> None:
+        if util > peak.get(tier, (-1.0, 0.0, 0.0))[0]:
+            peak[tier] = (util, t, viewers)
+        if broken and tier not in breaking:
+            breaking[tier] = {"at_s": t, "viewers": round(viewers), "why": why}
+
+    def active(
+        kind: FaultKind, t: float, cdn: str | None = None, region: str | None = None
+    ) -> bool:
+        for f in sc.faults:
+            if f.kind is kind and f.at_s <= t < f.at_s + f.duration_s:
+                if cdn is not None and f.cdn != cdn:
+                    continue
+                if region is not None and f.region not in (None, region):
+                    continue
+                return True
+        return False
+
+    steps = math.ceil((sc.end_s - sc.start_s) / D)
+    for step in range(steps):
+        t = sc.start_s + step * D
+        t1 = t + D
+        playing = sum(co.count for co in cohorts.values())
+        # -- faults this tick --------------------------------------------------------------
+        worker.store_down = active(FaultKind.ENTITLEMENT_OUTAGE, t)
+        delivery.origin_down = active(FaultKind.ORIGIN_OUTAGE, t)
+        publishing = not active(FaultKind.MANIFEST_STALL, t)
+        encoder_down = active(FaultKind.ENCODER_FAILURE, t)
+        failing = {
+            (ci, ri)
+            for ci, c in enumerate(cdns)
+            for ri, r in enumerate(regions)
+            if active(FaultKind.CDN_OUTAGE, t, c, r)
+        }
+        steer.observe(
+            [
+                CdnHealth(
+                    c,
+                    r,
+                    1.0 if (ci, ri) in failing else 0.0,
+                    pop_util.get((ci, ri), 0.0),
+                    sc.cdns[ci].cost_per_gb,
+                )
+                for ci, c in enumerate(cdns)
+                for ri, r in enumerate(regions)
+            ],
+            t,
+        )
+        # -- arrivals (fleet counts) -------------------------------------------------------
+        new_pre = _uniform(preauth_target, a.page_open_from_s, 0.0, t, t1)
+        if new_pre:
+            pending.append(_Pending(t, RequestKind.PREAUTH, new_pre, t, -1))
+        storm = a.viewers * a.storm_share * _exp_mass(0.0, a.storm_width_s, t, t1)
+        late = _uniform(a.viewers * a.late_share, 0.0, a.half_time_s, t, t1)
+        if not left_at_half and t >= a.half_time_s:
+            left_at_half = True
+            returning = playing * a.half_time_leave_share
+            for co in cohorts.values():
+                co.count *= 1 - a.half_time_leave_share
+        back = returning * _exp_mass(
+            a.half_time_s + a.half_time_break_s, a.half_time_storm_width_s, t, t1
+        )
+        if storm + late + back > 0:
+            pending.append(_Pending(t, RequestKind.START, storm + late + back, t, -1))
+        refreshes = refresh_due.pop(step, 0.0)
+        if refreshes:
+            pending.append(_Pending(t, RequestKind.REFRESH, refreshes, t, -1))
+        presses = min(
+            waiting_room, preauth_target * _uniform_density(a.play_from_s, a.storm_width_s, t, t1)
+        )
+        waiting_room -= presses
+        # -- control plane: the representative worker ------------------------------------
+        due = [p for p in pending if p.due < t1]
+        pending = [p for p in pending if p.due >= t1]
+        by_kind: dict[RequestKind, float] = defaultdict(float)
+        for p in due:
+            by_kind[p.kind] += p.count
+            n_rep = poisson(rng, p.count / W)
+            for _ in range(n_rep):
+                account_seq += 1
+                isp = rng.randrange(len(sc.isps)) if p.isp < 0 else p.isp
+                isp_cfg = sc.isps[isp]
+                n_addr = max(1, int(a.viewers * i_share[isp] / isp_cfg.viewers_per_address))
+                worker.arrive(
+                    Request(
+                        rng.uniform(max(t, p.due), t1),
+                        p.kind,
+                        account_seq,
+                        f"{isp}:{rng.randrange(n_addr)}",
+                    )
+                )
+                events += 1
+        poll_rate = waiting_room / a.poll_interval_s
+        hb_rate = playing / 30.0
+        worker.background = min(
+            0.98,
+            (
+                poll_rate * (1 - series_last(series, "poll_shed")) * cp.poll_ms
+                + hb_rate * cp.refresh_ms * 0.5
+            )
+            / 1000
+            / W,
+        )
+        tick = worker.run_until(t1)
+        util = worker.utilisation(t, t1)
+        store_rate = tick.lookups * W / D
+        worker.store_utilisation = min(0.999, store_rate / cp.entitlement_capacity_rps)
+        # outcome fractions per kind, applied to the fleet's batches
+        frac: dict[RequestKind, tuple[float, float, float]] = {}
+        for kind in RequestKind:
+            g = len(tick.granted[kind])
+            refused = tick.refused[kind]
+            n_done = g + len(refused)
+            if n_done == 0:
+                frac[kind] = (1.0, 0.0, 2.0)
+                continue
+            retry = sum(r for _, r in refused) / len(refused) if refused else 2.0
+            shed = sum(1 for o, _ in refused if o is Outcome.SHED)
+            totals[f"shed_{kind.name.lower()}"] += shed * W
+            totals[f"unavailable_{kind.name.lower()}"] += (len(refused) - shed) * W
+            frac[kind] = (g / n_done, len(refused) / n_done, retry)
+        lat_points = sorted(tick.granted[RequestKind.START] + tick.granted[RequestKind.PREAUTH])
+        if lat_points:
+            prev_latency_points = lat_points
+        auth_q = [
+            prev_latency_points[
+                min(len(prev_latency_points) - 1, int(f * len(prev_latency_points)))
+            ]
+            for f in (0.125, 0.375, 0.625, 0.875)
+        ]
+        joiners: list[tuple[float, list[float]]] = []  # (count, startup offsets before delivery)
+        if presses > 0:
+            joiners.append((presses, [0.0] * 4))
+        for p in due:
+            ok, bad, retry = frac[p.kind]
+            if bad > 0:
+                pending.append(
+                    _Pending(t1 + retry - D / 2, p.kind, p.count * bad, p.pressed, p.isp)
+                )
+            granted = p.count * ok
+            if granted <= 0:
+                continue
+            if p.kind is RequestKind.PREAUTH:
+                waiting_room += granted
+                refresh_due[
+                    int((max(0.0, -sc.start_s) + cp.token_ttl_s - cp.refresh_before_s) / D)
+                ] += granted
+            elif p.kind is RequestKind.START:
+                waited = t - p.pressed
+                joiners.append((granted, [waited + q for q in auth_q]))
+                refresh_due[step + int((cp.token_ttl_s - cp.refresh_before_s) / D)] += granted
+            else:
+                refresh_due[step + int((cp.token_ttl_s - cp.refresh_before_s) / D)] += granted
+        totals["auth_granted"] += sum(
+            p.count * frac[p.kind][0] for p in due if p.kind is not RequestKind.REFRESH
+        )
+        # -- delivery: this tick's segment wave at every edge -----------------------------
+        if publishing:
+            seg_no += 1
+        wave_wait: dict[tuple[int, int], float] = {}
+        wave_failed: dict[tuple[int, int], float] = {}
+        demand: dict[tuple[int, int], float] = defaultdict(float)
+        by_pop_level: dict[tuple[int, int, int], float] = defaultdict(float)
+        for co in cohorts.values():
+            if co.count > 0:
+                by_pop_level[(co.cdn, co.region, co.level)] += co.count
+                demand[(co.cdn, co.region)] += co.count * (ladder[co.level] + dl.audio_kbps) * 1000
+        join_total = sum(c for c, _ in joiners)
+        for ri in range(len(regions)):
+            for ci in candidates_idx(candidates[ri], cdn_index):
+                levels = {lv: n for (c, r, lv), n in by_pop_level.items() if c == ci and r == ri}
+                jn = (
+                    join_total * r_share[ri]
+                    if cdns[ci] == steer.choose(regions[ri], "", candidates[ri], t)
+                    else 0.0
+                )
+                if jn:
+                    levels[0] = levels.get(0, 0.0) + jn
+                if not levels:
+                    continue
+                fails = (ci, ri) in failing
+                pop_total = sum(levels.values())
+                waits, nreq, failed = 0.0, 0.0, 0.0
+                for lv, wanted in levels.items():
+                    t_pub = t + dl.publish_delay_s
+                    for key, size, max_age, count, start, spread in (
+                        (f"/v{lv}/{seg_no}.m4s", seg_bytes[lv], 60, wanted, t_pub, D),
+                        (f"/a/{seg_no}.m4s", audio_bytes, 60, pop_total / len(levels), t_pub, D),
+                        (f"/v{lv}.m3u8", playlist_bytes, D / 2, wanted / 2, t_pub, D / 2),
+                        (
+                            f"/v{lv}.m3u8",
+                            playlist_bytes,
+                            D / 2,
+                            wanted / 2,
+                            t_pub + D / 2 + 0.1,
+                            D / 2,
+                        ),
+                    ):
+                        w = delivery.wave(
+                            cdns[ci], regions[ri], key, size, max_age, count, start, spread, fails
+                        )
+                        events += 6
+                        waits += w.wait_s * count
+                        nreq += count
+                        failed += w.failed
+                        totals["edge_hits"] += w.hits + w.stale
+                        totals["edge_collapsed"] += w.collapsed
+                        totals["edge_fetches"] += w.fetches
+                wave_wait[(ci, ri)] = waits / nreq if nreq else 0.0
+                wave_failed[(ci, ri)] = failed / nreq if nreq else 0.0
+                cdn_cfg = sc.cdns[ci]
+                pop_util[(ci, ri)] = demand[(ci, ri)] / (cdn_cfg.capacity_gbps * 1e9)
+                pop_req_util[(ci, ri)] = (
+                    (nreq + jn * dl.startup_requests) / D / cdn_cfg.request_capacity_rps
+                )
+                mark(
+                    f"cdn {cdns[ci]} {regions[ri]}",
+                    max(pop_util[(ci, ri)], pop_req_util[(ci, ri)]),
+                    t,
+                    playing,
+                    pop_util[(ci, ri)] >= 1 or pop_req_util[(ci, ri)] >= 1,
+                    "egress or request capacity exceeded",
+                )
+        origin_tick, shield_tick = delivery.take_tick_counts()
+        # -- new viewers start ------------------------------------------------------------
+        startup_points: list[tuple[float, float]] = []
+        default_level_cache: dict[int, int] = {}
+        for count, auth_offsets in joiners:
+            for ri, rs in enumerate(r_share):
+                for ii, is_ in enumerate(i_share):
+                    cdn = steer.choose(regions[ri], sc.isps[ii].name, candidates[ri], t)
+                    ci = cdn_index[cdn]
+                    for di, ds in enumerate(d_share):
+                        for qi, (mult, qs) in enumerate(QUANTILES):
+                            n = count * rs * is_ * ds * qs
+                            if n <= 0:
+                                continue
+                            co = cohort(ri, ii, di, qi, ci)
+                            lvl = default_level_cache.get(co.max_level)
+                            if lvl is None:
+                                lvl = default_level_cache[co.max_level] = AbrController(
+                                    ladder[: co.max_level + 1]
+                                ).decide(0.0, D)
+                            thr = (
+                                sc.isps[ii].bandwidth_mbps
+                                * 1e6
+                                * mult
+                                * min(1.0, 1 / max(1e-9, pop_util.get((ci, ri), 0.0)))
+                            )
+                            rtt = sc.regions[ri].rtt_ms / 1000 + _edge_s(
+                                sc.cdns[ci].edge_service_ms, pop_req_util.get((ci, ri), 0.0)
+                            )
+                            extra = 0.0
+                            if (ci, ri) in failing:
+                                extra = sum(dl.retry_s) + dl.startup_requests * rtt
+                                nxt = steer.failover(regions[ri], cdn, candidates[ri], t)
+                                ci = cdn_index[nxt]
+                                co = cohort(ri, ii, di, qi, ci)
+                            first = (seg_bytes[lvl] + audio_bytes) * 8 / thr
+                            base = (
+                                dl.startup_requests * rtt
+                                + wave_wait.get((ci, ri), 0.0)
+                                + first
+                                + extra
+                            )
+                            for k, off in enumerate(auth_offsets):
+                                s = off + base * _JITTER_POINTS[k]
+                                startup_points.append((s, n / 4))
+                                hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n / 4
+                            _merge(co, n, D, dl.hold_back_segments * D, dl.publish_delay_s, lvl)
+                            events += 1
+        # -- playback ---------------------------------------------------------------------
+        stall_time = 0.0
+        played = 0.0
+        stalls = 0.0
+        latency_w = 0.0
+        for co in list(cohorts.values()):
+            if co.count <= 0:
+                continue
+            events += 1
+            pop = (co.cdn, co.region)
+            if pop in failing:
+                to = cdn_index[
+                    steer.failover(regions[co.region], cdns[co.cdn], candidates[co.region], t)
+                ]
+                if to != co.cdn:
+                    dest = cohort(co.region, co.isp, co.device, co.quantile, to)
+                    retry = (
+                        sum(dl.retry_s) + dl.startup_requests * sc.regions[co.region].rtt_ms / 1000
+                    )
+                    lost = max(0.0, retry - co.buffer_s)
+                    stall_time += lost * co.count
+                    if lost > 0:
+                        stalls += co.count
+                    totals["failovers"] += co.count
+                    moved_buf = max(0.0, co.buffer_s - retry)
+                    _merge_state(
+                        dest, co.count, moved_buf, co.lag_s + retry, co.latency_s + lost, co.level
+                    )
+                    co.count = 0.0
+                    continue
+            if publishing:
+                co.lag_s += D
+            mult = QUANTILES[co.quantile][0]
+            jitter = math.exp(rng.gauss(0.0, 0.25) - 0.03125)
+            thr = (
+                sc.isps[co.isp].bandwidth_mbps
+                * 1e6
+                * mult
+                * jitter
+                * min(1.0, 1 / max(1e-9, pop_util.get(pop, 0.0)))
+            )
+            if delivery.origin_down or wave_failed.get(pop, 0.0) > 0.5:
+                thr = 0.0  # new media cannot be fetched this tick
+            bitrate = (ladder[co.level] + dl.audio_kbps) * 1000
+            media = D * thr / bitrate if thr > 0 else 0.0
+            got = min(media, co.lag_s)
+            co.lag_s -= got
+            co.buffer_s += got
+            if got > 0:
+                co.abr.sample(
+                    got * bitrate / max(thr, 1.0) + sc.regions[co.region].rtt_ms / 1000,
+                    int(got * bitrate / 8),
+                )
+            if co.buffer_s >= D or (
+                not co.stalled and co.buffer_s > 0 and co.buffer_s >= D * 0.999
+            ):
+                co.buffer_s -= D
+                played += D * co.count
+                co.stalled = False
+            else:
+                short = D - co.buffer_s
+                if not co.stalled:
+                    stalls += co.count
+                co.stalled = True
+                played += co.buffer_s * co.count
+                stall_time += short * co.count
+                co.latency_s += short
+                co.buffer_s = 0.0
+            co.level = co.abr.decide(co.buffer_s, D)
+            latency_w += co.latency_s * co.count
+            cost[cdns[co.cdn]] += co.count * bitrate * D / 8 / 1e9 * sc.cdns[co.cdn].cost_per_gb
+            if encoder_down and not dl.backup:
+                totals["slate_viewer_s"] += D * co.count
+        playing = sum(co.count for co in cohorts.values())
+        totals["stall_s"] += stall_time
+        totals["played_s"] += played
+        totals["stalls"] += stalls
+        totals["origin_fetches"] += origin_tick
+        # -- tiers --------------------------------------------------------------------------
+        starts_n = by_kind.get(RequestKind.START, 0.0) + by_kind.get(RequestKind.PREAUTH, 0.0)
+        shed_share = (
+            frac[RequestKind.START][1]
+            if by_kind.get(RequestKind.START)
+            else frac[RequestKind.PREAUTH][1]
+        )
+        mark(
+            "control plane",
+            util,
+            t,
+            playing + waiting_room,
+            shed_share > 0.01 and starts_n > W,
+            f"{shed_share:.0%} of new starts refused",
+        )
+        mark(
+            "entitlement store",
+            worker.store_utilisation if not worker.store_down else 1.0,
+            t,
+            playing + waiting_room,
+            worker.store_utilisation >= 0.95 or tick.lookup_failures > 0,
+            "lookups failing or store saturated",
+        )
+        mark(
+            "origin",
+            origin_tick / D / dl.origin_capacity_rps,
+            t,
+            playing,
+            origin_tick / D > dl.origin_capacity_rps,
+            "origin fetches above capacity",
+        )
+        mark(
+            "shield",
+            shield_tick / D / dl.shield_capacity_rps,
+            t,
+            playing,
+            shield_tick / D > dl.shield_capacity_rps,
+            "shield requests above capacity",
+        )
+        # -- series -------------------------------------------------------------------------
+        series["t_s"].append(t)
+        series["viewers"].append(playing)
+        series["waiting_room"].append(waiting_room)
+        series["startup_p50_s"].append(_weighted_quantile(startup_points, 0.5))
+        series["startup_p95_s"].append(_weighted_quantile(startup_points, 0.95))
+        series["joins"].append(sum(n for _, n in startup_points))
+        series["rebuffer_ratio"].append(
+            stall_time / (stall_time + played) if stall_time + played > 0 else 0.0
+        )
+        series["stalled_viewers"].append(sum(co.count for co in cohorts.values() if co.stalled))
+        series["origin_fetches"].append(origin_tick)
+        series["shield_fetches"].append(shield_tick)
+        series["new_starts_per_s"].append(starts_n / D)
+        series["shed_per_s"].append(sum(c * frac[k][1] for k, c in by_kind.items()) / D)
+        series["poll_shed"].append(tick.poll_shed_share)
+        series["auth_p50_s"].append(_q(lat_points, 0.5))
+        series["auth_p95_s"].append(_q(lat_points, 0.95))
+        series["control_utilisation"].append(util)
+        series["store_utilisation"].append(1.0 if worker.store_down else worker.store_utilisation)
+        series["latency_s"].append(
+            dl.hold_back_segments * D
+            + dl.publish_delay_s
+            + (latency_w / playing if playing else 0.0)
+        )
+        for ci, c in enumerate(cdns):
+            cdn_series[c].append(sum(co.count for co in cohorts.values() if co.cdn == ci))
+            egress[c].append(sum(v for (cc, _), v in demand.items() if cc == ci) / 1e9)
+        if progress is not None and step % 150 == 0:
+            progress(
+                t,
+                {
+                    "viewers": playing,
+                    "waiting": waiting_room,
+                    "wall_s": time.perf_counter() - wall0,
+                },
+            )
+    wall = time.perf_counter() - wall0
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    viewers_peak = max(series["viewers"] or [0.0])
+    summary: dict[str, Any] = {
+        "scenario": sc.name,
+        "viewers": a.viewers,
+        "peak_concurrent": round(viewers_peak),
+        "startup_p50_s": _hist_quantile(hist, 0.5),
+        "startup_p95_s": _hist_quantile(hist, 0.95),
+        "rebuffer_ratio": totals["stall_s"] / max(1e-9, totals["stall_s"] + totals["played_s"]),
+        "stalls": round(totals["stalls"]),
+        "origin_fetches": int(totals["origin_fetches"]),
+        "edge_fetches": int(totals["edge_fetches"]),
+        "edge_hits": round(totals["edge_hits"]),
+        "edge_collapsed": round(totals["edge_collapsed"]),
+        "failovers": round(totals["failovers"]),
+        "shed_new_starts": round(totals["shed_start"] + totals["shed_preauth"]),
+        "shed_refreshes": round(totals["shed_refresh"]),
+        "entitlement_unavailable": round(
+            totals["unavailable_start"] + totals["unavailable_preauth"]
+        ),
+        "slate_viewer_s": round(totals["slate_viewer_s"]),
+        "cost": {c: round(v, 2) for c, v in cost.items()},
+        "cohorts": len(cohorts),
+        "events": events,
+        "wall_s": wall,
+        "events_per_s": events / wall if wall > 0 else math.nan,
+        "peak_rss_mb": peak_rss_mb,
+        "steering": type(steer).__name__,
+    }
+    tiers: dict[str, dict[str, Any]] = {}
+    for tier, (u, at, _v) in sorted(peak.items()):
+        entry: dict[str, Any] = {"peak_utilisation": round(u, 3), "peak_at_s": at}
+        if tier in breaking:
+            entry["broke"] = breaking[tier]
+        elif u > 0:
+            entry["headroom_viewers"] = round(a.viewers / u) if u > 0 else None
+        tiers[tier] = entry
+    return SimResult(sc.name, dict(series), cdn_series, egress, summary, tiers, hist)
+
+
+def series_last(series: dict[str, list[float]], name: str) -> float:
+    values = series.get(name)
+    return values[-1] if values else 0.0
+
+
+def candidates_idx(names: list[str], index: dict[str, int]) -> list[int]:
+    return [index[n] for n in names]
+
+
+def _q(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _edge_s(service_ms: float, util: float) -> float:
+    return service_ms / 1000 / max(0.05, 1.0 - min(util, 0.95))
+
+
+def _norm(values: list[float]) -> list[float]:
+    total = sum(values)
+    return [v / total for v in values]
+
+
+def _uniform(total: float, lo: float, hi: float, t0: float, t1: float) -> float:
+    """Arrivals in [t0, t1) of `total` spread uniformly over [lo, hi)."""
+    if hi <= lo:
+        return 0.0
+    overlap = max(0.0, min(hi, t1) - max(lo, t0))
+    return total * overlap / (hi - lo)
+
+
+def _uniform_density(lo: float, hi: float, t0: float, t1: float) -> float:
+    return _uniform(1.0, lo, hi, t0, t1)
+
+
+def _exp_mass(start: float, mean: float, t0: float, t1: float) -> float:
+    """Share of an exponential arrival burst (starting at `start`) that falls in [t0, t1)."""
+    if t1 <= start:
+        return 0.0
+    lo = max(0.0, t0 - start)
+    hi = t1 - start
+    return math.exp(-lo / mean) - math.exp(-hi / mean)
+
+
+def _merge(co: _Cohort, n: float, D: float, hold_back_s: float, delay: float, level: int) -> None:
+    """New viewers join with one segment buffered and the rest of the hold-back to fetch."""
+    _merge_state(co, n, D, max(0.0, hold_back_s - D), 0.0, level if co.count <= 0 else co.level)
+
+
+def _merge_state(co: _Cohort, n: float, buf: float, lag: float, latency: float, level: int) -> None:
+    total = co.count + n
+    if total <= 0:
+        return
+    w = n / total
+    co.buffer_s = co.buffer_s * (1 - w) + buf * w
+    co.lag_s = co.lag_s * (1 - w) + lag * w
+    co.latency_s = co.latency_s * (1 - w) + latency * w
+    if co.count <= 0:
+        co.level = level
+        co.stalled = False
+    co.count = total

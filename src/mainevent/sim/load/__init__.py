@@ -1,0 +1,1 @@
+"""`mainevent load`: real headless players against a running stack, through the playback API."""

@@ -1,0 +1,322 @@
+"""One load-generator process: many real headless players (`mainevent.player.play`) in asyncio.
+
+Run by `mainevent load` as `python -m mainevent.sim.load.worker CONFIG.json`; prints JSON lines
+on stdout: `tick` (every second: players playing per CDN, waiting, joined), `auth` (each
+playback-API request: kind, status, latency) and `viewer` (one per play session: start-up,
+stalls, latency, CDN, the player's report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from mainevent.control.auth import DevIdentityProvider
+from mainevent.control.settings import DEV_IDP_SECRET
+from mainevent.player import PlayerConfig, play
+from mainevent.sim.load.plan import JoinKind, ViewerPlan
+
+MAX_AUTH_ATTEMPTS = 12
+_DEVICE_TYPES = {
+    "web": "web",
+    "desktop": "web",
+    "mobile": "mobile",
+    "phone": "mobile",
+    "tv": "tv",
+    "console": "console",
+}
+
+
+def _device_type(device: str) -> str:
+    """The playback API's device type for a scenario device name."""
+    return _DEVICE_TYPES.get(device, "other")
+
+
+@dataclass(slots=True)
+class _State:
+    cfg: dict[str, Any]
+    t0: float
+    """Epoch time of event second `start_s`."""
+    playing: Counter[str] = field(default_factory=Counter)
+    waiting: int = 0
+    done: int = 0
+
+    def at(self, event_s: float) -> float:
+        """Epoch time of an event second."""
+        return self.t0 + (event_s - float(self.cfg["start_s"])) / float(self.cfg["compress"])
+
+
+def _emit(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+async def _sleep_until(t: float) -> None:
+    delay = t - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _authorise(
+    api: httpx.AsyncClient, st: _State, plan: ViewerPlan, jwt: str, kind: str
+) -> dict[str, Any] | None:
+    """POST playback until granted (honouring Retry-After), or None after repeated refusals."""
+    url = f"/v1/events/{st.cfg['event']}/playback"
+    body = {
+        "device": {"id": plan.device_id, "type": _device_type(plan.device), "model": plan.device}
+    }
+    for attempt in range(MAX_AUTH_ATTEMPTS):
+        sent = time.time()
+        try:
+            r = await api.post(url, json=body, headers={"Authorization": f"Bearer {jwt}"})
+            status = r.status_code
+        except httpx.HTTPError as exc:
+            status, r = 0, None
+            _emit(
+                {
+                    "type": "auth",
+                    "kind": kind,
+                    "status": 0,
+                    "error": type(exc).__name__,
+                    "t": sent,
+                    "latency_s": time.time() - sent,
+                }
+            )
+        if r is not None:
+            reason = ""
+            if status != 200:
+                try:
+                    reason = r.json()["error"]["reason"]
+                except (ValueError, KeyError, TypeError):
+                    reason = ""
+            _emit(
+                {
+                    "type": "auth",
+                    "kind": kind,
+                    "status": status,
+                    "reason": reason,
+                    "t": sent,
+                    "latency_s": time.time() - sent,
+                    "attempt": attempt,
+                }
+            )
+            if status == 200:
+                grant: dict[str, Any] = r.json()
+                return grant
+            if status not in (429, 503):
+                return None
+            retry = float(r.headers.get("retry-after", "1") or 1)
+        else:
+            retry = 1.0
+        await asyncio.sleep(min(retry, 10.0))
+    return None
+
+
+async def _refresh_loop(
+    api: httpx.AsyncClient, jwt: str, grant: dict[str, Any], every_s: float
+) -> None:
+    token = grant["token"]
+    sid = grant["session_id"]
+    while True:
+        await asyncio.sleep(every_s)
+        sent = time.time()
+        try:
+            r = await api.post(
+                f"/v1/sessions/{sid}/refresh",
+                json={"token": token},
+                headers={"Authorization": f"Bearer {jwt}"},
+            )
+            status = r.status_code
+            if status == 200:
+                token = r.json()["token"]
+        except httpx.HTTPError:
+            status = 0
+        _emit(
+            {
+                "type": "auth",
+                "kind": "refresh",
+                "status": status,
+                "t": sent,
+                "latency_s": time.time() - sent,
+            }
+        )
+
+
+async def _session(
+    api: httpx.AsyncClient,
+    media: httpx.AsyncClient,
+    st: _State,
+    plan: ViewerPlan,
+    jwt: str,
+    grant: dict[str, Any],
+    pressed: float,
+    until_s: float,
+    joined: str,
+) -> None:
+    cdn = grant["cdn"]["name"]
+    fallbacks = [f["manifest_url"] for f in grant.get("fallbacks", [])]
+    duration = max(1.0, st.at(until_s) - time.time())
+    st.playing[cdn] += 1
+    refresher = asyncio.create_task(_refresh_loop(api, jwt, grant, st.cfg["refresh_every_s"]))
+    requested = time.time()
+    try:
+        report = await play(
+            grant["cdn"]["manifest_url"],
+            duration_s=duration,
+            client=media,
+            fallback_urls=fallbacks,
+            config=PlayerConfig(startup_timeout_s=30.0),
+        )
+    finally:
+        refresher.cancel()
+        st.playing[cdn] -= 1
+    startup = None if report.startup_s is None else (requested - pressed) + report.startup_s
+    _emit(
+        {
+            "type": "viewer",
+            "index": plan.index,
+            "region": plan.region,
+            "isp": plan.isp,
+            "device": plan.device,
+            "kind": joined,
+            "cdn": cdn,
+            "pressed": pressed,
+            "started": requested + (report.startup_s or 0.0),
+            "ended": time.time(),
+            "startup_s": startup,
+            "report": report.to_dict(),
+        }
+    )
+    try:
+        await api.delete(
+            f"/v1/sessions/{grant['session_id']}", headers={"Authorization": f"Bearer {jwt}"}
+        )
+    except httpx.HTTPError:
+        pass
+
+
+async def _viewer(
+    api: httpx.AsyncClient,
+    media: dict[str, httpx.AsyncClient],
+    st: _State,
+    plan: ViewerPlan,
+    idp: DevIdentityProvider,
+) -> None:
+    jwt = idp.mint(plan.account, ttl_s=6 * 3600)
+    client = media[plan.region]
+    bell = st.at(0.0)
+    await _sleep_until(st.at(plan.open_s))
+    if plan.kind is JoinKind.PREAUTH:
+        st.waiting += 1
+        grant = await _authorise(api, st, plan, jwt, "preauth")
+        await _sleep_until(st.at(plan.press_s))
+        st.waiting -= 1
+        # A pre-authorised token is valid from the bell: an early press waits for it.
+        await _sleep_until(bell)
+        pressed = max(st.at(plan.press_s), bell)
+    else:
+        pressed = time.time()
+        grant = await _authorise(api, st, plan, jwt, "start")
+    if grant is None:
+        _emit(
+            {
+                "type": "viewer",
+                "index": plan.index,
+                "region": plan.region,
+                "kind": plan.kind.value,
+                "cdn": None,
+                "pressed": pressed,
+                "startup_s": None,
+                "report": None,
+                "refused": True,
+            }
+        )
+        return
+    await _session(api, client, st, plan, jwt, grant, pressed, plan.leave_s, plan.kind.value)
+    if plan.return_s is not None:
+        await _sleep_until(st.at(plan.return_s))
+        pressed = time.time()
+        grant = await _authorise(api, st, plan, jwt, "start")
+        if grant is not None:
+            await _session(api, client, st, plan, jwt, grant, pressed, plan.end_s, "return")
+
+
+async def _ticker(st: _State, total: int) -> None:
+    while True:
+        _emit(
+            {
+                "type": "tick",
+                "t": time.time(),
+                "playing": dict(st.playing),
+                "waiting": st.waiting,
+                "done": st.done,
+                "total": total,
+            }
+        )
+        await asyncio.sleep(1.0)
+
+
+async def run(cfg: dict[str, Any]) -> None:
+    plans = [ViewerPlan.from_json(p) for p in cfg["plans"]]
+    # Ready (imports done, plans loaded): the orchestrator answers with the start time on stdin,
+    # so a slow start on a loaded machine never eats into the schedule.
+    _emit({"type": "ready"})
+    line = await asyncio.to_thread(sys.stdin.readline)
+    st = _State(cfg, float(line))
+    idp = DevIdentityProvider(
+        secret=DEV_IDP_SECRET, issuer="mainevent-dev-idp", audience="mainevent"
+    )
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    timeout = httpx.Timeout(10.0)
+    regions = sorted({p.region for p in plans})
+    api = httpx.AsyncClient(base_url=cfg["control_url"], limits=limits, timeout=timeout)
+    media = {
+        r: httpx.AsyncClient(limits=limits, timeout=timeout, headers={"X-Client-Region": r})
+        for r in regions
+    }
+    try:
+        async with asyncio.TaskGroup() as tg:
+            ticker = tg.create_task(_ticker(st, len(plans)))
+            async with asyncio.TaskGroup() as viewers:
+                for plan in plans:
+                    viewers.create_task(_one(api, media, st, plan, idp))
+            ticker.cancel()
+    finally:
+        await api.aclose()
+        for c in media.values():
+            await c.aclose()
+
+
+async def _one(
+    api: httpx.AsyncClient,
+    media: dict[str, httpx.AsyncClient],
+    st: _State,
+    plan: ViewerPlan,
+    idp: DevIdentityProvider,
+) -> None:
+    try:
+        await _viewer(api, media, st, plan, idp)
+    finally:
+        st.done += 1
+
+
+def main() -> None:
+    with open(sys.argv[1]) as f:
+        cfg = json.load(f)
+    try:
+        import uvloop
+
+        uvloop.run(run(cfg))
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(run(cfg))
+
+
+if __name__ == "__main__":
+    main()
