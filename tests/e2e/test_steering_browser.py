@@ -61,6 +61,9 @@ def test_hls_js_and_dash_js_leave_a_drained_cdn_within_two_ttls(
     from playwright.sync_api import sync_playwright
 
     assert stack.control_url is not None
+    # Join a live window of several segments, as the other browser tests do: a player opened
+    # when only the first segments exist can fail to start (once seen here: 40 s, not playing).
+    stack.wait_window()
     b_host = _host(stack.edges["cdn-b"])
     ev = stack.event
     sources = {
