@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from mainevent.control.telemetry.collector import Collector, Outcome, Rejected
 from mainevent.control.telemetry.health import HealthScraper
-from mainevent.control.telemetry.model import DIMENSIONS, QoeAggregate
+from mainevent.control.telemetry.model import DIMENSIONS, QoeAggregate, QoePoint
 from mainevent.control.telemetry.store import TelemetryStore
 
 __all__ = ["TelemetryService", "create_app"]
@@ -79,40 +79,9 @@ class TelemetryService:
             self.tick()
 
 
-class QoePointOut(BaseModel):
-    """QoE figures of one step (see ``mainevent.control.telemetry.model.QoePoint``)."""
-
-    start: float
-    step_s: float
-    concurrent_sessions: float
-    play_attempts: float
-    video_start_time_p50_ms: float | None
-    video_start_time_p95_ms: float | None
-    started_sessions: float
-    exits_before_video_start: float
-    video_start_failures: float
-    video_start_failure_ratio: float | None
-    video_playback_failures: float
-    rebuffer_ratio: float | None
-    rebuffer_count_per_hour: float | None
-    played_s: float
-    average_bitrate_kbps: float | None
-    live_latency_p50_ms: float | None
-    live_latency_p95_ms: float | None
-    requests: float
-    error_rate: float | None
-    errors_by_status: dict[int, float]
-    cdn_ttfb_p50_ms: float | None
-    cdn_ttfb_p95_ms: float | None
-    cache_hit_ratio: float | None
-    origin_fetches: float
-    player_errors: float
-    heartbeat_sample_rate: float
-
-
 class QoeSeriesOut(BaseModel):
     labels: dict[str, str] = Field(description="Values of the `by` dimensions.")
-    points: list[QoePointOut]
+    points: list[QoePoint]  # the contract dataclass itself: one definition of the fields
 
 
 class QoeResponse(BaseModel):
