@@ -61,17 +61,24 @@ class SteeringApp:
             )
             status, body, ctype, retry = r.status, r.body, r.content_type, r.retry_after
         headers = [
-            (b"content-type", ctype.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
+            (b"content-type", _CTYPES.get(ctype) or ctype.encode()),
+            (b"content-length", b"%d" % len(body)),
+            _NO_STORE,
             (b"access-control-allow-origin", self._cors),
         ]
         if retry is not None:
-            headers.append((b"retry-after", str(retry).encode()))
+            headers.append((b"retry-after", b"%d" % retry))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send(
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
         )
+
+
+_NO_STORE = (b"cache-control", b"no-store")
+_CTYPES = {
+    "application/json": b"application/json",
+    "application/vnd.apple.steering-list": b"application/vnd.apple.steering-list",
+}
 
 
 class SteeringCollector(Collector):

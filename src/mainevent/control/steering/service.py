@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote, unquote_plus
 
 from mainevent.common.ratelimit import KeyedRateLimiter
 from mainevent.control.entitlement import RegionTable
@@ -32,6 +32,28 @@ HLS_STEERING_TYPE = "application/vnd.apple.steering-list"
 _ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _LABEL = re.compile(r"[A-Za-z0-9._*-]{1,64}")
 _BURST = 5
+_CACHE_MAX = 4096
+"""Bound of the per-(event, kind) and per-priority-order response fragment caches."""
+
+
+def _q(label: str) -> str:
+    """A validated label in a query string: only `*` may need percent-encoding."""
+    return quote(label, safe="") if "*" in label else label
+
+
+def _params(query: str) -> dict[str, str]:
+    """Query parameters, first occurrence wins, blank values kept (as `parse_qsl` would give
+    them), with a fast path for the plain ASCII that steering URIs carry."""
+    params: dict[str, str] = {}
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name, value = unquote_plus(name), unquote_plus(value)
+        if name not in params:
+            params[name] = value
+    return params
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +101,8 @@ class SteeringService:
             None if math.isinf(rate) else KeyedRateLimiter(rate, _BURST, max_keys=1_000_000)
         )
         self.counts: dict[tuple[str, int], int] = {}
+        self._heads: dict[tuple[str, str], str] = {}
+        self._tails: dict[tuple[str, ...], str] = {}
 
     def end_event(self, event: str) -> None:
         """From now on the event's steering requests get 410 (players stop steering)."""
@@ -116,27 +140,42 @@ class SteeringService:
                 )
         d = self.policy.steer(state, now)
         st = d.state
-        q = [f"sid={quote(st.session_id, safe='')}", f"r={quote(st.region, safe='')}"]
+        # Every value below passed a regex of unreserved characters (`_ID`, `_LABEL`, CDN
+        # names), so it needs no JSON escaping and no percent-encoding, except `*` in labels.
+        q = f"sid={st.session_id}&r={_q(st.region)}"
         if st.isp != ANY:
-            q.append(f"i={quote(st.isp, safe='')}")
-        q.append(f"p={st.pathway}")
+            q += f"&i={_q(st.isp)}"
+        q += f"&p={st.pathway}"
         if st.home is not None:
-            q.append(f"h={st.home}")
+            q += f"&h={st.home}"
         if st.moved_at is not None:
-            q.append(f"m={int(st.moved_at)}")
-        body = {
-            "VERSION": 1,
-            "TTL": self.policy.config.ttl_s,
-            "RELOAD-URI": f"{self.path_prefix}/{event}/{kind}?" + "&".join(q),
-            "PATHWAY-PRIORITY": list(d.priority),
-        }
+            q += f"&m={int(st.moved_at)}"
+        body = f"{self._head(event, kind)}{q}{self._priority_json(d.priority)}".encode()
         content_type = HLS_STEERING_TYPE if kind == "hls" else "application/json"
-        return SteeringResponse(200, json.dumps(body).encode(), content_type, decision=d)
+        return SteeringResponse(200, body, content_type, decision=d)
+
+    def _head(self, event: str, kind: str) -> str:
+        """`{"VERSION": 1, "TTL": …, "RELOAD-URI": "<prefix>/<event>/<kind>?` (JSON-escaped)."""
+        key = (event, kind)
+        head = self._heads.get(key)
+        if head is None:
+            uri = json.dumps(f"{self.path_prefix}/{event}/{kind}?")[:-1]
+            head = f'{{"VERSION": 1, "TTL": {json.dumps(self.policy.config.ttl_s)}, "RELOAD-URI": {uri}'
+            if len(self._heads) < _CACHE_MAX:
+                self._heads[key] = head
+        return head
+
+    def _priority_json(self, priority: tuple[str, ...]) -> str:
+        """`", "PATHWAY-PRIORITY": [...]}` for this order (a handful of orders exist)."""
+        tail = self._tails.get(priority)
+        if tail is None:
+            tail = f'", "PATHWAY-PRIORITY": {json.dumps(list(priority))}}}'
+            if len(self._tails) < _CACHE_MAX:
+                self._tails[priority] = tail
+        return tail
 
     def _state(self, kind: str, query: str, client: str | None) -> SessionState:
-        params: dict[str, str] = {}
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            params.setdefault(name, value)
+        params = _params(query)
         cdns = self.policy.cdns
         sid = params.get("sid") or self.new_id()
         if _ID.fullmatch(sid) is None:
