@@ -525,7 +525,8 @@ def reference_run(args: argparse.Namespace, tmp: Path) -> list[PlayerRun]:
     for name in [*(r.id for r in ladder.rungs), ladder.audio_id]:
         (out / name).mkdir(parents=True)
     port = free_port(socket.SOCK_DGRAM)
-    listen = f"srt://127.0.0.1:{port}?mode=listener&latency=120000"
+    # The same SRT latency as the ingest it is compared with.
+    listen = f"srt://127.0.0.1:{port}?mode=listener&latency={settings.ingest.srt_latency_ms * 1000}"
     enc = subprocess.Popen(
         reference_hls_command(find_ffmpeg(), listen, ladder, str(out)),
         stdin=subprocess.DEVNULL,

@@ -171,6 +171,12 @@ class IngestSettings(_Frozen):
         max_length=79,
         description="SRT passphrase (AES, enforced: callers without it or with another one are refused and counted); None disables encryption and lets any SRT caller in.",
     )
+    srt_latency_ms: int = Field(
+        default=120,
+        ge=20,
+        le=8000,
+        description="SRT latency (receiver buffer for retransmission) the ingest listener asks for; SRT uses the larger of both peers' values. Glass-to-glass latency grows by it. SRT's default 120 ms suits links with an RTT up to ~30 ms; use about 4 × RTT (more on lossy links) for a venue far away.",
+    )
     input_timeout_s: float = Field(
         default=1.0,
         gt=0,

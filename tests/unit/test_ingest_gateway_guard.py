@@ -126,3 +126,17 @@ def test_srt_listener_enforces_the_passphrase() -> None:
     assert "enforced_encryption=1" in spec.listen_url
     assert "passphrase=correct-horse" in spec.listen_url
     assert "passphrase" not in IngestSpec("srt", "127.0.0.1", 9000, "key").listen_url
+
+
+def test_srt_latency_is_the_configured_one_on_both_ends() -> None:
+    """`ingest.srt_latency_ms` reaches the listener and the URL handed to venue encoders."""
+    from mainevent.commands.stack import ingest_spec
+    from mainevent.config import ConfigError, load_settings
+
+    settings = load_settings(overrides={"ingest": {"srt_latency_ms": 300}})
+    spec = ingest_spec(settings, 9000)
+    assert "latency=300000&" in spec.listen_url
+    assert "latency=300000&" in spec.publish_url
+    assert "latency=120000&" in IngestSpec("srt", "127.0.0.1", 9000, "key").listen_url
+    with pytest.raises(ConfigError, match="srt_latency_ms"):
+        load_settings(overrides={"ingest": {"srt_latency_ms": 5}})

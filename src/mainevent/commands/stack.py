@@ -116,6 +116,7 @@ def ingest_spec(settings: Settings, port: int) -> IngestSpec:
         attempts_per_second=ig.attempts_per_second,
         attempts_burst=ig.attempts_burst,
         handshake_timeout_s=ig.handshake_timeout_s,
+        srt_latency_ms=ig.srt_latency_ms,
     )
 
 

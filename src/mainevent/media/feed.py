@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from mainevent.media.encode.ffmpeg import FeedSpec, feed_command
+from mainevent.media.encode.ffmpeg import LOW_DELAY_TS, FeedSpec, feed_command
 from mainevent.media.encode.process import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,7 @@ def grid_start(now: float, fps: int) -> Fraction:
 
 def pusher_command(ffmpeg: str, url: str) -> list[str]:
     """ffmpeg copying MPEG-TS from stdin to the contribution URL, timestamps untouched."""
-    out = (
-        ["-f", "flv", url]
-        if url.startswith("rtmp")
-        else ["-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", url]
-    )
+    out = ["-f", "flv", url] if url.startswith("rtmp") else [*LOW_DELAY_TS, "-f", "mpegts", url]
     return [
         ffmpeg,
         "-hide_banner",

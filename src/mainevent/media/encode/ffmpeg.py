@@ -163,11 +163,16 @@ def feed_command(ffmpeg: str, spec: FeedSpec) -> list[str]:
     if spec.url.startswith("rtmp"):
         cmd += ["-f", "flv", spec.url]
     else:
-        cmd += ["-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", spec.url]
+        cmd += [*LOW_DELAY_TS, "-f", "mpegts", spec.url]
     return cmd
 
 
 RTMP_APP = "live"
+
+LOW_DELAY_TS = ("-muxdelay", "0", "-muxpreload", "0", "-pes_payload_size", "0")
+"""MPEG-TS muxer options of every hop we write: no mux delay, and each audio frame in its own PES
+as soon as it is read (by default ffmpeg gathers ~2.9 kB of AAC per PES: ~120 ms at 192 kbit/s
+that the next hop, and finally the packager, waits for before the audio of a segment is whole)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +194,15 @@ class IngestSpec:
     attempts_per_second: float = 2.0
     attempts_burst: int = 10
     handshake_timeout_s: float = 5.0
+    srt_latency_ms: int = 120
 
     @property
     def listen_url(self) -> str:
         if self.protocol == "rtmp":
             return f"rtmp://{self.host}:{self.port}/{RTMP_APP}/{self.stream_key}"
         url = (
-            f"srt://{self.host}:{self.port}?mode=listener&latency=120000&streamid={self.stream_key}"
+            f"srt://{self.host}:{self.port}?mode=listener&latency={self.srt_latency_ms * 1000}"
+            f"&streamid={self.stream_key}"
         )
         if self.passphrase:
             # Enforced: a caller without the passphrase is refused, never let in unencrypted.
@@ -207,7 +214,10 @@ class IngestSpec:
         """The URL a venue encoder (or `mainevent feed`) pushes to."""
         if self.protocol == "rtmp":
             return f"rtmp://{self.host}:{self.port}/{RTMP_APP}/{self.stream_key}"
-        url = f"srt://{self.host}:{self.port}?mode=caller&latency=120000&streamid={self.stream_key}&pkt_size=1316"
+        url = (
+            f"srt://{self.host}:{self.port}?mode=caller&latency={self.srt_latency_ms * 1000}"
+            f"&streamid={self.stream_key}&pkt_size=1316"
+        )
         if self.passphrase:
             url += f"&passphrase={self.passphrase}&pbkeylen=16"
         return url
@@ -234,10 +244,7 @@ def ingest_command(ffmpeg: str, spec: IngestSpec) -> list[str]:
         "0:a:0?",
         "-c",
         "copy",
-        "-muxdelay",
-        "0",
-        "-muxpreload",
-        "0",
+        *LOW_DELAY_TS,
         # With the video PES length written, the transcoder's demuxer hands each frame on as
         # soon as it is complete instead of when the next frame starts (one frame less delay).
         "-omit_video_pes_length",
@@ -437,10 +444,7 @@ def slate_command(ffmpeg: str, width: int, height: int, fps: int, seconds: float
         "aac",
         "-b:a",
         "128k",
-        "-muxdelay",
-        "0",
-        "-muxpreload",
-        "0",
+        *LOW_DELAY_TS,
         "-f",
         "mpegts",
         "pipe:1",
