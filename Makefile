@@ -15,8 +15,11 @@ SHAKA := src/mainevent/web/vendor/shaka-player.compiled.js
 demo: setup
 	$(BIN)/mainevent up
 
+# Tests not marked slow (pure Python, in-process servers) run on both cores; the slow ones
+# (ffmpeg, browsers, whole stacks, timing-sensitive) one at a time, as they were written for.
 test: setup lint typecheck
-	$(BIN)/pytest -p no:cacheprovider
+	$(BIN)/pytest -p no:cacheprovider -n 2 --dist loadfile -m "not slow"
+	$(BIN)/pytest -p no:cacheprovider -m slow
 
 setup: $(VENV)/.installed $(HLSJS) $(DASHJS) $(SHAKA) chromium postgres nginx
 
