@@ -68,7 +68,7 @@ else:
     async def app(scope, receive, send):
         if scope["type"] == "http":
             await inner(scope, receive, send)
-import gc; gc.collect(); gc.freeze()
+from mainevent.common.gc_tuning import tune_gc; tune_gc()  # as the control plane does
 uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
             log_level="warning", access_log=False, lifespan="off")
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import secrets
@@ -13,6 +12,7 @@ from collections.abc import Callable
 import uvicorn
 
 from mainevent.common.admission import AdmissionController, AdmissionPolicy, Bulkhead
+from mainevent.common.gc_tuning import tune_gc
 from mainevent.control.app import ControlServices, create_app
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth, hash_api_key
 from mainevent.control.db import Database, open_database
@@ -122,9 +122,8 @@ def serve(settings: ControlSettings) -> int:
     # Everything built so far (modules, schemas, the app: ~120,000 objects) lives as long as the
     # process; left to the cyclic GC, each full collection re-scans it, a 50-90 ms pause on a
     # busy core in the middle of a join storm. Frozen, the collector only walks what requests
-    # create. Freed by reference counting as before; only cycles among them would stay.
-    gc.collect()
-    gc.freeze()
+    # create; full collections are rarer (sessions and steering state are long-lived too).
+    tune_gc()
     print(
         f"control plane on http://{settings.host}:{settings.port} (OpenAPI at /openapi.json)",
         file=sys.stderr,

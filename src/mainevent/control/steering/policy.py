@@ -404,8 +404,17 @@ class SteeringPolicy:
             return s.decision
         before = s.pathway
         reason = Reason.PLACED if placed else self._decide(state.session_id, s, now, window)
+        same = (
+            state.region == s.region
+            and state.isp == s.isp
+            and state.pathway == s.pathway
+            and state.home == s.home
+            and state.moved_at == s.moved_at
+        )
         decision = Decision(
-            state=SessionState(
+            state=state
+            if same  # what the player carried is what we answer: no copy
+            else SessionState(
                 session_id=state.session_id,
                 region=s.region,
                 isp=s.isp,

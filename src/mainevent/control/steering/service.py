@@ -103,6 +103,7 @@ class SteeringService:
         self.counts: dict[tuple[str, int], int] = {}
         self._heads: dict[tuple[str, str], str] = {}
         self._tails: dict[tuple[str, ...], str] = {}
+        self._labels: set[str] = {ANY}
 
     def end_event(self, event: str) -> None:
         """From now on the event's steering requests get 410 (players stop steering)."""
@@ -182,9 +183,14 @@ class SteeringService:
             raise SteeringRequestError(f"sid {sid!r} must be 1-128 of A-Z a-z 0-9 . _ ~ -")
         region = params.get("r") or self.regions.lookup(client) or "unknown"
         isp = params.get("i") or ANY
+        labels = self._labels
         for label, value in (("r", region), ("i", isp)):
+            if value in labels:
+                continue
             if _LABEL.fullmatch(value) is None:
                 raise SteeringRequestError(f"{label}={value!r} must be 1-64 of A-Z a-z 0-9 . _ -")
+            if len(labels) < _CACHE_MAX:
+                labels.add(value)  # regions and ISPs are few: checked once each
         pathway = params.get("p") or None
         home = params.get("h") or None
         for label, named in (("p", pathway), ("h", home)):
