@@ -7,6 +7,7 @@ state with the media sequence continuing."""
 from __future__ import annotations
 
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -243,6 +244,42 @@ def test_two_events_at_once_rehearsal_hidden_preflight_gate_pause_end(
     assert r.status_code == 409
     assert r.json()["error"]["reason"] == "event_ended"
     assert ops.command(SECOND, {"command": "pause"}).status_code == 409
+
+
+def test_a_pipeline_that_cannot_start_is_reported_and_the_event_stays_in_rehearsal(
+    stack: RunningStack, ops: Ops
+) -> None:
+    """Its ingest port is taken: the event shows a clear error and stays in rehearsal."""
+    now = datetime.now(UTC)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        body = {
+            "id": "blocked",
+            "title": "Blocked venue",
+            "starts_at": (now + timedelta(minutes=30)).isoformat(),
+            "ends_at": (now + timedelta(hours=3)).isoformat(),
+            "ladder": [{"id": "v180", "width": 320, "height": 180, "bitrate_kbps": 200}],
+            "segment_duration_ms": 1000,
+            "latency_mode": "standard",
+            "rehearsal_lead_s": 3600,
+            "ingest": {"protocol": "srt", "port": taken.getsockname()[1]},
+        }
+        assert ops.call("POST", "/v1/events", body).status_code == 201
+        assert (
+            ops.call("POST", "/v1/events/blocked/transitions", {"to": "scheduled"}).status_code
+            == 200
+        )
+        media = wait_for(
+            "the error on the event",
+            lambda: (m := ops.media("blocked")) and m["error"] and m,
+            timeout=90,
+        )
+        assert "pipeline primary failed" in media["error"]
+        assert ops.event("blocked")["status"] == "rehearsal"
+    # Clean up: live by override, then end (stops its pipeline).
+    go = {"command": "go_live", "override": {"reason": "e2e cleanup"}}
+    assert ops.command("blocked", go).status_code == 200
+    assert ops.command("blocked", {"command": "end"}).status_code == 200
 
 
 def test_kill_9_and_restart_resumes_every_event_without_reusing_a_sequence_number(

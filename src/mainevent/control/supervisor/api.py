@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Body, FastAPI, Path, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mainevent.control.errors import Conflict, NotFound
@@ -290,24 +289,20 @@ def add_supervisor_routes(
     if_match: Any,
     errors: Callable[..., dict[int | str, dict[str, Any]]],
     auth: dict[str, Any],
+    respond: Callable[[Mutation], Response],
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Add the routes above. `transition(actor, id, to, override, if_match, key, path, fp)` is the app's
     guarded transition; `playback_facts(id, now)` awaits the playback service's answers
-    (problem strings) for preflight; `steering` the steering runtime (None: no CDN drains)."""
+    (problem strings) for preflight; `steering` the steering runtime (None: no CDN drains);
+    `respond` the app's answer to a mutation (status, body, ETag, replay header)."""
 
     def changed(event_id: str) -> None:
         plane = media()
         if plane is not None:
             plane.changed(event_id)
 
-    def answer(m: Mutation) -> Response:
-        headers = {}
-        if m.etag:
-            headers["ETag"] = m.etag
-        if m.replayed:
-            headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(m.body, status_code=m.status, headers=headers)
+    answer = respond
 
     def wrap(name: str, m: Mutation, result: dict[str, Any] | None = None) -> Mutation:
         if m.status >= 300:
@@ -485,8 +480,6 @@ def add_supervisor_routes(
             waiting_room_problem=waiting_problem,
         )
         return _results_out(event_id, evaluate(facts), now)
-
-    app.state.run_preflight_checks = run_checks
 
     @app.get(
         "/v1/events/{event_id}/preflight",
