@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
+import anyio
 from fastapi import Body, FastAPI, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -444,7 +445,7 @@ def add_supervisor_routes(
     ) -> Response:
         """Check feeds, segments, manifests, every CDN path, playback and the waiting room now;
         the result is stored (`GET` returns it) and gates go-live."""
-        ev = store.get_event(event_id)
+        ev = await anyio.to_thread.run_sync(store.get_event, event_id)
         if ev.status is not _S.REHEARSAL:
             raise Conflict(
                 "not_in_rehearsal",
@@ -458,7 +459,10 @@ def add_supervisor_routes(
             store.record(s, actor, "event.preflight", "event", event_id, None, body, key)
             return Mutation(200, body)
 
-        m = store.idempotent(actor, key, "POST", path, request_hash("POST", path, b""), apply)
+        fp = request_hash("POST", path, b"")
+        m = await anyio.to_thread.run_sync(
+            lambda: store.idempotent(actor, key, "POST", path, fp, apply)
+        )
         return answer(m)
 
     async def run_checks(event_id: str) -> PreflightOut:
@@ -503,10 +507,11 @@ def add_supervisor_routes(
         responses=errors(401, 403, 404, 422),
         openapi_extra=auth,
     )
-    def media_state(event_id: Annotated[str, ID_PATH], _actor: reader) -> MediaStateOut:
+    async def media_state(event_id: Annotated[str, ID_PATH], _actor: reader) -> MediaStateOut:
         """Per pipeline ingest health (bitrate, fps, drops, A/V drift), the published pipeline,
         manifest freshness (404 `no_media` when this process runs no media for the event)."""
-        store.get_event(event_id)
+        # The media plane's state is read on the event loop it runs on (not a worker thread).
+        await anyio.to_thread.run_sync(store.get_event, event_id)
         plane = media()
         state = None if plane is None else plane.media_state(event_id)
         if state is None:
