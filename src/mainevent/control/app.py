@@ -31,6 +31,8 @@ from mainevent.common.admission import (
 from mainevent.common.histogram import BUCKETS, LatencyHistogram
 from mainevent.control.admission_http import AdmissionMiddleware, watch_loop_delay
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth
+from mainevent.control.console.routes import add_console_routes
+from mainevent.control.console.runtime import ConsoleRuntime
 from mainevent.control.errors import ControlError, Invalid, invalid_request
 from mainevent.control.lifecycle import EventStatus
 from mainevent.control.limits import BodyLimitMiddleware
@@ -144,6 +146,8 @@ class ControlServices:
     purchase_wait_s: float = 10.0
     steering: SteeringRuntime | None = None
     """Content steering: manifests at /steering/, operator controls at /v1/steering."""
+    console: ConsoleRuntime | None = None
+    """Operations console at /console/ (login sessions, live view)."""
 
 
 def error_response(err: ControlError) -> JSONResponse:
@@ -191,9 +195,12 @@ def _operator(need: str) -> Callable[..., Awaitable[Actor]]:
     # The header is read from the request, not declared as a parameter: OpenAPI documents it as
     # the `operatorKey` security scheme instead.
     async def dep(request: Request) -> Actor:
-        actor = _services(request).operators.authenticate(
-            request.headers.get("authorization"), need
-        )
+        svc = _services(request)
+        header = request.headers.get("authorization")
+        if header is None and svc.console is not None and svc.console.has_session(request):
+            actor = svc.console.authorize(request, need)  # the console's session cookie
+        else:
+            actor = svc.operators.authenticate(header, need)
         if request.query_params:
             _refuse_unknown_query(request)
         return actor
@@ -755,6 +762,15 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
                 access_token=idp.mint(body.sub, ttl_s=body.ttl_s), expires_in=body.ttl_s
             )
 
+    if svc.console is not None and svc.console.settings.enabled:
+        add_console_routes(
+            app,
+            svc.console,
+            svc.operators,
+            store,
+            metrics,
+            lambda: playback.sessions.per_event(playback.clock()),
+        )
     if svc.steering is not None:
         add_steering_routes(
             app,
