@@ -173,6 +173,8 @@ class Stack:
     beside the media plane; None = media plane only."""
     control_url: str = ""
     control_admin_key: str | None = None
+    console_logins: dict[str, str] = field(default_factory=dict)
+    """Role → generated API key to sign in at /console/ (empty when keys are configured)."""
     control_services: Any = None
     telemetry: Any = None
     """The telemetry collector (a `TelemetryServer`; None when `telemetry.enabled` is false)."""
@@ -419,7 +421,8 @@ class Stack:
         if self.control is None or not cdns:
             return None
         from mainevent.control.app import create_app as create_control_app
-        from mainevent.control.server import build_services, ensure_admin_key
+        from mainevent.control.console.demo import console_for_stack, ensure_demo_logins
+        from mainevent.control.server import build_services
         from mainevent.media.manifest.pathways import Pathways
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -440,8 +443,18 @@ class Stack:
                 "probe_path": ctrl.steering.probe_path or f"/live/{event.event_id}/master.m3u8",
             }
         )
-        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st})
-        ctrl, self.control_admin_key = ensure_admin_key(ctrl)
+        console = console_for_stack(
+            ctrl.console,
+            telemetry_url=self.telemetry_url,
+            metrics_targets={
+                "origin": f"{self.base_url}/metrics",
+                **({"shield": f"{self.shield.url}/metrics"} if self.shield else {}),
+                **{n: f"{u}/metrics" for n, u in self.edge_urls.items()},
+            },
+        )
+        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st, "console": console})
+        ctrl, self.console_logins = ensure_demo_logins(ctrl)
+        self.control_admin_key = self.console_logins.get("admin")
         services = build_services(ctrl)
         assert services.steering is not None
         services.steering.service.events = {event.event_id}
