@@ -168,6 +168,7 @@
 
   $("#create-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
+    notifyList("");
     const f = new FormData(ev.target);
     const start = Date.now() + Number(f.get("starts_in") || 0) * 60_000;
     const body = {
@@ -175,7 +176,18 @@
       title: String(f.get("title")),
       starts_at: new Date(start).toISOString(),
       ends_at: new Date(start + Number(f.get("duration") || 180) * 60_000).toISOString(),
+      segment_duration_ms: Math.round(Number(f.get("segment") || 2) * 1000),
+      latency_mode: String(f.get("latency") || "standard"),
     };
+    const ladder = String(f.get("ladder") || "").trim();
+    if (ladder) {
+      try {
+        body.ladder = parseLadder(ladder);
+      } catch (e) {
+        notifyList(e.message);
+        return;
+      }
+    }
     confirmThen(`Create event ${body.id} “${body.title}”?`, async (idem) => {
       const res = await api("POST", "/v1/events", { body, idem });
       if (res.ok) {
@@ -185,11 +197,25 @@
         notify(sched.ok ? "applied" : "failed", sched.ok ? `Event ${body.id} created and scheduled.` : errorText(sched));
         location.hash = `#/events/${body.id}`;
       } else {
-        notify("failed", errorText(res));
-        alert(errorText(res));
+        notifyList(`Not created: ${errorText(res)}`);
       }
     });
   });
+
+  // `v720:1280x720:2500,v360:640x360:700` → rungs (as `mainevent up --ladder` takes them).
+  function parseLadder(text) {
+    return text.split(",").map((item) => {
+      const m = item.trim().match(/^([a-z0-9][a-z0-9_-]{0,31}):(\d+)x(\d+):(\d+)$/);
+      if (!m) throw new Error(`ladder: “${item}” is not ID:WIDTHxHEIGHT:KBPS`);
+      return { id: m[1], width: Number(m[2]), height: Number(m[3]), bitrate_kbps: Number(m[4]) };
+    });
+  }
+
+  function notifyList(text) {
+    const p = $("#create-error");
+    p.textContent = text;
+    p.hidden = !text;
+  }
 
   // -- confirmation, notices ----------------------------------------------------------------------
 
@@ -234,7 +260,7 @@
       for (const c of Object.values(state.charts)) c.plot.destroy();
       state.charts = {};
       $("#charts").replaceChildren();
-      $("#notice").hidden = true;
+      if (!state.lastAction || Date.now() - state.lastAction.at > 5000) $("#notice").hidden = true;
     }
     state.eventId = id;
     show("event-view");
@@ -401,7 +427,7 @@
       b.disabled = !can || !enabled;
       if (!can) b.title = "read-only: you cannot act";
     }
-    for (const i of document.querySelectorAll("#event-view input[type=checkbox], #create input")) {
+    for (const i of document.querySelectorAll("#event-view input[type=checkbox], #create input, #create select")) {
       i.disabled = !can;
     }
     $("#create").hidden = !can;
