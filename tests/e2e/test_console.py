@@ -342,7 +342,8 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
             disabled = ro.eval_on_selector_all(
                 "#event-view button", "bs => bs.map(b => b.disabled)"
             )
-            assert disabled and all(disabled), disabled
+            assert disabled, "no controls rendered"
+            assert all(disabled), disabled
             status = ro.evaluate(
                 """async () => {
                     const s = await (await fetch('/console/api/session')).json();
