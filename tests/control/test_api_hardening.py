@@ -302,7 +302,13 @@ async def test_ingest_secrets_are_masked_for_read_only_keys_in_lists_gets_and_au
         assert SECRET_KEY not in got.text
         assert SECRET_PASS not in got.text
     listed = reads[0].json()["events"][0]["ingest"]
-    assert listed == {"protocol": "srt", "stream_key": "********", "passphrase": "********"}
+    assert listed == {
+        "protocol": "srt",
+        "stream_key": "********",
+        "passphrase": "********",
+        "port": 0,
+        "backup_port": 0,
+    }
     entries = reads[3].json()["entries"]
     assert {e["action"] for e in entries} == {"event.create", "event.update"}
     assert entries[0]["before"]["ingest"]["stream_key"] == "********"

@@ -33,6 +33,7 @@ from mainevent.control.admission_http import AdmissionMiddleware, watch_loop_del
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth
 from mainevent.control.console.routes import add_console_routes
 from mainevent.control.console.runtime import ConsoleRuntime
+from mainevent.control.entitlement import Denial, check_event_window
 from mainevent.control.errors import ControlError, Invalid, invalid_request
 from mainevent.control.lifecycle import EventStatus
 from mainevent.control.limits import BodyLimitMiddleware
@@ -52,6 +53,7 @@ from mainevent.control.schemas import (
     EventList,
     EventOut,
     EventUpdate,
+    Override,
     PlaybackGrant,
     PlaybackRequest,
     PurchaseIn,
@@ -63,6 +65,7 @@ from mainevent.control.settings import ControlSettings
 from mainevent.control.steering.api import add_steering_routes
 from mainevent.control.steering.server import SteeringRuntime
 from mainevent.control.store import Actor, ControlStore, Mutation, request_hash
+from mainevent.control.supervisor.api import MediaPlane, add_supervisor_routes, preflight_gate
 
 __all__ = ["ControlServices", "create_app", "error_response"]
 
@@ -148,6 +151,14 @@ class ControlServices:
     """Content steering: manifests at /steering/, operator controls at /v1/steering."""
     console: ConsoleRuntime | None = None
     """Operations console at /console/ (login sessions, live view)."""
+    media: MediaPlane | None = None
+    """The media plane this control plane drives (`mainevent up` sets it): told of every
+    event change; answers preflight and the media view. None: records only (no preflight gate)."""
+
+    def changed(self, event_id: str) -> None:
+        """Tell the media plane an event's record changed (after the commit)."""
+        if self.media is not None:
+            self.media.changed(event_id)
 
 
 def error_response(err: ControlError) -> JSONResponse:
@@ -486,6 +497,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         m = store.idempotent(
             actor, key, "POST", "/v1/events", fp, lambda s: store.create_event(s, actor, body, key)
         )
+        svc.changed(body.id)
         resp = _mutation_response(m)
         resp.headers["Location"] = f"/v1/events/{body.id}"
         return resp
@@ -554,6 +566,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             lambda s: store.update_event(s, actor, event_id, body, if_match, key),
         )
         playback.invalidate_event(event_id)
+        svc.changed(event_id)
         return _mutation_response(m)
 
     @app.post(
@@ -570,23 +583,85 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         key: IdemKey,
         if_match: IfMatch = None,
     ) -> Response:
-        """Move the event along draft → scheduled → rehearsal → live ⇄ paused → ended → archived (409 otherwise)."""
+        """Move the event along draft → scheduled → rehearsal → live ⇄ paused → ended → archived (409 otherwise).
+
+        Going live from rehearsal needs a passing preflight within 10 min (409 `preflight_failed`
+        / `preflight_required` naming the failing checks) unless `override.reason` is given."""
         path = f"/v1/events/{event_id}/transitions"
         fp = request_hash(
             "POST",
             path,
             body.model_dump_json(exclude_unset=True).encode() + (if_match or "").encode(),
         )
-        m = store.idempotent(
-            actor,
-            key,
-            "POST",
-            path,
-            fp,
-            lambda s: store.transition_event(s, actor, event_id, body.to, if_match, key),
-        )
-        playback.invalidate_event(event_id)
+        m = guarded_transition(actor, event_id, body.to, body.override, if_match, key, path, fp)
         return _mutation_response(m)
+
+    def guarded_transition(
+        actor: Actor,
+        event_id: str,
+        to: EventStatus,
+        override: Override | None,
+        if_match: str | None,
+        key: str,
+        path: str,
+        fp: str,
+    ) -> Mutation:
+        """A lifecycle move, behind the preflight gate when a media plane runs the event."""
+
+        def apply(s: Any) -> Mutation:
+            if to is EventStatus.LIVE and svc.media is not None:
+                current = store.get_event(event_id).status
+                if current is EventStatus.REHEARSAL:
+                    audit = preflight_gate(store, event_id, override, playback.clock())
+                    if audit is not None:
+                        store.record(
+                            s,
+                            actor,
+                            "event.preflight.override",
+                            "event",
+                            event_id,
+                            None,
+                            audit,
+                            key,
+                        )
+            return store.transition_event(s, actor, event_id, to, if_match, key)
+
+        m = store.idempotent(actor, key, "POST", path, fp, apply)
+        playback.invalidate_event(event_id)
+        svc.changed(event_id)
+        return m
+
+    async def playback_facts(event_id: str, now: float) -> tuple[str | None, str | None]:
+        """Preflight's view of playback: (authorisation problem, waiting-room problem)."""
+        playback.invalidate_event(event_id)
+        try:
+            facts = await playback.event(event_id, now)
+        except ControlError as exc:
+            return f"{exc.reason}: {exc.message}", "event not cached"
+        problem = None
+        if playback.breaker.state != "closed":
+            problem = f"entitlement breaker {playback.breaker.state}"
+        window = check_event_window(facts, now, svc.settings.preauth_window_s)
+        waiting = None
+        if isinstance(window, Denial):
+            waiting = f"waiting room answers {window.value}"
+        return problem, waiting
+
+    add_supervisor_routes(
+        app,
+        store,
+        lambda: svc.media,
+        playback_facts=playback_facts,
+        transition=guarded_transition,
+        steering=svc.steering,
+        reader=Reader,
+        operator=Operator,
+        idem_key=IdemKey,
+        if_match=IfMatch,
+        errors=_errors,
+        auth=_OPERATOR_AUTH,
+        clock=playback.clock,
+    )
 
     def audit_view(entry: AuditOut, actor: Actor) -> AuditOut:
         if _sees_secrets(actor) or entry.target_type != "event":

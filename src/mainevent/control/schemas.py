@@ -27,6 +27,10 @@ ID_PATTERN = _ID
 DEFAULT_CDNS = ("cdn-a", "cdn-b", "cdn-c")
 """The CDN edges `mainevent up` starts; the control plane's `cdns` setting defaults to them."""
 MAX_RUNGS = 8
+FEATURES = ("dvr", "telemetry_detail")
+"""Optional features an operator may switch off for an event (degrade before playback does)."""
+Feature = Literal["dvr", "telemetry_detail"]
+PipelineMode = Literal["auto", "primary", "backup"]
 
 Region = Annotated[str, StringConstraints(pattern=_REGION)]
 CdnName = Annotated[str, StringConstraints(pattern=_ID)]
@@ -96,6 +100,15 @@ class IngestCredentials(_Model):
     passphrase: str | None = Field(
         default=None, min_length=10, max_length=79, description="SRT passphrase."
     )
+    port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Primary feed's listen port (0 = the media plane picks one; `GET /v1/events/{id}/media` shows it).",
+    )
+    backup_port: int = Field(
+        default=0, ge=0, le=65535, description="Backup feed's listen port (0 = picked)."
+    )
 
 
 def _stored(info: ValidationInfo) -> bool:
@@ -161,6 +174,21 @@ class EventSpecFields(_Model):
     dvr_window_s: int = Field(
         default=0, ge=0, le=86_400, description="Seconds viewers may seek back (0 = live only)."
     )
+    rehearsal_lead_s: int = Field(
+        default=1800,
+        ge=0,
+        le=7 * 86_400,
+        description="A scheduled event enters rehearsal this long before `starts_at` (the supervisor moves it; 0 = at the start).",
+    )
+    pipeline_mode: PipelineMode = Field(
+        default="auto",
+        description="Which pipeline's segments are published: `auto` (health-based), or forced `primary` / `backup` (the `force_pipeline` command).",
+    )
+    degraded: list[Feature] = Field(
+        default_factory=list,
+        max_length=len(FEATURES),
+        description="Optional features switched off for this event (the `degrade` command).",
+    )
 
     @field_validator("segment_duration_ms")
     @classmethod
@@ -206,6 +234,7 @@ _NOT_NULL = (
     "ingest",
     "cdns",
     "dvr_window_s",
+    "rehearsal_lead_s",
 )
 
 
@@ -237,6 +266,7 @@ class EventUpdate(_Model):
     ingest: IngestCredentials | None = None
     cdns: list[CdnName] | None = Field(default=None, min_length=1, max_length=16)
     dvr_window_s: int | None = Field(default=None, ge=0, le=86_400)
+    rehearsal_lead_s: int | None = Field(default=None, ge=0, le=7 * 86_400)
 
     @field_validator(*_NOT_NULL, mode="before")
     @classmethod
@@ -288,10 +318,20 @@ class EventList(BaseModel):
     events: list[EventOut]
 
 
+class Override(_Model):
+    """Go live although preflight checks fail: why (audited as `event.preflight.override`)."""
+
+    reason: str = Field(min_length=3, max_length=500)
+
+
 class TransitionRequest(_Model):
     """Body of POST /v1/events/{id}/transitions."""
 
     to: EventStatus
+    override: Override | None = Field(
+        default=None,
+        description="Going live with failing (or no) preflight checks: the reason (audited).",
+    )
 
 
 class AuditOut(BaseModel):

@@ -432,6 +432,64 @@ class ControlStore:
         )
         return Mutation(200, after, etag_of(row.version))
 
+    def command_event(
+        self,
+        s: Session,
+        actor: Actor,
+        event_id: str,
+        command: str,
+        spec_changes: dict[str, Any] | None,
+        if_match: str | None,
+        key: str | None,
+        *,
+        result: dict[str, Any] | None = None,
+    ) -> Mutation:
+        """An operator command on a running event: optional spec changes, a new version, and
+        an `event.command.<command>` audit entry (`after.command_result` = what it did).
+        Conflict `event_ended` once the event has ended."""
+        row = self._locked_event(s, event_id)
+        _check_if_match(if_match, row.version)
+        if row.status in (EventStatus.ENDED, EventStatus.ARCHIVED):
+            raise Conflict(
+                "event_ended",
+                f"event {event_id!r} is {row.status}: {command} no longer applies",
+                details={"status": row.status, "command": command},
+            )
+        before = _dump(event_out(row))
+        if spec_changes:
+            row.spec = dict(row.spec) | spec_changes
+        row.version += 1
+        row.updated_at = utcnow()
+        s.flush()
+        after = _dump(event_out(row))
+        logged = after | {"command_result": result} if result is not None else after
+        self._audit(s, actor, f"event.command.{command}", "event", event_id, before, logged, key)
+        return Mutation(200, after, etag_of(row.version))
+
+    def latest_audit(self, target_id: str, action: str) -> AuditOut | None:
+        """The newest audit entry of `action` on `target_id` (e.g. the last preflight)."""
+        with self.db.read() as s:
+            r = s.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.target_id == target_id, AuditEntry.action == action)
+                .order_by(AuditEntry.id.desc())
+                .limit(1)
+            ).one_or_none()
+            if r is None:
+                return None
+            return AuditOut(
+                id=r.id,
+                at=as_utc(r.at) or r.at,
+                actor=r.actor,
+                role=r.role,
+                action=r.action,
+                target_type=r.target_type,
+                target_id=r.target_id,
+                before=r.before,
+                after=r.after,
+                idempotency_key=r.idempotency_key,
+            )
+
     def audit(self, target_id: str | None = None, limit: int = 100) -> list[AuditOut]:
         """Newest audit entries first."""
         with self.db.read() as s:

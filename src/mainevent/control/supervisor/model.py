@@ -1,0 +1,205 @@
+"""Values of the event supervisor: what it is told (records, media reports, preflight results)
+and what it asks the media plane and the control plane to do (actions).
+
+The control plane never imports the media plane: these are plain values, and the adapter in
+`mainevent.commands.supervised` translates the actions into media operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from mainevent.control.lifecycle import EventStatus
+
+__all__ = [
+    "Action",
+    "ArchiveMedia",
+    "EndMedia",
+    "EventRecord",
+    "Input",
+    "MediaFailed",
+    "MediaSpec",
+    "MediaStarted",
+    "PreflightDone",
+    "RecordChanged",
+    "ReportError",
+    "RequestTransition",
+    "RunPreflight",
+    "SetDegraded",
+    "SetVisibility",
+    "StartMedia",
+    "Tick",
+    "Visibility",
+]
+
+
+class Visibility(StrEnum):
+    """Who sees an event's media."""
+
+    REHEARSAL = "rehearsal"
+    """Only on the rehearsal path (a capability URL operators get); `/live/<event>/` is 404."""
+    LIVE = "live"
+    """On `/live/<event>/` (behind playback tokens where the origin requires them)."""
+    PAUSED = "paused"
+    """On `/live/<event>/`, every new segment the slate; the pipelines keep running."""
+
+
+@dataclass(frozen=True, slots=True)
+class RungSpec:
+    """One video rung of the event's ladder."""
+
+    id: str
+    width: int
+    height: int
+    bitrate_kbps: int
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSpec:
+    """What the media plane needs to run an event: its ladder, timing, ingest credentials/ports."""
+
+    ladder: tuple[RungSpec, ...]
+    segment_duration_ms: int
+    latency_mode: str
+    protocol: str
+    stream_key: str
+    passphrase: str | None = None
+    port: int = 0
+    """Primary ingest port (0 = the media plane picks one and keeps it across restarts)."""
+    backup_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """The control plane's record of an event, as the supervisor needs it (times: epoch s)."""
+
+    id: str
+    status: EventStatus
+    version: int
+    media: MediaSpec
+    starts_at: float | None = None
+    ends_at: float | None = None
+    rehearsal_lead_s: float = 1800.0
+    degraded: frozenset[str] = field(default_factory=frozenset)
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordChanged:
+    """The record as stored now (created, changed, moved, or read at start-up)."""
+
+    record: EventRecord
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStarted:
+    """Every pipeline of the event is producing media."""
+
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFailed:
+    """A pipeline of the event could not start (or stopped producing)."""
+
+    event_id: str
+    pipeline: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightDone:
+    """An automatic preflight (scheduled go-live) finished."""
+
+    event_id: str
+    passed: bool
+    failing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The deadline the adapter armed has come."""
+
+
+Input = RecordChanged | MediaStarted | MediaFailed | PreflightDone | Tick
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartMedia:
+    """Open the event's ingest listeners and start its pipelines (resuming its stored media)."""
+
+    event_id: str
+    spec: MediaSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SetVisibility:
+    """Publish the event's media to rehearsal, live, or paused (slate)."""
+
+    event_id: str
+    visibility: Visibility
+
+
+@dataclass(frozen=True, slots=True)
+class EndMedia:
+    """ENDLIST on every playlist, pipelines stopped, ingest closed (stored media served as VOD)."""
+
+    event_id: str
+    spec: MediaSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveMedia:
+    """The event is archived: nothing runs for it; its stored media stays on disk."""
+
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetDegraded:
+    """Optional features switched off for the event (`dvr`, `telemetry_detail`)."""
+
+    event_id: str
+    features: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTransition:
+    """The schedule says the record should move (audited as the supervisor's action)."""
+
+    event_id: str
+    to: EventStatus
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunPreflight:
+    """Run the preflight checks; answer with `PreflightDone`."""
+
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportError:
+    """Something the operator must see on the event (None clears it)."""
+
+    event_id: str
+    message: str | None
+
+
+Action = (
+    StartMedia
+    | SetVisibility
+    | EndMedia
+    | ArchiveMedia
+    | SetDegraded
+    | RequestTransition
+    | RunPreflight
+    | ReportError
+)
