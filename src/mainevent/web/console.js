@@ -268,6 +268,22 @@
     every(1000, refreshLive);
     every(2000, refreshAudit);
     every(5000, refreshSteering);
+    every(5000, refreshPreflight);
+  }
+
+  async function refreshPreflight() {
+    const res = await api("GET", `/v1/events/${state.eventId}/preflight`);
+    if (res.ok) renderPreflight(res.body);
+  }
+
+  function renderPreflight(p) {
+    $("#preflight-summary").textContent =
+      `${p.passed ? "passed" : "FAILS: " + p.failing.join(", ")} at ${new Date(p.at).toLocaleTimeString()}`;
+    $("#preflight-summary").dataset.passed = p.passed ? "1" : "0";
+    cells($("#preflight tbody"), p.checks.map((c) => ({
+      values: [c.passed ? "✔" : "✘", c.name, c.detail],
+      cls: c.passed ? "verdict-healthy" : "verdict-lost",
+    })));
   }
 
   async function refreshEvent() {
@@ -327,7 +343,7 @@
           const failing = res.body.failing || [];
           notify(failing.length ? "failed" : "applied",
             failing.length ? `Preflight fails: ${failing.join(", ")}` : "Preflight passed: every check is green.");
-          state.preflight = res.body;
+          renderPreflight(res.body);
         } else {
           notify("failed", errorText(res));
         }
@@ -464,7 +480,8 @@
         cls: p.name === published ? "published" : "",
         data: { pipeline: p.name },
       }));
-      if (m.error) notify("failed", `Media plane: ${m.error}`);
+      $("#media-error").textContent = m.error ? `Media plane: ${m.error}` : "";
+      $("#media-error").hidden = !m.error;
     } else if (live) {
       const pub = live.pipelines.find((p) => p.published);
       published = pub ? pub.pipeline : null;
