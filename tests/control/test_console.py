@@ -386,3 +386,23 @@ def test_qoe_columns() -> None:
     assert s["columns"]["concurrent_sessions"] == [2.0, 3.0]
     assert s["columns"]["error_rate"] == [0.5, None]
     assert s["columns"]["live_latency_p50_ms"] == [None, None]
+
+
+def test_demo_logins_one_key_per_role_kept_across_restarts(tmp_path: Path) -> None:
+    from mainevent.control.auth import OperatorAuth
+    from mainevent.control.console.demo import ensure_demo_logins
+
+    base = make_settings(api_keys=(), data_dir=str(tmp_path))
+    s1, logins = ensure_demo_logins(base)
+    assert set(logins) == {"admin", "operator", "read-only"}
+    assert len(set(logins.values())) == 3
+    auth = OperatorAuth(s1.api_keys)
+    for role, key in logins.items():
+        assert auth.authenticate(f"Bearer {key}", "read-only").role == role
+    for name in ("control-admin.key", "control-operator.key", "control-readonly.key"):
+        assert (tmp_path / name).stat().st_mode & 0o077 == 0
+    _, again = ensure_demo_logins(base)
+    assert again == logins  # a restart signs in with the same keys
+    configured, none = ensure_demo_logins(make_settings(data_dir=str(tmp_path / "other")))
+    assert none == {}
+    assert configured.api_keys == make_settings().api_keys

@@ -312,7 +312,9 @@ def add_supervisor_routes(
     def wrap(name: str, m: Mutation, result: dict[str, Any] | None = None) -> Mutation:
         if m.status >= 300:
             return m
-        return Mutation(m.status, {"command": name, "event": m.body, "result": result}, m.etag)
+        return Mutation(
+            m.status, {"command": name, "event": m.body, "result": result}, m.etag, m.replayed
+        )
 
     @app.post(
         "/v1/events/{event_id}/commands",
