@@ -272,25 +272,20 @@ class LiveView:
         self.clock = clock
         self.window_s = window_s
         self.freshness = FreshnessTracker()
-        self._client: httpx.AsyncClient | None = None
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def _get(self, url: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        r = await self.client().get(url, params=params)
+    @staticmethod
+    async def _get(
+        client: httpx.AsyncClient, url: str, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        r = await client.get(url, params=params)
         r.raise_for_status()
         return r
 
-    async def _qoe(self, event: str, by: str, now: float) -> list[dict[str, Any]]:
+    async def _qoe(
+        self, client: httpx.AsyncClient, event: str, by: str, now: float
+    ) -> list[dict[str, Any]]:
         r = await self._get(
+            client,
             f"{self.telemetry_url}/v1/telemetry/qoe",
             {"event": event, "by": by, "from": now - self.window_s, "to": now, "step": 1},
         )
@@ -311,15 +306,17 @@ class LiveView:
             sources[name] = "ok"
             return result
 
-        jobs: list[Any] = [guarded(n, self._get(self.metrics_targets[n])) for n in names]
-        if self.telemetry_url:
-            jobs += [
-                guarded("telemetry", self._qoe(event, "", now)),
-                guarded("telemetry_cdn", self._qoe(event, "cdn", now)),
-                guarded("telemetry_region", self._qoe(event, "region", now)),
-                guarded("alerts", self._get(f"{self.telemetry_url}/v1/telemetry/alerts")),
-            ]
-        results = await asyncio.gather(*jobs)
+        # A client per refresh: loopback connections are cheap, and nothing outlives the call.
+        async with httpx.AsyncClient(timeout=self.timeout_s) as c:
+            jobs: list[Any] = [guarded(n, self._get(c, self.metrics_targets[n])) for n in names]
+            if self.telemetry_url:
+                jobs += [
+                    guarded("telemetry", self._qoe(c, event, "", now)),
+                    guarded("telemetry_cdn", self._qoe(c, event, "cdn", now)),
+                    guarded("telemetry_region", self._qoe(c, event, "region", now)),
+                    guarded("alerts", self._get(c, f"{self.telemetry_url}/v1/telemetry/alerts")),
+                ]
+            results = await asyncio.gather(*jobs)
         scraped: dict[str, Samples] = {}
         for n, r in zip(names, results[: len(names)], strict=True):
             if r is not None:
