@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -120,13 +121,16 @@ def ingest_spec(settings: Settings, port: int) -> IngestSpec:
 
 
 def redundant_publisher(
-    settings: Settings, event: LiveEvent, pipelines: dict[str, Pipeline]
+    settings: Settings,
+    event: LiveEvent,
+    pipelines: dict[str, Pipeline],
+    names: tuple[str, ...] = ("primary", "backup"),
 ) -> RedundantPublisher:
-    """Selection between the primary and backup pipelines, fed by their health."""
+    """Selection between the primary and backup pipelines (`names`), fed by their health."""
     seg_ms = settings.event.segment_duration_ms
     late, gap = settings.redundancy.deadlines_s(seg_ms)
     selector = Selector(
-        pipelines=("primary", "backup"),
+        pipelines=names,
         renditions=event.rendition_ids,
         segment_duration_s=seg_ms / 1000,
         late_after_s=late,
@@ -180,7 +184,12 @@ class Stack:
     """The telemetry collector (a `TelemetryServer`; None when `telemetry.enabled` is false)."""
     telemetry_sink: HttpTelemetrySink | None = None
     """Access records of the shield and edges, batched to the collector."""
+    supervisor: Any = None
+    """The event supervisor's adapter (`MediaSupervisor`) when the control plane runs here."""
+    supervisor_retry_s: float = 2.0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _demo_live: asyncio.Event = field(default_factory=asyncio.Event)
+    _demo_rehearsal: asyncio.Event = field(default_factory=asyncio.Event)
     _control_built: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -280,56 +289,42 @@ class Stack:
         s = self.settings
         ffmpeg = find_ffmpeg(s.encoder.ffmpeg_path)
         store = LocalSegmentStore(s.origin.data_dir, memory_segments=s.origin.memory_segments)
-        from prometheus_client import CollectorRegistry
 
-        metrics = Metrics(CollectorRegistry())
-        event = live_event(s, store, metrics)
-        restored = event.restore()
-        if restored:
-            log.info("restored %d published segments from %s", restored, s.origin.data_dir)
-        self.event = event
-        ig = s.ingest
-        kind = socket.SOCK_DGRAM if ig.protocol == "srt" else socket.SOCK_STREAM
-        port = ig.port or free_port(kind, ig.host)
-        self.ingest = ingest_spec(s, port)
-        ingests = {"primary": self.ingest}
-        if s.redundancy.backup:
-            self.backup_ingest = ingest_spec(
-                s, s.redundancy.backup_port or free_port(kind, ig.host)
-            )
-            ingests["backup"] = self.backup_ingest
-            self.publisher = redundant_publisher(s, event, self.pipelines)
+        events: dict[str, LiveEvent] = {}
+        self._store = store
+        self._ffmpeg = ffmpeg
+        if self.supervised:
+            # The event record drives the media: the control plane's supervisor starts each
+            # event's pipelines (the demo event's included) once the control plane is up.
+            pipelines: list[Pipeline] = []
+            publisher = None
+        else:
+            event = self._single_event(s, store, ffmpeg)
+            events[event.event_id] = event
+            pipelines = list(self.pipelines.values())
+            publisher = self.publisher
         ladder = ladder_spec(s)
-        for name, spec in ingests.items():
-            self.pipelines[name] = Pipeline(
-                name=name,
-                sink=event if self.publisher is None else self.publisher.input(name),
-                ffmpeg=ffmpeg,
-                ingest=spec,
-                ladder=ladder,
-                stall_timeout_s=s.encoder.stall_timeout_s,
-                input_timeout_s=ig.input_timeout_s,
-                restart_backoff_s=s.encoder.restart_backoff_s,
-            )
-        self.pipeline = self.pipelines["primary"]
-        pipelines = list(self.pipelines.values())
-        metrics.registry.register(PipelineCollector(pipelines))
-        publisher = self.publisher
 
         def health() -> dict[str, Any]:
-            out: dict[str, Any] = {"pipelines": [p.status() for p in pipelines]}
-            if publisher is not None:
-                out["redundancy"] = publisher.status()
+            out: dict[str, Any] = {"pipelines": [p.status() for p in self.pipelines.values()]}
+            if self.publisher is not None:
+                out["redundancy"] = self.publisher.status()
+            if self.supervisor is not None:
+                out["supervised"] = {
+                    eid: self.supervisor.media_state(eid) for eid in sorted(self.supervisor.media)
+                }
             return out
 
         origin = create_app(
-            {event.event_id: event},
+            events,
             cors_origin=s.origin.cors_origin,
             health=health,
             token_keys=s.origin.token_keys,
             require_token=s.origin.require_token,
         )
-        app = with_ops(origin, publisher, self.edge_admin_secret, self.pipelines)
+        self._origin = origin.state.origin
+        self._events = events
+        app = with_ops(origin, lambda: self.publisher, self.edge_admin_secret, self.pipelines)
         if self.edge_token_keys is None and s.origin.require_token:
             # Edges with keys require tokens on /live/: same policy as the origin.
             self.edge_token_keys = dict(s.origin.token_keys)
@@ -365,7 +360,7 @@ class Stack:
         try:
             async with asyncio.TaskGroup() as tg:
                 server_task = tg.create_task(server.serve(sockets=[sock]))
-                control_task = tg.create_task(self._serve_control(host, event))
+                control_task = tg.create_task(self._serve_control(host, s.event.id))
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
                 telemetry_task = None
                 if self.telemetry is not None:
@@ -376,9 +371,12 @@ class Stack:
                     tasks.append(tg.create_task(publisher.serve()))
                     if s.redundancy.on_total_loss == "slate":
                         tasks.append(tg.create_task(self._encode_slate(ffmpeg, publisher, ladder)))
-                if self.with_feed:
+                if self.with_feed and not self.supervised:
                     fs = s.feed
+                    ingests = {"primary": self.ingest, "backup": self.backup_ingest}
                     for name, ingest in ingests.items():
+                        if ingest is None:
+                            continue
                         feed_spec = FeedSpec(
                             url=ingest.publish_url,
                             start_epoch=grid_start(time.time(), fs.fps),
@@ -391,12 +389,12 @@ class Stack:
                         self.feeds[name] = FeedProcess(ffmpeg, feed_spec)
                         tasks.append(tg.create_task(self._feed_when_listening(self.feeds[name])))
                     self.feed = self.feeds["primary"]
-                tasks.append(tg.create_task(self._announce(event)))
+                tasks.append(tg.create_task(self._announce()))
                 # Startup garbage (imports, settings) leaves the collector's reach; full
                 # collections get rarer, so held LL-HLS requests do not see long pauses.
                 tune_gc()
-                if self.on_listening is not None:
-                    self.on_listening(self)
+                if self.on_listening is not None and not self.supervised:
+                    self.on_listening(self)  # supervised: once the demo event's media starts
                 await self._stop.wait()
                 log.info("stopping")
                 for t in tasks:
@@ -411,8 +409,52 @@ class Stack:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
+    def _single_event(self, s: Settings, store: LocalSegmentStore, ffmpeg: str) -> LiveEvent:
+        """Without a control plane: the one event of the settings, live from the start."""
+        from prometheus_client import CollectorRegistry
+
+        metrics = Metrics(CollectorRegistry())
+        event = live_event(s, store, metrics)
+        restored = event.restore()
+        if restored:
+            log.info("restored %d published segments from %s", restored, s.origin.data_dir)
+        self.event = event
+        ig = s.ingest
+        kind = socket.SOCK_DGRAM if ig.protocol == "srt" else socket.SOCK_STREAM
+        port = ig.port or free_port(kind, ig.host)
+        self.ingest = ingest_spec(s, port)
+        ingests = {"primary": self.ingest}
+        if s.redundancy.backup:
+            self.backup_ingest = ingest_spec(
+                s, s.redundancy.backup_port or free_port(kind, ig.host)
+            )
+            ingests["backup"] = self.backup_ingest
+            self.publisher = redundant_publisher(s, event, self.pipelines)
+        ladder = ladder_spec(s)
+        for name, spec in ingests.items():
+            self.pipelines[name] = Pipeline(
+                name=name,
+                sink=event if self.publisher is None else self.publisher.input(name),
+                ffmpeg=ffmpeg,
+                ingest=spec,
+                ladder=ladder,
+                stall_timeout_s=s.encoder.stall_timeout_s,
+                input_timeout_s=ig.input_timeout_s,
+                restart_backoff_s=s.encoder.restart_backoff_s,
+            )
+        self.pipeline = self.pipelines["primary"]
+        metrics.registry.register(PipelineCollector(list(self.pipelines.values())))
+        return event
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the control plane runs here and drives the media (else one fixed event)."""
+        return self.control is not None and bool(
+            dict(self.settings.delivery.cdns) or self.edge_names
+        )
+
     def _control_server(
-        self, host: str, event: LiveEvent
+        self, host: str, event_id: str
     ) -> tuple[uvicorn.Server, socket.socket] | None:
         """The control plane (with the steering server) on its own port, and the event's
         pathways: one per CDN (configured, or this stack's edges), steered by it."""
@@ -440,7 +482,7 @@ class Stack:
         st = ctrl.steering.model_copy(
             update={
                 "public_url": steering_url,
-                "probe_path": ctrl.steering.probe_path or f"/live/{event.event_id}/master.m3u8",
+                "probe_path": ctrl.steering.probe_path or f"/live/{event_id}/master.m3u8",
             }
         )
         console = console_for_stack(
@@ -457,9 +499,11 @@ class Stack:
         self.control_admin_key = self.console_logins.get("admin")
         services = build_services(ctrl)
         assert services.steering is not None
-        services.steering.service.events = {event.event_id}
+        services.steering.service.events = {event_id}
         self.control_services = services
-        event.pathways = Pathways(cdns=tuple(cdns.items()), steering_url=steering_url)
+        self._pathways = Pathways(cdns=tuple(cdns.items()), steering_url=steering_url)
+        if self.event is not None:
+            self.event.pathways = self._pathways
         server = _Server(
             uvicorn.Config(
                 create_control_app(services),
@@ -471,22 +515,90 @@ class Stack:
         )
         return server, sock
 
-    async def _serve_control(self, host: str, event: LiveEvent) -> None:
+    async def _serve_control(self, host: str, event_id: str) -> None:
         """Build the control plane off the event loop (imports, migrations: seconds on a busy
-        machine, while the media plane is already starting), serve it until the stack stops."""
+        machine, while the media plane is already starting), serve it until the stack stops;
+        supervised, run the event supervisor beside it and create the demo event through the
+        control plane's API."""
         try:
-            built = await asyncio.to_thread(self._control_server, host, event)
+            built = await asyncio.to_thread(self._control_server, host, event_id)
         finally:
             self._control_built.set()
         if built is None:
             return
         server, sock = built
         task = asyncio.create_task(server.serve(sockets=[sock]))
+        supervisor_task = None
         try:
+            if self.supervised:
+                supervisor_task = asyncio.create_task(self._supervise(server))
             await self._stop.wait()
         finally:
+            if supervisor_task is not None:
+                supervisor_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await supervisor_task
             server.should_exit = True
             await task
+
+    async def _supervise(self, server: uvicorn.Server) -> None:
+        from mainevent.commands.supervised import MediaSupervisor, create_demo_event, demo_go_live
+
+        services = self.control_services
+        assert self.control_admin_key is not None
+        sup = MediaSupervisor(
+            settings=self.settings,
+            services=services,
+            control_url=self.control_url,
+            admin_key=self.control_admin_key,
+            origin=self._origin,
+            events=self._events,
+            store=self._store,
+            ffmpeg=self._ffmpeg,
+            with_feed=self.with_feed,
+            edge_urls=lambda: self.edge_urls,
+            rehearsal_secret=self.edge_admin_secret or secrets.token_hex(16),
+            retry_s=self.supervisor_retry_s,
+            on_media=self._on_media,
+            on_visibility=self._on_visibility,
+        )
+        self.supervisor = sup
+        services.media = sup
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(sup.serve())
+            async with asyncio.timeout(60):
+                # uvicorn offers a flag, not an event, for "serving".
+                while not server.started:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            demo = self.settings.event.id
+            if await create_demo_event(self.control_url, self.control_admin_key, self.settings):
+                await self._demo_rehearsal.wait()
+                await demo_go_live(self.control_url, self.control_admin_key, demo)
+
+    def _on_media(self, m: Any) -> None:
+        """An event's media started: steer it; the demo event's parts are the stack's."""
+        m.event.pathways = self._pathways
+        steering = self.control_services.steering
+        if steering is not None:
+            steering.service.events.add(m.event_id)
+        if m.event_id != self.settings.event.id:
+            return
+        self.event = m.event
+        self.pipelines.update(m.pipelines)
+        self.pipeline = m.pipelines["primary"]
+        self.publisher = m.publisher
+        self.ingest = m.ingests["primary"]
+        self.backup_ingest = m.ingests.get("backup")
+        self.feeds = m.feeds
+        if self.on_listening is not None:
+            self.on_listening(self)
+
+    def _on_visibility(self, event_id: str, visibility: Any) -> None:
+        if event_id == self.settings.event.id:
+            if str(visibility) == "live":
+                self._demo_live.set()
+            elif str(visibility) == "rehearsal":
+                self._demo_rehearsal.set()
 
     async def _encode_slate(
         self, ffmpeg: str, publisher: RedundantPublisher, ladder: LadderSpec
@@ -501,8 +613,11 @@ class Stack:
         await asyncio.sleep(0.5)
         await feed.serve()
 
-    async def _announce(self, event: LiveEvent) -> None:
-        await event.ready_event.wait()
+    async def _announce(self) -> None:
+        if self.supervised:
+            await self._demo_live.wait()
+        assert self.event is not None
+        await self.event.ready_event.wait()
         await self._control_built.wait()
         if self.on_ready is not None:
             self.on_ready(self)

@@ -253,7 +253,8 @@ def start_stack(
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
-    if not listening.wait(30) or "base_url" not in info:
+    # With the control plane, "listening" comes once the supervisor started the demo's media.
+    if not listening.wait(30 if not steering else 90) or "base_url" not in info:
         proc.kill()
         proc.wait()
         raise RuntimeError("mainevent up did not start:\n" + "\n".join(log))

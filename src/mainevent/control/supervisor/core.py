@@ -12,6 +12,7 @@ Per event it converges what the media plane does on what the record says:
               ──(starts_at)──► RunPreflight ──passed──► RequestTransition(live)
                                             ──failed──► ReportError, retry after `retry_s`
     live      ──► SetVisibility(live)           (StartMedia first after a restart)
+    any running state: SetPipelineMode / SetDegraded when the record's flags change
     paused    ──► SetVisibility(paused)         (slate; pipelines keep running)
     ended     ──► EndMedia                      (ENDLIST, pipelines stopped, ingest closed)
     archived  ──► ArchiveMedia
@@ -40,6 +41,7 @@ from mainevent.control.supervisor.model import (
     RequestTransition,
     RunPreflight,
     SetDegraded,
+    SetPipelineMode,
     SetVisibility,
     StartMedia,
     Tick,
@@ -83,6 +85,7 @@ class SupervisedEvent:
     error: str | None
     preflight_running: bool
     degraded: frozenset[str]
+    pipeline_mode: str
 
 
 @dataclass(slots=True)
@@ -90,6 +93,7 @@ class _Tracked:
     record: EventRecord
     phase: MediaPhase = MediaPhase.IDLE
     degraded: frozenset[str] = field(default_factory=frozenset)
+    pipeline_mode: str = "auto"
     retry_at: float = 0.0
     """No schedule action before this time (a request was just made, or a preflight failed)."""
     preflight_running: bool = False
@@ -133,6 +137,7 @@ class Supervisor:
             t.error or t.media_error,
             t.preflight_running,
             t.degraded,
+            t.pipeline_mode,
         )
 
     def next_deadline(self) -> float | None:
@@ -208,9 +213,13 @@ class Supervisor:
         if rec.status is not S.REHEARSAL and t.error is not None:
             t.error = None  # a held go-live no longer applies
             out.append(ReportError(rec.id, t.media_error))
-        if rec.degraded != t.degraded and t.phase is not MediaPhase.IDLE:
+        running = t.phase in (MediaPhase.REHEARSAL, MediaPhase.LIVE, MediaPhase.PAUSED)
+        if rec.degraded != t.degraded and running:
             out.append(SetDegraded(rec.id, rec.degraded))
             t.degraded = rec.degraded
+        if rec.pipeline_mode != t.pipeline_mode and running:
+            out.append(SetPipelineMode(rec.id, rec.pipeline_mode))
+            t.pipeline_mode = rec.pipeline_mode
         return out
 
     def _due(self, t: _Tracked) -> float | None:

@@ -27,6 +27,7 @@ __all__ = [
     "RequestTransition",
     "RunPreflight",
     "SetDegraded",
+    "SetPipelineMode",
     "SetVisibility",
     "StartMedia",
     "Tick",
@@ -82,6 +83,8 @@ class EventRecord:
     ends_at: float | None = None
     rehearsal_lead_s: float = 1800.0
     degraded: frozenset[str] = field(default_factory=frozenset)
+    pipeline_mode: str = "auto"
+    """`auto`, or the pipeline an operator forced (`primary` / `backup`)."""
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -170,6 +173,14 @@ class SetDegraded:
 
 
 @dataclass(frozen=True, slots=True)
+class SetPipelineMode:
+    """Publish the forced pipeline's segments (`primary` / `backup`) or let health decide."""
+
+    event_id: str
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
 class RequestTransition:
     """The schedule says the record should move (audited as the supervisor's action)."""
 
@@ -199,6 +210,7 @@ Action = (
     | EndMedia
     | ArchiveMedia
     | SetDegraded
+    | SetPipelineMode
     | RequestTransition
     | RunPreflight
     | ReportError

@@ -9,6 +9,8 @@
     /player/, /static/...                    web player
     /healthz, /metrics
     /time                                    server clock, ISO 8601 (DASH UTCTiming)
+    /rehearsal/<key>/<event>/...             an event in rehearsal (same names as /live/;
+                                             `/live/<event>/` is 404 until it goes live)
 
 In low-latency mode, blocking playlist reloads and requests for a part not yet produced (the
 preload hint) are held until the part lands, for at most 3 × target duration (then 503); the
@@ -25,6 +27,7 @@ edge keeps the 404 once a playlist lists them.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import re
 import time
@@ -132,6 +135,9 @@ class Origin:
         health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.events = events
+        self.rehearsal: dict[str, str] = {}
+        """Events in rehearsal → their rehearsal key: served only under
+        `/rehearsal/<key>/<event>/...` (operators, preflight); `/live/<event>/...` is 404."""
         self.cors_origin = cors_origin
         self.health_extra = health
         self.started = time.monotonic()
@@ -439,6 +445,29 @@ class _AsgiEndpoint:
 
 
 _PLAYLIST_PATH = re.compile(r"/live/(?P<event>[^/]+)/(?P<rendition>[^/]+)/index\.m3u8")
+_REHEARSAL_PATH = re.compile(
+    r"/rehearsal/(?P<key>[A-Za-z0-9_-]{1,64})/(?P<event>[^/]+)/(?P<rest>.+)"
+)
+REHEARSAL_SCOPE_KEY = "mainevent.rehearsal"
+
+
+def rehearsal_route(origin: Origin, path: str) -> str | None:
+    """`/rehearsal/<key>/<event>/<rest>` with the event's current key → `/live/<event>/<rest>`;
+    None for any other path, a wrong key, or an event not in rehearsal."""
+    m = _REHEARSAL_PATH.fullmatch(path)
+    if m is None:
+        return None
+    key = origin.rehearsal.get(m["event"])
+    if key is None or not hmac.compare_digest(key, m["key"]):
+        return None
+    return f"/live/{m['event']}/{m['rest']}"
+
+
+def hidden(origin: Origin, path: str) -> bool:
+    """Whether `path` is under `/live/<event>/` of an event still in rehearsal."""
+    if not origin.rehearsal or not path.startswith("/live/"):
+        return False
+    return path[6:].split("/", 1)[0] in origin.rehearsal
 
 
 class _OriginApp(Starlette):
@@ -451,7 +480,14 @@ class _OriginApp(Starlette):
     releases: dict[tuple[int, str, bool], Any]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.gate is not None:
+        if scope["type"] == "http" and scope["path"].startswith("/rehearsal/"):
+            live = rehearsal_route(self.origin, scope["path"])
+            if live is None:
+                await _not_live(send, self.origin.cors_origin)
+                return
+            scope = dict(scope, path=live, raw_path=live.encode())
+            scope[REHEARSAL_SCOPE_KEY] = True
+        elif scope["type"] == "http" and self.gate is not None:
             path: str = scope["path"]
             if path.startswith("/t/") or (self.gate.required and path.startswith("/live/")):
                 check = self.gate.check(path, time.time())
@@ -464,6 +500,13 @@ class _OriginApp(Starlette):
                 if check.claims is not None:
                     token, _ = split_token_path(path)
                     scope[TOKEN_SCOPE_KEY] = (token, check.claims.session_id)
+        if (
+            scope["type"] == "http"
+            and REHEARSAL_SCOPE_KEY not in scope
+            and hidden(self.origin, scope["path"])
+        ):
+            await _not_live(send, self.origin.cors_origin)
+            return
         if scope["type"] == "http" and scope["method"] == "GET":
             m = _PLAYLIST_PATH.fullmatch(scope["path"])
             if m is not None:
@@ -471,6 +514,24 @@ class _OriginApp(Starlette):
                 await self.origin.media_playlist(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+async def _not_live(send: Send, cors_origin: str) -> None:
+    # Not cached anywhere: the same path is served once the event goes live.
+    body = b"not found: event not live\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [
+                (b"content-type", _TEXT),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"access-control-allow-origin", cors_origin.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _forbidden(send: Send, reason: str, cors_origin: str) -> None:

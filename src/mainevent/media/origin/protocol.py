@@ -31,6 +31,7 @@ from mainevent.media.origin.app import (
     PlaylistHold,
     RawResponse,
     _OriginApp,
+    hidden,
 )
 from mainevent.media.origin.blocking import Hold, HoldLimitReached
 
@@ -108,6 +109,8 @@ class OriginProtocol(HttpToolsProtocol):
             if not check.allowed:
                 return False  # the ASGI app answers 403 with the reason
             path = check.path
+        if app.origin.rehearsal and (path.startswith("/rehearsal/") or hidden(app.origin, path)):
+            return False  # rehearsal paths and hidden events: the ASGI app decides
         m = _PLAYLIST_PATH.fullmatch(path)
         if m is None:
             return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -43,11 +43,15 @@ class HasGateway(Protocol):
 
 
 def ops_app(
-    publisher: RedundantPublisher | None,
+    publisher: RedundantPublisher | Callable[[], RedundantPublisher | None] | None,
     admin_secret: str | None,
     pipelines: Mapping[str, HasGateway] | None = None,
 ) -> Starlette:
-    """The `/_ops/` routes for one stack."""
+    """The `/_ops/` routes for one stack (`publisher` may be a callable: the event whose
+    selection they control starts after the origin does)."""
+
+    def current() -> RedundantPublisher | None:
+        return publisher() if callable(publisher) else publisher
 
     def denied(request: Request) -> JSONResponse | None:
         given = request.headers.get(ADMIN_SECRET_HEADER)
@@ -68,6 +72,7 @@ def ops_app(
         return JSONResponse({"pipeline": name, "takeover": "armed for 60 s"})
 
     async def status(request: Request) -> JSONResponse:
+        publisher = current()
         if publisher is None:
             return _error(404, "no_redundancy", "this platform runs a single pipeline")
         return JSONResponse(publisher.status())
@@ -75,6 +80,7 @@ def ops_app(
     async def force(request: Request) -> JSONResponse:
         if (refused := denied(request)) is not None:
             return refused
+        publisher = current()
         if publisher is None:
             return _error(404, "no_redundancy", "this platform runs a single pipeline")
         try:
@@ -101,7 +107,7 @@ def ops_app(
 
 def with_ops(
     origin: ASGIApp,
-    publisher: RedundantPublisher | None,
+    publisher: RedundantPublisher | Callable[[], RedundantPublisher | None] | None,
     secret: str | None,
     pipelines: Mapping[str, HasGateway] | None = None,
 ) -> ASGIApp:

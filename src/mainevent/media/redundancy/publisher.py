@@ -161,6 +161,9 @@ class RedundantPublisher:
         self.stall_after_s = 1.5 * event.target_duration_s
         self.slate: dict[str, SlateRendition] | None = None
         """Per rendition; set once encoded (until then, and in `gap` mode, losses are gaps)."""
+        self.paused = False
+        """Operator pause: every segment the selector publishes is listed as the slate instead
+        (pipelines and selection keep running, so resuming is immediate)."""
         self.inputs = {name: _Input(self, name) for name in selector.order}
         self._inits: dict[tuple[str, str], InitSection] = {}
         self._held: dict[tuple[str, str, int], Segment] = {}
@@ -252,6 +255,8 @@ class RedundantPublisher:
         return ""
 
     def _on_part(self, pipeline: str, rendition: str, part: Part) -> None:
+        if self.paused:
+            return  # the slate's parts are listed with its segment
         if pipeline == self.selector.preferred and self._same_init(pipeline, rendition):
             self.event.on_part(rendition, part)
 
@@ -332,6 +337,22 @@ class RedundantPublisher:
             cause or "no cause given",
         )
 
+    async def _list_slate(self, rendition: str, msn: int) -> None:
+        """Paused: the slate as segment `msn` (EXT-X-GAP until the slate is encoded)."""
+        ev = self.event
+        slate = self.slate.get(rendition) if self.slate else None
+        if slate is None:
+            ev.publish_gap(rendition, msn)
+            return
+        seg, parts = slate.at(msn)
+        try:
+            await ev.on_init(rendition, slate.init)
+            await ev.on_segment(rendition, seg, slate_parts=parts)
+        except StoreError as exc:
+            ev.on_rejected(rendition, msn, f"store: {exc}", source="slate")
+            return
+        self.metrics.slate.labels(ev.event_id, rendition).inc()
+
     def _late_s(self, msn: int) -> float:
         """Seconds since the end of segment `msn`'s capture interval."""
         return self.wall() - (msn + 1) * self.selector.d
@@ -404,7 +425,12 @@ class RedundantPublisher:
     async def _apply(self, actions: list[Action]) -> None:
         ev = self.event
         for a in actions:
-            if isinstance(a, Publish):
+            if isinstance(a, Publish) and self.paused:
+                self._held.pop((a.pipeline, a.rendition, a.msn), None)
+                self._suspect.pop((a.pipeline, a.rendition, a.msn), None)
+                await self._list_slate(a.rendition, a.msn)
+                self._last_media[a.rendition] = self.monotonic()
+            elif isinstance(a, Publish):
                 seg = self._held.pop((a.pipeline, a.rendition, a.msn))
                 init = self._inits[(a.pipeline, a.rendition)]
                 chosen_damage = self._suspect.pop((a.pipeline, a.rendition, a.msn), None)
