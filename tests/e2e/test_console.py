@@ -24,7 +24,6 @@ import httpx
 import pytest
 
 from mainevent.testing.browser import BROWSER_ARGS, CHROMIUM
-from mainevent.testing.feeds import Feed
 from mainevent.testing.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
@@ -103,6 +102,16 @@ def _media_playlist(http: httpx.Client, master_url: str) -> str:
     return r.text
 
 
+def _slate_segments(http: httpx.Client, origin: str) -> float:
+    """Slate segments the origin listed for the event so far (every rendition)."""
+    text = http.get(f"{origin}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mainevent_slate_segments_total{") and f'event="{EVENT}"' in line
+    )
+
+
 def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
     stack: RunningStack,
 ) -> None:
@@ -113,7 +122,10 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
     logins = stack.console_logins
     assert {"operator", "read-only"} <= set(logins), logins
     console_url = f"{stack.control_url}/console/"
-    feeds: list[Feed] = []
+    # Two cores: the demo event `mainevent up` runs is ended first, so its feeds and
+    # transcoders leave the CPU to the event under test.
+    r = api.send("POST", f"/v1/events/{stack.event}/commands", {"command": "end"})
+    assert r.status_code == 200, r.text
     http = httpx.Client(timeout=10)
 
     def shot(page: Page, name: str) -> None:
@@ -125,11 +137,16 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
         page.click("#confirm-ok")
 
     def state_is(page: Page, status: str, timeout_s: float = 30) -> None:
-        _until(
-            f"event state {status}",
-            lambda: page.text_content("#ev-state") == status,
-            timeout_s,
-        )
+        try:
+            _until(
+                f"event state {status}",
+                lambda: page.text_content("#ev-state") == status,
+                timeout_s,
+            )
+        except AssertionError as exc:
+            shot(page, f"failed-waiting-for-{status}")
+            notice = page.text_content("#notice")
+            raise AssertionError(f"{exc}; console notice: {notice!r}") from None
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -152,11 +169,12 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
             assert "(operator)" in (op.text_content("#whoami") or "")
             shot(op, "01-events")
 
-            # -- create the event through the console form (starts in 2 h: no automatic moves) --
+            # -- create the event through the console form: it starts in 45 min, inside the
+            # waiting-room window (1 h) and before the automatic rehearsal (30 min ahead) --
             op.click("#create summary")
             op.fill("#create-form [name=id]", EVENT)
             op.fill("#create-form [name=title]", "The final")
-            op.fill("#create-form [name=starts_in]", "120")
+            op.fill("#create-form [name=starts_in]", "45")
             op.fill("#create-form [name=ladder]", LADDER)
             confirm(op, "#create-submit")
             op.wait_for_selector("#event-view:not([hidden])")
@@ -170,19 +188,24 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
                 if_match=etag,
             )
             assert r.status_code == 200, r.text
+            version = str(r.json()["version"])
+            _until(
+                "the console to show the new version",
+                lambda: op.text_content("#ev-version") == version,
+                10,
+            )
             shot(op, "02-scheduled")
 
             # -- rehearsal: pipelines start on the event's ingest; the venue connects --
             confirm(op, "[data-command=rehearse]")
             state_is(op, "rehearsal")
-            media = _until("pipelines in rehearsal", lambda: api.media().get("pipelines"), 60)
-            for p in media:
-                if not p["connected"] and p["ingest_url"]:
-                    feeds.append(Feed(p["ingest_url"]))
-                    feeds[-1].start()
+            # The stack's feed simulator plays the venue on the event's own ingest ports.
             _until(
                 "both feeds healthy",
-                lambda: all(p["healthy"] for p in api.media()["pipelines"]),
+                lambda: (
+                    len(api.media()["pipelines"]) == 2
+                    and all(p["healthy"] for p in api.media()["pipelines"])
+                ),
                 90,
                 1.0,
             )
@@ -190,24 +213,28 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
             shot(op, "03-rehearsal")
 
             # -- preflight passes (retried while manifests and CDNs warm up), go live --
+            preflights: list[str] = []
+
             def preflight_passed() -> bool:
+                clicked = op.evaluate("Date.now()")
                 confirm(op, "[data-command=preflight]")
-                try:
-                    op.wait_for_function(
-                        "() => { const a = window.meConsole.state().lastAction;"
-                        " return a && a.text.startsWith('Preflight'); }",
-                        timeout=30_000,
-                    )
-                except Exception:
-                    return False
+                op.wait_for_function(
+                    "(t) => { const a = window.meConsole.state().lastAction; return a && a.at > t; }",
+                    arg=clicked,
+                    timeout=60_000,
+                )
                 text = op.text_content("#notice") or ""
-                if "passed" in text:
+                preflights.append(text)
+                if text.startswith("Preflight passed"):
                     return True
-                op.evaluate("window.meConsole.state().lastAction.text = ''")
+                shot(op, f"04-preflight-try-{len(preflights)}")
                 time.sleep(2)
                 return False
 
-            _until("preflight to pass", preflight_passed, 90, 0.5)
+            try:
+                _until("preflight to pass", preflight_passed, 150, 0.5)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {preflights}") from None
             shot(op, "04-preflight")
             confirm(op, "[data-command=go_live]")
             state_is(op, "live")
@@ -292,12 +319,20 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
             # -- pause: the slate for every viewer --
             confirm(op, "[data-command=pause]")
             state_is(op, "paused")
+            # Every segment listed from now is the slate: a discontinuity in the viewer's
+            # playlist and the origin's slate counter for this event moving.
+            slate_before = _slate_segments(http, stack.base_url)
             _until(
-                "the viewer's playlist to list the slate",
-                lambda: "slate" in _media_playlist(http, manifest).lower(),
+                "the slate listed in the viewer's playlist",
+                lambda: (
+                    _slate_segments(http, stack.base_url) >= slate_before + 2
+                    and "#EXT-X-DISCONTINUITY" in _media_playlist(http, manifest)
+                ),
                 30,
                 1.0,
             )
+            t_pause = viewer_time()
+            _until("the viewer to play on (the slate)", lambda: viewer_time() > t_pause + 2, 30)
             shot(op, "08-paused")
             shot(viewer, "08-viewer-slate")
 
@@ -358,6 +393,4 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
             shot(ro, "10-read-only")
         finally:
             browser.close()
-            for f in feeds:
-                f.kill()
             http.close()

@@ -581,6 +581,16 @@ class Stack:
         steering = self.control_services.steering
         if steering is not None:
             steering.service.events.add(m.event_id)
+        if self.telemetry is not None:  # its players' reports and QoE series are accepted
+            from mainevent.control.telemetry.events import EventTiming
+
+            ev = m.settings.event
+            self.telemetry.service.collector.add_event(
+                m.event_id,
+                EventTiming(
+                    ev.segment_duration_ms, ev.part_target_ms if ev.latency == "low" else 0
+                ),
+            )
         if m.event_id != self.settings.event.id:
             return
         self.event = m.event
