@@ -9,6 +9,7 @@ Fast (no ffmpeg): the full operator flow with media is tests/e2e/test_console.py
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ EVENT = "semi"
 def _artifacts() -> Path:
     default = Path(__file__).parents[2] / "test-artifacts"
     d = Path(os.environ.get("MAINEVENT_TEST_ARTIFACTS", default)) / "console-controls"
+    shutil.rmtree(d, ignore_errors=True)  # this run's screenshots only
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -616,6 +616,7 @@
     const labels = list.map((s) => s.label);
     const data = list.length ? align(list) : [[]];
     let c = state.charts[id];
+    const c0 = c; // redrawn with other series: the count of updates goes on
     if (c && c.labels.join("|") !== labels.join("|")) {
       c.plot.destroy();
       c.el.remove();
@@ -637,7 +638,7 @@
         legend: { show: true },
       };
       const plot = new uPlot(opts, data, el);
-      c = state.charts[id] = { plot, labels, el, updates: 0 };
+      c = state.charts[id] = { plot, labels, el, updates: c0 ? c0.updates : 0 };
     } else {
       c.plot.setData(data);
     }
