@@ -397,7 +397,7 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
             ro.fill("#login-key", logins["read-only"])
             ro.click("#login-submit")
             ro.wait_for_selector("#events-view:not([hidden])")
-            assert ro.is_hidden("#create")
+            ro.wait_for_selector("#create", state="hidden")
             ro.goto(f"{console_url}#/events/{EVENT}")
             ro.wait_for_selector("#lifecycle button")
             disabled = ro.eval_on_selector_all(

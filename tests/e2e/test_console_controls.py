@@ -221,7 +221,7 @@ def test_confirm_conflict_replay_ended_and_read_only(control: str) -> None:
             # -- read-only: controls disabled, and the server refuses a change --
             ro = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             login(ro, READER)
-            assert ro.is_hidden("#create")
+            ro.wait_for_selector("#create", state="hidden")
             ro.goto(f"{control}/console/#/events/{EVENT}")
             ro.wait_for_selector("#lifecycle button")
             disabled = ro.eval_on_selector_all(
