@@ -845,6 +845,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             store,
             metrics,
             lambda: playback.sessions.per_event(playback.clock()),
+            _errors,
         )
     if svc.steering is not None:
         add_steering_routes(

@@ -685,6 +685,13 @@
     const b = a.before || {}, af = a.after || {};
     if (b.status !== af.status && af.status) return `${b.status || "—"} → ${af.status}`;
     if (af.command_result) return JSON.stringify(af.command_result).slice(0, 120);
+    const diffs = [];
+    for (const k of ["pipeline_mode", "degraded", "title", "starts_at", "ends_at", "policy", "ladder"]) {
+      const x = JSON.stringify(b[k]), y = JSON.stringify(af[k]);
+      if (a.before && a.after && x !== y) diffs.push(`${k}: ${x} → ${y}`);
+    }
+    if (diffs.length) return diffs.join("; ").slice(0, 160);
+    if (a.target_type !== "event" && af && Object.keys(af).length) return JSON.stringify(af).slice(0, 120);
     return "";
   }
 

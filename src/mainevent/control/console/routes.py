@@ -93,9 +93,11 @@ def add_console_routes(
     store: ControlStore,
     own_metrics: Callable[[], str],
     audience: Callable[[], dict[str, int]],
+    errors: Callable[..., dict[int | str, dict[str, Any]]],
 ) -> None:
     """Add the routes above; ``own_metrics`` renders the app's own ``/metrics`` text,
-    ``audience`` counts the live playback sessions per event."""
+    ``audience`` counts the live playback sessions per event, ``errors(*codes)`` the app's
+    OpenAPI error responses (the error envelope)."""
     s = console.settings
     live = console.live = LiveView(
         telemetry_url=s.telemetry_url,
@@ -136,7 +138,7 @@ def add_console_routes(
             headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
         )
 
-    @app.post("/console/api/login", tags=["console"])
+    @app.post("/console/api/login", tags=["console"], responses=errors(401, 403, 413, 422, 429))
     def login(body: LoginIn, request: Request) -> Response:
         """Sign in with an operator API key: sets the session cookie (HttpOnly, SameSite=Strict)
         and answers the CSRF token every change must carry (429 after repeated failures)."""
@@ -156,7 +158,9 @@ def add_console_routes(
         )
         return resp
 
-    @app.post("/console/api/logout", tags=["console"], status_code=204)
+    @app.post(
+        "/console/api/logout", tags=["console"], status_code=204, responses=errors(403, 413, 422)
+    )
     def logout(request: Request) -> Response:
         """Forget the console session (and its cookie)."""
         if not _same_origin(request):
@@ -166,7 +170,7 @@ def add_console_routes(
         resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return resp
 
-    @app.get("/console/api/session", tags=["console"])
+    @app.get("/console/api/session", tags=["console"], responses=errors(401, 422))
     def session(request: Request) -> Response:
         """Who is signed in, with which role, and the CSRF token (401 when nobody is)."""
         current = console.sessions.get(request.cookies.get(COOKIE), console.clock())
@@ -174,13 +178,17 @@ def add_console_routes(
             raise ControlError("not_signed_in", "sign in with your API key", status=401)
         return JSONResponse(_session_out(current), headers={"Cache-Control": "no-store"})
 
-    @app.get("/console/api/audience", tags=["console"])
+    @app.get("/console/api/audience", tags=["console"], responses=errors(401, 403, 422))
     def event_audience(request: Request) -> dict[str, Any]:
         """Live playback sessions per event (the events list's audience column)."""
         actor_of(request, "read-only")
         return {"at": console.clock(), "sessions": audience()}
 
-    @app.get("/console/api/events/{event_id}/live", tags=["console"])
+    @app.get(
+        "/console/api/events/{event_id}/live",
+        tags=["console"],
+        responses=errors(401, 403, 404, 422),
+    )
     async def event_live(event_id: str, request: Request) -> Response:
         """The live view of an event: QoE series (last 120 s, per second, by event, CDN and
         region), alerts, pipelines, renditions' freshness, delivery tiers, playback counters."""
