@@ -145,6 +145,21 @@ def redundant_publisher(
     return RedundantPublisher(event, selector, health=health)
 
 
+def simulated_feed(settings: Settings, ffmpeg: str, ingest: IngestSpec) -> FeedProcess:
+    """The feed simulator standing in for a venue encoder on `ingest`."""
+    fs = settings.feed
+    spec = FeedSpec(
+        url=ingest.publish_url,
+        start_epoch=grid_start(time.time(), fs.fps),
+        width=fs.width,
+        height=fs.height,
+        fps=fs.fps,
+        bitrate_kbps=fs.bitrate_kbps,
+        tone_hz=fs.tone_hz,
+    )
+    return FeedProcess(ffmpeg, spec)
+
+
 @dataclass
 class Stack:
     """The running platform's parts, for printing URLs and for drills."""
@@ -187,6 +202,8 @@ class Stack:
     supervisor: Any = None
     """The event supervisor's adapter (`MediaSupervisor`) when the control plane runs here."""
     supervisor_retry_s: float = 2.0
+    supervisor_resync_s: float | None = None
+    """Re-read every record this often (other control-plane processes share the database)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _demo_live: asyncio.Event = field(default_factory=asyncio.Event)
     _demo_rehearsal: asyncio.Event = field(default_factory=asyncio.Event)
@@ -372,21 +389,11 @@ class Stack:
                     if s.redundancy.on_total_loss == "slate":
                         tasks.append(tg.create_task(self._encode_slate(ffmpeg, publisher, ladder)))
                 if self.with_feed and not self.supervised:
-                    fs = s.feed
                     ingests = {"primary": self.ingest, "backup": self.backup_ingest}
                     for name, ingest in ingests.items():
                         if ingest is None:
                             continue
-                        feed_spec = FeedSpec(
-                            url=ingest.publish_url,
-                            start_epoch=grid_start(time.time(), fs.fps),
-                            width=fs.width,
-                            height=fs.height,
-                            fps=fs.fps,
-                            bitrate_kbps=fs.bitrate_kbps,
-                            tone_hz=fs.tone_hz,
-                        )
-                        self.feeds[name] = FeedProcess(ffmpeg, feed_spec)
+                        self.feeds[name] = simulated_feed(s, ffmpeg, ingest)
                         tasks.append(tg.create_task(self._feed_when_listening(self.feeds[name])))
                     self.feed = self.feeds["primary"]
                 tasks.append(tg.create_task(self._announce()))
@@ -559,6 +566,7 @@ class Stack:
             edge_urls=lambda: self.edge_urls,
             rehearsal_secret=self.edge_admin_secret or secrets.token_hex(16),
             retry_s=self.supervisor_retry_s,
+            resync_s=self.supervisor_resync_s,
             on_media=self._on_media,
             on_visibility=self._on_visibility,
         )

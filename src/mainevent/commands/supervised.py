@@ -52,9 +52,9 @@ from mainevent.control.supervisor.model import (
     Visibility,
 )
 from mainevent.control.supervisor.preflight import PreflightFacts
-from mainevent.media.encode.ffmpeg import FeedSpec, IngestSpec
+from mainevent.media.encode.ffmpeg import IngestSpec
 from mainevent.media.encode.pipeline import Pipeline, PipelineCollector
-from mainevent.media.feed import FeedProcess, grid_start
+from mainevent.media.feed import FeedProcess
 from mainevent.media.origin.app import Origin
 from mainevent.media.origin.live import LiveEvent, Metrics
 from mainevent.media.redundancy.publisher import RedundantPublisher
@@ -148,6 +148,8 @@ class EventMedia:
     rejected_at_start: float = 0.0
     """Rejections counted before this media started (or up to the last preflight)."""
     task: asyncio.Task[None] | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+    """Pipelines that stopped with an error → the error."""
 
     @property
     def event_id(self) -> str:
@@ -164,29 +166,28 @@ class EventMedia:
 
     async def run(self, ffmpeg: str, with_feed: bool) -> None:
         """Pipelines, publisher, slate (and simulated venue feeds) until cancelled."""
-        from mainevent.commands.stack import ladder_spec
+        from mainevent.commands.stack import ladder_spec, simulated_feed
 
         ladder = ladder_spec(self.settings)
         async with asyncio.TaskGroup() as tg:
-            for p in self.pipelines.values():
-                tg.create_task(p.serve())
+            for name, p in self.pipelines.items():
+                tg.create_task(self._pipeline(name, p))
             if self.publisher is not None:
                 tg.create_task(self.publisher.serve())
                 tg.create_task(self._encode_slate(ffmpeg, self.publisher, ladder))
             if with_feed:
-                fs = self.settings.feed
                 for name, ingest in self.ingests.items():
-                    spec = FeedSpec(
-                        url=ingest.publish_url,
-                        start_epoch=grid_start(time.time(), fs.fps),
-                        width=fs.width,
-                        height=fs.height,
-                        fps=fs.fps,
-                        bitrate_kbps=fs.bitrate_kbps,
-                        tone_hz=fs.tone_hz,
-                    )
-                    self.feeds[name] = FeedProcess(ffmpeg, spec)
+                    self.feeds[name] = simulated_feed(self.settings, ffmpeg, ingest)
                     tg.create_task(self._feed_when_listening(self.feeds[name]))
+
+    async def _pipeline(self, name: str, pipeline: Pipeline) -> None:
+        """One pipeline; if it fails (e.g. its ingest port is taken) the error is kept for the
+        event and the other pipeline carries on."""
+        try:
+            await pipeline.serve()
+        except Exception as exc:
+            log.error("event %s: pipeline %s stopped: %s", self.event_id, name, exc)
+            self.failures[name] = f"{exc.__class__.__name__}: {exc}"
 
     @staticmethod
     async def _encode_slate(ffmpeg: str, publisher: RedundantPublisher, ladder: Any) -> None:
@@ -443,6 +444,10 @@ class MediaSupervisor:
         now_m = time.monotonic()
         for event_id, m in list(self.media.items()):
             if m.task is None:
+                continue
+            if m.failures:
+                name, why = next(iter(m.failures.items()))
+                await self._feed(MediaFailed(event_id, name, f"could not run: {why}"))
                 continue
             sick = [(n, p) for n, p in m.pipelines.items() if not p.is_healthy()]
             if not sick:

@@ -80,6 +80,13 @@ def _add_edge_options(p: argparse.ArgumentParser) -> None:
         help="control plane (playback API, steering server) port (default: any free port)",
     )
     p.add_argument(
+        "--supervisor-resync",
+        type=float,
+        metavar="S",
+        help="re-read every event record each S seconds (when other control-plane processes "
+        "share the database; changes made here are seen at once without it)",
+    )
+    p.add_argument(
         "--no-backup",
         action="store_true",
         help="a single pipeline: no backup feed/pipeline (redundancy.backup = false)",
@@ -311,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
         edge_admin_secret=admin_secret,
         edge_token_keys=token_keys,
         control=control,
+        supervisor_resync_s=getattr(args, "supervisor_resync", None),
     )
     print(f"starting event {settings.event.id!r}: waiting for the first segments…", flush=True)
     try:

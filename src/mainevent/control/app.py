@@ -660,6 +660,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         if_match=IfMatch,
         errors=_errors,
         auth=_OPERATOR_AUTH,
+        respond=_mutation_response,
         clock=playback.clock,
     )
 

@@ -160,6 +160,21 @@ def _dump(model: BaseModel) -> dict[str, Any]:
     return data
 
 
+def _audit_out(r: AuditEntry) -> AuditOut:
+    return AuditOut(
+        id=r.id,
+        at=as_utc(r.at) or r.at,
+        actor=r.actor,
+        role=r.role,
+        action=r.action,
+        target_type=r.target_type,
+        target_id=r.target_id,
+        before=r.before,
+        after=r.after,
+        idempotency_key=r.idempotency_key,
+    )
+
+
 def _account_out(row: Account) -> AccountOut:
     return AccountOut(
         id=row.id,
@@ -475,20 +490,7 @@ class ControlStore:
                 .order_by(AuditEntry.id.desc())
                 .limit(1)
             ).one_or_none()
-            if r is None:
-                return None
-            return AuditOut(
-                id=r.id,
-                at=as_utc(r.at) or r.at,
-                actor=r.actor,
-                role=r.role,
-                action=r.action,
-                target_type=r.target_type,
-                target_id=r.target_id,
-                before=r.before,
-                after=r.after,
-                idempotency_key=r.idempotency_key,
-            )
+            return None if r is None else _audit_out(r)
 
     def audit(self, target_id: str | None = None, limit: int = 100) -> list[AuditOut]:
         """Newest audit entries first."""
@@ -496,21 +498,7 @@ class ControlStore:
             q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
             if target_id is not None:
                 q = q.where(AuditEntry.target_id == target_id)
-            return [
-                AuditOut(
-                    id=r.id,
-                    at=as_utc(r.at) or r.at,
-                    actor=r.actor,
-                    role=r.role,
-                    action=r.action,
-                    target_type=r.target_type,
-                    target_id=r.target_id,
-                    before=r.before,
-                    after=r.after,
-                    idempotency_key=r.idempotency_key,
-                )
-                for r in s.scalars(q)
-            ]
+            return [_audit_out(r) for r in s.scalars(q)]
 
     # -- accounts -------------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
+import anyio
 from fastapi import Body, FastAPI, Path, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mainevent.control.errors import Conflict, NotFound
@@ -290,31 +290,26 @@ def add_supervisor_routes(
     if_match: Any,
     errors: Callable[..., dict[int | str, dict[str, Any]]],
     auth: dict[str, Any],
+    respond: Callable[[Mutation], Response],
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Add the routes above. `transition(actor, id, to, override, if_match, key, path, fp)` is the app's
     guarded transition; `playback_facts(id, now)` awaits the playback service's answers
-    (problem strings) for preflight; `steering` the steering runtime (None: no CDN drains)."""
+    (problem strings) for preflight; `steering` the steering runtime (None: no CDN drains);
+    `respond` the app's answer to a mutation (status, body, ETag, replay header)."""
 
     def changed(event_id: str) -> None:
         plane = media()
         if plane is not None:
             plane.changed(event_id)
 
-    def answer(m: Mutation) -> Response:
-        headers = {}
-        if m.etag:
-            headers["ETag"] = m.etag
-        if m.replayed:
-            headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(m.body, status_code=m.status, headers=headers)
+    answer = respond
 
     def wrap(name: str, m: Mutation, result: dict[str, Any] | None = None) -> Mutation:
         if m.status >= 300:
             return m
-        return Mutation(
-            m.status, {"command": name, "event": m.body, "result": result}, m.etag, m.replayed
-        )
+        body = {"command": name, "event": m.body, "result": result}
+        return Mutation(m.status, body, m.etag, m.replayed)
 
     @app.post(
         "/v1/events/{event_id}/commands",
@@ -450,7 +445,7 @@ def add_supervisor_routes(
     ) -> Response:
         """Check feeds, segments, manifests, every CDN path, playback and the waiting room now;
         the result is stored (`GET` returns it) and gates go-live."""
-        ev = store.get_event(event_id)
+        ev = await anyio.to_thread.run_sync(store.get_event, event_id)
         if ev.status is not _S.REHEARSAL:
             raise Conflict(
                 "not_in_rehearsal",
@@ -464,7 +459,10 @@ def add_supervisor_routes(
             store.record(s, actor, "event.preflight", "event", event_id, None, body, key)
             return Mutation(200, body)
 
-        m = store.idempotent(actor, key, "POST", path, request_hash("POST", path, b""), apply)
+        fp = request_hash("POST", path, b"")
+        m = await anyio.to_thread.run_sync(
+            lambda: store.idempotent(actor, key, "POST", path, fp, apply)
+        )
         return answer(m)
 
     async def run_checks(event_id: str) -> PreflightOut:
@@ -486,8 +484,6 @@ def add_supervisor_routes(
             waiting_room_problem=waiting_problem,
         )
         return _results_out(event_id, evaluate(facts), now)
-
-    app.state.run_preflight_checks = run_checks
 
     @app.get(
         "/v1/events/{event_id}/preflight",
@@ -511,10 +507,11 @@ def add_supervisor_routes(
         responses=errors(401, 403, 404, 422),
         openapi_extra=auth,
     )
-    def media_state(event_id: Annotated[str, ID_PATH], _actor: reader) -> MediaStateOut:
+    async def media_state(event_id: Annotated[str, ID_PATH], _actor: reader) -> MediaStateOut:
         """Per pipeline ingest health (bitrate, fps, drops, A/V drift), the published pipeline,
         manifest freshness (404 `no_media` when this process runs no media for the event)."""
-        store.get_event(event_id)
+        # The media plane's state is read on the event loop it runs on (not a worker thread).
+        await anyio.to_thread.run_sync(store.get_event, event_id)
         plane = media()
         state = None if plane is None else plane.media_state(event_id)
         if state is None:

@@ -320,14 +320,7 @@ class RedundantPublisher:
             return
         first = max(last + 1, msn - ev.window_segments + 1)
         for m in range(first, msn + 1):
-            seg, parts = slate.at(m)
-            try:
-                await ev.on_init(rendition, slate.init)
-                await ev.on_segment(rendition, seg, slate_parts=parts)
-            except StoreError as exc:
-                ev.on_rejected(rendition, m, f"store: {exc}", source="slate")
-                continue
-            self.metrics.slate.labels(ev.event_id, rendition).inc()
+            await self._list_slate(rendition, m)
         log.warning(
             "event %s rendition %s: %s slate up to segment %d (no pipeline can deliver it: %s)",
             ev.event_id,
@@ -338,7 +331,7 @@ class RedundantPublisher:
         )
 
     async def _list_slate(self, rendition: str, msn: int) -> None:
-        """Paused: the slate as segment `msn` (EXT-X-GAP until the slate is encoded)."""
+        """The slate as segment `msn` (EXT-X-GAP while no slate is encoded)."""
         ev = self.event
         slate = self.slate.get(rendition) if self.slate else None
         if slate is None:
