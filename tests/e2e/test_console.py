@@ -420,3 +420,4 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
         finally:
             browser.close()
             http.close()
+            api.http.close()
