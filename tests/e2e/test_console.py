@@ -89,7 +89,10 @@ class Api:
         return self.http.request(method, path, json=body, headers=h)
 
     def media(self) -> dict[str, Any]:
+        """The media state; empty until the supervisor has started the event's media."""
         r = self.get(f"/v1/events/{EVENT}/media")
+        if r.status_code == 404 and r.json()["error"]["reason"] == "no_media":
+            return {"pipelines": []}
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
         return body
