@@ -9,6 +9,7 @@ CHROMIUM ?= /usr/bin/chromium
 HLSJS := src/mainevent/web/vendor/hls.min.js
 DASHJS := src/mainevent/web/vendor/dash.all.min.js
 SHAKA := src/mainevent/web/vendor/shaka-player.compiled.js
+UPLOT := src/mainevent/web/vendor/uPlot.iife.min.js
 
 .PHONY: demo test setup lint typecheck unit e2e bench clean
 
@@ -21,7 +22,7 @@ test: setup lint typecheck
 	$(BIN)/pytest -p no:cacheprovider -n 2 --dist loadfile -m "not slow"
 	$(BIN)/pytest -p no:cacheprovider -m slow
 
-setup: $(VENV)/.installed $(HLSJS) $(DASHJS) $(SHAKA) chromium postgres nginx
+setup: $(VENV)/.installed $(HLSJS) $(DASHJS) $(SHAKA) $(UPLOT) chromium postgres nginx
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,12 @@ $(DASHJS): node_modules/.installed
 $(SHAKA): node_modules/.installed
 	mkdir -p $(dir $(SHAKA))
 	cp node_modules/shaka-player/dist/shaka-player.compiled.js $(SHAKA)
+
+# uPlot: the operations console's live charts (/console/).
+$(UPLOT): node_modules/.installed
+	mkdir -p $(dir $(UPLOT))
+	cp node_modules/uplot/dist/uPlot.iife.min.js $(UPLOT)
+	cp node_modules/uplot/dist/uPlot.min.css $(dir $(UPLOT))uPlot.min.css
 
 # Browser tests drive Debian's chromium (never a downloaded browser build).
 chromium:

@@ -193,6 +193,8 @@ class Stack:
     beside the media plane; None = media plane only."""
     control_url: str = ""
     control_admin_key: str | None = None
+    console_logins: dict[str, str] = field(default_factory=dict)
+    """Role → generated API key to sign in at /console/ (empty when keys are configured)."""
     control_services: Any = None
     telemetry: Any = None
     """The telemetry collector (a `TelemetryServer`; None when `telemetry.enabled` is false)."""
@@ -469,7 +471,8 @@ class Stack:
         if self.control is None or not cdns:
             return None
         from mainevent.control.app import create_app as create_control_app
-        from mainevent.control.server import build_services, ensure_admin_key
+        from mainevent.control.console.demo import console_for_stack, ensure_demo_logins
+        from mainevent.control.server import build_services
         from mainevent.media.manifest.pathways import Pathways
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -490,8 +493,18 @@ class Stack:
                 "probe_path": ctrl.steering.probe_path or f"/live/{event_id}/master.m3u8",
             }
         )
-        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st})
-        ctrl, self.control_admin_key = ensure_admin_key(ctrl)
+        console = console_for_stack(
+            ctrl.console,
+            telemetry_url=self.telemetry_url,
+            metrics_targets={
+                "origin": f"{self.base_url}/metrics",
+                **({"shield": f"{self.shield.url}/metrics"} if self.shield else {}),
+                **{n: f"{u}/metrics" for n, u in self.edge_urls.items()},
+            },
+        )
+        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st, "console": console})
+        ctrl, self.console_logins = ensure_demo_logins(ctrl)
+        self.control_admin_key = self.console_logins.get("admin")
         services = build_services(ctrl)
         assert services.steering is not None
         services.steering.service.events = {event_id}
@@ -577,6 +590,16 @@ class Stack:
         steering = self.control_services.steering
         if steering is not None:
             steering.service.events.add(m.event_id)
+        if self.telemetry is not None:  # its players' reports and QoE series are accepted
+            from mainevent.control.telemetry.events import EventTiming
+
+            ev = m.settings.event
+            self.telemetry.service.collector.add_event(
+                m.event_id,
+                EventTiming(
+                    ev.segment_duration_ms, ev.part_target_ms if ev.latency == "low" else 0
+                ),
+            )
         if m.event_id != self.settings.event.id:
             return
         self.event = m.event

@@ -204,6 +204,13 @@ def run(args: argparse.Namespace) -> int:
             *([f"  shield      {stack.shield.url}"] if stack.shield else []),
             *(
                 [
+                    f"  console     {stack.control_url}/console/  "
+                    + (
+                        f"(sign in with operator key {stack.console_logins['operator']}; "
+                        f"read-only {stack.console_logins['read-only']})"
+                        if stack.console_logins
+                        else "(sign in with an operator API key)"
+                    ),
                     f"  control     {stack.control_url}  (playback API, operator API)",
                     f"  steering    {stack.control_url}/steering/{ev}/hls  "
                     "(`mainevent steering drain|pin|restore`)",
@@ -265,7 +272,11 @@ def run(args: argparse.Namespace) -> int:
         if not stack.edges:
             return {}
         control = (
-            {"control_url": stack.control_url, "control_admin_key": stack.control_admin_key}
+            {
+                "control_url": stack.control_url,
+                "control_admin_key": stack.control_admin_key,
+                "console_logins": stack.console_logins,
+            }
             if stack.control_url
             else {}
         )

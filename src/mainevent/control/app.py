@@ -31,6 +31,8 @@ from mainevent.common.admission import (
 from mainevent.common.histogram import BUCKETS, LatencyHistogram
 from mainevent.control.admission_http import AdmissionMiddleware, watch_loop_delay
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth
+from mainevent.control.console.routes import add_console_routes
+from mainevent.control.console.runtime import ConsoleRuntime
 from mainevent.control.entitlement import Denial, check_event_window
 from mainevent.control.errors import ControlError, Invalid, invalid_request
 from mainevent.control.lifecycle import EventStatus
@@ -147,6 +149,8 @@ class ControlServices:
     purchase_wait_s: float = 10.0
     steering: SteeringRuntime | None = None
     """Content steering: manifests at /steering/, operator controls at /v1/steering."""
+    console: ConsoleRuntime | None = None
+    """Operations console at /console/ (login sessions, live view)."""
     media: MediaPlane | None = None
     """The media plane this control plane drives (`mainevent up` sets it): told of every
     event change; answers preflight and the media view. None: records only (no preflight gate)."""
@@ -202,9 +206,12 @@ def _operator(need: str) -> Callable[..., Awaitable[Actor]]:
     # The header is read from the request, not declared as a parameter: OpenAPI documents it as
     # the `operatorKey` security scheme instead.
     async def dep(request: Request) -> Actor:
-        actor = _services(request).operators.authenticate(
-            request.headers.get("authorization"), need
-        )
+        svc = _services(request)
+        header = request.headers.get("authorization")
+        if header is None and svc.console is not None and svc.console.has_session(request):
+            actor = svc.console.authorize(request, need)  # the console's session cookie
+        else:
+            actor = svc.operators.authenticate(header, need)
         if request.query_params:
             _refuse_unknown_query(request)
         return actor
@@ -831,6 +838,16 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
                 access_token=idp.mint(body.sub, ttl_s=body.ttl_s), expires_in=body.ttl_s
             )
 
+    if svc.console is not None and svc.console.settings.enabled:
+        add_console_routes(
+            app,
+            svc.console,
+            svc.operators,
+            store,
+            metrics,
+            lambda: playback.sessions.per_event(playback.clock()),
+            _errors,
+        )
     if svc.steering is not None:
         add_steering_routes(
             app,

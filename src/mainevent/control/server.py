@@ -15,6 +15,7 @@ from mainevent.common.admission import AdmissionController, AdmissionPolicy, Bul
 from mainevent.common.gc_tuning import tune_gc
 from mainevent.control.app import ControlServices, create_app
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth, hash_api_key
+from mainevent.control.console.runtime import build_console
 from mainevent.control.db import Database, open_database
 from mainevent.control.entitlement import RegionTable
 from mainevent.control.front import front_protocol
@@ -55,13 +56,14 @@ def build_services(
         if settings.dev_idp_secret
         else None
     )
+    operators = OperatorAuth(settings.api_keys)
     return ControlServices(
         settings=settings,
         store=store,
         playback=PlaybackService(settings, entitlement, clock=clock),
         payments=payments
         or FakePaymentProvider(settings.payment_latency_s, settings.payment_failure_rate),
-        operators=OperatorAuth(settings.api_keys),
+        operators=operators,
         viewers=ViewerAuth(
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
@@ -72,6 +74,7 @@ def build_services(
         admission=AdmissionController(AdmissionPolicy(max_in_flight=settings.max_in_flight)),
         purchases=Bulkhead(settings.purchase_concurrency),
         steering=steering_runtime(settings),
+        console=build_console(settings.console, operators, clock),
     )
 
 

@@ -32,6 +32,14 @@ class SessionRegistry:
         self._by_id: dict[str, PlaybackSession] = {}
         self._by_account: dict[str, set[str]] = {}
 
+    def per_event(self, now: float) -> dict[str, int]:
+        """Live sessions per event (the console's audience figure); expired ones not counted."""
+        out: dict[str, int] = {}
+        for s in self._by_id.values():
+            if s.expires_at > now:
+                out[s.event_id] = out.get(s.event_id, 0) + 1
+        return out
+
     def active(self, account_id: str, now: float) -> list[PlaybackSession]:
         """Live sessions of an account (expired ones are dropped on the way)."""
         ids = self._by_account.get(account_id)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mainevent.common.tokens import DEV_TOKEN_KEY_HEX, DEV_TOKEN_KID
 from mainevent.config import ENV_PREFIX, ConfigError
+from mainevent.control.console.settings import ConsoleSettings
 
 Role = Literal["admin", "operator", "read-only"]
 
@@ -323,6 +324,10 @@ class ControlSettings(_Frozen):
     steering: SteeringSettings = Field(
         default=SteeringSettings(),
         description="Content steering (multi-CDN), see `SteeringSettings`.",
+    )
+    console: ConsoleSettings = Field(
+        default=ConsoleSettings(),
+        description="Operations console at `/console/` (login, live view), see `ConsoleSettings`.",
     )
 
     @field_validator("cdns")

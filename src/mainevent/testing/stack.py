@@ -70,6 +70,8 @@ class RunningStack:
     control_url: str | None = None
     """The control plane (playback API, steering server) started beside the media plane."""
     control_admin_key: str | None = None
+    console_logins: dict[str, str] = field(default_factory=dict)
+    """Role → API key generated for the console (`admin`, `operator`, `read-only`)."""
     telemetry_url: str | None = None
     """The telemetry collector's base URL (None when telemetry is disabled)."""
 
@@ -282,4 +284,5 @@ def start_stack(
         # The control plane is built while the media plane starts: named in the ready line.
         stack.control_url = info.get("control_url")
         stack.control_admin_key = info.get("control_admin_key")
+        stack.console_logins = dict(info.get("console_logins") or {})
     return stack

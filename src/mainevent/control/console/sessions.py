@@ -1,0 +1,187 @@
+"""Console logins: an operator signs in with their API key and gets an opaque session.
+
+The session id travels in an ``HttpOnly; SameSite=Strict`` cookie and is kept here by its
+SHA-256 only (a memory dump does not yield usable cookies). Each session carries a CSRF token the
+page reads from ``GET /console/api/session`` and sends as ``X-CSRF-Token`` with every change;
+a change authenticated by the cookie alone is refused. Failed logins are limited per client
+address (then 429 with ``Retry-After``).
+
+No I/O and no clock of its own: every call takes ``now``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from mainevent.control.auth import ROLE_RANK, OperatorAuth
+from mainevent.control.errors import ControlError, Forbidden, Unauthorized
+from mainevent.control.store import Actor
+
+__all__ = [
+    "COOKIE",
+    "CSRF_HEADER",
+    "SAFE_METHODS",
+    "ConsoleSession",
+    "ConsoleSessions",
+    "LoginLimiter",
+]
+
+COOKIE = "mainevent_console"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """One signed-in operator."""
+
+    actor: Actor
+    csrf: str
+    created_at: float
+    expires_at: float
+
+
+class LoginLimiter:
+    """At most ``failures`` failed logins per address within ``window_s``."""
+
+    def __init__(self, failures: int, window_s: float, max_addresses: int = 10_000) -> None:
+        self.failures = failures
+        self.window_s = window_s
+        self._max = max_addresses
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, address: str, now: float) -> float | None:
+        """Seconds until ``address`` may try again, or None when it may try now."""
+        times = self._seen.get(address)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if len(times) < self.failures:
+            return None
+        return times[0] + self.window_s - now
+
+    def failed(self, address: str, now: float) -> None:
+        """Count one failed login of ``address``."""
+        times = self._seen.setdefault(address, deque())
+        self._seen.move_to_end(address)
+        times.append(now)
+        while len(times) > self.failures:
+            times.popleft()
+        if len(self._seen) > self._max:
+            self._seen.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        """A good login clears the address's failures."""
+        self._seen.pop(address, None)
+
+
+class ConsoleSessions:
+    """Sessions by the digest of their id, the oldest forgotten first beyond ``max_sessions``."""
+
+    def __init__(
+        self,
+        operators: OperatorAuth,
+        *,
+        ttl_s: float,
+        limiter: LoginLimiter,
+        max_sessions: int = 10_000,
+    ) -> None:
+        self.operators = operators
+        self.ttl_s = ttl_s
+        self.limiter = limiter
+        self._max = max_sessions
+        self._by_digest: OrderedDict[str, ConsoleSession] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def login(self, key: str, address: str, now: float) -> tuple[str, ConsoleSession]:
+        """A new session for the holder of API key ``key``: (cookie value, session).
+
+        401 ``invalid_credentials`` for an unknown key, 429 ``login_rate_limited`` once the
+        address has failed too often (checked before the key, so guessing costs the same).
+        """
+        wait = self.limiter.retry_after(address, now)
+        if wait is not None:
+            raise ControlError(
+                "login_rate_limited",
+                "too many failed logins from this address; wait and try again",
+                status=429,
+                retry_after=wait,
+            )
+        try:
+            actor = self.operators.authenticate(f"Bearer {key}", "read-only")
+        except Unauthorized:
+            self.limiter.failed(address, now)
+            raise Unauthorized(
+                "invalid_credentials", "that API key is not valid; check it and try again"
+            ) from None
+        self.limiter.succeeded(address)
+        token = secrets.token_urlsafe(32)
+        session = ConsoleSession(
+            actor=actor,
+            csrf=secrets.token_urlsafe(24),
+            created_at=now,
+            expires_at=now + self.ttl_s,
+        )
+        self._by_digest[_digest(token)] = session
+        while len(self._by_digest) > self._max:
+            self._by_digest.popitem(last=False)
+        return token, session
+
+    def get(self, token: str | None, now: float) -> ConsoleSession | None:
+        """The live session behind cookie value ``token``, or None."""
+        if not token:
+            return None
+        digest = _digest(token)
+        session = self._by_digest.get(digest)
+        if session is None:
+            return None
+        if now >= session.expires_at:
+            del self._by_digest[digest]
+            return None
+        return session
+
+    def logout(self, token: str | None) -> bool:
+        """Forget the session; True if there was one."""
+        if not token:
+            return False
+        return self._by_digest.pop(_digest(token), None) is not None
+
+    def authorize(
+        self, token: str | None, csrf: str | None, method: str, need: str, now: float
+    ) -> Actor:
+        """The operator of a cookie-authenticated request, if it may do ``method`` at role ``need``.
+
+        401 without a live session; 403 ``csrf_token_invalid`` for a change without the
+        session's CSRF token; 403 ``insufficient_role`` below ``need``.
+        """
+        session = self.get(token, now)
+        if session is None:
+            raise Unauthorized(
+                "missing_credentials",
+                "sign in at /console/ or send the operator API key as `Authorization: Bearer <key>`",
+            )
+        if method.upper() not in SAFE_METHODS and not (
+            csrf and hmac.compare_digest(csrf.encode(), session.csrf.encode())
+        ):
+            raise Forbidden(
+                "csrf_token_invalid",
+                "a change made with the console session needs its X-CSRF-Token header",
+            )
+        actor = session.actor
+        if ROLE_RANK[actor.role] < ROLE_RANK[need]:
+            raise Forbidden(
+                "insufficient_role",
+                f"this needs role {need!r}; {actor.name!r} has {actor.role!r}",
+            )
+        return actor
