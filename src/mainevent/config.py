@@ -475,6 +475,49 @@ class TelemetrySettings(_Frozen):
     )
 
 
+class DvrSettings(_Frozen):
+    """DVR window, start-over, post-event VOD, retention and live-edge-first shedding."""
+
+    window_s: int = Field(
+        default=600,
+        ge=0,
+        le=86_400,
+        description="DVR window: seconds of media the live media playlists (and the MPD's timeShiftBufferDepth) carry; 0 = the live window only. Longer than the live window, the playlists add CAN-SKIP-UNTIL (delta updates, `_HLS_skip=YES`) and, in standard mode, EXT-X-START at the live edge.",
+    )
+    archive: bool = Field(
+        default=True,
+        description="Keep the start-over playlists (`/live/<event>/startover.m3u8`, EVENT type, from the first segment) and, at the end, the VOD playlists and MPD (`/live/<event>/vod.m3u8`, `vod.mpd`).",
+    )
+    vod_gaps: Literal["exclude", "mark"] = Field(
+        default="exclude",
+        description="Post-event VOD: `exclude` leaves slate and EXT-X-GAP runs out (with a discontinuity where a run was cut); `mark` keeps them (gaps as EXT-X-GAP).",
+    )
+    retention_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds after a segment's capture (for archived events: after the end, when the start-over/VOD playlists are withdrawn) before it is deleted from the store; never while a playlist lists it. None = keep everything.",
+    )
+    live_edge_segments: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Segment/part requests more than this many segments behind the live edge are DVR requests (shed first under load); default the live window (`event.window_segments`).",
+    )
+    max_concurrent: int | None = Field(
+        default=None,
+        ge=1,
+        description="Origin and shield budget of media requests in progress: over it, DVR requests get 503 + Retry-After (live-edge requests never). None = no limit.",
+    )
+    max_bytes_per_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Origin budget of media bytes served per second: over it, DVR requests get 503 + Retry-After. None = no limit.",
+    )
+    retry_after_s: int = Field(
+        default=2, ge=1, le=60, description="Retry-After of a shed DVR request."
+    )
+
+
 class Settings(_Frozen):
     """All settings of one mainevent process."""
 
@@ -486,6 +529,7 @@ class Settings(_Frozen):
     redundancy: RedundancySettings = RedundancySettings()
     delivery: DeliverySettings = DeliverySettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    dvr: DvrSettings = DvrSettings()
 
 
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:

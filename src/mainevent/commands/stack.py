@@ -34,6 +34,7 @@ from mainevent.media.redundancy import Selector
 from mainevent.media.redundancy.ops import with_ops
 from mainevent.media.redundancy.publisher import RedundantPublisher
 from mainevent.media.redundancy.slate import SlateError, encode_slate
+from mainevent.media.shedding import Budget
 from mainevent.media.store import LocalSegmentStore
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,29 @@ def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -
         hold_back_ms=ev.hold_back_ms,
         max_held_requests=settings.origin.max_held_requests,
         playlist_freshness=settings.origin.playlist_freshness,
+        **dvr_options(settings),
     )
+
+
+def dvr_budget(settings: Settings) -> Budget | None:
+    """The live-edge-first budget of the origin and shield (None: nothing is shed)."""
+    d = settings.dvr
+    if d.max_concurrent is None and d.max_bytes_per_s is None:
+        return None
+    return Budget(d.max_concurrent, d.max_bytes_per_s, d.retry_after_s)
+
+
+def dvr_options(settings: Settings) -> dict[str, Any]:
+    """`LiveEvent` keyword arguments of the `dvr` settings."""
+    d = settings.dvr
+    return {
+        "dvr_window_s": d.window_s,
+        "archive": d.archive,
+        "vod_gaps": d.vod_gaps,
+        "shed_budget": dvr_budget(settings),
+        "live_edge_segments": d.live_edge_segments,
+        "retention_s": d.retention_s,
+    }
 
 
 def ingest_spec(settings: Settings, port: int) -> IngestSpec:
@@ -327,7 +350,9 @@ class Stack:
             token_keys=s.origin.token_keys,
             require_token=s.origin.require_token,
         )
-        app = with_ops(origin, publisher, self.edge_admin_secret, self.pipelines)
+        app = with_ops(
+            origin, publisher, self.edge_admin_secret, self.pipelines, {event.event_id: event}
+        )
         if self.edge_token_keys is None and s.origin.require_token:
             # Edges with keys require tokens on /live/: same policy as the origin.
             self.edge_token_keys = dict(s.origin.token_keys)

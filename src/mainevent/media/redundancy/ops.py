@@ -4,6 +4,8 @@
     PUT  /_ops/redundancy                    {"mode": "auto" | "primary" | "backup"}  (secret)
     POST /_ops/ingest/{pipeline}/takeover    the next publisher with the right key replaces
                                              the live one of that feed within 60 s  (secret)
+    POST /_ops/events/{event}/end            end the event: ENDLIST everywhere, start-over
+                                             turns VOD, the VOD playlists and MPD appear (secret)
 
 Changing the selection needs the admin secret in `X-Mainevent-Admin-Secret` (401 without it,
 403 when wrong). Errors are JSON `{"error": code, "detail": text}`.
@@ -42,10 +44,15 @@ class HasGateway(Protocol):
     def gateway(self) -> Takeover: ...
 
 
+class Endable(Protocol):
+    def end(self) -> None: ...
+
+
 def ops_app(
     publisher: RedundantPublisher | None,
     admin_secret: str | None,
     pipelines: Mapping[str, HasGateway] | None = None,
+    events: Mapping[str, Endable] | None = None,
 ) -> Starlette:
     """The `/_ops/` routes for one stack."""
 
@@ -90,8 +97,26 @@ def ops_app(
             choices = ", ".join((AUTO, *publisher.selector.order))
             return _error(422, "unknown_mode", f"{exc}; choose one of: {choices}")
 
+    async def end(request: Request) -> JSONResponse:
+        if (refused := denied(request)) is not None:
+            return refused
+        name = request.path_params["event"]
+        if events is None or name not in events:
+            known = ", ".join(events or ())
+            return _error(404, "unknown_event", f"no event {name!r}; known: {known}")
+        events[name].end()
+        return JSONResponse(
+            {
+                "event": name,
+                "ended": True,
+                "vod": f"/live/{name}/vod.m3u8",
+                "mpd": f"/live/{name}/vod.mpd",
+            }
+        )
+
     return Starlette(
         routes=[
+            Route("/_ops/events/{event}/end", end, methods=["POST"]),
             Route("/_ops/redundancy", status, methods=["GET"]),
             Route("/_ops/redundancy", force, methods=["PUT"]),
             Route("/_ops/ingest/{pipeline}/takeover", takeover, methods=["POST"]),
@@ -104,9 +129,10 @@ def with_ops(
     publisher: RedundantPublisher | None,
     secret: str | None,
     pipelines: Mapping[str, HasGateway] | None = None,
+    events: Mapping[str, Endable] | None = None,
 ) -> ASGIApp:
     """`origin`, with `/_ops/...` requests answered by the operator API."""
-    ops = ops_app(publisher, secret, pipelines)
+    ops = ops_app(publisher, secret, pipelines, events)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):

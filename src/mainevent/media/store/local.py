@@ -84,6 +84,7 @@ class LocalSegmentStore:
                     "size": record.size,
                     "parts": [list(p) for p in record.parts],
                     **({"disc": True} if record.discontinuity else {}),
+                    **({"slate": True} if record.slate else {}),
                 },
                 separators=(",", ":"),
             )
@@ -155,6 +156,7 @@ class LocalSegmentStore:
                     size=int(o["size"]),
                     parts=tuple((int(p[0]), bool(p[1])) for p in o.get("parts", [])),
                     discontinuity=bool(o.get("disc", False)),
+                    slate=bool(o.get("slate", False)),
                 )
             except (ValueError, KeyError, TypeError, IndexError):
                 log.warning("ignoring unreadable line %d of %s (torn write?)", n, d / INDEX)
@@ -193,3 +195,20 @@ class LocalSegmentStore:
         gone = set(msns)
         for name in [n for n in mem if int(n.split(".", 1)[0]) in gone]:
             del mem[name]
+
+    async def delete(self, event: str, rendition: str, msns: list[int]) -> None:
+        """Delete segments (retention). Their index lines stay; `records()` skips a line whose
+        file is gone, so a restart never lists a deleted segment."""
+        self.forget(event, rendition, msns)
+        d = self._dir(event, rendition)
+
+        def unlink() -> None:
+            for msn in msns:
+                (d / f"{msn}.m4s").unlink(missing_ok=True)
+
+        try:
+            await asyncio.to_thread(unlink)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot delete segments of {event}/{rendition}: {exc.strerror}"
+            ) from exc
