@@ -263,6 +263,12 @@ class Stack:
                 port=base,
                 max_bytes=256 * 1024 * 1024,
                 admin_secret=self.edge_admin_secret,
+                shed_budget=dvr_budget(self.settings),
+                live_edge_segments=(
+                    self.event.live_edge_segments
+                    if self.event is not None
+                    else self.settings.event.window_segments
+                ),
             ),
             sink=self.telemetry_sink,
         )

@@ -11,12 +11,14 @@ take (ARCHITECTURE.md, principle 3; SPEC §7: Netflix answers DVR requests 503 u
 from __future__ import annotations
 
 import enum
+import re
 from collections import deque
 from dataclasses import dataclass
 
 __all__ = [
     "Admission",
     "Budget",
+    "LiveEdgeTracker",
     "LoadShedder",
     "RequestClass",
     "ShedReason",
@@ -146,3 +148,32 @@ class LoadShedder:
         sent = self._sent
         while sent and sent[0][0] <= now - _WINDOW_S:
             self._sent_bytes -= sent.popleft()[1]
+
+
+_MEDIA = re.compile(r"^(?P<dir>/live/[^/]+/[^/]+)/(?P<msn>\d{1,18})(?:\.\d{1,4})?\.m4s$")
+
+
+class LiveEdgeTracker:
+    """Where the live edge is, for a cache in front of the origin that does not parse
+    playlists: the newest MSN requested per rendition path. Live-edge players request the
+    newest segments within a segment of their publication, so that maximum is the live edge
+    as soon as anyone watches live; with only DVR viewers nothing is far behind it, and
+    nothing is shed (there is no live-edge audience to protect)."""
+
+    def __init__(self, live_segments: int) -> None:
+        if live_segments < 1:
+            raise ValueError(f"live_segments must be at least 1, got {live_segments}")
+        self.live_segments = live_segments
+        self._edge: dict[str, int] = {}
+
+    def classify(self, path: str) -> tuple[RequestClass, bool]:
+        """The class of a request for `path` (a `/live/<event>/<rendition>/<msn>[.<k>].m4s`;
+        anything else is LIVE), and whether it names a segment or part at all."""
+        m = _MEDIA.match(path)
+        if m is None:
+            return RequestClass.LIVE, False
+        directory, msn = m["dir"], int(m["msn"])
+        edge = self._edge.get(directory)
+        if edge is None or msn > edge:
+            self._edge[directory] = edge = msn
+        return classify(msn, edge, self.live_segments), True
