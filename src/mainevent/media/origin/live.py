@@ -764,8 +764,10 @@ class LiveEvent:
 
     def on_part(self, rendition: str, part: Part) -> None:
         """Keep a completed part in memory, then (LL-HLS mode) list it and release its waiters."""
-        self.store.put_part(self.event_id, rendition, part.msn, part.index, part.data)
         r = self._r[rendition]
+        if r.window.ended:
+            return
+        self.store.put_part(self.event_id, rendition, part.msn, part.index, part.data)
         if self.low_latency is None or r.timescale is None:
             return
         published = PublishedPart(
@@ -805,6 +807,10 @@ class LiveEvent:
                 segment.msn,
                 suspect,
             )
+        if r.window.ended:
+            # The event ended (on command): the encoder may still be running; nothing more is
+            # stored or listed, so the VOD stays what it was at the end.
+            return
         if r.init_name is None:
             raise RuntimeError(f"{rendition}: segment {segment.msn} before any init section")
         last = r.window.last_msn
@@ -881,7 +887,7 @@ class LiveEvent:
         """
         r = self._r[rendition]
         last = r.window.last_msn
-        if r.init_name is None or (last is not None and msn <= last):
+        if r.window.ended or r.init_name is None or (last is not None and msn <= last):
             return False
         d_us = self.segment_duration_ms * 1000
         gap = PublishedSegment(
