@@ -9,6 +9,7 @@ the event is ended on command and the VOD playlist plays in hls.js and remuxes w
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import time
@@ -76,7 +77,7 @@ def test_dvr_playlists_conform_while_the_window_fills(stack: RunningStack) -> No
                 assert listed_s <= DVR_S + D_S
                 pdts = [s.program_date_time_ms for s in pl.segments]
                 assert all(p is not None for p in pdts)
-                steps = {b - a for a, b in zip(pdts, pdts[1:], strict=False)}  # type: ignore[operator]
+                steps = {b - a for a, b in itertools.pairwise(pdts)}  # type: ignore[operator]
                 assert steps <= {1000}, f"{rid}: PDT steps {steps}"
                 delta = parse_media_playlist(client.get(url + "?_HLS_skip=YES").text)
                 assert delta.last_msn >= pl.last_msn
