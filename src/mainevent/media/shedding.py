@@ -105,13 +105,23 @@ class LoadShedder:
 
     def admit(self, request_class: RequestClass, now: float) -> Admission:
         """Serve or shed a request of `request_class` arriving at `now`."""
-        if request_class is RequestClass.DVR:
-            reason = self._over_budget(now)
-            if reason is not None:
-                self._shed[reason] += 1
-                return Admission(request_class, reason)
+        reason = self.refusal(request_class, now)
+        if reason is not None:
+            self._shed[reason] += 1
+            return Admission(request_class, reason)
         self._in_flight[request_class] += 1
         return Admission(request_class)
+
+    def refusal(self, request_class: RequestClass, now: float) -> ShedReason | None:
+        """Why a request of `request_class` would be shed now (None: it would be served),
+        without admitting it: for a fast path that refuses before doing any other work."""
+        if request_class is RequestClass.LIVE:
+            return None
+        return self._over_budget(now)
+
+    def count_shed(self, reason: ShedReason) -> None:
+        """A request the caller refused after `refusal()` said why."""
+        self._shed[reason] += 1
 
     def done(self, admission: Admission, sent_bytes: int, now: float) -> None:
         """An admitted request finished after sending `sent_bytes` bytes."""

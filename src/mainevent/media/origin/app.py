@@ -142,6 +142,8 @@ class Origin:
         self.started = time.monotonic()
         self._cors = cors_origin.encode("latin-1")
         self._counters: dict[tuple[int, str, int], Any] = {}
+        self.sheds = any(e.shedder is not None for e in events.values())
+        """Some event has a live-edge-first budget (`shed_early` runs before routing)."""
 
     def _headers(self, cache: str) -> dict[str, str]:
         return {"Cache-Control": cache, "Access-Control-Allow-Origin": self.cors_origin}
@@ -525,6 +527,32 @@ class Origin:
             headers=headers,
         )
 
+    def shed_early(self, path: str) -> RawResponse | None:
+        """A DVR media request over the budget, answered before routing (a shed request must
+        cost far less than a served one, or shedding itself eats the live edge's CPU)."""
+        m = _MEDIA_PATH.fullmatch(path)
+        if m is None:
+            return None
+        event = self.events.get(m["event"])
+        if event is None or event.shedder is None or not event.has_rendition(m["rendition"]):
+            return None
+        request_class = event.request_class(m["rendition"], int(m["msn"]))
+        reason = event.shedder.refusal(request_class, time.monotonic())
+        if reason is None:
+            return None
+        event.shedder.count_shed(reason)
+        kind = "part" if m["part"] else "segment"
+        self._count(event, kind, 503)
+        event.metrics.media_by_class.labels(
+            event.event_id, request_class.value, f"shed_{reason.value}"
+        ).inc()
+        retry = str(event.shedder.budget.retry_after_s)
+        body = (
+            f"origin over its {reason.value} budget: DVR requests are shed first; "
+            f"retry in {retry} s\n"
+        ).encode()
+        return self._raw(503, body, _TEXT, "no-store", (b"retry-after", retry.encode()))
+
     def _unavailable(self, event: LiveEvent, rendition: str, name: str, msn: int) -> Response:
         """404 for a segment not served: future (not cached), or before the window (naming
         the first segment that is)."""
@@ -610,6 +638,9 @@ class _AsgiEndpoint:
 
 
 _PLAYLIST_PATH = re.compile(r"/live/(?P<event>[^/]+)/(?P<rendition>[^/]+)/index\.m3u8")
+_MEDIA_PATH = re.compile(
+    r"/live/(?P<event>[^/]+)/(?P<rendition>[^/]+)/(?P<msn>\d{1,18})(?P<part>\.\d{1,4})?\.m4s"
+)
 
 
 class _OriginApp(Starlette):
@@ -641,7 +672,18 @@ class _OriginApp(Starlette):
                 scope["path_params"] = m.groupdict()
                 await self.origin.media_playlist(scope, receive, send)
                 return
+            if self.origin.sheds:
+                refused = self.origin.shed_early(scope["path"])
+                if refused is not None:
+                    await _send_raw(send, refused)
+                    return
         await super().__call__(scope, receive, send)
+
+
+async def _send_raw(send: Send, response: RawResponse) -> None:
+    status, body, headers = response
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _forbidden(send: Send, reason: str, cors_origin: str) -> None:
