@@ -241,3 +241,25 @@ async def test_retention_deletes_only_what_no_playlist_lists(tmp_path: Path, wal
         seg = await client.get(f"/live/final/v360/{FIRST}.m4s")
         assert seg.status_code == 404
     assert not (tmp_path / "final" / "v360" / f"{FIRST}.m4s").exists()
+
+
+async def test_low_latency_dvr_window_keeps_parts_at_the_edge_and_skips(
+    tmp_path: Path, wall: Wall
+) -> None:
+    """LL-HLS with a DVR window: the window is the DVR one, parts only near the edge, delta
+    updates through the LL server control, and no EXT-X-START (PART-HOLD-BACK places players)."""
+    ev = make_event(tmp_path, Clock(), wall, latency="low")
+    await publish(ev, range(FIRST, FIRST + 40))
+    async for client in _client(ev):
+        pl = parse_media_playlist((await client.get("/live/final/v360/index.m3u8")).text)
+        assert len(pl.segments) == 30
+        assert pl.start_offset_us is None
+        assert pl.server_control is not None
+        assert pl.server_control.can_block_reload
+        assert sum(1 for s in pl.segments if s.parts) <= 4
+        delta = parse_media_playlist(
+            (await client.get("/live/final/v360/index.m3u8?_HLS_skip=YES")).text
+        )
+        assert delta.skipped_segments == 24
+        held = await client.get(f"/live/final/v360/index.m3u8?_HLS_msn={FIRST + 39}")
+        assert held.status_code == 200

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
 
-from mainevent.media.manifest.dash import DashRepresentation
+from mainevent.media.manifest.dash import DashRepresentation, _duration, representation_lines
 from mainevent.media.manifest.errors import ManifestError
 
 __all__ = ["MpdRun", "render_vod_mpd"]
@@ -25,11 +24,6 @@ class MpdRun:
     first: int
     count: int
     inits: Mapping[str, str]
-
-
-def _duration(ms: int) -> str:
-    whole, frac = divmod(ms, 1000)
-    return f"PT{whole}S" if not frac else f"PT{whole}.{frac:03d}".rstrip("0") + "S"
 
 
 def render_vod_mpd(
@@ -66,26 +60,11 @@ def render_vod_mpd(
                 init = run.inits.get(r.id)
                 if init is None:
                     raise ManifestError(f"run at {run.first} names no init section for {r.id}")
-                attrs = [
-                    f"id={quoteattr(r.id)}",
-                    f"codecs={quoteattr(r.codecs)}",
-                    f'bandwidth="{max(1, r.bandwidth)}"',
-                ]
-                if r.width and r.height:
-                    attrs.append(f'width="{r.width}" height="{r.height}"')
-                if r.frame_rate:
-                    attrs.append(f'frameRate="{r.frame_rate}"')
-                if r.audio_sampling_rate:
-                    attrs.append(f'audioSamplingRate="{r.audio_sampling_rate}"')
-                out.append(f"      <Representation {' '.join(attrs)}>")
-                pto = run.first * d * r.timescale // 1000
-                out.append(
-                    f'        <SegmentTemplate timescale="{r.timescale}" '
-                    f'duration="{d * r.timescale // 1000}" startNumber="{run.first}" '
-                    f'presentationTimeOffset="{pto}" '
-                    f"initialization={quoteattr(init)} media={quoteattr(r.id + '/$Number$.m4s')}/>"
+                out.extend(
+                    representation_lines(
+                        r, d, start_number=run.first, start_ms=run.first * d, init=init
+                    )
                 )
-                out.append("      </Representation>")
             out.append("    </AdaptationSet>")
         out.append("  </Period>")
         start_ms += run.count * d

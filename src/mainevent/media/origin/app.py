@@ -182,11 +182,7 @@ class Origin:
             return ctx
         text = event.multivariant(ctx)
         if text is None:
-            self._count(event, "master", 503)
-            headers = self._headers("no-store") | {"Retry-After": "1"}
-            return PlainTextResponse(
-                "stream starting: no segment published yet\n", 503, headers=headers
-            )
+            return self._starting(event, "master")
         self._count(event, "master", 200)
         cache = _manifest_cache(ctx, self._half_td(event))
         return Response(text, 200, media_type=PLAYLIST_TYPE, headers=self._headers(cache))
@@ -334,11 +330,7 @@ class Origin:
             return ctx
         text = event.mpd(f"{request.base_url}time", ctx)
         if text is None:
-            self._count(event, "mpd", 503)
-            headers = self._headers("no-store") | {"Retry-After": "1"}
-            return PlainTextResponse(
-                "stream starting: no segment published yet\n", 503, headers=headers
-            )
+            return self._starting(event, "mpd")
         self._count(event, "mpd", 200)
         cache = _manifest_cache(ctx, "max-age=1")
         return Response(text, 200, media_type=MPD_TYPE, headers=self._headers(cache))
@@ -368,9 +360,21 @@ class Origin:
             )
         return None
 
-    def _archive_cache(self, event: LiveEvent, vod: bool) -> str:
+    def _archived(
+        self, event: LiveEvent, kind: str, body: str | bytes, media_type: str, vod: bool
+    ) -> Response:
+        self._count(event, kind, 200)
         # A VOD playlist never changes once written; a start-over playlist grows like the live one.
-        return "public, max-age=300" if vod else self._half_td(event)
+        cache = "public, max-age=300" if vod else self._half_td(event)
+        return Response(body, 200, media_type=media_type, headers=self._headers(cache))
+
+    def _starting(self, event: LiveEvent, kind: str) -> Response:
+        """503 + Retry-After: nothing published yet to describe."""
+        self._count(event, kind, 503)
+        headers = self._headers("no-store") | {"Retry-After": "1"}
+        return PlainTextResponse(
+            "stream starting: no segment published yet\n", 503, headers=headers
+        )
 
     async def archive_master(self, request: Request) -> Response:
         """`/live/<event>/startover.m3u8` and `/live/<event>/vod.m3u8`."""
@@ -384,18 +388,8 @@ class Origin:
         assert event is not None
         text = event.variant_playlist(name)
         if text is None:
-            self._count(event, "master", 503)
-            headers = self._headers("no-store") | {"Retry-After": "1"}
-            return PlainTextResponse(
-                "stream starting: no segment published yet\n", 503, headers=headers
-            )
-        self._count(event, "master", 200)
-        return Response(
-            text,
-            200,
-            media_type=PLAYLIST_TYPE,
-            headers=self._headers(self._archive_cache(event, vod)),
-        )
+            return self._starting(event, "master")
+        return self._archived(event, "master", text, PLAYLIST_TYPE, vod)
 
     async def archive_playlist(self, request: Request) -> Response:
         """`/live/<event>/<rendition>/startover.m3u8` (`_HLS_skip` for delta updates) and
@@ -418,13 +412,7 @@ class Origin:
         body = event.vod_body(rendition) if vod else event.startover_body(rendition, skip=d.skip)
         if body is None:
             return self._not_found(event, "playlist", "no segment published yet", not_yet=True)
-        self._count(event, "playlist", 200)
-        return Response(
-            body,
-            200,
-            media_type=PLAYLIST_TYPE,
-            headers=self._headers(self._archive_cache(event, vod)),
-        )
+        return self._archived(event, "playlist", body, PLAYLIST_TYPE, vod)
 
     async def vod_mpd(self, request: Request) -> Response:
         """`/live/<event>/vod.mpd`: the static post-event MPD."""
@@ -437,10 +425,7 @@ class Origin:
         text = event.vod_mpd()
         if text is None:
             return self._not_found(event, "mpd", f"VOD of event {event_id!r}: no media to list")
-        self._count(event, "mpd", 200)
-        return Response(
-            text, 200, media_type=MPD_TYPE, headers=self._headers(self._archive_cache(event, True))
-        )
+        return self._archived(event, "mpd", text, MPD_TYPE, True)
 
     async def clock(self, request: Request) -> Response:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
