@@ -28,6 +28,7 @@ from mainevent.media.encode.pipeline import Pipeline, PipelineCollector
 from mainevent.media.feed import FeedProcess, grid_start
 from mainevent.media.origin import tune_gc
 from mainevent.media.origin.app import create_app
+from mainevent.media.origin.clips import ClipService
 from mainevent.media.origin.live import LiveEvent, Metrics, RenditionSpec
 from mainevent.media.origin.protocol import origin_protocol
 from mainevent.media.redundancy import Selector
@@ -320,8 +321,15 @@ class Stack:
                 out["redundancy"] = publisher.status()
             return out
 
+        clips = ClipService(
+            {event.event_id: event},
+            admin_secret=self.edge_admin_secret,
+            state_dir=s.origin.data_dir / "highlights",
+            ffmpeg=ffmpeg,
+        )
         origin = create_app(
             {event.event_id: event},
+            clips=clips,
             cors_origin=s.origin.cors_origin,
             health=health,
             token_keys=s.origin.token_keys,

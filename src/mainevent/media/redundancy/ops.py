@@ -27,6 +27,8 @@ from mainevent.media.redundancy.selector import AUTO, SelectorError
 
 ADMIN_SECRET_HEADER = "X-Mainevent-Admin-Secret"
 PREFIX = "/_ops/"
+ORIGIN_OPS = "/_ops/events/"
+"""Per-event operator routes the origin app answers itself (highlights, `origin/clips.py`)."""
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -109,7 +111,8 @@ def with_ops(
     ops = ops_app(publisher, secret, pipelines)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path.startswith(PREFIX) and not path.startswith(ORIGIN_OPS):
             await ops(scope, receive, send)
         else:
             await origin(scope, receive, send)
