@@ -109,21 +109,27 @@ def test_marked_range_is_listed_clipped_and_exported(stack: RunningStack, tmp_pa
     assert ids["highlight-ko"].end_date_ms == end
     assert ids["highlight-bell"].end_date_ms is None
     mpd = httpx.get(f"{base}/manifest.mpd", timeout=10).text
-    assert "<EventStream" in mpd and 'messageData="ko"' in mpd
+    assert "<EventStream" in mpd
+    assert 'messageData="ko"' in mpd
 
     clip_pl = _wait_ok(f"{base}/clips/ko/v360/index.m3u8")
     assert clip_pl.status_code == 200, clip_pl.text
     clip = parse_media_playlist(clip_pl.text)
     validate_media_playlist(clip)
-    assert clip.playlist_type == "VOD" and clip.endlist
+    assert clip.playlist_type == "VOD"
+    assert clip.endlist
     pdts = [s.program_date_time_ms for s in clip.segments]
-    assert pdts[0] is not None and pdts[0] <= start < pdts[0] + D_MS
+    assert pdts[0] is not None
+    assert pdts[0] <= start < pdts[0] + D_MS
     last = pdts[-1]
-    assert last is not None and last < end <= last + D_MS
+    assert last is not None
+    assert last < end <= last + D_MS
     seg = httpx.get(f"{base}/clips/ko/v360/{clip.segments[0].uri}", timeout=10)
-    assert seg.status_code == 200 and seg.content[4:8] == b"moof"
+    assert seg.status_code == 200
+    assert seg.content[4:8] == b"moof"
     master = httpx.get(f"{base}/clips/ko/master.m3u8", timeout=10)
-    assert master.status_code == 200 and "v360/index.m3u8" in master.text
+    assert master.status_code == 200
+    assert "v360/index.m3u8" in master.text
 
     mp4 = _wait_ok(f"{base}/clips/ko/clip.mp4", timeout=60)
     assert mp4.status_code == 200, mp4.text
@@ -138,7 +144,8 @@ def test_marked_range_is_listed_clipped_and_exported(stack: RunningStack, tmp_pa
     )
     assert decoded.returncode == 0, decoded.stderr[-2000:]
     assert "start: 0.000000" in decoded.stderr, decoded.stderr[:2000]
-    assert "Video: h264" in decoded.stderr and "Audio: aac" in decoded.stderr
+    assert "Video: h264" in decoded.stderr
+    assert "Audio: aac" in decoded.stderr
     # The first frame's burnt-in frame number (since the epoch, mod 2^24) is its capture time.
     n = _first_frame_number(path, 640, 360)
     expected = start * FPS // 1000
@@ -162,10 +169,12 @@ def test_bad_highlight_pushes_and_clip_requests_are_refused(stack: RunningStack)
         json={"highlights": ok},
         headers={SECRET_HEADER: stack.admin_secret or ""},
     )
-    assert r.status_code == 404 and r.json()["error"] == "unknown_event"
+    assert r.status_code == 404
+    assert r.json()["error"] == "unknown_event"
     reversed_ = [{"id": "r", "title": "R", "start_ms": 12_000, "end_ms": 10_000}]
     r = _put(stack, reversed_)
-    assert r.status_code == 422 and "end must be after start" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "end must be after start" in r.json()["detail"]
     now_ms = int(time.time() * 1000)
     r = _put(
         stack,
@@ -176,7 +185,8 @@ def test_bad_highlight_pushes_and_clip_requests_are_refused(stack: RunningStack)
     )
     assert r.status_code == 200
     fut = httpx.get(f"{base}/clips/future/v360/index.m3u8", timeout=10)
-    assert fut.status_code == 409 and int(fut.headers["retry-after"]) >= 50
+    assert fut.status_code == 409
+    assert int(fut.headers["retry-after"]) >= 50
     assert httpx.get(f"{base}/clips/pt/v360/index.m3u8", timeout=10).status_code == 404
     assert httpx.get(f"{base}/clips/none/v360/index.m3u8", timeout=10).status_code == 404
     listed = httpx.get(f"{stack.base_url}/_ops/events/{stack.event}/highlights", timeout=10).json()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -35,7 +36,8 @@ from mainevent.media.redundancy import Selector
 from mainevent.media.redundancy.ops import with_ops
 from mainevent.media.redundancy.publisher import RedundantPublisher
 from mainevent.media.redundancy.slate import SlateError, encode_slate
-from mainevent.media.store import LocalSegmentStore
+from mainevent.media.store import LocalSegmentStore, SegmentStore
+from mainevent.media.store.s3 import S3Config, S3SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,31 @@ def ladder_spec(settings: Settings) -> LadderSpec:
     )
 
 
-def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -> LiveEvent:
+def segment_store(settings: Settings) -> LocalSegmentStore | S3SegmentStore:
+    """The configured segment store (`origin.store`): local, or local with a bucket behind it."""
+    o = settings.origin
+    local = LocalSegmentStore(o.data_dir, memory_segments=o.memory_segments)
+    if o.store == "local":
+        return local
+    b = settings.s3
+    return S3SegmentStore(
+        local,
+        S3Config(
+            bucket=b.bucket,
+            endpoint_url=b.endpoint_url,
+            region=b.region,
+            access_key_id=b.access_key_id,
+            secret_access_key=b.secret_access_key,
+            prefix=b.prefix,
+            queue_max=b.upload_queue,
+            local_segments=b.local_segments,
+            retry_max_s=b.retry_max_s,
+            timeout_s=b.timeout_s,
+        ),
+    )
+
+
+def live_event(settings: Settings, store: SegmentStore, metrics: Metrics) -> LiveEvent:
     ev = settings.event
     specs = [RenditionSpec(r.id, "video", r.bitrate_kbps, r.width, r.height) for r in ev.ladder]
     specs.append(RenditionSpec(ev.audio_id, "audio", ev.audio_bitrate_kbps))
@@ -278,7 +304,7 @@ class Stack:
     async def run(self) -> None:
         s = self.settings
         ffmpeg = find_ffmpeg(s.encoder.ffmpeg_path)
-        store = LocalSegmentStore(s.origin.data_dir, memory_segments=s.origin.memory_segments)
+        store = segment_store(s)
         from prometheus_client import CollectorRegistry
 
         metrics = Metrics(CollectorRegistry())
@@ -319,6 +345,8 @@ class Stack:
             out: dict[str, Any] = {"pipelines": [p.status() for p in pipelines]}
             if publisher is not None:
                 out["redundancy"] = publisher.status()
+            if isinstance(store, S3SegmentStore):
+                out["s3"] = dataclasses.asdict(store.statistics())
             return out
 
         clips = ClipService(
@@ -373,6 +401,8 @@ class Stack:
                 server_task = tg.create_task(server.serve(sockets=[sock]))
                 control_task = tg.create_task(self._serve_control(host, event))
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
+                if isinstance(store, S3SegmentStore):
+                    tasks.append(tg.create_task(store.serve()))
                 telemetry_task = None
                 if self.telemetry is not None:
                     telemetry_task = tg.create_task(self.telemetry.serve())
