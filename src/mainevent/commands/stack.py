@@ -478,7 +478,11 @@ class Stack:
                 "probe_path": ctrl.steering.probe_path or f"/live/{event.event_id}/master.m3u8",
             }
         )
-        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st})
+        media = {
+            "media_ops_url": ctrl.media_ops_url or self.base_url,
+            "media_admin_secret": ctrl.media_admin_secret or self.edge_admin_secret,
+        }
+        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st, **media})
         ctrl, self.control_admin_key = ensure_admin_key(ctrl)
         services = build_services(ctrl)
         assert services.steering is not None
