@@ -297,7 +297,7 @@ def add_highlight_routes(
     @app.post(
         "/v1/events/{event_id}/highlights:sync",
         tags=["highlights"],
-        **doc(401, 403, 404, 422),
+        **doc(401, 403, 404, 413, 422),
     )
     async def sync_highlights(_actor: operator, event_id: str = EventId) -> Response:
         """Push the event's highlights to the origin again (after it was unreachable)."""
