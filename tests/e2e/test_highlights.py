@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -27,7 +28,9 @@ FPS = 30
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    s = start_stack(tmp_path_factory.mktemp("highlights"), extra_args=("--no-edges",))
+    # With the delivery tier and the control plane: highlights are marked on the control plane
+    # and clips fetched through an edge in the last test.
+    s = start_stack(tmp_path_factory.mktemp("highlights"), steering=True)
     try:
         s.wait_window(4, timeout=60)
         yield s
@@ -191,3 +194,51 @@ def test_bad_highlight_pushes_and_clip_requests_are_refused(stack: RunningStack)
     assert httpx.get(f"{base}/clips/none/v360/index.m3u8", timeout=10).status_code == 404
     listed = httpx.get(f"{stack.base_url}/_ops/events/{stack.event}/highlights", timeout=10).json()
     assert [h["id"] for h in listed["highlights"]] == ["future", "pt"]
+
+
+@pytest.mark.timeout(120)
+def test_operator_marks_a_range_on_the_control_plane_and_an_edge_serves_its_clip(
+    stack: RunningStack,
+) -> None:
+    """Control plane → origin: a range marked with the operator API is listed live and its clip
+    plays through a CDN edge."""
+    assert stack.control_url is not None
+    auth = {"Authorization": f"Bearer {stack.control_admin_key}"}
+    now = datetime.now(UTC)
+    r = httpx.post(
+        f"{stack.control_url}/v1/events",
+        json={
+            "id": stack.event,
+            "title": "Demo",
+            "starts_at": (now - timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(hours=2)).isoformat(),
+        },
+        headers=auth | {"Idempotency-Key": "create-demo"},
+        timeout=30,
+    )
+    assert r.status_code in (201, 409), r.text  # 409: an earlier run of this module made it
+    start = now - timedelta(seconds=7)
+    r = httpx.post(
+        f"{stack.control_url}/v1/events/{stack.event}/highlights",
+        json={
+            "title": "Round 1",
+            "start": start.isoformat(),
+            "end": (start + timedelta(seconds=3)).isoformat(),
+        },
+        headers=auth | {"Idempotency-Key": "mark-1"},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["media-sync"] == "ok"
+    hl = r.json()
+    text = httpx.get(f"{stack.base_url}/live/{stack.event}/v360/index.m3u8", timeout=10).text
+    assert f'ID="highlight-{hl["id"]}"' in text
+    edge = stack.edges["cdn-a"]
+    clip = _wait_ok(f"{edge}/live/{stack.event}/clips/{hl['id']}/v360/index.m3u8")
+    assert clip.status_code == 200, clip.text
+    pl = parse_media_playlist(clip.text)
+    assert pl.endlist
+    seg = httpx.get(
+        f"{edge}/live/{stack.event}/clips/{hl['id']}/v360/{pl.segments[0].uri}", timeout=10
+    )
+    assert seg.status_code == 200
