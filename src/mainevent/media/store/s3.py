@@ -16,6 +16,7 @@ bucket (DVR, clips, VOD). Object keys: `<prefix><event>/<rendition>/<name>`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import re
 from collections.abc import Callable
@@ -124,6 +125,9 @@ class S3SegmentStore:
     _counters: _Counters = field(default_factory=_Counters)
     _uploaded: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     _uploaded_inits: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    # Uploaded segments still on local disk (min-heap) and the newest uploaded MSN.
+    _evictable: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    _newest: dict[tuple[str, str], int] = field(default_factory=dict)
     _backlog: bool = True  # sweep the local disk once at start: a crash may have left some
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -325,28 +329,38 @@ class S3SegmentStore:
                 await self.sleep(wait)
         self._counters.uploaded += 1
         if job.msn is not None:
-            await asyncio.to_thread(self._mark_uploaded, job.event, job.rendition, job.msn)
+            self._counters.evicted += await asyncio.to_thread(
+                self._mark_uploaded, job.event, job.rendition, job.msn
+            )
         else:
             self._uploaded_inits.setdefault((job.event, job.rendition), set()).add(job.name)
-        self._evict(job.event, job.rendition)
 
     def _put(self, key: str, data: bytes) -> None:
         self._client_now().put_object(Bucket=self.config.bucket, Key=key, Body=data)
 
-    def _mark_uploaded(self, event: str, rendition: str, msn: int) -> None:
+    def _mark_uploaded(self, event: str, rendition: str, msn: int) -> int:
+        """Record `msn` as in the bucket, then delete local copies beyond `local_segments`;
+        returns how many left local disk. Runs in a worker thread (file I/O), one at a time."""
+        key = (event, rendition)
         with open(self._uploaded_path(event, rendition), "a", encoding="utf-8") as f:
             f.write(f"{msn}\n")
-        self._uploaded_set(event, rendition).add(msn)
-
-    def _evict(self, event: str, rendition: str) -> None:
+        uploaded = self._uploaded_set(event, rendition)
+        uploaded.add(msn)
         keep = self.config.local_segments
         if keep is None:
-            return
-        uploaded = self._uploaded_set(event, rendition)
-        if not uploaded:
-            return
-        newest = max(uploaded)
-        for msn in sorted(m for m in uploaded if m <= newest - keep):
-            if self.local.local_size(event, rendition, msn) is not None:
-                self.local.remove_local(event, rendition, msn)
-                self._counters.evicted += 1
+            return 0
+        heap = self._evictable.get(key)
+        if heap is None:  # first time (or after a restart): what is uploaded and still local
+            heap = [m for m in uploaded if self.local.local_size(event, rendition, m) is not None]
+            heapq.heapify(heap)
+            self._evictable[key] = heap
+        else:
+            heapq.heappush(heap, msn)
+        newest = self._newest[key] = max(self._newest.get(key, msn), msn)
+        evicted = 0
+        while heap and heap[0] <= newest - keep:
+            old = heapq.heappop(heap)
+            if self.local.local_size(event, rendition, old) is not None:
+                self.local.remove_local(event, rendition, old)
+                evicted += 1
+        return evicted
