@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from mainevent.media.encode.pipeline import Pipeline, PipelineCollector
 from mainevent.media.feed import FeedProcess, grid_start
 from mainevent.media.origin import tune_gc
 from mainevent.media.origin.app import create_app
+from mainevent.media.origin.clips import ClipService
 from mainevent.media.origin.live import LiveEvent, Metrics, RenditionSpec
 from mainevent.media.origin.protocol import origin_protocol
 from mainevent.media.redundancy import Selector
@@ -35,7 +37,8 @@ from mainevent.media.redundancy.ops import with_ops
 from mainevent.media.redundancy.publisher import RedundantPublisher
 from mainevent.media.redundancy.slate import SlateError, encode_slate
 from mainevent.media.shedding import Budget
-from mainevent.media.store import LocalSegmentStore
+from mainevent.media.store import LocalSegmentStore, SegmentStore
+from mainevent.media.store.s3 import S3Config, S3SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,31 @@ def ladder_spec(settings: Settings) -> LadderSpec:
     )
 
 
-def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -> LiveEvent:
+def segment_store(settings: Settings) -> LocalSegmentStore | S3SegmentStore:
+    """The configured segment store (`origin.store`): local, or local with a bucket behind it."""
+    o = settings.origin
+    local = LocalSegmentStore(o.data_dir, memory_segments=o.memory_segments)
+    if o.store == "local":
+        return local
+    b = settings.s3
+    return S3SegmentStore(
+        local,
+        S3Config(
+            bucket=b.bucket,
+            endpoint_url=b.endpoint_url,
+            region=b.region,
+            access_key_id=b.access_key_id,
+            secret_access_key=b.secret_access_key,
+            prefix=b.prefix,
+            queue_max=b.upload_queue,
+            local_segments=b.local_segments,
+            retry_max_s=b.retry_max_s,
+            timeout_s=b.timeout_s,
+        ),
+    )
+
+
+def live_event(settings: Settings, store: SegmentStore, metrics: Metrics) -> LiveEvent:
     ev = settings.event
     specs = [RenditionSpec(r.id, "video", r.bitrate_kbps, r.width, r.height) for r in ev.ladder]
     specs.append(RenditionSpec(ev.audio_id, "audio", ev.audio_bitrate_kbps))
@@ -306,7 +333,7 @@ class Stack:
     async def run(self) -> None:
         s = self.settings
         ffmpeg = find_ffmpeg(s.encoder.ffmpeg_path)
-        store = LocalSegmentStore(s.origin.data_dir, memory_segments=s.origin.memory_segments)
+        store = segment_store(s)
         from prometheus_client import CollectorRegistry
 
         metrics = Metrics(CollectorRegistry())
@@ -347,10 +374,19 @@ class Stack:
             out: dict[str, Any] = {"pipelines": [p.status() for p in pipelines]}
             if publisher is not None:
                 out["redundancy"] = publisher.status()
+            if isinstance(store, S3SegmentStore):
+                out["s3"] = dataclasses.asdict(store.statistics())
             return out
 
+        clips = ClipService(
+            {event.event_id: event},
+            admin_secret=self.edge_admin_secret,
+            state_dir=s.origin.data_dir / "highlights",
+            ffmpeg=ffmpeg,
+        )
         origin = create_app(
             {event.event_id: event},
+            clips=clips,
             cors_origin=s.origin.cors_origin,
             health=health,
             token_keys=s.origin.token_keys,
@@ -396,6 +432,8 @@ class Stack:
                 server_task = tg.create_task(server.serve(sockets=[sock]))
                 control_task = tg.create_task(self._serve_control(host, event))
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
+                if isinstance(store, S3SegmentStore):
+                    tasks.append(tg.create_task(store.serve()))
                 telemetry_task = None
                 if self.telemetry is not None:
                     telemetry_task = tg.create_task(self.telemetry.serve())
@@ -471,7 +509,11 @@ class Stack:
                 "probe_path": ctrl.steering.probe_path or f"/live/{event.event_id}/master.m3u8",
             }
         )
-        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st})
+        media = {
+            "media_ops_url": ctrl.media_ops_url or self.base_url,
+            "media_admin_secret": ctrl.media_admin_secret or self.edge_admin_secret,
+        }
+        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st, **media})
         ctrl, self.control_admin_key = ensure_admin_key(ctrl)
         services = build_services(ctrl)
         assert services.steering is not None

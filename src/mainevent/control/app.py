@@ -32,6 +32,7 @@ from mainevent.common.histogram import BUCKETS, LatencyHistogram
 from mainevent.control.admission_http import AdmissionMiddleware, watch_loop_delay
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth
 from mainevent.control.errors import ControlError, Invalid, invalid_request
+from mainevent.control.highlights import MediaPush, add_highlight_routes
 from mainevent.control.lifecycle import EventStatus
 from mainevent.control.limits import BodyLimitMiddleware
 from mainevent.control.payments import PaymentProvider
@@ -144,6 +145,8 @@ class ControlServices:
     purchase_wait_s: float = 10.0
     steering: SteeringRuntime | None = None
     """Content steering: manifests at /steering/, operator controls at /v1/steering."""
+    media_push: MediaPush | None = None
+    """Where highlights go (None: the origin named by `media_ops_url`)."""
 
 
 def error_response(err: ControlError) -> JSONResponse:
@@ -766,6 +769,18 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             errors=_errors,
             auth=_OPERATOR_AUTH,
         )
+    if services.media_push is None:
+        services.media_push = MediaPush(svc.settings.media_ops_url, svc.settings.media_admin_secret)
+    add_highlight_routes(
+        app,
+        store,
+        services.media_push,
+        reader=Reader,
+        operator=Operator,
+        idem_key=IdemKey,
+        errors=_errors,
+        auth=_OPERATOR_AUTH,
+    )
     # The body cap sits inside admission: a request the front door already admitted keeps its
     # ticket accounted for whatever the cap answers.
     capped = BodyLimitMiddleware(app, svc.settings.max_body_bytes)

@@ -62,6 +62,7 @@ from mainevent.media.origin.blocking import (
     check_directives,
     parse_directives,
 )
+from mainevent.media.origin.clips import ClipService
 from mainevent.media.origin.live import LiveEvent
 from mainevent.media.shedding import Admission
 
@@ -707,10 +708,13 @@ def create_app(
     health: Callable[[], dict[str, Any]] | None = None,
     token_keys: Mapping[str, str] | None = None,
     require_token: bool = False,
+    clips: ClipService | None = None,
 ) -> Starlette:
-    """The origin ASGI app for `events` (event id → LiveEvent)."""
+    """The origin ASGI app for `events` (event id → LiveEvent); `clips` adds the highlight
+    routes (`clips.py`)."""
     origin = Origin(events, cors_origin=cors_origin, health=health)
     routes = [
+        *(clips.routes() if clips is not None else ()),
         Route("/live/{event}/master.m3u8", origin.master),
         Route("/live/{event}/manifest.mpd", origin.mpd),
         Route("/live/{event}/{rendition}/index.m3u8", _AsgiEndpoint(origin.media_playlist)),

@@ -44,6 +44,7 @@ from mainevent.media.manifest.dash import (
     suggested_presentation_delay_ms,
 )
 from mainevent.media.manifest.dvr import VodGaps, delta_update, dvr_playlist
+from mainevent.media.manifest.highlights import Highlight, insert_event_stream, with_highlights
 from mainevent.media.manifest.parts import declared_part_target_us
 from mainevent.media.manifest.pathways import (
     DashSteering,
@@ -286,12 +287,17 @@ class LiveEvent:
             self._r[spec.id] = _Rendition(spec=spec, window=window)
         self._master_text: str | None = None
         self.ready_event = asyncio.Event()  # set once every rendition has published
+        self.highlights: tuple[Highlight, ...] = ()
+        """Operator-marked points and ranges: EXT-X-DATERANGE / EventStream (`set_highlights`)."""
 
     # -- queries --------------------------------------------------------------------------
 
     @property
     def rendition_ids(self) -> list[str]:
         return list(self._r)
+
+    def rendition_spec(self, rendition: str) -> RenditionSpec:
+        return self._r[rendition].spec
 
     def has_rendition(self, rendition: str) -> bool:
         return rendition in self._r
@@ -324,7 +330,10 @@ class LiveEvent:
             return None
         if r.playlist_text is None:
             r.playlist_text = render_media_playlist(
-                self._dvr(r.window.playlist(self.monotonic(), reports=self._reports(r)))
+                with_highlights(
+                    self._dvr(r.window.playlist(self.monotonic(), reports=self._reports(r))),
+                    self.highlights,
+                )
             )
         return r.playlist_text
 
@@ -339,11 +348,12 @@ class LiveEvent:
         if skip and self.low_latency is not None:
             if r.delta_body is None:
                 pl = r.window.playlist(self.monotonic(), skip=True, reports=self._reports(r))
-                r.delta_body = render_media_playlist(pl).encode()
+                r.delta_body = render_media_playlist(with_highlights(pl, self.highlights)).encode()
             return r.delta_body
         if skip and self.can_skip_until_us is not None:
             if r.delta_body is None:
                 pl = self._dvr(r.window.playlist(self.monotonic(), reports=self._reports(r)))
+                pl = with_highlights(pl, self.highlights)
                 r.delta_body = render_media_playlist(delta_update(pl)).encode()
             return r.delta_body
         if r.playlist_body is None:
@@ -501,7 +511,15 @@ class LiveEvent:
             if self.pathways is None or steering is None
             else DashSteering.of(self.pathways, self.event_id, steering)
         )
-        return render_mpd(info, reps, dash_steering)
+        return insert_event_stream(
+            render_mpd(info, reps, dash_steering), self.highlights, anchor_ms
+        )
+
+    def set_highlights(self, highlights: tuple[Highlight, ...]) -> None:
+        """Replace the highlights; the next playlist and MPD carry them."""
+        self.highlights = highlights
+        for r in self._r.values():
+            r.playlist_text = r.playlist_body = r.delta_body = None
 
     def is_available(self, rendition: str, msn: int) -> bool:
         """Whether segment `msn` may be served: the live/DVR window has it available, or a

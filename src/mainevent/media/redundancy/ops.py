@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mainevent.media.redundancy.publisher import RedundantPublisher
@@ -29,6 +29,8 @@ from mainevent.media.redundancy.selector import AUTO, SelectorError
 
 ADMIN_SECRET_HEADER = "X-Mainevent-Admin-Secret"
 PREFIX = "/_ops/"
+ORIGIN_OPS = "/_ops/events/"
+"""Per-event operator routes the origin app answers itself (highlights, `origin/clips.py`)."""
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -124,6 +126,12 @@ def ops_app(
     )
 
 
+def _owns(ops: Starlette, scope: Scope) -> bool:
+    """Whether one of the operator API's own routes matches (e.g. `/_ops/events/<e>/end`
+    among the per-event routes the origin answers)."""
+    return any(route.matches(scope)[0] is Match.FULL for route in ops.routes)
+
+
 def with_ops(
     origin: ASGIApp,
     publisher: RedundantPublisher | None,
@@ -135,7 +143,8 @@ def with_ops(
     ops = ops_app(publisher, secret, pipelines, events)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path.startswith(PREFIX) and (not path.startswith(ORIGIN_OPS) or _owns(ops, scope)):
             await ops(scope, receive, send)
         else:
             await origin(scope, receive, send)
