@@ -242,9 +242,60 @@ class OriginSettings(_Frozen):
         le=1_000_000,
         description="LL-HLS blocking requests one origin process holds at most; beyond it answers 503 with Retry-After.",
     )
+    store: Literal["local", "s3"] = Field(
+        default="local",
+        description="Segment store: `local` = memory + `data_dir`; `s3` = the same, plus every segment and init section uploaded in the background to the `[s3]` bucket and read back from it once it left local disk.",
+    )
     playlist_freshness: Literal["aligned", "half_td"] = Field(
         default="half_td",
         description="Standard-mode media playlist `max-age`: `half_td` = target duration / 2 always (each cache tier may serve a playlist up to that much after the next segment is listed, which adds to a joining player's latency); `aligned` = the whole seconds left before the next segment can be listed, 0 in the last second, so no tier keeps a playlist past the next publication, but then playlists are not stored (no stale-if-error copy, and only fetches in flight at the same moment are collapsed).",
+    )
+
+
+class S3Settings(_Frozen):
+    """Object storage behind the segment store (`origin.store = "s3"`), any S3-API service."""
+
+    bucket: str = Field(
+        default="mainevent-segments",
+        min_length=3,
+        max_length=63,
+        description="Bucket the segments go to (must exist).",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint (None: AWS for `region`), e.g. `http://127.0.0.1:9000` for a local S3-compatible server.",
+    )
+    region: str = Field(default="us-east-1", description="Region of the bucket.")
+    access_key_id: str | None = Field(
+        default=None, description="Access key (None: the usual AWS credential chain)."
+    )
+    secret_access_key: str | None = Field(
+        default=None, description="Secret key (None: the usual AWS credential chain)."
+    )
+    prefix: str = Field(
+        default="",
+        max_length=200,
+        description="Prefix of every object key (`<prefix><event>/<rendition>/<name>`).",
+    )
+    upload_queue: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Upload jobs queued at most; beyond it they are left to the catch-up sweep of the local index (publication never waits).",
+    )
+    local_segments: int | None = Field(
+        default=None,
+        ge=1,
+        description="Uploaded segments kept on local disk per rendition (older ones are read back from the bucket); None keeps them all.",
+    )
+    retry_max_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Longest wait between upload retries (backoff from 0.2 s, doubling).",
+    )
+    timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="Connect and read timeout of one bucket request."
     )
 
 
@@ -481,6 +532,49 @@ class TelemetrySettings(_Frozen):
     )
 
 
+class DvrSettings(_Frozen):
+    """DVR window, start-over, post-event VOD, retention and live-edge-first shedding."""
+
+    window_s: int = Field(
+        default=600,
+        ge=0,
+        le=86_400,
+        description="DVR window: seconds of media the live media playlists (and the MPD's timeShiftBufferDepth) carry; 0 = the live window only. Longer than the live window, the playlists add CAN-SKIP-UNTIL (delta updates, `_HLS_skip=YES`) and, in standard mode, EXT-X-START at the live edge.",
+    )
+    archive: bool = Field(
+        default=True,
+        description="Keep the start-over playlists (`/live/<event>/startover.m3u8`, EVENT type, from the first segment) and, at the end, the VOD playlists and MPD (`/live/<event>/vod.m3u8`, `vod.mpd`).",
+    )
+    vod_gaps: Literal["exclude", "mark"] = Field(
+        default="exclude",
+        description="Post-event VOD: `exclude` leaves slate and EXT-X-GAP runs out (with a discontinuity where a run was cut); `mark` keeps them (gaps as EXT-X-GAP).",
+    )
+    retention_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds after a segment's capture (for archived events: after the end, when the start-over/VOD playlists are withdrawn) before it is deleted from the store; never while a playlist lists it. None = keep everything.",
+    )
+    live_edge_segments: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Segment/part requests more than this many segments behind the live edge are DVR requests (shed first under load); default the live window (`event.window_segments`).",
+    )
+    max_concurrent: int | None = Field(
+        default=None,
+        ge=1,
+        description="Origin and shield budget of media requests in progress: over it, DVR requests get 503 + Retry-After (live-edge requests never). None = no limit.",
+    )
+    max_bytes_per_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Origin budget of media bytes served per second: over it, DVR requests get 503 + Retry-After. None = no limit.",
+    )
+    retry_after_s: int = Field(
+        default=2, ge=1, le=60, description="Retry-After of a shed DVR request."
+    )
+
+
 class Settings(_Frozen):
     """All settings of one mainevent process."""
 
@@ -488,10 +582,12 @@ class Settings(_Frozen):
     encoder: EncoderSettings = EncoderSettings()
     ingest: IngestSettings = IngestSettings()
     origin: OriginSettings = OriginSettings()
+    s3: S3Settings = S3Settings()
     feed: FeedSettings = FeedSettings()
     redundancy: RedundancySettings = RedundancySettings()
     delivery: DeliverySettings = DeliverySettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    dvr: DvrSettings = DvrSettings()
 
 
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -200,3 +200,33 @@ def test_steering_cli_drains_and_restores_a_cdn(
     capsys.readouterr()
     assert main([*base, "restore", "cdn-a", "--region", "eu"]) == 1
     assert "override_not_found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_highlights_cli_marks_lists_and_removes(
+    server: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator marks a range and a point from the command line; a reversed range is explained."""
+    url, key = server
+    base = ["event", "--server", url, "--api-key", key]
+    args = ["create", "cli-hl", "--title", "HL", "--starts-at", "2030-02-01T20:00:00Z"]
+    assert main([*base, *args, "--ends-at", "2030-02-01T23:00:00Z"]) == 0
+    capsys.readouterr()
+    hl = [*base, "highlights"]
+    add = ["add", "cli-hl", "--title", "KO", "--start", "2030-02-01T21:00:00Z"]
+    assert main([*hl, *add, "--end", "2030-02-01T21:00:30Z"]) == 0
+    ko = json.loads(capsys.readouterr().out)
+    assert ko["clip_mp4"] == f"/live/cli-hl/clips/{ko['id']}/clip.mp4"
+    assert main([*hl, "add", "cli-hl", "--title", "Bell", "--start", "2030-02-01T20:00:05Z"]) == 0
+    capsys.readouterr()
+    assert main([*hl, *add, "--end", "2030-02-01T20:59:00Z"]) == 1
+    assert "error 422: invalid_request" in capsys.readouterr().err
+    assert main([*hl, "list", "cli-hl"]) == 0
+    listed = json.loads(capsys.readouterr().out)["highlights"]
+    assert [h["title"] for h in listed] == ["Bell", "KO"]
+    assert main([*hl, "delete", "cli-hl", ko["id"]]) == 0
+    capsys.readouterr()
+    assert main([*hl, "delete", "cli-hl", ko["id"]]) == 1
+    assert "highlight_not_found" in capsys.readouterr().err
+    assert main([*hl, "sync", "cli-hl"]) == 0
+    assert json.loads(capsys.readouterr().out)["media_sync"] == "off"

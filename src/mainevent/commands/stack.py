@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -29,13 +30,16 @@ from mainevent.media.encode.pipeline import Pipeline, PipelineCollector
 from mainevent.media.feed import FeedProcess, grid_start
 from mainevent.media.origin import tune_gc
 from mainevent.media.origin.app import create_app
+from mainevent.media.origin.clips import ClipService
 from mainevent.media.origin.live import LiveEvent, Metrics, RenditionSpec
 from mainevent.media.origin.protocol import origin_protocol
 from mainevent.media.redundancy import Selector
 from mainevent.media.redundancy.ops import with_ops
 from mainevent.media.redundancy.publisher import RedundantPublisher
 from mainevent.media.redundancy.slate import SlateError, encode_slate
-from mainevent.media.store import LocalSegmentStore
+from mainevent.media.shedding import Budget
+from mainevent.media.store import LocalSegmentStore, SegmentStore
+from mainevent.media.store.s3 import S3Config, S3SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,31 @@ def ladder_spec(settings: Settings) -> LadderSpec:
     )
 
 
-def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -> LiveEvent:
+def segment_store(settings: Settings) -> LocalSegmentStore | S3SegmentStore:
+    """The configured segment store (`origin.store`): local, or local with a bucket behind it."""
+    o = settings.origin
+    local = LocalSegmentStore(o.data_dir, memory_segments=o.memory_segments)
+    if o.store == "local":
+        return local
+    b = settings.s3
+    return S3SegmentStore(
+        local,
+        S3Config(
+            bucket=b.bucket,
+            endpoint_url=b.endpoint_url,
+            region=b.region,
+            access_key_id=b.access_key_id,
+            secret_access_key=b.secret_access_key,
+            prefix=b.prefix,
+            queue_max=b.upload_queue,
+            local_segments=b.local_segments,
+            retry_max_s=b.retry_max_s,
+            timeout_s=b.timeout_s,
+        ),
+    )
+
+
+def live_event(settings: Settings, store: SegmentStore, metrics: Metrics) -> LiveEvent:
     ev = settings.event
     specs = [RenditionSpec(r.id, "video", r.bitrate_kbps, r.width, r.height) for r in ev.ladder]
     specs.append(RenditionSpec(ev.audio_id, "audio", ev.audio_bitrate_kbps))
@@ -101,7 +129,29 @@ def live_event(settings: Settings, store: LocalSegmentStore, metrics: Metrics) -
         hold_back_ms=ev.hold_back_ms,
         max_held_requests=settings.origin.max_held_requests,
         playlist_freshness=settings.origin.playlist_freshness,
+        **dvr_options(settings),
     )
+
+
+def dvr_budget(settings: Settings) -> Budget | None:
+    """The live-edge-first budget of the origin and shield (None: nothing is shed)."""
+    d = settings.dvr
+    if d.max_concurrent is None and d.max_bytes_per_s is None:
+        return None
+    return Budget(d.max_concurrent, d.max_bytes_per_s, d.retry_after_s)
+
+
+def dvr_options(settings: Settings) -> dict[str, Any]:
+    """`LiveEvent` keyword arguments of the `dvr` settings."""
+    d = settings.dvr
+    return {
+        "dvr_window_s": d.window_s,
+        "archive": d.archive,
+        "vod_gaps": d.vod_gaps,
+        "shed_budget": dvr_budget(settings),
+        "live_edge_segments": d.live_edge_segments,
+        "retention_s": d.retention_s,
+    }
 
 
 def ingest_spec(settings: Settings, port: int) -> IngestSpec:
@@ -269,6 +319,12 @@ class Stack:
                 port=base,
                 max_bytes=256 * 1024 * 1024,
                 admin_secret=self.edge_admin_secret,
+                shed_budget=dvr_budget(self.settings),
+                live_edge_segments=(
+                    self.event.live_edge_segments
+                    if self.event is not None
+                    else self.settings.event.window_segments
+                ),
             ),
             sink=self.telemetry_sink,
         )
@@ -306,7 +362,7 @@ class Stack:
     async def run(self) -> None:
         s = self.settings
         ffmpeg = find_ffmpeg(s.encoder.ffmpeg_path)
-        store = LocalSegmentStore(s.origin.data_dir, memory_segments=s.origin.memory_segments)
+        store = segment_store(s)
 
         events: dict[str, LiveEvent] = {}
         self._store = store
@@ -331,10 +387,19 @@ class Stack:
                 out["supervised"] = {
                     eid: self.supervisor.media_state(eid) for eid in sorted(self.supervisor.media)
                 }
+            if isinstance(store, S3SegmentStore):
+                out["s3"] = dataclasses.asdict(store.statistics())
             return out
 
+        clips = ClipService(
+            events,  # the same dict the supervisor adds its events to
+            admin_secret=self.edge_admin_secret,
+            state_dir=s.origin.data_dir / "highlights",
+            ffmpeg=ffmpeg,
+        )
         origin = create_app(
             events,
+            clips=clips,
             cors_origin=s.origin.cors_origin,
             health=health,
             token_keys=s.origin.token_keys,
@@ -342,7 +407,9 @@ class Stack:
         )
         self._origin = origin.state.origin
         self._events = events
-        app = with_ops(origin, lambda: self.publisher, self.edge_admin_secret, self.pipelines)
+        app = with_ops(
+            origin, lambda: self.publisher, self.edge_admin_secret, self.pipelines, events
+        )
         if self.edge_token_keys is None and s.origin.require_token:
             # Edges with keys require tokens on /live/: same policy as the origin.
             self.edge_token_keys = dict(s.origin.token_keys)
@@ -380,6 +447,8 @@ class Stack:
                 server_task = tg.create_task(server.serve(sockets=[sock]))
                 control_task = tg.create_task(self._serve_control(host, s.event.id))
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
+                if isinstance(store, S3SegmentStore):
+                    tasks.append(tg.create_task(store.serve()))
                 telemetry_task = None
                 if self.telemetry is not None:
                     telemetry_task = tg.create_task(self.telemetry.serve())
@@ -417,7 +486,7 @@ class Stack:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    def _single_event(self, s: Settings, store: LocalSegmentStore, ffmpeg: str) -> LiveEvent:
+    def _single_event(self, s: Settings, store: SegmentStore, ffmpeg: str) -> LiveEvent:
         """Without a control plane: the one event of the settings, live from the start."""
         from prometheus_client import CollectorRegistry
 
@@ -502,7 +571,11 @@ class Stack:
                 **{n: f"{u}/metrics" for n, u in self.edge_urls.items()},
             },
         )
-        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st, "console": console})
+        media = {
+            "media_ops_url": ctrl.media_ops_url or self.base_url,
+            "media_admin_secret": ctrl.media_admin_secret or self.edge_admin_secret,
+        }
+        ctrl = ctrl.model_copy(update={"cdns": cdns, "steering": st, "console": console, **media})
         ctrl, self.console_logins = ensure_demo_logins(ctrl)
         self.control_admin_key = self.console_logins.get("admin")
         services = build_services(ctrl)

@@ -59,7 +59,7 @@ from mainevent.media.origin.app import Origin
 from mainevent.media.origin.live import LiveEvent, Metrics
 from mainevent.media.redundancy.publisher import RedundantPublisher
 from mainevent.media.redundancy.slate import SlateError, encode_slate
-from mainevent.media.store import LocalSegmentStore
+from mainevent.media.store import SegmentStore
 
 if TYPE_CHECKING:
     from mainevent.control.app import ControlServices
@@ -264,7 +264,7 @@ class MediaSupervisor:
         admin_key: str,
         origin: Origin,
         events: dict[str, LiveEvent],
-        store: LocalSegmentStore,
+        store: SegmentStore,
         ffmpeg: str,
         with_feed: bool,
         edge_urls: Callable[[], dict[str, str]],

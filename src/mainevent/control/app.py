@@ -35,6 +35,7 @@ from mainevent.control.console.routes import add_console_routes
 from mainevent.control.console.runtime import ConsoleRuntime
 from mainevent.control.entitlement import Denial, check_event_window
 from mainevent.control.errors import ControlError, Invalid, invalid_request
+from mainevent.control.highlights import MediaPush, add_highlight_routes
 from mainevent.control.lifecycle import EventStatus
 from mainevent.control.limits import BodyLimitMiddleware
 from mainevent.control.payments import PaymentProvider
@@ -159,6 +160,9 @@ class ControlServices:
         """Tell the media plane an event's record changed (after the commit)."""
         if self.media is not None:
             self.media.changed(event_id)
+
+    media_push: MediaPush | None = None
+    """Where highlights go (None: the origin named by `media_ops_url`)."""
 
 
 def error_response(err: ControlError) -> JSONResponse:
@@ -859,6 +863,18 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             errors=_errors,
             auth=_OPERATOR_AUTH,
         )
+    if services.media_push is None:
+        services.media_push = MediaPush(svc.settings.media_ops_url, svc.settings.media_admin_secret)
+    add_highlight_routes(
+        app,
+        store,
+        services.media_push,
+        reader=Reader,
+        operator=Operator,
+        idem_key=IdemKey,
+        errors=_errors,
+        auth=_OPERATOR_AUTH,
+    )
     # The body cap sits inside admission: a request the front door already admitted keeps its
     # ticket accounted for whatever the cap answers.
     capped = BodyLimitMiddleware(app, svc.settings.max_body_bytes)

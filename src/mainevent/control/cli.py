@@ -77,6 +77,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--if-match")
     p.set_defaults(func=_transition)
 
+    p = evs.add_parser("highlights", help="mark, list and remove highlights (points and ranges)")
+    hs = p.add_subparsers(dest="highlight_command", metavar="HIGHLIGHT_ACTION", required=True)
+    q = hs.add_parser("add", help="mark a point (--start) or a range (--start and --end)")
+    q.add_argument("id", help="event id")
+    q.add_argument("--title", required=True)
+    q.add_argument("--start", required=True, help="wall-clock ISO 8601 with offset (PDT time)")
+    q.add_argument("--end", help="end of a range (after --start)")
+    q.set_defaults(func=_highlight_add)
+    q = hs.add_parser("list", help="the event's highlights and their clip URLs")
+    q.add_argument("id", help="event id")
+    q.set_defaults(func=_highlight_list)
+    q = hs.add_parser("delete", help="remove a highlight")
+    q.add_argument("id", help="event id")
+    q.add_argument("highlight", help="highlight id (h<n>)")
+    q.set_defaults(func=_highlight_delete)
+    q = hs.add_parser("sync", help="push the event's highlights to the origin again")
+    q.add_argument("id", help="event id")
+    q.set_defaults(func=_highlight_sync)
+
     ctl = subparsers.add_parser(
         "control", help="run the control-plane server and its maintenance tasks"
     )
@@ -260,3 +279,22 @@ def _transition(args: argparse.Namespace) -> int:
     return _call(
         args, "POST", f"/v1/events/{args.id}/transitions", {"to": args.to}, if_match=args.if_match
     )
+
+
+def _highlight_add(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"title": args.title, "start": args.start}
+    if args.end:
+        body["end"] = args.end
+    return _call(args, "POST", f"/v1/events/{args.id}/highlights", body)
+
+
+def _highlight_list(args: argparse.Namespace) -> int:
+    return _call(args, "GET", f"/v1/events/{args.id}/highlights")
+
+
+def _highlight_delete(args: argparse.Namespace) -> int:
+    return _call(args, "DELETE", f"/v1/events/{args.id}/highlights/{args.highlight}")
+
+
+def _highlight_sync(args: argparse.Namespace) -> int:
+    return _call(args, "POST", f"/v1/events/{args.id}/highlights:sync")

@@ -35,6 +35,7 @@ __all__ = [
     "Base",
     "Database",
     "EventRow",
+    "HighlightRow",
     "IdempotencyRecord",
     "Purchase",
     "open_database",
@@ -132,6 +133,21 @@ class Purchase(Base):
     failure: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class HighlightRow(Base):
+    """An operator-marked point (no ``ends_at``) or range of an event, in capture time."""
+
+    __tablename__ = "highlights"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
 
 
 def utcnow() -> datetime:

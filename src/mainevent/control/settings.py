@@ -250,6 +250,14 @@ class ControlSettings(_Frozen):
         min_length=1,
         description="CDN name → base URL prepended to manifest URLs (empty: same host). Events may only name these; the default is the edges `mainevent up` starts.",
     )
+    media_ops_url: str | None = Field(
+        default=None,
+        description="Origin base URL the control plane pushes each event's highlights to (`PUT <url>/_ops/events/<id>/highlights`); None keeps them in the control plane only. `mainevent up` sets its own origin.",
+    )
+    media_admin_secret: str | None = Field(
+        default=None,
+        description="Admin secret sent with the push (`X-Mainevent-Admin-Secret`); `mainevent up` uses its own.",
+    )
     max_body_bytes: int = Field(
         default=65_536,
         ge=1024,

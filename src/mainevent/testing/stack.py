@@ -203,6 +203,9 @@ def start_stack(
         # One pipeline unless a test asks for the backup (redundancy tests do): the other
         # e2e tests are about one pipeline and run on 2 shared cores.
         "MAINEVENT_REDUNDANCY__BACKUP": "false",
+        # The live window only: the e2e tests of the live path watch segments leave the
+        # head of a short window; DVR tests ask for their (short) window.
+        "MAINEVENT_DVR__WINDOW_S": "0",
     }
     if not defaults:
         environ.update(light)

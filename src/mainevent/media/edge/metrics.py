@@ -60,6 +60,7 @@ class EdgeMetrics(Collector):
         self.latency: dict[str, _Histogram] = {t: _Histogram() for t in TYPES}
         self.upstream_latency: dict[str, _Histogram] = {t: _Histogram() for t in TYPES}
         self.faults_applied = 0
+        self.shed: dict[str, int] = {"concurrency": 0, "bandwidth": 0}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -157,6 +158,14 @@ class EdgeMetrics(Collector):
         )
         applied.add_metric([self.name], self.faults_applied)
         yield applied
+        shed = CounterMetricFamily(
+            "edge_dvr_shed",
+            "Cache misses for DVR segments answered 503 + Retry-After over the budget",
+            labels=["edge", "reason"],
+        )
+        for reason, count in self.shed.items():
+            shed.add_metric([self.name, reason], count)
+        yield shed
 
     def _collect_health(self, h: HealthStats) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         for metric, doc, value in (

@@ -45,6 +45,7 @@ from mainevent.media.edge.health import UpstreamHealth
 from mainevent.media.edge.inflight import Transfer, Waiter
 from mainevent.media.edge.metrics import EdgeMetrics
 from mainevent.media.edge.upstream import Upstream, UpstreamError
+from mainevent.media.shedding import Admission, Budget, LiveEdgeTracker, LoadShedder
 
 __all__ = ["ADMIN_HEADER", "EdgeConfig", "EdgeServer"]
 
@@ -100,6 +101,11 @@ class EdgeConfig:
     token_keys: Mapping[str, str] | None = None
     """Key id → hex secret; when set, `/t/<token>/...` is required on `/live/` paths."""
     cors_origin: str = "*"
+    shed_budget: Budget | None = None
+    """Upstream fetches in progress (and bytes fetched per second) before a cache miss for a
+    DVR segment gets 503 + Retry-After (a live-edge miss never does). None: nothing is shed."""
+    live_edge_segments: int = 6
+    """Segments or parts more than this many segments behind the newest one requested are DVR."""
 
 
 @dataclass(slots=True)
@@ -295,6 +301,9 @@ class EdgeServer:
             "Access-Control-Expose-Headers: Age, X-Cache, CMSD-Static, CMSD-Dynamic\r\n"
         )
         self._flights: dict[str, Transfer] = {}
+        self.shedder = None if config.shed_budget is None else LoadShedder(config.shed_budget)
+        self.live_edge = LiveEdgeTracker(config.live_edge_segments)
+        self._admissions: dict[int, Admission] = {}  # id(transfer) -> its fetch's admission
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._random = random.Random()
@@ -453,7 +462,21 @@ class EdgeServer:
             self._send_entry(conn, req, entry, now, "HIT")
             return None
         req.started = now
+        admission = None
+        if self.shedder is not None:
+            request_class, media = self.live_edge.classify(path)
+            if media and key not in self._flights and self.cache.peek(key, now) is None:
+                # A true miss (nothing stored, nothing in flight to join): it costs an
+                # upstream fetch, which a DVR request gets only within the budget.
+                admission = self.shedder.admit(request_class, now)
+                if not admission.admitted:
+                    self._shed(conn, req, path, admission)
+                    return None
         action = self.cache.lookup(key, now)
+        if admission is not None and type(action) is not Fetch:
+            assert self.shedder is not None
+            self.shedder.done(admission, 0, now)
+            admission = None
         if type(action) is Hit:
             self._send_entry(conn, req, action.entry, now, "HIT")
             return None
@@ -466,6 +489,8 @@ class EdgeServer:
             return None
         if type(action) is Fetch:
             transfer = self._start_fetch(key)
+            if admission is not None:
+                self._admissions[id(transfer)] = admission
             result = "MISS"
         else:
             assert type(action) is Wait
@@ -478,6 +503,24 @@ class EdgeServer:
         waiter = Waiter(conn, method == "GET", http11, req.keep_alive, result, now)
         transfer.join(waiter, now)
         return self._await_fetch(conn, req, key, transfer, waiter)
+
+    def _shed(self, conn: _Protocol, req: _Request, path: str, admission: Admission) -> None:
+        """503 + Retry-After for a DVR miss over the budget (never cached: it is about load)."""
+        assert self.shedder is not None
+        assert admission.reason is not None
+        kind = object_type(path)
+        self.metrics.requests[(kind, "ERROR")] += 1
+        self.metrics.shed[admission.reason.value] += 1
+        req.status, req.cache_result = 503, "SHED"
+        retry = self.shedder.budget.retry_after_s
+        conn.write_simple(
+            503,
+            f"{self.name} over its {admission.reason.value} budget: DVR requests are shed "
+            f"first; retry in {retry} s\n".encode(),
+            keep_alive=req.keep_alive,
+            extra=f"Retry-After: {retry}\r\n",
+            head_only=req.method == "HEAD",
+        )
 
     def _check_token(self, path: str) -> str | bytes:
         """The stripped path, or the denial reason as bytes."""
@@ -560,6 +603,10 @@ class EdgeServer:
             )
         if self._flights.get(key) is transfer:
             del self._flights[key]
+        admission = self._admissions.pop(id(transfer), None)
+        if admission is not None and self.shedder is not None:
+            sent = 0 if response is None else len(response.body)
+            self.shedder.done(admission, sent, time.monotonic())
         if response is not None:
             transfer.complete()
         else:

@@ -51,7 +51,7 @@ _ONCE = frozenset(
         "EXT-X-VERSION", "EXT-X-TARGETDURATION", "EXT-X-MEDIA-SEQUENCE",
         "EXT-X-DISCONTINUITY-SEQUENCE", "EXT-X-PLAYLIST-TYPE", "EXT-X-PART-INF",
         "EXT-X-SERVER-CONTROL", "EXT-X-SKIP", "EXT-X-INDEPENDENT-SEGMENTS", "EXT-X-ENDLIST",
-        "EXT-X-CONTENT-STEERING",
+        "EXT-X-CONTENT-STEERING", "EXT-X-START",
     }
 )  # fmt: skip
 _BEFORE_SEGMENTS = frozenset({"EXT-X-MEDIA-SEQUENCE", "EXT-X-DISCONTINUITY-SEQUENCE", "EXT-X-SKIP"})
@@ -61,7 +61,7 @@ _NEEDS_VALUE = frozenset(
         "EXT-X-DISCONTINUITY-SEQUENCE", "EXT-X-PLAYLIST-TYPE", "EXT-X-PART-INF",
         "EXT-X-SERVER-CONTROL", "EXT-X-SKIP", "EXTINF", "EXT-X-PROGRAM-DATE-TIME", "EXT-X-MAP",
         "EXT-X-PART", "EXT-X-PRELOAD-HINT", "EXT-X-RENDITION-REPORT", "EXT-X-DATERANGE",
-        "EXT-X-STREAM-INF", "EXT-X-MEDIA", "EXT-X-CONTENT-STEERING",
+        "EXT-X-STREAM-INF", "EXT-X-MEDIA", "EXT-X-CONTENT-STEERING", "EXT-X-START",
     }
 )  # fmt: skip
 _NO_VALUE = frozenset(
@@ -132,6 +132,8 @@ class _MediaParser:
         self.hints: list[PreloadHint] = []
         self.reports: list[RenditionReport] = []
         self.date_ranges: list[DateRange] = []
+        self.start_offset_us: int | None = None
+        self.start_precise = False
         self.handlers: dict[str, Callable[[str | None, int], None]] = {
             "EXT-X-VERSION": self._version,
             "EXT-X-TARGETDURATION": self._target,
@@ -152,6 +154,7 @@ class _MediaParser:
             "EXT-X-PRELOAD-HINT": self._preload_hint,
             "EXT-X-RENDITION-REPORT": self._rendition_report,
             "EXT-X-DATERANGE": self._date_range,
+            "EXT-X-START": self._start,
         }
 
     def parse(self, text: str) -> MediaPlaylist:
@@ -189,6 +192,8 @@ class _MediaParser:
             endlist=self.endlist,
             pending_parts=tuple(p.parts),
             date_ranges=tuple(self.date_ranges),
+            start_offset_us=self.start_offset_us,
+            start_precise=self.start_precise,
         )
 
     # -- playlist tags ----------------------------------------------------------------
@@ -233,6 +238,11 @@ class _MediaParser:
             hold_back_us=attrs.us("HOLD-BACK"),
             can_skip_until_us=attrs.us("CAN-SKIP-UNTIL"),
         )
+
+    def _start(self, value: str | None, line: int) -> None:
+        attrs = Attributes(cast(str, value), "EXT-X-START", line)
+        self.start_offset_us = attrs.required_signed_us("TIME-OFFSET")
+        self.start_precise = attrs.yes("PRECISE")
 
     def _skip(self, value: str | None, line: int) -> None:
         attrs = Attributes(cast(str, value), "EXT-X-SKIP", line)

@@ -202,6 +202,15 @@ class Attributes:
             raise self._missing(name)
         return value
 
+    def required_signed_us(self, name: str) -> int:
+        """A signed-decimal-floating-point number of seconds (e.g. TIME-OFFSET) in µs."""
+        value = self._raw(name, False)
+        if value is None:
+            raise self._missing(name)
+        negative = value.startswith("-")
+        us = parse_us(value[1:] if negative else value, f"{self.tag} {name}", self.line)
+        return -us if negative else us
+
     def date(self, name: str) -> int | None:
         value = self._raw(name, True)
         return None if value is None else parse_date(value, f"{self.tag} {name}", self.line)

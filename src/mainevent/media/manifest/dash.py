@@ -74,6 +74,38 @@ def _duration(ms: int) -> str:
     return f"PT{whole}S" if not frac else f"PT{whole}.{frac:03d}".rstrip("0") + "S"
 
 
+def representation_lines(
+    r: DashRepresentation,
+    segment_duration_ms: int,
+    *,
+    start_number: int,
+    start_ms: int,
+    init: str | None = None,
+) -> list[str]:
+    """A `<Representation>` with its `SegmentTemplate`: `$Number$` from `start_number`, whose
+    media starts at epoch `start_ms` (the `presentationTimeOffset`); `init` overrides `r.init`."""
+    attrs = [
+        f"id={quoteattr(r.id)}",
+        f"codecs={quoteattr(r.codecs)}",
+        f'bandwidth="{max(1, r.bandwidth)}"',
+    ]
+    if r.width and r.height:
+        attrs.append(f'width="{r.width}" height="{r.height}"')
+    if r.frame_rate:
+        attrs.append(f'frameRate="{r.frame_rate}"')
+    if r.audio_sampling_rate:
+        attrs.append(f'audioSamplingRate="{r.audio_sampling_rate}"')
+    pto = start_ms * r.timescale // 1000
+    return [
+        f"      <Representation {' '.join(attrs)}>",
+        f'        <SegmentTemplate timescale="{r.timescale}" '
+        f'duration="{segment_duration_ms * r.timescale // 1000}" startNumber="{start_number}" '
+        f'presentationTimeOffset="{pto}" '
+        f"initialization={quoteattr(init or r.init)} media={quoteattr(r.id + '/$Number$.m4s')}/>",
+        "      </Representation>",
+    ]
+
+
 def render_mpd(
     info: MpdInfo,
     representations: list[DashRepresentation],
@@ -124,26 +156,11 @@ def render_mpd(
             'segmentAlignment="true" startWithSAP="1">'
         )
         for r in reps:
-            attrs = [
-                f"id={quoteattr(r.id)}",
-                f"codecs={quoteattr(r.codecs)}",
-                f'bandwidth="{max(1, r.bandwidth)}"',
-            ]
-            if r.width and r.height:
-                attrs.append(f'width="{r.width}" height="{r.height}"')
-            if r.frame_rate:
-                attrs.append(f'frameRate="{r.frame_rate}"')
-            if r.audio_sampling_rate:
-                attrs.append(f'audioSamplingRate="{r.audio_sampling_rate}"')
-            out.append(f"      <Representation {' '.join(attrs)}>")
-            pto = info.availability_start_ms * r.timescale // 1000
-            out.append(
-                f'        <SegmentTemplate timescale="{r.timescale}" '
-                f'duration="{d * r.timescale // 1000}" startNumber="{info.start_number}" '
-                f'presentationTimeOffset="{pto}" '
-                f"initialization={quoteattr(r.init)} media={quoteattr(r.id + '/$Number$.m4s')}/>"
+            out.extend(
+                representation_lines(
+                    r, d, start_number=info.start_number, start_ms=info.availability_start_ms
+                )
             )
-            out.append("      </Representation>")
         out.append("    </AdaptationSet>")
     out.append("  </Period>")
     out.append(

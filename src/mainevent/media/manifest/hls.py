@@ -65,6 +65,8 @@ def render_media_playlist(pl: MediaPlaylist) -> str:
     out.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{pl.discontinuity_sequence}")
     if pl.playlist_type is not None:
         out.append(f"#EXT-X-PLAYLIST-TYPE:{pl.playlist_type}")
+    if pl.start_offset_us is not None:
+        out.append(_start(pl.start_offset_us, pl.start_precise))
     if pl.skipped_segments:
         out.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={pl.skipped_segments}")
     out.extend(_date_range(dr) for dr in pl.date_ranges)
@@ -91,6 +93,12 @@ def render_media_playlist(pl: MediaPlaylist) -> str:
         out.append("#EXT-X-ENDLIST")
     out.append("")
     return "\n".join(out)
+
+
+def _start(offset_us: int, precise: bool) -> str:
+    sign = "-" if offset_us < 0 else ""
+    tail = ",PRECISE=YES" if precise else ""
+    return f"#EXT-X-START:TIME-OFFSET={sign}{format_us(abs(offset_us))}{tail}"
 
 
 def _server_control(sc: ServerControl) -> str:
@@ -227,6 +235,7 @@ def validate_media_playlist(pl: MediaPlaylist) -> None:
     if pl.endlist and (pl.preload_hints or pl.skipped_segments):
         _fail("an ENDLIST playlist has no preload hints and is never a delta update")
     _server_control_rules(pl)
+    _start_rules(pl)
     for hint in pl.preload_hints:
         _quoted(hint.uri, "preload hint URI")
     for rr in pl.rendition_reports:
@@ -270,6 +279,21 @@ def _server_control_rules(pl: MediaPlaylist) -> None:
             _fail(
                 f"PART-HOLD-BACK {format_us(sc.part_hold_back_us)} s is less than 3 × part target"
             )
+
+
+def _start_rules(pl: MediaPlaylist) -> None:
+    offset = pl.start_offset_us
+    if offset is None or pl.endlist or pl.skipped_segments:
+        return
+    # rfc8216bis §4.4.2.2: on a live playlist the start SHOULD NOT be within 3 × TD of its end.
+    total = sum(s.duration_us for s in pl.segments)
+    from_end = -offset if offset < 0 else total - offset
+    if from_end < 3 * pl.target_duration_s * _SECOND:
+        _fail(
+            f"EXT-X-START TIME-OFFSET {offset / _SECOND:g} s on a live playlist of "
+            f"{total / _SECOND:g} s starts {from_end / _SECOND:g} s before its end; start at "
+            "least 3 × target duration before the end"
+        )
 
 
 def _date_ranges(ranges: tuple[DateRange, ...], has_pdt: bool) -> None:

@@ -111,6 +111,10 @@ class MediaPlaylist:
     # EXT-X-PART tags after the last URI line: the segment still being produced (LL-HLS).
     pending_parts: tuple[PartEntry, ...] = ()
     date_ranges: tuple[DateRange, ...] = ()
+    # EXT-X-START:TIME-OFFSET (negative: from the end of the playlist), e.g. the live edge of
+    # a DVR window; `start_precise` writes PRECISE=YES.
+    start_offset_us: int | None = None
+    start_precise: bool = False
 
     @property
     def last_msn(self) -> int:

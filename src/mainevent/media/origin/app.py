@@ -6,6 +6,10 @@
     /live/<event>/<rendition>/init*.mp4      CMAF init section
     /live/<event>/<rendition>/<msn>.m4s      segment
     /live/<event>/<rendition>/<msn>.<k>.m4s  LL-HLS part
+    /live/<event>/startover.m3u8, /live/<event>/<rendition>/startover.m3u8
+                                             start-over (EVENT) playlists, VOD at the end
+    /live/<event>/vod.m3u8, /live/<event>/<rendition>/vod.m3u8, /live/<event>/vod.mpd
+                                             post-event VOD (404 before the end)
     /player/, /static/...                    web player
     /healthz, /metrics
     /time                                    server clock, ISO 8601 (DASH UTCTiming)
@@ -61,7 +65,9 @@ from mainevent.media.origin.blocking import (
     check_directives,
     parse_directives,
 )
+from mainevent.media.origin.clips import ClipService
 from mainevent.media.origin.live import LiveEvent
+from mainevent.media.shedding import Admission
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MPD_TYPE = "application/dash+xml"
@@ -143,6 +149,8 @@ class Origin:
         self.started = time.monotonic()
         self._cors = cors_origin.encode("latin-1")
         self._counters: dict[tuple[int, str, int], Any] = {}
+        self.sheds = any(e.shedder is not None for e in events.values())
+        """Some event has a live-edge-first budget (`shed_early` runs before routing)."""
 
     def _headers(self, cache: str) -> dict[str, str]:
         return {"Cache-Control": cache, "Access-Control-Allow-Origin": self.cors_origin}
@@ -181,11 +189,7 @@ class Origin:
             return ctx
         text = event.multivariant(ctx)
         if text is None:
-            self._count(event, "master", 503)
-            headers = self._headers("no-store") | {"Retry-After": "1"}
-            return PlainTextResponse(
-                "stream starting: no segment published yet\n", 503, headers=headers
-            )
+            return self._starting(event, "master")
         self._count(event, "master", 200)
         cache = _manifest_cache(ctx, self._half_td(event))
         return Response(text, 200, media_type=PLAYLIST_TYPE, headers=self._headers(cache))
@@ -259,6 +263,10 @@ class Origin:
         event = self.events.get(event_id)
         if event is None or not event.has_rendition(rendition):
             return self._raw_error(event, 404, f"not found: rendition {rendition!r}", "max-age=1")
+        if event.withdrawn:
+            return self._raw_error(
+                event, 410, f"gone: the retention of event {event_id!r} ran out", "max-age=60"
+            )
         window = event.window(rendition)
         last = window.last_msn
         if last is None:
@@ -266,7 +274,11 @@ class Origin:
         d = parse_directives(query_bytes.decode("latin-1"))
         if not isinstance(d, Rejection):
             d = check_directives(
-                d, low_latency=event.low_latency is not None, ended=window.ended, last_msn=last
+                d,
+                low_latency=event.low_latency is not None,
+                ended=window.ended,
+                last_msn=last,
+                delta_updates=event.can_skip_until_us is not None,
             )
         td = event.target_duration_s
         if isinstance(d, Rejection):
@@ -275,7 +287,7 @@ class Origin:
             )
         if event.low_latency is None:
             self._count(event, "playlist", 200)
-            body = event.playlist_body(rendition)
+            body = event.playlist_body(rendition, skip=d.skip)
             assert body is not None
             age = event.playlist_max_age_s(rendition)
             return self._raw(200, body, _PLAYLIST, f"max-age={age}" if age else "max-age=0")
@@ -325,14 +337,102 @@ class Origin:
             return ctx
         text = event.mpd(f"{request.base_url}time", ctx)
         if text is None:
-            self._count(event, "mpd", 503)
-            headers = self._headers("no-store") | {"Retry-After": "1"}
-            return PlainTextResponse(
-                "stream starting: no segment published yet\n", 503, headers=headers
-            )
+            return self._starting(event, "mpd")
         self._count(event, "mpd", 200)
         cache = _manifest_cache(ctx, "max-age=1")
         return Response(text, 200, media_type=MPD_TYPE, headers=self._headers(cache))
+
+    # -- DVR archive: start-over and post-event VOD (archive.py) -------------------------
+
+    def _archive_refusal(
+        self, event: LiveEvent | None, event_id: str, kind: str, vod: bool
+    ) -> Response | None:
+        """Why the event's start-over/VOD object cannot be served (404/410), or None."""
+        if event is None:
+            return self._not_found(None, kind, f"event {event_id!r}")
+        if event.archive is None:
+            return self._not_found(
+                event, kind, f"event {event_id!r} keeps no start-over/VOD archive (dvr.archive off)"
+            )
+        if event.withdrawn:
+            self._count(event, kind, 410)
+            return PlainTextResponse(
+                f"gone: the retention of event {event_id!r} ran out; its playlists are withdrawn\n",
+                410,
+                headers=self._headers("max-age=60"),
+            )
+        if vod and not event.archive.ended:
+            return self._not_found(
+                event, kind, f"VOD of event {event_id!r}: the event has not ended yet", not_yet=True
+            )
+        return None
+
+    def _archived(
+        self, event: LiveEvent, kind: str, body: str | bytes, media_type: str, vod: bool
+    ) -> Response:
+        self._count(event, kind, 200)
+        # A VOD playlist never changes once written; a start-over playlist grows like the live one.
+        cache = "public, max-age=300" if vod else self._half_td(event)
+        return Response(body, 200, media_type=media_type, headers=self._headers(cache))
+
+    def _starting(self, event: LiveEvent, kind: str) -> Response:
+        """503 + Retry-After: nothing published yet to describe."""
+        self._count(event, kind, 503)
+        headers = self._headers("no-store") | {"Retry-After": "1"}
+        return PlainTextResponse(
+            "stream starting: no segment published yet\n", 503, headers=headers
+        )
+
+    async def archive_master(self, request: Request) -> Response:
+        """`/live/<event>/startover.m3u8` and `/live/<event>/vod.m3u8`."""
+        event_id = request.path_params["event"]
+        event = self.events.get(event_id)
+        name = request.url.path.rsplit("/", 1)[1]
+        vod = name == "vod.m3u8"
+        refused = self._archive_refusal(event, event_id, "master", vod)
+        if refused is not None:
+            return refused
+        assert event is not None
+        text = event.variant_playlist(name)
+        if text is None:
+            return self._starting(event, "master")
+        return self._archived(event, "master", text, PLAYLIST_TYPE, vod)
+
+    async def archive_playlist(self, request: Request) -> Response:
+        """`/live/<event>/<rendition>/startover.m3u8` (`_HLS_skip` for delta updates) and
+        `/live/<event>/<rendition>/vod.m3u8`."""
+        event_id = request.path_params["event"]
+        rendition = request.path_params["rendition"]
+        event = self.events.get(event_id)
+        vod = request.url.path.endswith("/vod.m3u8")
+        refused = self._archive_refusal(event, event_id, "playlist", vod)
+        if refused is not None:
+            return refused
+        assert event is not None
+        if not event.has_rendition(rendition):
+            return self._not_found(event, "playlist", f"rendition {rendition!r}")
+        d = parse_directives(request.url.query)
+        if not isinstance(d, Rejection) and d.blocking:
+            d = Rejection(400, "start-over and VOD playlists offer no blocking reload (_HLS_msn)")
+        if isinstance(d, Rejection):
+            return self._error(event, "playlist", d.status, d.reason)
+        body = event.vod_body(rendition) if vod else event.startover_body(rendition, skip=d.skip)
+        if body is None:
+            return self._not_found(event, "playlist", "no segment published yet", not_yet=True)
+        return self._archived(event, "playlist", body, PLAYLIST_TYPE, vod)
+
+    async def vod_mpd(self, request: Request) -> Response:
+        """`/live/<event>/vod.mpd`: the static post-event MPD."""
+        event_id = request.path_params["event"]
+        event = self.events.get(event_id)
+        refused = self._archive_refusal(event, event_id, "mpd", True)
+        if refused is not None:
+            return refused
+        assert event is not None
+        text = event.vod_mpd()
+        if text is None:
+            return self._not_found(event, "mpd", f"VOD of event {event_id!r}: no media to list")
+        return self._archived(event, "mpd", text, MPD_TYPE, True)
 
     async def clock(self, request: Request) -> Response:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -370,6 +470,7 @@ class Origin:
         name = request.path_params["name"]
         if event is None or not event.has_rendition(rendition):
             return self._not_found(event, "media", f"rendition {rendition!r}")
+        msn: int | None = None
         if _INIT.match(name):
             kind = "init"
         elif m := _SEGMENT.match(name):
@@ -378,18 +479,102 @@ class Origin:
             # period; future or long-gone numbers are 404 even if a copy is on disk.
             msn = int(m["msn"])
             if not event.is_available(rendition, msn):
-                last = event.last_msn(rendition)
-                return self._not_found(event, kind, name, not_yet=last is None or msn > last)
+                return self._unavailable(event, rendition, name, msn)
         elif m := _PART.match(name):
             kind = "part"
+            msn = int(m["msn"])
+        else:
+            return self._not_found(event, "other", name)
+        if msn is None:
+            return await self._media(event, rendition, name, kind)
+        request_class = event.request_class(rendition, msn)
+        shedder = event.shedder
+        admission = None if shedder is None else shedder.admit(request_class, time.monotonic())
+        if admission is not None and not admission.admitted:
+            return self._shed(event, kind, admission)
+        response: Response | None = None
+        try:
+            response = await self._media(event, rendition, name, kind)
+        finally:
+            if shedder is not None and admission is not None:
+                sent = len(response.body) if response is not None else 0
+                shedder.done(admission, sent, time.monotonic())
+        event.metrics.media_by_class.labels(event.event_id, request_class.value, "served").inc()
+        return response
+
+    def _shed(self, event: LiveEvent, kind: str, admission: Admission) -> Response:
+        """503 + Retry-After for a DVR request over the budget; not cached (about load now)."""
+        assert admission.reason is not None
+        assert event.shedder is not None
+        self._count(event, kind, 503)
+        event.metrics.media_by_class.labels(
+            event.event_id, admission.request_class.value, f"shed_{admission.reason.value}"
+        ).inc()
+        retry = str(event.shedder.budget.retry_after_s)
+        headers = self._headers("no-store") | {"Retry-After": retry}
+        return PlainTextResponse(
+            f"origin over its {admission.reason.value} budget: DVR requests are shed first; "
+            f"retry in {retry} s\n",
+            503,
+            headers=headers,
+        )
+
+    def shed_early(self, path: str) -> RawResponse | None:
+        """A DVR media request over the budget, answered before routing (a shed request must
+        cost far less than a served one, or shedding itself eats the live edge's CPU)."""
+        m = _MEDIA_PATH.fullmatch(path)
+        if m is None:
+            return None
+        event = self.events.get(m["event"])
+        if event is None or event.shedder is None or not event.has_rendition(m["rendition"]):
+            return None
+        request_class = event.request_class(m["rendition"], int(m["msn"]))
+        reason = event.shedder.refusal(request_class, time.monotonic())
+        if reason is None:
+            return None
+        event.shedder.count_shed(reason)
+        kind = "part" if m["part"] else "segment"
+        self._count(event, kind, 503)
+        event.metrics.media_by_class.labels(
+            event.event_id, request_class.value, f"shed_{reason.value}"
+        ).inc()
+        retry = str(event.shedder.budget.retry_after_s)
+        body = (
+            f"origin over its {reason.value} budget: DVR requests are shed first; "
+            f"retry in {retry} s\n"
+        ).encode()
+        return self._raw(503, body, _TEXT, "no-store", (b"retry-after", retry.encode()))
+
+    def _unavailable(self, event: LiveEvent, rendition: str, name: str, msn: int) -> Response:
+        """404 for a segment not served: future (not cached), or before the window (naming
+        the first segment that is)."""
+        last = event.last_msn(rendition)
+        if last is None or msn > last:
+            return self._not_found(event, "segment", name, not_yet=True)
+        firsts = [event.window(rendition).statistics().media_sequence]
+        if event.archive is not None:
+            firsts.append(event.archive.first_msn(rendition))
+        known = [f for f in firsts if f is not None]
+        oldest = min(known) if known else None
+        if oldest is not None and msn < oldest:
+            what = (
+                f"segment {msn} is before the DVR window of {event.dvr_window_s} s "
+                f"(the oldest available is {oldest})"
+            )
+        else:
+            what = f"segment {msn} (a gap, or no longer available)"
+        return self._not_found(event, "segment", what)
+
+    async def _media(self, event: LiveEvent, rendition: str, name: str, kind: str) -> Response:
+        if kind == "part":
+            m = _PART.match(name)
+            assert m is not None
             if event.low_latency is not None:
                 data = await event.store.read(event.event_id, rendition, name)
                 if data is None:
                     return await self._held_part(
                         event, rendition, name, int(m["msn"]), int(m["part"])
                     )
-        else:
-            return self._not_found(event, "other", name)
         data = await event.store.read(event.event_id, rendition, name)
         if data is None:
             return self._not_found(event, kind, name)
@@ -470,6 +655,11 @@ def hidden(origin: Origin, path: str) -> bool:
     return path[6:].split("/", 1)[0] in origin.rehearsal
 
 
+_MEDIA_PATH = re.compile(
+    r"/live/(?P<event>[^/]+)/(?P<rendition>[^/]+)/(?P<msn>\d{1,18})(?P<part>\.\d{1,4})?\.m4s"
+)
+
+
 class _OriginApp(Starlette):
     """Starlette, with media playlist GETs answered before routing and middleware: held
     LL-HLS requests are released thousands at a time and every µs per response counts."""
@@ -513,6 +703,11 @@ class _OriginApp(Starlette):
                 scope["path_params"] = m.groupdict()
                 await self.origin.media_playlist(scope, receive, send)
                 return
+            if self.origin.sheds:
+                refused = self.origin.shed_early(scope["path"])
+                if refused is not None:
+                    await _send_raw(send, refused)
+                    return
         await super().__call__(scope, receive, send)
 
 
@@ -531,6 +726,12 @@ async def _not_live(send: Send, cors_origin: str) -> None:
             ],
         }
     )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_raw(send: Send, response: RawResponse) -> None:
+    status, body, headers = response
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -570,13 +771,21 @@ def create_app(
     health: Callable[[], dict[str, Any]] | None = None,
     token_keys: Mapping[str, str] | None = None,
     require_token: bool = False,
+    clips: ClipService | None = None,
 ) -> Starlette:
-    """The origin ASGI app for `events` (event id → LiveEvent)."""
+    """The origin ASGI app for `events` (event id → LiveEvent); `clips` adds the highlight
+    routes (`clips.py`)."""
     origin = Origin(events, cors_origin=cors_origin, health=health)
     routes = [
+        *(clips.routes() if clips is not None else ()),
         Route("/live/{event}/master.m3u8", origin.master),
         Route("/live/{event}/manifest.mpd", origin.mpd),
         Route("/live/{event}/{rendition}/index.m3u8", _AsgiEndpoint(origin.media_playlist)),
+        Route("/live/{event}/startover.m3u8", origin.archive_master),
+        Route("/live/{event}/vod.m3u8", origin.archive_master),
+        Route("/live/{event}/vod.mpd", origin.vod_mpd),
+        Route("/live/{event}/{rendition}/startover.m3u8", origin.archive_playlist),
+        Route("/live/{event}/{rendition}/vod.m3u8", origin.archive_playlist),
         Route("/live/{event}/{rendition}/{name}", origin.media),
         Route("/healthz", origin.healthz),
         Route("/metrics", origin.metrics),

@@ -83,17 +83,32 @@ def parse_directives(query: str) -> Directives | Rejection:
 
 
 def check_directives(
-    d: Directives, *, low_latency: bool, ended: bool, last_msn: int
+    d: Directives,
+    *,
+    low_latency: bool,
+    ended: bool,
+    last_msn: int,
+    delta_updates: bool = False,
 ) -> Directives | Rejection:
     """The directives to act on, or why the request is refused (SPEC §2).
 
     On an ENDLIST playlist every directive is ignored. A playlist without
     EXT-X-SERVER-CONTROL (standard latency mode) offers neither blocking reload nor delta
     updates, so asking for them is a client error rather than a silently different answer.
+    A standard-mode DVR playlist (`delta_updates`: CAN-SKIP-UNTIL without CAN-BLOCK-RELOAD)
+    offers delta updates only.
     """
     if ended:
         return Directives()
     if not low_latency:
+        if delta_updates and not d.blocking:
+            return d
+        if delta_updates:
+            return Rejection(
+                400,
+                "this playlist offers delta updates (_HLS_skip) but no blocking reload "
+                "(the event runs in standard latency mode)",
+            )
         if d.blocking or d.skip:
             return Rejection(
                 400,

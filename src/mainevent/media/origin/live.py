@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -23,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from mainevent.media.cmaf import InitSection, Part, Segment
 from mainevent.media.manifest import (
     LowLatency,
+    MediaPlaylist,
     MediaRendition,
     MultivariantPlaylist,
     PublishedPart,
@@ -40,6 +43,8 @@ from mainevent.media.manifest.dash import (
     render_mpd,
     suggested_presentation_delay_ms,
 )
+from mainevent.media.manifest.dvr import VodGaps, delta_update, dvr_playlist
+from mainevent.media.manifest.highlights import Highlight, insert_event_stream, with_highlights
 from mainevent.media.manifest.parts import declared_part_target_us
 from mainevent.media.manifest.pathways import (
     DashSteering,
@@ -47,7 +52,10 @@ from mainevent.media.manifest.pathways import (
     SteeringContext,
     steered_multivariant,
 )
+from mainevent.media.origin.archive import EventArchive
 from mainevent.media.origin.blocking import Hold, Waiters
+from mainevent.media.origin.retention import RetentionPolicy, StoredSegment
+from mainevent.media.shedding import Budget, LoadShedder, RequestClass, classify
 from mainevent.media.store import SegmentRecord, SegmentStore
 
 log = logging.getLogger(__name__)
@@ -137,6 +145,13 @@ class Metrics:
             ["event"],
             registry=registry,
         )
+        self.media_by_class = Counter(
+            "mainevent_origin_media_requests_by_class_total",
+            "Segment and part requests by distance from the live edge (live, dvr) and outcome "
+            "(served, or shed for concurrency/bandwidth: 503 + Retry-After)",
+            ["event", "class", "outcome"],
+            registry=registry,
+        )
         self.requests = Counter(
             "mainevent_origin_requests_total",
             "Origin requests by object type and status",
@@ -188,6 +203,12 @@ class LiveEvent:
         max_held_requests: int = DEFAULT_MAX_HELD,
         playlist_freshness: PlaylistFreshness = "half_td",
         pathways: Pathways | None = None,
+        dvr_window_s: int = 0,
+        archive: bool = False,
+        vod_gaps: VodGaps = "exclude",
+        shed_budget: Budget | None = None,
+        live_edge_segments: int | None = None,
+        retention_s: int | None = None,
     ) -> None:
         self.event_id = event_id
         self.playlist_freshness: PlaylistFreshness = playlist_freshness
@@ -216,7 +237,41 @@ class LiveEvent:
             )
             # Delta updates only pay off when the window is longer than CAN-SKIP-UNTIL.
             window_segments = max(window_segments, -(-12 * td_us // (segment_duration_ms * 1000)))
+        self.live_window_segments = window_segments
+        """The live window without DVR: requests further behind the edge are DVR requests."""
+        dvr_segments = -(-dvr_window_s * 1000 // segment_duration_ms)
+        window_segments = max(window_segments, dvr_segments)
         self.window_segments = window_segments
+        self.dvr_window_s = dvr_window_s
+        self.dvr = dvr_segments > self.live_window_segments
+        """The live playlists carry a DVR window longer than the live window."""
+        # Delta updates (CAN-SKIP-UNTIL = 6 × TD, the least the RFC allows, so a reload is as
+        # small as it can be) and the start at the live edge (3 × TD, HOLD-BACK) for standard
+        # mode; LL-HLS playlists have both from their own server control already.
+        self.can_skip_until_us: int | None = 6 * td_us if self.dvr or self.low_latency else None
+        self.dvr_start_offset_us: int | None = (
+            -3 * td_us if self.dvr and self.low_latency is None else None
+        )
+        self.archive: EventArchive | None = None
+        if archive:
+            self.archive = EventArchive(
+                [spec.id for spec in renditions],
+                target_duration_s=self.target_duration_s,
+                segment_duration_us=segment_duration_ms * 1000,
+                gaps=vod_gaps,
+                can_skip_until_us=6 * td_us,
+            )
+        self.shedder = None if shed_budget is None else LoadShedder(shed_budget)
+        self.live_edge_segments = (
+            self.live_window_segments if live_edge_segments is None else live_edge_segments
+        )
+        self.retention = RetentionPolicy(retention_s)
+        self.withdrawn = False
+        """Retention ran out after the end: no playlist of the event is offered any more."""
+        self._stored: dict[str, deque[StoredSegment]] = {spec.id: deque() for spec in renditions}
+        self._retention_timer: asyncio.TimerHandle | None = None
+        self._deleting: set[asyncio.Task[None]] = set()
+        self.ended_wall = 0.0
         self.waiters = Waiters(max_held_requests)
         waiters = self.waiters
         self.metrics.held.labels(event_id).set_function(lambda: waiters.held)
@@ -232,12 +287,17 @@ class LiveEvent:
             self._r[spec.id] = _Rendition(spec=spec, window=window)
         self._master_text: str | None = None
         self.ready_event = asyncio.Event()  # set once every rendition has published
+        self.highlights: tuple[Highlight, ...] = ()
+        """Operator-marked points and ranges: EXT-X-DATERANGE / EventStream (`set_highlights`)."""
 
     # -- queries --------------------------------------------------------------------------
 
     @property
     def rendition_ids(self) -> list[str]:
         return list(self._r)
+
+    def rendition_spec(self, rendition: str) -> RenditionSpec:
+        return self._r[rendition].spec
 
     def has_rendition(self, rendition: str) -> bool:
         return rendition in self._r
@@ -270,7 +330,10 @@ class LiveEvent:
             return None
         if r.playlist_text is None:
             r.playlist_text = render_media_playlist(
-                r.window.playlist(self.monotonic(), reports=self._reports(r))
+                with_highlights(
+                    self._dvr(r.window.playlist(self.monotonic(), reports=self._reports(r))),
+                    self.highlights,
+                )
             )
         return r.playlist_text
 
@@ -285,13 +348,27 @@ class LiveEvent:
         if skip and self.low_latency is not None:
             if r.delta_body is None:
                 pl = r.window.playlist(self.monotonic(), skip=True, reports=self._reports(r))
-                r.delta_body = render_media_playlist(pl).encode()
+                r.delta_body = render_media_playlist(with_highlights(pl, self.highlights)).encode()
+            return r.delta_body
+        if skip and self.can_skip_until_us is not None:
+            if r.delta_body is None:
+                pl = self._dvr(r.window.playlist(self.monotonic(), reports=self._reports(r)))
+                pl = with_highlights(pl, self.highlights)
+                r.delta_body = render_media_playlist(delta_update(pl)).encode()
             return r.delta_body
         if r.playlist_body is None:
             text = self.playlist(rendition)
             assert text is not None
             r.playlist_body = text.encode()
         return r.playlist_body
+
+    def _dvr(self, pl: MediaPlaylist) -> MediaPlaylist:
+        """The live playlist with the DVR controls (standard mode: CAN-SKIP-UNTIL, EXT-X-START)."""
+        if not self.dvr or self.low_latency is not None:
+            return pl
+        return dvr_playlist(
+            pl, can_skip_until_us=self.can_skip_until_us, start_offset_us=self.dvr_start_offset_us
+        )
 
     def playlist_max_age_s(self, rendition: str) -> int:
         """`max-age` of a standard-mode media playlist answered now (see `playlist_max_age`)."""
@@ -385,22 +462,27 @@ class LiveEvent:
         return await self.waiters.wait(("part", rendition, msn, index), hold_s)
 
     def end(self) -> None:
-        """The event ended: every playlist gets EXT-X-ENDLIST; held requests are answered."""
+        """The event ended: every playlist gets EXT-X-ENDLIST; held requests are answered; the
+        start-over playlists turn VOD and the VOD playlists and MPD exist from now on."""
         now = self.monotonic()
         for r in self._r.values():
             r.window.end(now)
+        if self.archive is not None:
+            self.archive.end(now)
+            self.ended_wall = self.wall()
         for r in self._r.values():
             self._changed(r)
+        self.apply_retention()
 
     def mpd(self, utc_timing_url: str, steering: SteeringContext | None = None) -> str | None:
         """The live DASH MPD over the same CMAF segments, or None until every rendition published."""
         if not self.ready():
             return None
-        reps = []
+        reps = self._dash_representations()
+        if reps is None:
+            return None
         first_msn_listed = None
         for r in self._r.values():
-            if r.timescale is None or r.init_name is None or r.codec is None:
-                return None
             stats = r.window.statistics()
             if stats.media_sequence is not None:
                 first_msn_listed = (
@@ -408,21 +490,6 @@ class LiveEvent:
                     if first_msn_listed is None
                     else max(first_msn_listed, stats.media_sequence)
                 )
-            peak, _avg = self._peak_avg(r)
-            reps.append(
-                DashRepresentation(
-                    id=r.spec.id,
-                    kind="video" if r.spec.kind == "video" else "audio",
-                    codecs=r.codec,
-                    bandwidth=peak,
-                    timescale=r.timescale,
-                    init=f"{r.spec.id}/{r.init_name}",
-                    width=r.width,
-                    height=r.height,
-                    frame_rate=self.fps if r.spec.kind == "video" else None,
-                    audio_sampling_rate=r.sample_rate,
-                )
-            )
         d_ms = self.segment_duration_ms
         # Anchor the MPD timeline at the start of the UTC day of the stream: it stays the same
         # across origin restarts, and `$Number$` is the epoch MSN (number n covers [n·D, (n+1)·D)).
@@ -444,10 +511,178 @@ class LiveEvent:
             if self.pathways is None or steering is None
             else DashSteering.of(self.pathways, self.event_id, steering)
         )
-        return render_mpd(info, reps, dash_steering)
+        return insert_event_stream(
+            render_mpd(info, reps, dash_steering), self.highlights, anchor_ms
+        )
+
+    def set_highlights(self, highlights: tuple[Highlight, ...]) -> None:
+        """Replace the highlights; the next playlist and MPD carry them."""
+        self.highlights = highlights
+        for r in self._r.values():
+            r.playlist_text = r.playlist_body = r.delta_body = None
 
     def is_available(self, rendition: str, msn: int) -> bool:
-        return self._r[rendition].window.is_available(msn, self.monotonic())
+        """Whether segment `msn` may be served: the live/DVR window has it available, or a
+        start-over/VOD playlist still on offer lists it."""
+        if self._r[rendition].window.is_available(msn, self.monotonic()):
+            return True
+        return (
+            self.archive is not None and not self.withdrawn and self.archive.lists(rendition, msn)
+        )
+
+    # -- DVR: classification, start-over, VOD, retention --------------------------------------
+
+    def request_class(self, rendition: str, msn: int | None) -> RequestClass:
+        """LIVE, or DVR for a segment more than `live_edge_segments` behind the live edge."""
+        return classify(msn, self._r[rendition].window.last_msn, self.live_edge_segments)
+
+    def startover_body(self, rendition: str, *, skip: bool = False) -> bytes | None:
+        """The start-over playlist bytes (None: no archive kept, withdrawn or nothing yet)."""
+        if self.archive is None or self.withdrawn:
+            return None
+        return self.archive.startover_body(rendition, self.monotonic(), skip=skip)
+
+    def vod_body(self, rendition: str) -> bytes | None:
+        """The post-event VOD playlist bytes (None before the end, or withdrawn)."""
+        if self.archive is None or self.withdrawn:
+            return None
+        return self.archive.vod_body(rendition, self.monotonic())
+
+    def variant_playlist(self, name: str) -> str | None:
+        """The multivariant playlist whose media playlists are `<rendition>/<name>`
+        (`startover.m3u8`, `vod.m3u8`): the live one with its media URIs renamed."""
+        text = self.multivariant()
+        return None if text is None else text.replace("/index.m3u8", f"/{name}")
+
+    def vod_mpd(self) -> str | None:
+        """The static post-event MPD (None before the end, or withdrawn)."""
+        from mainevent.media.manifest.dash_vod import MpdRun, render_vod_mpd
+
+        archive = self.archive
+        if archive is None or self.withdrawn or not archive.ended or not self.ready():
+            return None
+        now = self.monotonic()
+        reps = self._dash_representations()
+        if reps is None:
+            return None
+        per = {
+            r: {run.first: run for run in archive.vod_runs(r, now, _msn_of_uri)} for r in self._r
+        }
+        # Periods list the runs every rendition has the same (they do unless one rendition
+        # alone lost segments: such a run is left out of the MPD, still in its HLS playlist).
+        first, *others = per.values()
+        runs = [
+            MpdRun(
+                run.first,
+                run.count,
+                {rid: f"{rid}/{per[rid][run.first].init_uri}" for rid in per},
+            )
+            for start, run in sorted(first.items())
+            if all(start in o and o[start].count == run.count for o in others)
+        ]
+        if not runs:
+            return None
+        return render_vod_mpd(runs, reps, self.segment_duration_ms)
+
+    def apply_retention(self) -> list[tuple[str, int]]:
+        """Delete what retention allows now (never a listed segment); arm the next look.
+        Returns the (rendition, msn) pairs scheduled for deletion."""
+        if self.retention.retention_s is None:
+            return []
+        now_ms = round(self.wall() * 1000)
+        if (
+            self.archive is not None
+            and self.archive.ended
+            and not self.withdrawn
+            and now_ms >= round(self.ended_wall * 1000) + self.retention.retention_s * 1000
+        ):
+            self.withdrawn = True
+            log.info("event %s: retention over, playlists withdrawn", self.event_id)
+        deleted: list[tuple[str, int]] = []
+        deadline: int | None = None
+        for rid, stored in self._stored.items():
+            listed = self._listed_ranges(rid)
+            due = set(self.retention.due(_past(stored, now_ms, self.retention), listed, now_ms))
+            gone = []
+            while stored and stored[0].msn in due:
+                gone.append(stored.popleft().msn)
+            if gone:
+                deleted.extend((rid, m) for m in gone)
+                self._spawn_delete(rid, gone)
+            nd = self.retention.next_deadline(list(stored)[:1], listed)
+            if nd is not None:
+                deadline = nd if deadline is None else min(deadline, nd)
+        if self.archive is not None and self.archive.ended and not self.withdrawn:
+            end_deadline = round(self.ended_wall * 1000) + self.retention.retention_s * 1000
+            deadline = end_deadline if deadline is None else min(deadline, end_deadline)
+        self._arm_retention(deadline, now_ms)
+        return deleted
+
+    def _listed_ranges(self, rendition: str) -> list[range]:
+        if self.withdrawn:
+            return []
+        out = []
+        stats = self._r[rendition].window.statistics()
+        if stats.media_sequence is not None and stats.last_msn is not None:
+            # Removed segments stay downloadable about one window longer (SPEC §1): keep a
+            # whole window's worth behind the head as well.
+            out.append(
+                range(max(0, stats.media_sequence - stats.listed_segments - 1), stats.last_msn + 1)
+            )
+        if self.archive is not None:
+            listed = self.archive.listed_msns(rendition)
+            if listed is not None:
+                out.append(listed)
+        return out
+
+    def _spawn_delete(self, rendition: str, msns: list[int]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (sans-IO tests): the caller deletes
+        task = loop.create_task(self.store.delete(self.event_id, rendition, msns))
+        self._deleting.add(task)
+        task.add_done_callback(self._deleted)
+
+    def _deleted(self, task: asyncio.Task[None]) -> None:
+        self._deleting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event %s: retention delete failed: %s", self.event_id, task.exception())
+
+    def _arm_retention(self, deadline_ms: int | None, now_ms: int) -> None:
+        if self._retention_timer is not None:
+            self._retention_timer.cancel()
+            self._retention_timer = None
+        if deadline_ms is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        delay = max(0.05, (deadline_ms - now_ms) / 1000)
+        self._retention_timer = loop.call_later(delay, self.apply_retention)
+
+    def _dash_representations(self) -> list[DashRepresentation] | None:
+        reps = []
+        for r in self._r.values():
+            if r.timescale is None or r.init_name is None or r.codec is None:
+                return None
+            peak, _avg = self._peak_avg(r)
+            reps.append(
+                DashRepresentation(
+                    id=r.spec.id,
+                    kind="video" if r.spec.kind == "video" else "audio",
+                    codecs=r.codec,
+                    bandwidth=peak,
+                    timescale=r.timescale,
+                    init=f"{r.spec.id}/{r.init_name}",
+                    width=r.width,
+                    height=r.height,
+                    frame_rate=self.fps if r.spec.kind == "video" else None,
+                    audio_sampling_rate=r.sample_rate,
+                )
+            )
+        return reps
 
     def ready(self) -> bool:
         """Every rendition has an init section and at least one published segment."""
@@ -547,8 +782,10 @@ class LiveEvent:
 
     def on_part(self, rendition: str, part: Part) -> None:
         """Keep a completed part in memory, then (LL-HLS mode) list it and release its waiters."""
-        self.store.put_part(self.event_id, rendition, part.msn, part.index, part.data)
         r = self._r[rendition]
+        if r.window.ended:
+            return
+        self.store.put_part(self.event_id, rendition, part.msn, part.index, part.data)
         if self.low_latency is None or r.timescale is None:
             return
         published = PublishedPart(
@@ -588,6 +825,10 @@ class LiveEvent:
                 segment.msn,
                 suspect,
             )
+        if r.window.ended:
+            # The event ended (on command): the encoder may still be running; nothing more is
+            # stored or listed, so the VOD stays what it was at the end.
+            return
         if r.init_name is None:
             raise RuntimeError(f"{rendition}: segment {segment.msn} before any init section")
         last = r.window.last_msn
@@ -609,6 +850,7 @@ class LiveEvent:
             size=len(segment.data),
             parts=parts,
             discontinuity=(slate_parts is not None) != r.slate,
+            slate=slate_parts is not None,
         )
         if slate_parts is not None:
             for i, data in enumerate(slate_parts):
@@ -637,8 +879,15 @@ class LiveEvent:
             discontinuity=record.discontinuity,
         )
         r.window.publish(seg, now)
+        if self.archive is not None:
+            self.archive.publish(r.spec.id, seg, now, slate=record.slate)
+        if self.retention.retention_s is not None:
+            end_ms = record.program_date_time_ms + record.duration_us // 1000
+            self._stored[r.spec.id].append(StoredSegment(record.msn, end_ms))
         for msn in r.window.expired(now):
             self.store.forget(self.event_id, r.spec.id, [msn])
+        if self.retention.retention_s is not None:
+            self.apply_retention()
         r.sizes.append((record.size, record.duration_us))
         del r.sizes[:-32]
         self._changed(r)
@@ -656,7 +905,7 @@ class LiveEvent:
         """
         r = self._r[rendition]
         last = r.window.last_msn
-        if r.init_name is None or (last is not None and msn <= last):
+        if r.window.ended or r.init_name is None or (last is not None and msn <= last):
             return False
         d_us = self.segment_duration_ms * 1000
         gap = PublishedSegment(
@@ -668,6 +917,8 @@ class LiveEvent:
         )
         now = self.monotonic()
         r.window.publish(gap, now)
+        if self.archive is not None:
+            self.archive.publish(rendition, gap, now, slate=False)
         for old in r.window.expired(now):
             self.store.forget(self.event_id, r.spec.id, [old])
         self.metrics.gaps.labels(self.event_id, rendition).inc()
@@ -732,3 +983,16 @@ class LiveEvent:
         if self.ready():
             self.ready_event.set()
         return count
+
+
+def _past(
+    stored: deque[StoredSegment], now_ms: int, policy: RetentionPolicy
+) -> list[StoredSegment]:
+    """The head of `stored` (MSN order = capture order) whose retention may have run out."""
+    assert policy.retention_s is not None
+    limit = now_ms - policy.retention_s * 1000
+    return list(itertools.takewhile(lambda seg: seg.end_ms <= limit, stored))
+
+
+def _msn_of_uri(uri: str) -> int:
+    return int(uri.split("/")[-1].split(".", 1)[0])

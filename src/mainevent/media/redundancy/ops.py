@@ -4,6 +4,8 @@
     PUT  /_ops/redundancy                    {"mode": "auto" | "primary" | "backup"}  (secret)
     POST /_ops/ingest/{pipeline}/takeover    the next publisher with the right key replaces
                                              the live one of that feed within 60 s  (secret)
+    POST /_ops/events/{event}/end            end the event: ENDLIST everywhere, start-over
+                                             turns VOD, the VOD playlists and MPD appear (secret)
 
 Changing the selection needs the admin secret in `X-Mainevent-Admin-Secret` (401 without it,
 403 when wrong). Errors are JSON `{"error": code, "detail": text}`.
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mainevent.media.redundancy.publisher import RedundantPublisher
@@ -27,6 +29,8 @@ from mainevent.media.redundancy.selector import AUTO, SelectorError
 
 ADMIN_SECRET_HEADER = "X-Mainevent-Admin-Secret"
 PREFIX = "/_ops/"
+ORIGIN_OPS = "/_ops/events/"
+"""Per-event operator routes the origin app answers itself (highlights, `origin/clips.py`)."""
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -42,10 +46,15 @@ class HasGateway(Protocol):
     def gateway(self) -> Takeover: ...
 
 
+class Endable(Protocol):
+    def end(self) -> None: ...
+
+
 def ops_app(
     publisher: RedundantPublisher | Callable[[], RedundantPublisher | None] | None,
     admin_secret: str | None,
     pipelines: Mapping[str, HasGateway] | None = None,
+    events: Mapping[str, Endable] | None = None,
 ) -> Starlette:
     """The `/_ops/` routes for one stack (`publisher` may be a callable: the event whose
     selection they control starts after the origin does)."""
@@ -96,8 +105,26 @@ def ops_app(
             choices = ", ".join((AUTO, *publisher.selector.order))
             return _error(422, "unknown_mode", f"{exc}; choose one of: {choices}")
 
+    async def end(request: Request) -> JSONResponse:
+        if (refused := denied(request)) is not None:
+            return refused
+        name = request.path_params["event"]
+        if events is None or name not in events:
+            known = ", ".join(events or ())
+            return _error(404, "unknown_event", f"no event {name!r}; known: {known}")
+        events[name].end()
+        return JSONResponse(
+            {
+                "event": name,
+                "ended": True,
+                "vod": f"/live/{name}/vod.m3u8",
+                "mpd": f"/live/{name}/vod.mpd",
+            }
+        )
+
     return Starlette(
         routes=[
+            Route("/_ops/events/{event}/end", end, methods=["POST"]),
             Route("/_ops/redundancy", status, methods=["GET"]),
             Route("/_ops/redundancy", force, methods=["PUT"]),
             Route("/_ops/ingest/{pipeline}/takeover", takeover, methods=["POST"]),
@@ -105,17 +132,25 @@ def ops_app(
     )
 
 
+def _owns(ops: Starlette, scope: Scope) -> bool:
+    """Whether one of the operator API's own routes matches (e.g. `/_ops/events/<e>/end`
+    among the per-event routes the origin answers)."""
+    return any(route.matches(scope)[0] is Match.FULL for route in ops.routes)
+
+
 def with_ops(
     origin: ASGIApp,
     publisher: RedundantPublisher | Callable[[], RedundantPublisher | None] | None,
     secret: str | None,
     pipelines: Mapping[str, HasGateway] | None = None,
+    events: Mapping[str, Endable] | None = None,
 ) -> ASGIApp:
     """`origin`, with `/_ops/...` requests answered by the operator API."""
-    ops = ops_app(publisher, secret, pipelines)
+    ops = ops_app(publisher, secret, pipelines, events)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path.startswith(PREFIX) and (not path.startswith(ORIGIN_OPS) or _owns(ops, scope)):
             await ops(scope, receive, send)
         else:
             await origin(scope, receive, send)

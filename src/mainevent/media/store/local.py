@@ -84,6 +84,7 @@ class LocalSegmentStore:
                     "size": record.size,
                     "parts": [list(p) for p in record.parts],
                     **({"disc": True} if record.discontinuity else {}),
+                    **({"slate": True} if record.slate else {}),
                 },
                 separators=(",", ":"),
             )
@@ -137,7 +138,9 @@ class LocalSegmentStore:
             data = self._inits.get((event, rendition), {}).get(name)
         return data
 
-    def records(self, event: str, rendition: str) -> list[SegmentRecord]:
+    def index_records(self, event: str, rendition: str) -> list[SegmentRecord]:
+        """Every readable record of the rendition's index, in MSN order, whether or not its file
+        is still on local disk (an object store may hold it)."""
         d = self._dir(event, rendition)
         try:
             lines = (d / INDEX).read_text(encoding="utf-8").splitlines()
@@ -155,13 +158,31 @@ class LocalSegmentStore:
                     size=int(o["size"]),
                     parts=tuple((int(p[0]), bool(p[1])) for p in o.get("parts", [])),
                     discontinuity=bool(o.get("disc", False)),
+                    slate=bool(o.get("slate", False)),
                 )
             except (ValueError, KeyError, TypeError, IndexError):
                 log.warning("ignoring unreadable line %d of %s (torn write?)", n, d / INDEX)
                 continue
-            try:
-                size = (d / f"{rec.msn}.m4s").stat().st_size
-            except FileNotFoundError:
+            out[rec.msn] = rec
+        return [out[k] for k in sorted(out)]
+
+    def local_size(self, event: str, rendition: str, msn: int) -> int | None:
+        """Bytes of segment `msn` on local disk, or None when it has no file here."""
+        try:
+            return (self._dir(event, rendition) / f"{msn}.m4s").stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def remove_local(self, event: str, rendition: str, msn: int) -> None:
+        """Delete segment `msn`'s local file (its copy lives elsewhere, e.g. object storage)."""
+        (self._dir(event, rendition) / f"{msn}.m4s").unlink(missing_ok=True)
+
+    def records(self, event: str, rendition: str) -> list[SegmentRecord]:
+        d = self._dir(event, rendition)
+        out = []
+        for rec in self.index_records(event, rendition):
+            size = self.local_size(event, rendition, rec.msn)
+            if size is None:
                 log.warning("segment %s/%d listed in the index has no file; skipped", d, rec.msn)
                 continue
             if size != rec.size:
@@ -169,8 +190,8 @@ class LocalSegmentStore:
                     "segment %s/%d has %d bytes, index says %d; skipped", d, rec.msn, size, rec.size
                 )
                 continue
-            out[rec.msn] = rec
-        return [out[k] for k in sorted(out)]
+            out.append(rec)
+        return out
 
     def inits(self, event: str, rendition: str) -> dict[str, bytes]:
         d = self._dir(event, rendition)
@@ -193,3 +214,20 @@ class LocalSegmentStore:
         gone = set(msns)
         for name in [n for n in mem if int(n.split(".", 1)[0]) in gone]:
             del mem[name]
+
+    async def delete(self, event: str, rendition: str, msns: list[int]) -> None:
+        """Delete segments (retention). Their index lines stay; `records()` skips a line whose
+        file is gone, so a restart never lists a deleted segment."""
+        self.forget(event, rendition, msns)
+        d = self._dir(event, rendition)
+
+        def unlink() -> None:
+            for msn in msns:
+                (d / f"{msn}.m4s").unlink(missing_ok=True)
+
+        try:
+            await asyncio.to_thread(unlink)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot delete segments of {event}/{rendition}: {exc.strerror}"
+            ) from exc

@@ -23,6 +23,8 @@ class SegmentRecord:
     parts: tuple[tuple[int, bool], ...] = ()
     # Listed after EXT-X-DISCONTINUITY (e.g. the first slate segment, or live media after it).
     discontinuity: bool = False
+    # The slate standing in for lost input (left out of, or marked in, the post-event VOD).
+    slate: bool = False
 
 
 class SegmentStore(Protocol):
@@ -56,4 +58,8 @@ class SegmentStore(Protocol):
 
     def forget(self, event: str, rendition: str, msns: list[int]) -> None:
         """Drop segments (and their parts) from memory; disk copies stay for DVR/VOD."""
+        ...
+
+    async def delete(self, event: str, rendition: str, msns: list[int]) -> None:
+        """Delete segments for good (retention): memory, disk and index; missing ones are fine."""
         ...
