@@ -19,14 +19,21 @@ from mainevent.control.db import Database, open_database
 from mainevent.control.entitlement import RegionTable
 from mainevent.control.front import front_protocol
 from mainevent.control.payments import FakePaymentProvider, PaymentProvider
-from mainevent.control.playback import PlaybackService
+from mainevent.control.playback import PlaybackService, PlaybackStores, memory_stores
 from mainevent.control.playback_front import PlaybackFront
 from mainevent.control.settings import ApiKeySetting, ControlSettings
 from mainevent.control.sources import EntitlementSource, StoreSource
 from mainevent.control.steering.server import SteeringRuntime, build_steering
 from mainevent.control.store import ControlStore
 
-__all__ = ["ADMIN_KEY_FILE", "build_services", "ensure_admin_key", "serve", "steering_runtime"]
+__all__ = [
+    "ADMIN_KEY_FILE",
+    "build_services",
+    "ensure_admin_key",
+    "playback_stores",
+    "serve",
+    "steering_runtime",
+]
 
 ADMIN_KEY_FILE = "control-admin.key"
 log = logging.getLogger("mainevent.control")
@@ -58,7 +65,9 @@ def build_services(
     return ControlServices(
         settings=settings,
         store=store,
-        playback=PlaybackService(settings, entitlement, clock=clock),
+        playback=PlaybackService(
+            settings, entitlement, clock=clock, stores=playback_stores(settings)
+        ),
         payments=payments
         or FakePaymentProvider(settings.payment_latency_s, settings.payment_failure_rate),
         operators=OperatorAuth(settings.api_keys),
@@ -72,6 +81,34 @@ def build_services(
         admission=AdmissionController(AdmissionPolicy(max_in_flight=settings.max_in_flight)),
         purchases=Bulkhead(settings.purchase_concurrency),
         steering=steering_runtime(settings),
+    )
+
+
+def playback_stores(settings: ControlSettings) -> PlaybackStores:
+    """Embedded stores, or the Redis ones when ``redis_url`` is set (several workers)."""
+    if settings.redis_url is None:
+        return memory_stores(settings)
+    from mainevent.control.redis_state import (
+        RedisDecisionStore,
+        RedisRateLimitStore,
+        RedisSessionStore,
+        connect,
+    )
+
+    client = connect(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    prefix = settings.redis_prefix
+    return PlaybackStores(
+        sessions=RedisSessionStore(client, settings.session_ttl_s, prefix),
+        decisions=RedisDecisionStore(
+            client, settings.decision_ttl_s, settings.known_good_ttl_s, prefix
+        ),
+        account_limits=RedisRateLimitStore(
+            client, "account", settings.account_rate, settings.account_burst, prefix
+        ),
+        address_limits=RedisRateLimitStore(
+            client, "address", settings.address_rate, settings.address_burst, prefix
+        ),
+        embedded=False,
     )
 
 
@@ -135,7 +172,10 @@ def serve(settings: ControlSettings) -> int:
         port=settings.port,
         loop="uvloop",
         http=front_protocol(
-            services.admission, PlaybackFront(services) if settings.lean_playback else None
+            services.admission,
+            PlaybackFront(services)
+            if settings.lean_playback and services.playback.stores.embedded
+            else None,
         ),
         log_level="warning",
         access_log=False,
