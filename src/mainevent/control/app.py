@@ -292,6 +292,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
                 tg.start_soon(services.steering.serve)
             yield
             tg.cancel_scope.cancel()
+        await services.playback.aclose()
 
     app = FastAPI(
         title="mainevent control plane",

@@ -18,7 +18,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -128,6 +128,8 @@ class PlaybackStores:
     account_limits: RateLimitStore
     address_limits: RateLimitStore
     embedded: bool
+    close: Callable[[], Awaitable[None]] | None = None
+    """Releases the stores' connections (Redis), if any."""
 
 
 def memory_stores(settings: ControlSettings) -> PlaybackStores:
@@ -174,6 +176,7 @@ class PlaybackService:
         )
         self.regions = RegionTable((r.cidr, r.region) for r in settings.regions)
         self.stores = stores or memory_stores(settings)
+        self._close = self.stores.close
         self.sessions = self.stores.sessions
         self.decisions = self.stores.decisions
         self.breaker = CircuitBreaker(
@@ -186,6 +189,12 @@ class PlaybackService:
         self.stats = PlaybackStats()
         self._events: dict[str, tuple[EventFacts | None, float]] = {}
         self.event_ttl_s = 1.0
+
+    async def aclose(self) -> None:
+        """Release the stores' connections (once; later calls do nothing)."""
+        close, self._close = self._close, None
+        if close is not None:
+            await close()
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ def playback_stores(settings: ControlSettings) -> PlaybackStores:
             client, "address", settings.address_rate, settings.address_burst, prefix
         ),
         embedded=False,
+        close=client.aclose,
     )
 
 
