@@ -86,6 +86,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--database-url")
+    p.add_argument(
+        "--redis-url", help="Redis for shared sessions and rate limits (control.redis_url)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N worker processes behind Debian's nginx on --port (needs --redis-url); default 1",
+    )
     p.set_defaults(func=_serve)
     p = cs.add_parser("migrate", help="bring the database schema up to date")
     p.add_argument("--database-url")
@@ -108,6 +117,7 @@ def _settings(args: argparse.Namespace) -> Any:
             ("host", getattr(args, "host", None)),
             ("port", getattr(args, "port", None)),
             ("database_url", getattr(args, "database_url", None)),
+            ("redis_url", getattr(args, "redis_url", None)),
         )
         if v is not None
     }
@@ -118,6 +128,10 @@ def _serve(args: argparse.Namespace) -> int:
     from mainevent.control.server import serve
 
     try:
+        if args.workers != 1:
+            from mainevent.control.fleet import serve_fleet
+
+            return serve_fleet(_settings(args), args.workers, args.config)
         return serve(_settings(args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
