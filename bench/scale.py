@@ -23,11 +23,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-import httpx
 
 from mainevent.control.auth import DevIdentityProvider
 from mainevent.control.db import Account, open_database
@@ -71,30 +68,6 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def setup_event(fleet: ControlFleet) -> None:
-    op = {"Authorization": f"Bearer {fleet.admin_key}"}
-    now = time.time()
-    with httpx.Client(base_url=fleet.url, timeout=30) as c:
-        body = {
-            "id": "bell",
-            "title": "Bell",
-            "starts_at": datetime.fromtimestamp(now - 60, UTC).isoformat(),
-            "ends_at": datetime.fromtimestamp(now + 7200, UTC).isoformat(),
-            "policy": {"subscription_tiers": ["premium"], "max_streams": 8},
-        }
-        r = c.post("/v1/events", json=body, headers=op | {"Idempotency-Key": "create"})
-        if r.status_code != 201:
-            raise SystemExit(f"setup failed: {r.status_code} {r.text[:200]}")
-        for step in ("scheduled", "rehearsal", "live"):
-            r = c.post(
-                "/v1/events/bell/transitions",
-                json={"to": step},
-                headers=op | {"Idempotency-Key": step},
-            )
-            if r.status_code != 200:
-                raise SystemExit(f"setup failed: {r.status_code} {r.text[:200]}")
-
-
 def run_wrk(
     wrk: str, url: str, script: Path, seconds: int, connections: int
 ) -> tuple[int, dict[str, int]]:
@@ -131,7 +104,7 @@ def measure(
         )
         try:
             fleet.wait_ready()
-            setup_event(fleet)
+            fleet.live_event("bell", {"subscription_tiers": ["premium"], "max_streams": 8})
             ok, bad = run_wrk(wrk, fleet.url, script, args.warmup, args.connections)
             print(f"  {workers} worker(s): warm-up {ok} grants, other answers {bad}", flush=True)
             ok, bad = run_wrk(wrk, fleet.url, script, args.seconds, args.connections)

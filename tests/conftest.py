@@ -18,11 +18,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _install_redis() -> None:
+def apt_install(package: str) -> None:
+    """Install a Debian package when running as root with apt (a missing test dependency)."""
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "redis-server"],
+            ["apt-get", "install", "-y", "-qq", package],
             env=env,
             capture_output=True,
             timeout=600,
@@ -34,7 +35,7 @@ def _install_redis() -> None:
 def redis_server() -> Iterator[RedisServer]:
     """A fresh private redis-server (Debian's binary) on a loopback port; `.restart()` keeps the URL."""
     if redis_server_binary() is None:
-        _install_redis()
+        apt_install("redis-server")
     if redis_server_binary() is None:
         pytest.skip(
             "redis-server (Debian package 'redis-server') is missing and could not be installed"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,28 +50,25 @@ def _viewer(account: str) -> dict[str, str]:
 
 
 def _setup(fleet: ControlFleet) -> None:
+    fleet.live_event("final", {"max_streams": 2})
     op = {"Authorization": f"Bearer {fleet.admin_key}"}
-    now = time.time()
-    with httpx.Client(base_url=fleet.url, timeout=10) as c:
-        body = {
-            "id": "final",
-            "title": "Final",
-            "starts_at": datetime.fromtimestamp(now - 60, UTC).isoformat(),
-            "ends_at": datetime.fromtimestamp(now + 3600, UTC).isoformat(),
-            "policy": {"max_streams": 2},
-        }
-        r = c.post("/v1/events", json=body, headers=op | {"Idempotency-Key": "e1"})
-        assert r.status_code == 201, r.text
-        for i, step in enumerate(("scheduled", "rehearsal", "live")):
-            r = c.post(
-                "/v1/events/final/transitions",
-                json={"to": step},
-                headers=op | {"Idempotency-Key": f"t{i}"},
-            )
-            assert r.status_code == 200, r.text
-        for account in ("v1", "v2"):
-            r = c.put(f"/v1/accounts/{account}", json={}, headers=op | {"Idempotency-Key": account})
-            assert r.status_code in (200, 201), r.text
+    for account in ("v1", "v2"):
+        r = httpx.put(
+            f"{fleet.url}/v1/accounts/{account}",
+            json={},
+            headers=op | {"Idempotency-Key": account},
+            timeout=10,
+        )
+        assert r.status_code in (200, 201), r.text
+
+
+def _refresh(url: str, grant: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/sessions/{grant['session_id']}/refresh",
+        json={"token": grant["token"]},
+        headers=_viewer("v1"),
+        timeout=10,
+    )
 
 
 def _play(url: str, account: str, device: str) -> httpx.Response:
@@ -111,12 +108,7 @@ def test_two_workers_share_stream_and_rate_limits_and_survive_a_kill_and_a_redis
     fleet.kill_worker(0)
     grant = tv.json()
     for _ in range(6):
-        r = httpx.post(
-            f"{fleet.url}/v1/sessions/{grant['session_id']}/refresh",
-            json={"token": grant["token"]},
-            headers=_viewer("v1"),
-            timeout=10,
-        )
+        r = _refresh(fleet.url, grant)
         assert r.status_code == 200, r.text
     deadline = time.monotonic() + 60
     while fleet.state()["workers"][0]["restarts"] < 1:
@@ -128,21 +120,11 @@ def test_two_workers_share_stream_and_rate_limits_and_survive_a_kill_and_a_redis
     redis_server.stop(kill=True)
     r = _play(fleet.url, "v1", "laptop")
     assert (r.status_code, _reason(r)) == (503, "session_store_unavailable")
-    r = httpx.post(
-        f"{fleet.url}/v1/sessions/{grant['session_id']}/refresh",
-        json={"token": grant["token"]},
-        headers=_viewer("v1"),
-        timeout=10,
-    )
+    r = _refresh(fleet.url, grant)
     assert (r.status_code, r.json()["degraded"]) == (200, True)
     redis_server.start()
     for g in (grant, phone.json()):  # the playing devices re-register by refreshing
-        r = httpx.post(
-            f"{fleet.url}/v1/sessions/{g['session_id']}/refresh",
-            json={"token": g["token"]},
-            headers=_viewer("v1"),
-            timeout=10,
-        )
+        r = _refresh(fleet.url, g)
         assert (r.status_code, r.json()["degraded"]) == (200, False)
     for url in (w0, w1):
         r = _play(url, "v1", "laptop")

@@ -28,6 +28,7 @@ from mainevent.control.store import ControlStore
 
 __all__ = [
     "ADMIN_KEY_FILE",
+    "admin_keys",
     "build_services",
     "ensure_admin_key",
     "playback_stores",
@@ -146,8 +147,8 @@ def ensure_admin_key(settings: ControlSettings) -> tuple[ControlSettings, str | 
     return settings.model_copy(update={"api_keys": (admin,)}), key
 
 
-def serve(settings: ControlSettings) -> int:
-    """Run the control plane until interrupted."""
+def admin_keys(settings: ControlSettings) -> ControlSettings:
+    """:func:`ensure_admin_key`, saying so on stderr when the development key is used."""
     settings, key = ensure_admin_key(settings)
     if key is not None:
         print(
@@ -155,6 +156,12 @@ def serve(settings: ControlSettings) -> int:
             f"{settings.data_dir / ADMIN_KEY_FILE} (configure MAINEVENT_CONTROL__API_KEYS for production)",
             file=sys.stderr,
         )
+    return settings
+
+
+def serve(settings: ControlSettings) -> int:
+    """Run the control plane until interrupted."""
+    settings = admin_keys(settings)
     services = build_services(settings)
     app = create_app(services)
     # Everything built so far (modules, schemas, the app: ~120,000 objects) lives as long as the

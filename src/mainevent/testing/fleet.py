@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,30 @@ class ControlFleet:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"fleet not ready in {timeout:.0f}s: {self.log_tail()}")
+
+    def live_event(self, event_id: str, policy: Mapping[str, Any]) -> None:
+        """Create event ``event_id`` (started a minute ago, an hour long) and walk it to live."""
+        op = {"Authorization": f"Bearer {self.admin_key}"}
+        now = time.time()
+        body = {
+            "id": event_id,
+            "title": event_id.title(),
+            "starts_at": datetime.fromtimestamp(now - 60, UTC).isoformat(),
+            "ends_at": datetime.fromtimestamp(now + 3600, UTC).isoformat(),
+            "policy": dict(policy),
+        }
+        with httpx.Client(base_url=self.url, timeout=30) as c:
+            r = c.post("/v1/events", json=body, headers=op | {"Idempotency-Key": event_id})
+            if r.status_code != 201:
+                raise RuntimeError(f"creating {event_id}: {r.status_code} {r.text[:200]}")
+            for step in ("scheduled", "rehearsal", "live"):
+                r = c.post(
+                    f"/v1/events/{event_id}/transitions",
+                    json={"to": step},
+                    headers=op | {"Idempotency-Key": f"{event_id}-{step}"},
+                )
+                if r.status_code != 200:
+                    raise RuntimeError(f"{event_id} → {step}: {r.status_code} {r.text[:200]}")
 
     def kill_worker(self, index: int) -> int:
         """SIGKILL worker ``index``; returns its pid."""
