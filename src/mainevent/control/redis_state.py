@@ -38,17 +38,23 @@ T = TypeVar("T")
 _GC_MARGIN_MS = 600_000  # keys outlive their meaning by 10 minutes: expiry is only a collector
 
 
-def connect(url: str, *, timeout_s: float) -> aioredis.Redis:
-    """A pooled asyncio client; a stale connection (Redis restarted) is retried once at once."""
-    return aioredis.Redis.from_url(
+def connect(url: str, *, timeout_s: float, max_connections: int = 256) -> aioredis.Redis:
+    """A pooled asyncio client; a stale connection (Redis restarted) is retried once at once.
+
+    The pool is bounded and blocking: a request finding every connection busy waits for one up to
+    ``timeout_s`` (then: unavailable) rather than opening connections without limit.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout_s,
         decode_responses=True,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        max_connections=256,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def _call(op: Callable[[], Awaitable[T]]) -> T:
