@@ -155,6 +155,14 @@ def test_balancer_config_is_the_generated_one_for_the_roles_workers() -> None:
     assert any("/etc/mainevent/control-lb.conf" in v for v in unit["Service"]["ExecStart"])
 
 
+def test_balancer_passes_shed_answers_through_and_never_replays_a_sent_request() -> None:
+    """Fleet overload: a worker's 503 (shed new start) reaches the client, not another worker."""
+    text = lb_config(_plan(Path("/w"), None))
+    (line,) = (ln.strip() for ln in text.splitlines() if "proxy_next_upstream " in ln)
+    assert line == "proxy_next_upstream error timeout;"  # no http_503, no non_idempotent
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in text
+
+
 @pytest.mark.skipif(find_nginx() is None, reason="Debian nginx is not installed")
 def test_balancer_config_passes_nginx_t(tmp_path: Path) -> None:
     """nginx itself accepts the balancer's config."""
