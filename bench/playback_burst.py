@@ -775,7 +775,7 @@ def in_process(n: int) -> None:
         accounts = 2000
         jwts = [services.dev_idp.mint(f"acc{i}") for i in range(accounts)]
         for i in range(accounts):
-            pb.decisions.put(f"acc{i}", "bell", None, now)
+            pb.decisions.core.put(f"acc{i}", "bell", None, now)
         reqs = [
             post("/v1/events/bell/playback", jwts[i % accounts], {"device": {"id": f"d{i}"}})
             for i in range(n)

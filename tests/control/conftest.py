@@ -24,6 +24,7 @@ from mainevent.control.payments import FakePaymentProvider
 from mainevent.control.server import build_services
 from mainevent.control.settings import ApiKeySetting, ControlSettings
 from mainevent.control.sources import FaultInjectingSource
+from tests.conftest import apt_install
 
 ADMIN, OPERATOR, READER = "admin-key-0123456789", "operator-key-0123456789", "reader-key-0123456789"
 API_KEYS = (
@@ -45,18 +46,6 @@ def anyio_backend() -> str:
 def _pg_bindir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent if found else None
-
-
-def _install_postgres() -> None:
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "postgresql"],
-            env=env,
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
 
 
 @dataclass
@@ -90,7 +79,7 @@ def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL from Debian's binaries on a unix socket in a temp dir (as a non-root user)."""
     bindir = _pg_bindir()
     if bindir is None:
-        _install_postgres()
+        apt_install("postgresql")
         bindir = _pg_bindir()
     if bindir is None:
         pytest.skip(

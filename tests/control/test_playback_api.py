@@ -226,8 +226,8 @@ async def test_plan_change_invalidates_cached_decision(harness: Harness) -> None
 
 async def test_rate_limit_per_account_answers_429_with_retry_after(harness: Harness) -> None:
     """One account hammering playback gets 429 with Retry-After once its bucket is empty."""
-    harness.services.playback.account_limits.rate = 1.0
-    harness.services.playback.account_limits.burst = 3.0
+    harness.services.playback.account_limits.core.rate = 1.0
+    harness.services.playback.account_limits.core.burst = 3.0
     await harness.event("final", "live")
     await harness.account("v1")
     codes = [(await harness.play("v1", device="d")).status_code for _ in range(4)]

@@ -396,7 +396,7 @@ def test_a_start_admitted_but_late_is_shed_without_running(database: Database) -
         EventFacts("final", EventStatus.LIVE, clock.now - 60, None),
         clock.now,
     )
-    playback.decisions.put("v1", "final", None, clock.now)
+    playback.decisions.core.put("v1", "final", None, clock.now)
     assert services.dev_idp is not None
     raw = start(services.dev_idp.mint("v1", now=clock.now))
     admission = services.admission
@@ -406,14 +406,14 @@ def test_a_start_admitted_but_late_is_shed_without_running(database: Database) -
     answer = front.answer(raw, 0, len(raw), "final", "127.0.0.1", late, ticket, [])
     assert answer is not None
     assert answer.startswith(b"HTTP/1.1 503 ")
-    assert len(playback.sessions) == 0
+    assert len(playback.sessions.core) == 0
     assert (admission.in_flight, admission.queued) == (0, 0)
     ticket = admission.enqueue(Priority.NEW_START)
     assert isinstance(ticket, Admitted)
     answer = front.answer(raw, 0, len(raw), "final", "127.0.0.1", time.monotonic(), ticket, [])
     assert answer is not None
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert len(playback.sessions) == 1
+    assert len(playback.sessions.core) == 1
     assert (admission.in_flight, admission.queued) == (0, 0)
 
 

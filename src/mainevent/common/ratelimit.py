@@ -1,11 +1,17 @@
-"""Sans-IO token-bucket rate limits, single and keyed (per account, per client address)."""
+"""Sans-IO token-bucket rate limits, single and keyed (per account, per client address).
+
+:class:`RateLimitStore` is where keyed buckets live: :class:`MemoryRateLimitStore` (one process,
+around :class:`KeyedRateLimiter`) or the Redis store of ``mainevent.control.redis_state``, which
+runs the same arithmetic in a Lua script so several workers share one bucket per key.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["KeyedRateLimiter", "TokenBucket"]
+__all__ = ["KeyedRateLimiter", "MemoryRateLimitStore", "RateLimitStore", "TokenBucket"]
 
 
 @dataclass(slots=True)
@@ -69,3 +75,47 @@ class KeyedRateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class RateLimitStore(Protocol):
+    """Keyed token buckets of one ``rate`` and ``burst``, wherever they are kept."""
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second."""
+        ...
+
+    @property
+    def burst(self) -> float:
+        """Bucket size."""
+        ...
+
+    async def take(self, key: str, now: float, cost: float = 1.0) -> float:
+        """Spend from ``key``'s bucket: 0.0 if allowed, else seconds to wait.
+
+        A distributed store raises ``SharedStateUnavailable`` when it cannot answer.
+        """
+        ...
+
+
+class MemoryRateLimitStore:
+    """The embedded store: a :class:`KeyedRateLimiter` in this process (never suspends)."""
+
+    __slots__ = ("core",)
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        self.core = KeyedRateLimiter(rate, burst, max_keys)
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second."""
+        return self.core.rate
+
+    @property
+    def burst(self) -> float:
+        """Bucket size."""
+        return self.core.burst
+
+    async def take(self, key: str, now: float, cost: float = 1.0) -> float:
+        """See :meth:`RateLimitStore.take`."""
+        return self.core.take(key, now, cost)

@@ -314,6 +314,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
                 tg.start_soon(services.steering.serve)
             yield
             tg.cancel_scope.cancel()
+        await services.playback.aclose()
 
     app = FastAPI(
         title="mainevent control plane",
@@ -418,9 +419,10 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         return {"status": "ok"}
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics() -> str:
+    async def metrics() -> str:
         """Prometheus text exposition of admission, breaker and playback counters."""
         a = svc.admission.statistics()
+        sessions = await playback.sessions.count()
         st = playback.stats
         lines = [
             "# TYPE mainevent_control_in_flight gauge",
@@ -458,7 +460,8 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
                 for r, n in sorted(st.denials.items())
             ),
             f"mainevent_entitlement_breaker_open {int(playback.breaker.state != 'closed')}",
-            f"mainevent_playback_sessions {len(playback.sessions)}",
+            f"mainevent_playback_shared_state_failures_total {st.shared_state_failures}",
+            *([] if sessions is None else [f"mainevent_playback_sessions {sessions}"]),
             "# HELP mainevent_control_request_seconds Arrival to end of response of admitted viewer requests.",
             "# TYPE mainevent_control_request_seconds histogram",
         ]
@@ -721,7 +724,8 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             fp,
             lambda s: store.put_account(s, actor, account_id, body, if_match, key),
         )
-        playback.invalidate_account(account_id)
+        # A sync route runs in a worker thread: the (possibly Redis) store is the loop's.
+        anyio.from_thread.run(playback.invalidate_account, account_id)
         return _mutation_response(m)
 
     @app.get(
@@ -770,7 +774,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
     ) -> Response:
         """Authorise a new playback: every check, then a signed token, manifest URL, CDNs and player config."""
         address, region = client(request)
-        playback.rate_limit(account, address, playback.clock())
+        await playback.rate_limit(account, address, playback.clock())
         grant = await playback.authorise(account, event_id, body.device, region)
         return _grant_response(grant)
 
@@ -786,7 +790,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
     ) -> Response:
         """Replace the playback token of a playing session (highest priority, fails open)."""
         address, _region = client(request)
-        playback.rate_limit(account, address, playback.clock(), refresh=True)
+        await playback.rate_limit(account, address, playback.clock(), refresh=True)
         return _grant_response(await playback.refresh(account, session_id, body.token))
 
     @app.post(
@@ -795,9 +799,9 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         responses=_errors(401, 403, 404, 413, 422, 503),
         openapi_extra=_VIEWER_AUTH,
     )
-    def heartbeat(session_id: SessionId, account: Viewer) -> dict[str, float]:
+    async def heartbeat(session_id: SessionId, account: Viewer) -> dict[str, float]:
         """Keep the session counted against the stream limit."""
-        return {"expires_at": playback.heartbeat(account, session_id)}
+        return {"expires_at": await playback.heartbeat(account, session_id)}
 
     @app.delete(
         "/v1/sessions/{session_id}",
@@ -806,9 +810,9 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
         responses=_errors(401, 404, 413, 422, 503),
         openapi_extra=_VIEWER_AUTH,
     )
-    def end_session(session_id: SessionId, account: Viewer) -> Response:
+    async def end_session(session_id: SessionId, account: Viewer) -> Response:
         """The player stopped: free its stream slot (404 for an unknown or another account's session)."""
-        playback.end(account, session_id)
+        await playback.end(account, session_id)
         return Response(status_code=204)
 
     @app.post(
@@ -824,7 +828,7 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
     ) -> Response:
         """Buy an event's pay-per-view product; the same Idempotency-Key never charges twice."""
         address, _region = client(request)
-        playback.rate_limit(account, address, playback.clock())
+        await playback.rate_limit(account, address, playback.clock())
         return await run_purchase(svc, account, key, body.event_id)
 
     if svc.dev_idp is not None:

@@ -105,7 +105,31 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--database-url")
+    p.add_argument(
+        "--redis-url", help="Redis for shared sessions and rate limits (control.redis_url)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run N worker processes behind Debian's nginx on --port (needs --redis-url); "
+        "without it: one process, no nginx",
+    )
     p.set_defaults(func=_serve)
+    p = cs.add_parser(
+        "lb-config", help="print the nginx config that balances control-plane workers"
+    )
+    p.add_argument("--listen", default="0.0.0.0:8090", help="HOST:PORT nginx listens on")
+    p.add_argument(
+        "--worker",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="a worker (repeatable); a bare PORT means 127.0.0.1:PORT",
+    )
+    p.add_argument("--workdir", type=Path, default=Path("/var/lib/mainevent/control-lb"))
+    p.add_argument("--user", default="www-data", help="nginx worker user")
+    p.set_defaults(func=_lb_config)
     p = cs.add_parser("migrate", help="bring the database schema up to date")
     p.add_argument("--database-url")
     p.set_defaults(func=_migrate)
@@ -127,6 +151,7 @@ def _settings(args: argparse.Namespace) -> Any:
             ("host", getattr(args, "host", None)),
             ("port", getattr(args, "port", None)),
             ("database_url", getattr(args, "database_url", None)),
+            ("redis_url", getattr(args, "redis_url", None)),
         )
         if v is not None
     }
@@ -137,10 +162,37 @@ def _serve(args: argparse.Namespace) -> int:
     from mainevent.control.server import serve
 
     try:
+        if args.workers is not None:
+            from mainevent.control.fleet import serve_fleet
+
+            return serve_fleet(_settings(args), args.workers, args.config)
         return serve(_settings(args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+
+
+def _lb_config(args: argparse.Namespace) -> int:
+    from mainevent.control.fleet import FleetPlan, lb_config
+
+    try:
+        s = _settings(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    host, _, port = args.listen.rpartition(":")
+    plan = FleetPlan(
+        listen_host=host or "0.0.0.0",
+        listen_port=int(port),
+        workers=tuple(w if ":" in w else f"127.0.0.1:{w}" for w in args.worker),
+        workdir=args.workdir,
+        trusted_edges=s.trusted_edges,
+        edge_region_header=s.edge_region_header,
+        max_body_bytes=s.max_body_bytes,
+        user=args.user or None,
+    )
+    sys.stdout.write(lb_config(plan))
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

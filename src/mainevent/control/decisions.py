@@ -4,16 +4,21 @@ A fresh entry (younger than ``ttl``, same account generation) is reused instead 
 store. Purchases and plan changes bump the account's generation, so the next request asks again.
 Positive answers are also remembered as *known good* for ``known_good_ttl``: while the store is
 failing, such viewers keep access (fail-open) and everyone else gets a retryable error.
+
+:class:`DecisionStore` is the role the playback service talks to: :class:`MemoryDecisionStore`
+(this process) or the Redis store of ``mainevent.control.redis_state`` (shared by every worker,
+so a purchase on one worker is seen by all).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from mainevent.control.entitlement import Denial
 
-__all__ = ["CachedDecision", "DecisionCache"]
+__all__ = ["CachedDecision", "DecisionCache", "DecisionStore", "MemoryDecisionStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +81,59 @@ class DecisionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class DecisionStore(Protocol):
+    """Where entitlement answers are cached; the operations of :class:`DecisionCache`, awaitable.
+
+    A distributed store raises ``SharedStateUnavailable`` when it cannot answer.
+    """
+
+    async def get(self, account_id: str, event_id: str, now: float) -> CachedDecision | None:
+        """See :meth:`DecisionCache.get`."""
+        ...
+
+    async def put(self, account_id: str, event_id: str, denial: Denial | None, now: float) -> None:
+        """See :meth:`DecisionCache.put`."""
+        ...
+
+    async def mark_known_good(self, account_id: str, event_id: str, now: float) -> None:
+        """See :meth:`DecisionCache.mark_known_good`."""
+        ...
+
+    async def known_good(self, account_id: str, event_id: str, now: float) -> bool:
+        """See :meth:`DecisionCache.known_good`."""
+        ...
+
+    async def invalidate_account(self, account_id: str) -> None:
+        """See :meth:`DecisionCache.invalidate_account`."""
+        ...
+
+
+class MemoryDecisionStore:
+    """The embedded store: a :class:`DecisionCache` in this process (never suspends)."""
+
+    __slots__ = ("core",)
+
+    def __init__(self, ttl: float, known_good_ttl: float, max_entries: int = 1_000_000) -> None:
+        self.core = DecisionCache(ttl, known_good_ttl, max_entries)
+
+    async def get(self, account_id: str, event_id: str, now: float) -> CachedDecision | None:
+        """See :meth:`DecisionCache.get`."""
+        return self.core.get(account_id, event_id, now)
+
+    async def put(self, account_id: str, event_id: str, denial: Denial | None, now: float) -> None:
+        """See :meth:`DecisionCache.put`."""
+        self.core.put(account_id, event_id, denial, now)
+
+    async def mark_known_good(self, account_id: str, event_id: str, now: float) -> None:
+        """See :meth:`DecisionCache.mark_known_good`."""
+        self.core.mark_known_good(account_id, event_id, now)
+
+    async def known_good(self, account_id: str, event_id: str, now: float) -> bool:
+        """See :meth:`DecisionCache.known_good`."""
+        return self.core.known_good(account_id, event_id, now)
+
+    async def invalidate_account(self, account_id: str) -> None:
+        """See :meth:`DecisionCache.invalidate_account`."""
+        self.core.invalidate_account(account_id)

@@ -53,6 +53,7 @@ class Denial(StrEnum):
     RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"
     ENTITLEMENT_UNAVAILABLE = "entitlement_unavailable"
+    SESSION_STORE_UNAVAILABLE = "session_store_unavailable"
 
 
 DENIAL_STATUS: dict[Denial, int] = {
@@ -64,6 +65,7 @@ DENIAL_STATUS: dict[Denial, int] = {
     Denial.RATE_LIMITED: 429,
     Denial.OVERLOADED: 503,
     Denial.ENTITLEMENT_UNAVAILABLE: 503,
+    Denial.SESSION_STORE_UNAVAILABLE: 503,
 }
 """HTTP status per denial; every other denial is 403."""
 

@@ -3,6 +3,11 @@
 The HTTP layer (``app.py``) authenticates the viewer and hands over plain values; this service
 takes ``now`` from its injected clock, asks the entitlement source only when the decision cache
 has no fresh answer and the circuit breaker allows it, and fails open for known-good viewers.
+
+Sessions, rate-limit buckets and decisions live in stores (embedded, or on Redis shared by every
+worker: :class:`PlaybackStores`). When a shared store is down, new starts fail closed (503
+``session_store_unavailable``, retryable) and refreshes of playing sessions fail open (their
+token is proof enough; the grant says ``degraded``). Nothing turns into a 500.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mainevent.common.breaker import BreakerState, CircuitBreaker
-from mainevent.common.ratelimit import KeyedRateLimiter
+from mainevent.common.ratelimit import MemoryRateLimitStore, RateLimitStore
+from mainevent.common.shared import SharedStateUnavailable
 from mainevent.common.tokens import TokenKey, TokenSigner, TokenVerifier
-from mainevent.control.decisions import DecisionCache
+from mainevent.control.decisions import CachedDecision, DecisionStore, MemoryDecisionStore
 from mainevent.control.entitlement import (
     DENIAL_STATUS,
     Denial,
@@ -40,11 +46,18 @@ from mainevent.control.schemas import (
     PlayerConfig,
     SteeringChoice,
 )
-from mainevent.control.sessions import PlaybackSession, SessionRegistry
+from mainevent.control.sessions import MemorySessionStore, PlaybackSession, SessionStore
 from mainevent.control.settings import ControlSettings
 from mainevent.control.sources import EntitlementSource
 
-__all__ = ["PlaybackService", "PlaybackStats", "StartPlan", "deny"]
+__all__ = [
+    "PlaybackService",
+    "PlaybackStats",
+    "PlaybackStores",
+    "StartPlan",
+    "deny",
+    "memory_stores",
+]
 
 _ACL_EVENT = re.compile(r"(?:^|~)acl=/live/([a-z0-9][a-z0-9_-]{0,63})/\*(?:~|$)")
 _MESSAGES: dict[Denial, str] = {
@@ -66,6 +79,7 @@ _MESSAGES: dict[Denial, str] = {
     Denial.SESSION_MISMATCH: "this playback session belongs to another account or event",
     Denial.RATE_LIMITED: "too many requests; retry later",
     Denial.ENTITLEMENT_UNAVAILABLE: "entitlement service temporarily unavailable; retry shortly",
+    Denial.SESSION_STORE_UNAVAILABLE: "playback sessions are temporarily unavailable; retry shortly",
 }
 _RETRYABLE = {
     Denial.RATE_LIMITED,
@@ -73,6 +87,7 @@ _RETRYABLE = {
     Denial.ENTITLEMENT_UNAVAILABLE,
     Denial.WAITING_ROOM_CLOSED,
     Denial.CONCURRENT_STREAM_LIMIT,
+    Denial.SESSION_STORE_UNAVAILABLE,
 }
 
 
@@ -100,7 +115,32 @@ class PlaybackStats:
     degraded_grants: int = 0
     store_lookups: int = 0
     store_failures: int = 0
+    shared_state_failures: int = 0
     denials: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStores:
+    """Where the playback service keeps its shared state; ``embedded``: all in this process."""
+
+    sessions: SessionStore
+    decisions: DecisionStore
+    account_limits: RateLimitStore
+    address_limits: RateLimitStore
+    embedded: bool
+    close: Callable[[], Awaitable[None]] | None = None
+    """Releases the stores' connections (Redis), if any."""
+
+
+def memory_stores(settings: ControlSettings) -> PlaybackStores:
+    """The embedded stores (one worker): sans-IO cores in this process's memory."""
+    return PlaybackStores(
+        sessions=MemorySessionStore(settings.session_ttl_s),
+        decisions=MemoryDecisionStore(settings.decision_ttl_s, settings.known_good_ttl_s),
+        account_limits=MemoryRateLimitStore(settings.account_rate, settings.account_burst),
+        address_limits=MemoryRateLimitStore(settings.address_rate, settings.address_burst),
+        embedded=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +160,7 @@ class PlaybackService:
         source: EntitlementSource,
         *,
         clock: Callable[[], float] = time.time,
+        stores: PlaybackStores | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -134,18 +175,26 @@ class PlaybackService:
             retired=settings.retired_kids,
         )
         self.regions = RegionTable((r.cidr, r.region) for r in settings.regions)
-        self.sessions = SessionRegistry(settings.session_ttl_s)
-        self.decisions = DecisionCache(settings.decision_ttl_s, settings.known_good_ttl_s)
+        self.stores = stores or memory_stores(settings)
+        self._close = self.stores.close
+        self.sessions = self.stores.sessions
+        self.decisions = self.stores.decisions
         self.breaker = CircuitBreaker(
             failure_threshold=settings.breaker_failures,
             slow_call_s=settings.store_timeout_s,
             open_s=settings.breaker_open_s,
         )
-        self.account_limits = KeyedRateLimiter(settings.account_rate, settings.account_burst)
-        self.address_limits = KeyedRateLimiter(settings.address_rate, settings.address_burst)
+        self.account_limits = self.stores.account_limits
+        self.address_limits = self.stores.address_limits
         self.stats = PlaybackStats()
         self._events: dict[str, tuple[EventFacts | None, float]] = {}
         self.event_ttl_s = 1.0
+
+    async def aclose(self) -> None:
+        """Release the stores' connections (once; later calls do nothing)."""
+        close, self._close = self._close, None
+        if close is not None:
+            await close()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -153,18 +202,31 @@ class PlaybackService:
         self.stats.denials[reason.value] = self.stats.denials.get(reason.value, 0) + 1
         return deny(reason, **kw)  # type: ignore[arg-type]
 
-    def rate_limit(
+    def _unavailable(self) -> ControlError:
+        self.stats.shared_state_failures += 1
+        return self._deny(Denial.SESSION_STORE_UNAVAILABLE, retry_after=1.0)
+
+    async def rate_limit(
         self, account_id: str | None, address: str | None, now: float, *, refresh: bool = False
     ) -> None:
-        """Token buckets per account and per address; refreshes skip the address bucket (big NATs)."""
-        if address is not None and not refresh:
-            wait = self.address_limits.take(address, now)
-            if wait > 0:
-                raise self._deny(Denial.RATE_LIMITED, retry_after=wait)
-        if account_id is not None:
-            wait = self.account_limits.take(account_id, now)
-            if wait > 0:
-                raise self._deny(Denial.RATE_LIMITED, retry_after=wait)
+        """Token buckets per account and per address; refreshes skip the address bucket (big NATs).
+
+        Buckets unreachable (shared store down): a refresh goes on, anything else is refused
+        with a retryable 503.
+        """
+        try:
+            if address is not None and not refresh:
+                wait = await self.address_limits.take(address, now)
+                if wait > 0:
+                    raise self._deny(Denial.RATE_LIMITED, retry_after=wait)
+            if account_id is not None:
+                wait = await self.account_limits.take(account_id, now)
+                if wait > 0:
+                    raise self._deny(Denial.RATE_LIMITED, retry_after=wait)
+        except SharedStateUnavailable:
+            if not refresh:
+                raise self._unavailable() from None
+            self.stats.shared_state_failures += 1
 
     def region_of(
         self, peer: str | None, forwarded_for: str | None, edge_region: str | None
@@ -205,9 +267,36 @@ class PlaybackService:
         """An operator changed the event: re-read it on next use."""
         self._events.pop(event_id, None)
 
-    def invalidate_account(self, account_id: str) -> None:
-        """A purchase or plan change: re-ask the store for this account."""
-        self.decisions.invalidate_account(account_id)
+    async def invalidate_account(self, account_id: str) -> None:
+        """A purchase or plan change: re-ask the store for this account.
+
+        With the shared store down this is lost; its decisions are not read meanwhile (a miss),
+        and a cached denial outlives a Redis restart by at most ``decision_ttl_s``.
+        """
+        try:
+            await self.decisions.invalidate_account(account_id)
+        except SharedStateUnavailable:
+            self.stats.shared_state_failures += 1
+
+    async def _cached_decision(
+        self, account_id: str, event_id: str, now: float
+    ) -> CachedDecision | None:
+        try:
+            return await self.decisions.get(account_id, event_id, now)
+        except SharedStateUnavailable:  # ask the entitlement store instead
+            self.stats.shared_state_failures += 1
+            return None
+
+    async def _known_good(self, account_id: str, event_id: str, now: float, *, put: bool) -> bool:
+        """Read (``put=False``) or record (``put=True``) a known-good decision; False if unreachable."""
+        try:
+            if put:
+                await self.decisions.mark_known_good(account_id, event_id, now)
+                return True
+            return await self.decisions.known_good(account_id, event_id, now)
+        except SharedStateUnavailable:
+            self.stats.shared_state_failures += 1
+            return False
 
     async def _entitled(
         self, account_id: str, event: EventFacts, now: float, *, proven: bool
@@ -216,7 +305,7 @@ class PlaybackService:
 
         ``proven``: the caller holds a valid playback token for this event (a prior positive decision).
         """
-        cached = self.decisions.get(account_id, event.id, now)
+        cached = await self._cached_decision(account_id, event.id, now)
         if cached is not None:
             if cached.denial is not None:
                 raise self._deny(cached.denial)
@@ -235,12 +324,15 @@ class PlaybackService:
                 denial = check_entitlement(
                     event.policy, viewer, now, datetime.fromtimestamp(now, UTC).date()
                 )
-                self.decisions.put(account_id, event.id, denial, now)
+                try:
+                    await self.decisions.put(account_id, event.id, denial, now)
+                except SharedStateUnavailable:
+                    self.stats.shared_state_failures += 1
                 if denial is not None:
                     raise self._deny(denial)
                 return True
         if self.settings.fail_open_known_good and (
-            proven or self.decisions.known_good(account_id, event.id, now)
+            proven or await self._known_good(account_id, event.id, now, put=False)
         ):
             self.stats.degraded_grants += 1
             return False
@@ -322,11 +414,11 @@ class PlaybackService:
         if denial is not None:
             raise self._deny(denial)
         entitled = await self._entitled(account_id, event, now, proven=False)
-        return self.open_session(
+        return await self.open_session(
             account_id, StartPlan(event, window), device, now, degraded=not entitled
         )
 
-    def cached_start(
+    async def cached_start(
         self, account_id: str, event_id: str, region: str | None, now: float
     ) -> StartPlan | None:
         """The plan of a new start that :meth:`authorise` would grant without awaiting anything.
@@ -341,12 +433,12 @@ class PlaybackService:
         window = check_event_window(event, now, self.settings.preauth_window_s)
         if isinstance(window, Denial) or check_region(event, region, now) is not None:
             return None
-        decision = self.decisions.get(account_id, event.id, now)
+        decision = await self._cached_decision(account_id, event.id, now)
         if decision is None or decision.denial is not None:
             return None
         return StartPlan(event, window)
 
-    def open_session(
+    async def open_session(
         self,
         account_id: str,
         plan: StartPlan,
@@ -357,20 +449,23 @@ class PlaybackService:
     ) -> PlaybackGrant:
         """Open the session of an entitled new start (stream limit permitting) and grant it."""
         event, window = plan.event, plan.window
-        session = self.sessions.start(
-            session_id="s-" + secrets.token_hex(12),
-            account_id=account_id,
-            event_id=event.id,
-            device_id=device.id,
-            now=now,
-            limit=event.policy.max_streams,
-            until=window.valid_from + self.settings.session_ttl_s,
-        )
+        try:
+            session = await self.sessions.start(
+                session_id="s-" + secrets.token_hex(12),
+                account_id=account_id,
+                event_id=event.id,
+                device_id=device.id,
+                now=now,
+                limit=event.policy.max_streams,
+                until=window.valid_from + self.settings.session_ttl_s,
+            )
+        except SharedStateUnavailable:  # fail closed: the stream limit cannot be checked
+            raise self._unavailable() from None
         if session is None:
             raise self._deny(
                 Denial.CONCURRENT_STREAM_LIMIT, retry_after=self.settings.session_ttl_s
             )
-        self.decisions.mark_known_good(account_id, event.id, now)
+        await self._known_good(account_id, event.id, now, put=True)
         self.stats.grants += 1
         self.stats.preauth_grants += window.preauth
         return self._grant(session, event, window, now, degraded, account_id)
@@ -425,38 +520,46 @@ class PlaybackService:
         if isinstance(window, Denial):
             raise self._deny(window)
         entitled = await self._entitled(account_id, event, now, proven=True)
-        session = self.sessions.get(session_id, now)
-        if session is None:
-            session = self.sessions.restore(
-                PlaybackSession(
-                    session_id, account_id, event_id, "restored", now + self.settings.session_ttl_s
-                ),
-                now,
-            )
-        else:
-            session = self.sessions.heartbeat(session_id, now) or session
-        self.decisions.mark_known_good(account_id, event.id, now)
+        restored = PlaybackSession(
+            session_id, account_id, event_id, "restored", now + self.settings.session_ttl_s
+        )
+        try:
+            session = await self.sessions.get(session_id, now)
+            if session is None:
+                session = await self.sessions.restore(restored, now)
+            else:
+                session = await self.sessions.heartbeat(session_id, now) or session
+        except SharedStateUnavailable:  # fail open: the token proves this viewer was playing
+            self.stats.shared_state_failures += 1
+            session, entitled = restored, False
+        await self._known_good(account_id, event.id, now, put=True)
         self.stats.refreshes += 1
         return self._grant(session, event, window, now, not entitled, account_id)
 
-    def heartbeat(self, account_id: str, session_id: str) -> float:
-        """Keep a session counted as playing; returns its new expiry."""
+    async def heartbeat(self, account_id: str, session_id: str) -> float:
+        """Keep a session counted as playing; returns its new expiry (503 if the store is down)."""
         now = self.clock()
-        s = self.sessions.get(session_id, now)
-        if s is None:
-            raise self._deny(Denial.SESSION_NOT_FOUND)
-        if s.account_id != account_id:
-            raise self._deny(Denial.SESSION_MISMATCH)
-        s = self.sessions.heartbeat(session_id, now) or s
+        try:
+            s = await self.sessions.get(session_id, now)
+            if s is None:
+                raise self._deny(Denial.SESSION_NOT_FOUND)
+            if s.account_id != account_id:
+                raise self._deny(Denial.SESSION_MISMATCH)
+            s = await self.sessions.heartbeat(session_id, now) or s
+        except SharedStateUnavailable:
+            raise self._unavailable() from None
         return s.expires_at
 
-    def end(self, account_id: str, session_id: str) -> None:
+    async def end(self, account_id: str, session_id: str) -> None:
         """The player stopped: free its stream slot.
 
         Another account's session is answered as if it did not exist (404, nothing deleted), so
         session ids cannot be probed.
         """
-        s = self.sessions.get(session_id, self.clock())
-        if s is None or s.account_id != account_id:
-            raise self._deny(Denial.SESSION_NOT_FOUND)
-        self.sessions.end(session_id)
+        try:
+            s = await self.sessions.get(session_id, self.clock())
+            if s is None or s.account_id != account_id:
+                raise self._deny(Denial.SESSION_NOT_FOUND)
+            await self.sessions.end(session_id)
+        except SharedStateUnavailable:
+            raise self._unavailable() from None

@@ -16,6 +16,10 @@ authentication, an event or decision not cached, a cached denial -- returns None
 side effect*, and the request goes on to uvicorn and the FastAPI route unchanged, which then
 answers it exactly as before (tests run the same cases through both paths). The route stays the
 one documented in OpenAPI.
+
+It runs only with the embedded stores (one worker), whose operations never suspend and so can be
+completed inline (:func:`~mainevent.common.shared.complete_now`); with shared stores on Redis
+every start goes through the route, which awaits them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from mainevent.common.admission import AdmissionController, Admitted, Priority, Shed
+from mainevent.common.shared import complete_now
 from mainevent.control.admission_http import shed_response
 from mainevent.control.app import ControlServices, error_response
 from mainevent.control.errors import ControlError
@@ -172,7 +177,7 @@ class PlaybackFront:
         address, region = playback.region_of(
             peer, headers.get(b"x-forwarded-for"), headers.get(self._edge_header)
         )
-        plan = playback.cached_start(account, event_id, region, now)
+        plan = complete_now(playback.cached_start(account, event_id, region, now))
         if plan is None:
             return None
         # Committed from here on: what the route would do, in its order.
@@ -180,8 +185,10 @@ class PlaybackFront:
         if isinstance(decision, Shed):
             return shed_response(Priority.NEW_START, decision.retry_after)
         try:
-            playback.rate_limit(account, address, now)
-            grant = playback.open_session(account, plan, body.device, playback.clock())
+            complete_now(playback.rate_limit(account, address, now))
+            grant = complete_now(
+                playback.open_session(account, plan, body.device, playback.clock())
+            )
         except ControlError as exc:
             raw = render_response(error_response(exc), default_headers)
         else:

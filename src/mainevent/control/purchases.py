@@ -89,7 +89,7 @@ async def run_purchase(svc: PurchaseContext, account: str, key: str, event_id: s
             purchase = await _run_sync(
                 store.finish_purchase, purchase.id, "paid", result.reference, None
             )
-            playback.invalidate_account(account)
+            await playback.invalidate_account(account)
         finally:
             svc.purchases.release()
         replayed = False

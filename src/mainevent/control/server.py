@@ -20,14 +20,22 @@ from mainevent.control.db import Database, open_database
 from mainevent.control.entitlement import RegionTable
 from mainevent.control.front import front_protocol
 from mainevent.control.payments import FakePaymentProvider, PaymentProvider
-from mainevent.control.playback import PlaybackService
+from mainevent.control.playback import PlaybackService, PlaybackStores, memory_stores
 from mainevent.control.playback_front import PlaybackFront
 from mainevent.control.settings import ApiKeySetting, ControlSettings
 from mainevent.control.sources import EntitlementSource, StoreSource
 from mainevent.control.steering.server import SteeringRuntime, build_steering
 from mainevent.control.store import ControlStore
 
-__all__ = ["ADMIN_KEY_FILE", "build_services", "ensure_admin_key", "serve", "steering_runtime"]
+__all__ = [
+    "ADMIN_KEY_FILE",
+    "admin_keys",
+    "build_services",
+    "ensure_admin_key",
+    "playback_stores",
+    "serve",
+    "steering_runtime",
+]
 
 ADMIN_KEY_FILE = "control-admin.key"
 log = logging.getLogger("mainevent.control")
@@ -60,7 +68,9 @@ def build_services(
     return ControlServices(
         settings=settings,
         store=store,
-        playback=PlaybackService(settings, entitlement, clock=clock),
+        playback=PlaybackService(
+            settings, entitlement, clock=clock, stores=playback_stores(settings)
+        ),
         payments=payments
         or FakePaymentProvider(settings.payment_latency_s, settings.payment_failure_rate),
         operators=operators,
@@ -75,6 +85,35 @@ def build_services(
         purchases=Bulkhead(settings.purchase_concurrency),
         steering=steering_runtime(settings),
         console=build_console(settings.console, operators, clock),
+    )
+
+
+def playback_stores(settings: ControlSettings) -> PlaybackStores:
+    """Embedded stores, or the Redis ones when ``redis_url`` is set (several workers)."""
+    if settings.redis_url is None:
+        return memory_stores(settings)
+    from mainevent.control.redis_state import (
+        RedisDecisionStore,
+        RedisRateLimitStore,
+        RedisSessionStore,
+        connect,
+    )
+
+    client = connect(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    prefix = settings.redis_prefix
+    return PlaybackStores(
+        sessions=RedisSessionStore(client, settings.session_ttl_s, prefix),
+        decisions=RedisDecisionStore(
+            client, settings.decision_ttl_s, settings.known_good_ttl_s, prefix
+        ),
+        account_limits=RedisRateLimitStore(
+            client, "account", settings.account_rate, settings.account_burst, prefix
+        ),
+        address_limits=RedisRateLimitStore(
+            client, "address", settings.address_rate, settings.address_burst, prefix
+        ),
+        embedded=False,
+        close=client.aclose,
     )
 
 
@@ -111,8 +150,8 @@ def ensure_admin_key(settings: ControlSettings) -> tuple[ControlSettings, str | 
     return settings.model_copy(update={"api_keys": (admin,)}), key
 
 
-def serve(settings: ControlSettings) -> int:
-    """Run the control plane until interrupted."""
+def admin_keys(settings: ControlSettings) -> ControlSettings:
+    """:func:`ensure_admin_key`, saying so on stderr when the development key is used."""
     settings, key = ensure_admin_key(settings)
     if key is not None:
         print(
@@ -120,6 +159,12 @@ def serve(settings: ControlSettings) -> int:
             f"{settings.data_dir / ADMIN_KEY_FILE} (configure MAINEVENT_CONTROL__API_KEYS for production)",
             file=sys.stderr,
         )
+    return settings
+
+
+def serve(settings: ControlSettings) -> int:
+    """Run the control plane until interrupted."""
+    settings = admin_keys(settings)
     services = build_services(settings)
     app = create_app(services)
     # Everything built so far (modules, schemas, the app: ~120,000 objects) lives as long as the
@@ -137,7 +182,10 @@ def serve(settings: ControlSettings) -> int:
         port=settings.port,
         loop="uvloop",
         http=front_protocol(
-            services.admission, PlaybackFront(services) if settings.lean_playback else None
+            services.admission,
+            PlaybackFront(services)
+            if settings.lean_playback and services.playback.stores.embedded
+            else None,
         ),
         log_level="warning",
         access_log=False,

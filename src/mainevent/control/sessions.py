@@ -1,14 +1,17 @@
 """Sans-IO playback session registry: heartbeats, expiry and the concurrent-stream limit.
 
-This is the embedded implementation of the ``SessionStore`` role (one process); a distributed
-deployment would put the same operations on Redis. Times are epoch seconds passed in.
+:class:`SessionRegistry` is the sans-IO core; :class:`SessionStore` is the role the playback
+service talks to, embedded (:class:`MemorySessionStore`, this process) or on Redis
+(``mainevent.control.redis_state``: the same rules in Lua scripts, so the stream limit holds
+across workers). Times are epoch seconds passed in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-__all__ = ["PlaybackSession", "SessionRegistry"]
+__all__ = ["MemorySessionStore", "PlaybackSession", "SessionRegistry", "SessionStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +119,105 @@ class SessionRegistry:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+
+class SessionStore(Protocol):
+    """Where playback sessions live; the operations of :class:`SessionRegistry`, awaitable.
+
+    A distributed store raises ``SharedStateUnavailable`` when it cannot answer.
+    """
+
+    @property
+    def ttl(self) -> float:
+        """Seconds a session lives without a heartbeat."""
+        ...
+
+    async def start(
+        self,
+        *,
+        session_id: str,
+        account_id: str,
+        event_id: str,
+        device_id: str,
+        now: float,
+        limit: int,
+        until: float | None = None,
+    ) -> PlaybackSession | None:
+        """See :meth:`SessionRegistry.start` (atomic: two workers never both take the last slot)."""
+        ...
+
+    async def get(self, session_id: str, now: float) -> PlaybackSession | None:
+        """See :meth:`SessionRegistry.get`."""
+        ...
+
+    async def heartbeat(self, session_id: str, now: float) -> PlaybackSession | None:
+        """See :meth:`SessionRegistry.heartbeat`."""
+        ...
+
+    async def restore(self, session: PlaybackSession, now: float) -> PlaybackSession:
+        """See :meth:`SessionRegistry.restore`."""
+        ...
+
+    async def end(self, session_id: str) -> None:
+        """See :meth:`SessionRegistry.end`."""
+        ...
+
+    async def count(self) -> int | None:
+        """Sessions held (for /metrics), or None when the store cannot count cheaply."""
+        ...
+
+
+class MemorySessionStore:
+    """The embedded store: a :class:`SessionRegistry` in this process (never suspends)."""
+
+    __slots__ = ("core",)
+
+    def __init__(self, ttl: float) -> None:
+        self.core = SessionRegistry(ttl)
+
+    @property
+    def ttl(self) -> float:
+        """Seconds a session lives without a heartbeat."""
+        return self.core.ttl
+
+    async def start(
+        self,
+        *,
+        session_id: str,
+        account_id: str,
+        event_id: str,
+        device_id: str,
+        now: float,
+        limit: int,
+        until: float | None = None,
+    ) -> PlaybackSession | None:
+        """See :meth:`SessionRegistry.start`."""
+        return self.core.start(
+            session_id=session_id,
+            account_id=account_id,
+            event_id=event_id,
+            device_id=device_id,
+            now=now,
+            limit=limit,
+            until=until,
+        )
+
+    async def get(self, session_id: str, now: float) -> PlaybackSession | None:
+        """See :meth:`SessionRegistry.get`."""
+        return self.core.get(session_id, now)
+
+    async def heartbeat(self, session_id: str, now: float) -> PlaybackSession | None:
+        """See :meth:`SessionRegistry.heartbeat`."""
+        return self.core.heartbeat(session_id, now)
+
+    async def restore(self, session: PlaybackSession, now: float) -> PlaybackSession:
+        """See :meth:`SessionRegistry.restore`."""
+        return self.core.restore(session, now)
+
+    async def end(self, session_id: str) -> None:
+        """See :meth:`SessionRegistry.end`."""
+        self.core.end(session_id)
+
+    async def count(self) -> int | None:
+        """Sessions held."""
+        return len(self.core)

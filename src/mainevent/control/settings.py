@@ -188,6 +188,22 @@ class ControlSettings(_Frozen):
         default="sqlite:///data/control.db",
         description="SQLAlchemy URL: a SQLite file by default, `postgresql+psycopg://user@host/db` for PostgreSQL.",
     )
+    redis_url: str | None = Field(
+        default=None,
+        pattern=r"^(redis|rediss|unix)://",
+        description="Redis holding playback sessions, rate-limit buckets and the decision cache, shared by every control-plane worker (e.g. `redis://127.0.0.1:6379/0`); None: kept in this process (one worker only).",
+    )
+    redis_prefix: str = Field(
+        default="me:",
+        pattern=r"^[A-Za-z0-9:._-]{0,32}$",
+        description="Prefix of every Redis key (several deployments may share one Redis).",
+    )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="A Redis call slower than this fails: new starts get 503 `session_store_unavailable`, refreshes of playing sessions go on (fail-open).",
+    )
     data_dir: Path = Field(
         default=Path("data"),
         description="Where the generated development admin key is written when no API keys are configured.",
