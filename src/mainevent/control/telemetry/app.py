@@ -227,7 +227,7 @@ class _QoeMetrics(PromCollector):
         firing = GaugeMetricFamily(
             "mainevent_telemetry_alert_firing", "1 while an alert fires", labels=["rule", "series"]
         )
-        for f in c.alerts.firing():
+        for f in c.firing():
             firing.add_metric([f.rule, ",".join(f"{k}={v}" for k, v in f.labels.items())], 1.0)
         yield firing
         events = CounterMetricFamily(
@@ -416,7 +416,7 @@ def create_app(
                     "at": f.since,
                     "value": f.value,
                 }
-                for f in c.alerts.firing()
+                for f in c.firing()
             ],
             "events": [
                 {

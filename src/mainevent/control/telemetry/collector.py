@@ -18,7 +18,13 @@ from mainevent.common.telemetry import AccessRecord, decode_access_batch
 from mainevent.config import TelemetrySettings
 from mainevent.control.entitlement import RegionTable
 from mainevent.control.telemetry.aggregate import Aggregator, ClosedWindow
-from mainevent.control.telemetry.alerts import AlertEngine, AlertRule
+from mainevent.control.telemetry.alerts import (
+    AlertEngine,
+    AlertRule,
+    Firing,
+    HealthAlertEngine,
+    HealthRule,
+)
 from mainevent.control.telemetry.cmcd import CmcdError, decode_body, decode_dict
 from mainevent.control.telemetry.events import (
     EventTiming,
@@ -108,6 +114,12 @@ class Collector:
                     tuple(sorted(a.where.items())),
                 )
                 for a in settings.alerts
+            ]
+        )
+        self.health_alerts = HealthAlertEngine(
+            [
+                HealthRule(h.name, h.metric, h.threshold, h.above, h.for_s, h.rate, h.target)
+                for h in settings.health_alerts
             ]
         )
         self.regions = RegionTable((n.cidr, n.region) for n in settings.networks)
@@ -290,3 +302,18 @@ class Collector:
 
     def next_deadline(self) -> float | None:
         return self.aggregator.next_deadline()
+
+    def health(
+        self,
+        samples: Mapping[str, Mapping[str, float]],
+        up: Mapping[str, bool],
+        now: float,
+    ) -> list[AlertEvent]:
+        """One scrape round of platform health: evaluate the health alert rules on it."""
+        alerts = self.health_alerts.handle(samples, up, now)
+        self.alert_log.extend(alerts)
+        return alerts
+
+    def firing(self) -> list[Firing]:
+        """QoE and health alerts firing now."""
+        return [*self.alerts.firing(), *self.health_alerts.firing()]

@@ -75,7 +75,11 @@ class TelemetryServer:
         if self._sock is None:
             self.bind()
         assert self._sock is not None
-        scraper = HealthScraper(dict(self.scrape_targets))
+        service = self.service
+        scraper = HealthScraper(
+            dict(self.scrape_targets),
+            on_round=lambda h: service.collector.health(h.samples, h.up, service.clock()),
+        )
         app = create_app(self.service, background=False, health=scraper)
         self._server = _Server(
             uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
