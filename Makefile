@@ -18,7 +18,7 @@ demo: setup
 test: setup lint typecheck
 	$(BIN)/pytest -p no:cacheprovider
 
-setup: $(VENV)/.installed $(HLSJS) $(DASHJS) $(SHAKA) chromium postgres nginx
+setup: $(VENV)/.installed $(HLSJS) $(DASHJS) $(SHAKA) chromium postgres nginx redis
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -96,4 +96,16 @@ nginx:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
 	else \
 		echo "nginx is missing: install Debian's 'nginx' package (sudo apt-get install nginx); the nginx interop tests will be skipped"; \
+	fi
+
+# Shared playback sessions, rate-limit buckets and the decision cache of several control-plane
+# workers live in Debian's redis-server; tests start a private one on a loopback port.
+.PHONY: redis
+redis:
+	@if command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian redis-server for the multi-worker control-plane tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	else \
+		echo "redis-server is missing: install Debian's 'redis-server' package (sudo apt-get install redis-server); the Redis variants of the control-plane tests will be skipped"; \
 	fi
