@@ -428,6 +428,37 @@ DEFAULT_HEALTH_ALERTS = (
 )
 
 
+class TelemetryStreamSettings(_Frozen):
+    """Scale-out: collectors publish to Redis Streams and aggregators consume them (`mode = "redis"`)."""
+
+    mode: Literal["inprocess", "redis"] = Field(
+        default="inprocess",
+        description="`inprocess`: the collector aggregates itself; `redis`: it publishes admitted reports to Redis Streams for `mainevent telemetry aggregate` workers and serves the windows they publish.",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis server.")
+    prefix: str = Field(
+        default="mainevent:telemetry",
+        pattern=r"^[A-Za-z0-9:_.-]{1,64}$",
+        description="Key prefix of the streams (`<prefix>:reports:<shard>`, `<prefix>:windows`).",
+    )
+    shards: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Report streams; a session's reports all go to shard crc32(sid) mod shards, so one aggregator sees all of them.",
+    )
+    maxlen: int = Field(
+        default=100_000,
+        ge=100,
+        description="Approximate length bound of each stream (`XADD MAXLEN ~`): memory stays bounded if aggregators fall behind.",
+    )
+    group: str = Field(
+        default="aggregators",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Consumer group of the aggregators.",
+    )
+
+
 class TelemetrySettings(_Frozen):
     """The telemetry collector (`mainevent telemetry serve`; started by `mainevent up`)."""
 
@@ -509,6 +540,10 @@ class TelemetrySettings(_Frozen):
     )
     alerts: tuple[AlertRuleSetting, ...] = Field(
         default=DEFAULT_ALERTS, description="Alert rules (see `AlertRuleSetting`)."
+    )
+    stream: TelemetryStreamSettings = Field(
+        default=TelemetryStreamSettings(),
+        description="Scale-out through Redis Streams (see `TelemetryStreamSettings`).",
     )
     health_alerts: tuple[HealthAlertSetting, ...] = Field(
         default=DEFAULT_HEALTH_ALERTS,

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from mainevent.common.telemetry import AccessRecord, decode_access_batch
@@ -35,7 +36,7 @@ from mainevent.control.telemetry.events import (
 from mainevent.control.telemetry.intake import Intake, Verdict
 from mainevent.control.telemetry.model import UNKNOWN, AlertEvent, Dims
 
-__all__ = ["Collector", "Outcome", "Rejected", "device_class"]
+__all__ = ["AggregateSink", "Collector", "Outcome", "Rejected", "device_class"]
 
 CMCD_CONTENT_TYPE = "application/cmcd"
 
@@ -66,6 +67,17 @@ class Outcome:
     reason: Rejected | None = None
 
 
+class AggregateSink(Protocol):
+    """Where admitted inputs go: the collector's own :class:`Aggregator` (in process), or a
+    stream for aggregators elsewhere (:class:`~mainevent.control.telemetry.stream.StreamSink`)."""
+
+    def player(self, dims: Dims, r: PlayerReport, weight: float, now: float) -> None: ...
+
+    def shed(self, dims: Dims, now: float) -> None: ...
+
+    def access(self, dims: Dims, rec: AccessRecord, now: float) -> None: ...
+
+
 def device_class(user_agent: str | None) -> str:
     """desktop, mobile, tv or headless from a User-Agent (unknown without one)."""
     if not user_agent:
@@ -83,7 +95,12 @@ def device_class(user_agent: str | None) -> str:
 class Collector:
     """Everything the collector knows; every method takes ``now`` (epoch seconds)."""
 
-    def __init__(self, settings: TelemetrySettings, events: Mapping[str, EventTiming]) -> None:
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        events: Mapping[str, EventTiming],
+        sink: AggregateSink | None = None,
+    ) -> None:
         self.settings = settings
         timings = {
             ev: EventTiming(ms, settings.part_target_ms) for ev, ms in settings.events.items()
@@ -95,6 +112,8 @@ class Collector:
             session_timeout_s=settings.session_timeout_s,
             max_sessions=settings.max_sessions,
         )
+        self.sink: AggregateSink = sink if sink is not None else self.aggregator
+        """Admitted inputs go here (the aggregator unless the stream adapter is configured)."""
         self.intake = Intake(
             capacity_per_s=settings.capacity_per_s,
             keep_capacity_per_s=settings.keep_capacity_per_s,
@@ -224,7 +243,7 @@ class Collector:
         region, isp = self._where(client, region_header)
         device = device_class(user_agent)
         accepted = dup = shed = 0
-        agg = self.aggregator
+        agg = self.sink
         cdns = [r.cdn or self.cdn_of_url(r.url) for r in reports]
         # A record naming no CDN takes the one another record of its session in this batch names.
         batch_cdn = {r.sid: c for r, c in zip(reports, cdns, strict=True) if c != UNKNOWN}
@@ -265,7 +284,7 @@ class Collector:
         return Outcome(204, "ok", accepted=len(records))
 
     def ingest_access(self, records: Sequence[AccessRecord], now: float) -> None:
-        agg = self.aggregator
+        agg = self.sink
         for rec in records:
             event = event_of_path(rec.path)
             if event is None or event not in self.events:
@@ -294,11 +313,15 @@ class Collector:
     def tick(self, now: float) -> tuple[list[ClosedWindow], list[AlertEvent]]:
         """Close finished windows, evaluate the alert rules on them."""
         windows = self.aggregator.tick(now)
+        return windows, self.closed(windows, now)
+
+    def closed(self, windows: Sequence[ClosedWindow], now: float) -> list[AlertEvent]:
+        """Windows closed here or by stream aggregators: alert rules, recent (for /metrics)."""
         alerts = self.alerts.handle(windows, now) if windows or self.alerts.firing() else []
         for start in sorted({w.start for w in windows}):
             self.recent.append([w for w in windows if w.start == start])
         self.alert_log.extend(alerts)
-        return windows, alerts
+        return alerts
 
     def next_deadline(self) -> float | None:
         return self.aggregator.next_deadline()
