@@ -11,8 +11,10 @@ ending in ``\\n``. Values are RFC 8941 items: integers, decimals, strings, token
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from mainevent.common.cmcd import CmcdValue, encode_dict
 
 __all__ = [
     "CMCD_KEYS",
@@ -27,7 +29,6 @@ __all__ = [
     "first_number",
 ]
 
-CmcdValue = bool | int | float | str | tuple["CmcdValue", ...]
 
 # Every key CTA-5004-B defines (the union cml-cmcd 2.3 knows: v1, request, response, event keys).
 CMCD_KEYS = frozenset(
@@ -286,35 +287,3 @@ def first_number(value: CmcdValue | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
-
-
-def encode_dict(data: Mapping[str, CmcdValue], keys: Iterable[str] | None = None) -> str:
-    """Encode as cml-cmcd does: keys sorted, strings quoted, true as a bare key, ``?0`` dropped."""
-    out: list[str] = []
-    for k in sorted(keys if keys is not None else data):
-        v = data[k]
-        if v is False:
-            continue
-        if v is True:
-            out.append(k)
-        elif k in _TOKEN_KEYS and isinstance(v, str):
-            out.append(f"{k}={v}")
-        else:
-            out.append(f"{k}={_encode_value(v)}")
-    return ",".join(out)
-
-
-# cml-cmcd sends these string values as structured-field tokens (unquoted).
-_TOKEN_KEYS = frozenset({"ot", "sf", "st", "e", "sta"})
-
-
-def _encode_value(v: CmcdValue) -> str:
-    if isinstance(v, tuple):
-        return "(" + " ".join(_encode_value(x) for x in v) + ")"
-    if isinstance(v, bool):
-        return "?1" if v else "?0"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.3f}".rstrip("0").rstrip(".") if v != int(v) else str(int(v))
-    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
