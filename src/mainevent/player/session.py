@@ -257,7 +257,7 @@ class _Session:
             r = await self._client.post(
                 rep.target.url, content=body, headers={"content-type": CMCD_CONTENT_TYPE}
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: the caller closed the client
             self._errors[f"cmcd-{type(exc).__name__}"] += 1
             rep.answered(None, self._clock())
             return

@@ -247,10 +247,13 @@ class Collector:
         cdns = [r.cdn or self.cdn_of_url(r.url) for r in reports]
         # A record naming no CDN takes the one another record of its session in this batch names.
         batch_cdn = {r.sid: c for r, c in zip(reports, cdns, strict=True) if c != UNKNOWN}
+        per_cdn: dict[str, Dims] = {}  # one Dims per CDN of the batch, not one per record
         for r, c, verdict, weight in zip(reports, cdns, adm.verdicts, adm.weights, strict=True):
             if c == UNKNOWN:
                 c = batch_cdn.get(r.sid) or cdn or UNKNOWN
-            dims = Dims(event, region, c, isp, device)
+            dims = per_cdn.get(c)
+            if dims is None:
+                dims = per_cdn[c] = Dims(event, region, c, isp, device)
             if verdict is Verdict.ACCEPT:
                 agg.player(dims, r, weight, now)
                 accepted += 1
