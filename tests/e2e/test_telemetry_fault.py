@@ -79,15 +79,20 @@ async def _scenario(stack: RunningStack) -> tuple[list[PlaybackReport], dict[str
                 )
                 clients.append(c)
                 url = stack.edge_master_url(cdn)
-                tasks.append(asyncio.create_task(play(url, duration_s=45, client=c, cmcd=target)))
+                tasks.append(asyncio.create_task(play(url, duration_s=60, client=c, cmcd=target)))
     marks: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=10) as ops:
         try:
             started = time.monotonic()
-            while time.monotonic() - started < 60:  # every series playing, seen by the API
+            while time.monotonic() - started < 90:
+                # Every series steadily playing (the joins are over), as the API shows it.
                 now = time.time()
-                pts = await _qoe(ops, stack, int(now) - 6, int(now), 1)
-                if all(any(p["played_s"] > 0 for p in pts.get(s, ())) for s in SERIES):
+                pts = await _qoe(ops, stack, int(now) - 4, int(now), 1)
+                if all(
+                    len(pts.get(s, ())) >= 3
+                    and all(p["played_s"] > 0 and not p["rebuffer_ratio"] for p in pts[s][-3:])
+                    for s in SERIES
+                ):
                     break
                 await asyncio.sleep(0.5)
             else:

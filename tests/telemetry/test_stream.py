@@ -249,3 +249,39 @@ async def test_a_dead_stream_answers_503_with_retry_after(tmp_path: Path) -> Non
         await c.aclose()
         await client.aclose()
         svc.store.close()
+
+
+async def test_an_aggregator_takes_over_what_a_crashed_one_read_but_never_acked(
+    rclient: aioredis.Redis,
+) -> None:
+    settings = _settings()
+    clock = Clock()
+    pub = StreamPublisher(rclient, settings)
+    collector = Collector(settings, TIMING, sink=pub.sink)
+    bodies = _session_bodies(random.Random(1), "orphan", int(T0 * 1000), 2)
+    for b in bodies:
+        out = collector.cmcd_report(
+            EVENT,
+            b,
+            "application/cmcd",
+            client="127.0.0.1",
+            user_agent=None,
+            region_header=None,
+            now=clock.now,
+        )
+        assert out.status == 204
+        await pub.flush()
+    shard = shard_of("orphan", 4)
+    stream = f"t:reports:{shard}"
+    dead = StreamAggregator(rclient, settings, TIMING, shards=[shard], consumer="dead", clock=clock)
+    await dead.setup()
+    # The dead consumer reads (so the entries are pending on it) and never acknowledges.
+    got = await rclient.xreadgroup("aggregators", "dead", {stream: ">"}, count=100)
+    assert sum(len(e) for _, e in got) == 2
+    assert (await rclient.xpending(stream, "aggregators"))["pending"] == 2
+    heir = StreamAggregator(rclient, settings, TIMING, shards=[shard], consumer="heir", clock=clock)
+    assert await heir.recover(min_idle_ms=0) == 2
+    assert (await rclient.xpending(stream, "aggregators"))["pending"] == 0
+    view = heir.aggregator.session("orphan")
+    assert view is not None
+    assert view.video_start_time_ms is not None

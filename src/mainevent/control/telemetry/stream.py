@@ -220,6 +220,29 @@ class StreamAggregator:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+    async def recover(self, min_idle_ms: int = 30_000) -> int:
+        """Take over entries of the owned shards that another consumer read but never
+        acknowledged (it crashed) for ``min_idle_ms``: apply and ack them. Returns how many."""
+        n = 0
+        for s in self.streams:
+            start = "0-0"
+            while True:
+                claimed = await self.client.xautoclaim(
+                    s, self.names.group, self.consumer, min_idle_ms, start, count=self.batch
+                )
+                start, entries = claimed[0], cast(_Entries, claimed[1])
+                ids = []
+                for entry_id, data in entries:
+                    if data:  # an entry trimmed away by MAXLEN comes back empty
+                        self.applied += apply_entry(self.aggregator, data[b"b"])
+                    ids.append(entry_id)
+                if ids:
+                    await self.client.xack(s, self.names.group, *ids)
+                    n += len(ids)
+                if start in (b"0-0", "0-0"):
+                    break
+        return n
+
     async def step(self, block_ms: int | None) -> int:
         """Read (blocking up to ``block_ms``; None = don't block), apply, ack; then close the
         windows that ended and publish them. Returns the entries applied."""
@@ -262,6 +285,7 @@ class StreamAggregator:
     async def run(self) -> None:
         """Until cancelled: block on the streams no longer than the next window deadline."""
         await self.setup()
+        await self.recover()
         while True:
             deadline = self.aggregator.next_deadline()
             wait = 1.0 if deadline is None else max(0.0, deadline - self.clock() + 0.01)
