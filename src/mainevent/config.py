@@ -448,6 +448,74 @@ DEFAULT_ALERTS = (
 )
 
 
+class HealthAlertSetting(_Frozen):
+    """One rule over scraped platform health: each series of the sample `metric` (per scrape target and label set) compared with `threshold`, as its value or (`rate`) its per-second increase; fires after holding `for_s` seconds."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Rule name (alert id).")
+    metric: str = Field(
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description="Prometheus sample name, e.g. `mainevent_feed_connected`; `up` = the target answered its scrape (1/0).",
+    )
+    threshold: float = Field(description="Value the metric is compared with.")
+    above: bool = Field(default=True, description="Fire above (true) or below (false).")
+    for_s: float = Field(
+        default=2.0, ge=0, le=3600, description="Seconds the condition must hold before firing."
+    )
+    rate: bool = Field(
+        default=False, description="Compare the per-second increase (counters), not the value."
+    )
+    target: str | None = Field(default=None, description="Only this scrape target.")
+
+
+DEFAULT_HEALTH_ALERTS = (
+    HealthAlertSetting(
+        name="manifest-stale", metric="mainevent_manifest_stalled", threshold=0.5, for_s=0
+    ),
+    HealthAlertSetting(
+        name="feed-lost", metric="mainevent_feed_connected", threshold=0.5, above=False, for_s=2
+    ),
+    HealthAlertSetting(
+        name="authorisation-shedding",
+        metric="mainevent_control_shed_total",
+        threshold=0.0,
+        rate=True,
+        for_s=0,
+    ),
+    HealthAlertSetting(name="target-down", metric="up", threshold=0.5, above=False, for_s=3),
+)
+
+
+class TelemetryStreamSettings(_Frozen):
+    """Scale-out: collectors publish to Redis Streams and aggregators consume them (`mode = "redis"`)."""
+
+    mode: Literal["inprocess", "redis"] = Field(
+        default="inprocess",
+        description="`inprocess`: the collector aggregates itself; `redis`: it publishes admitted reports to Redis Streams for `mainevent telemetry aggregate` workers and serves the windows they publish.",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis server.")
+    prefix: str = Field(
+        default="mainevent:telemetry",
+        pattern=r"^[A-Za-z0-9:_.-]{1,64}$",
+        description="Key prefix of the streams (`<prefix>:reports:<shard>`, `<prefix>:windows`).",
+    )
+    shards: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Report streams; a session's reports all go to shard crc32(sid) mod shards, so one aggregator sees all of them.",
+    )
+    maxlen: int = Field(
+        default=100_000,
+        ge=100,
+        description="Approximate length bound of each stream (`XADD MAXLEN ~`): memory stays bounded if aggregators fall behind.",
+    )
+    group: str = Field(
+        default="aggregators",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Consumer group of the aggregators.",
+    )
+
+
 class TelemetrySettings(_Frozen):
     """The telemetry collector (`mainevent telemetry serve`; started by `mainevent up`)."""
 
@@ -529,6 +597,14 @@ class TelemetrySettings(_Frozen):
     )
     alerts: tuple[AlertRuleSetting, ...] = Field(
         default=DEFAULT_ALERTS, description="Alert rules (see `AlertRuleSetting`)."
+    )
+    stream: TelemetryStreamSettings = Field(
+        default=TelemetryStreamSettings(),
+        description="Scale-out through Redis Streams (see `TelemetryStreamSettings`).",
+    )
+    health_alerts: tuple[HealthAlertSetting, ...] = Field(
+        default=DEFAULT_HEALTH_ALERTS,
+        description="Alert rules over scraped platform health (see `HealthAlertSetting`).",
     )
 
 

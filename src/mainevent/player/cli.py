@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from mainevent.player.cmcd import CmcdTarget
 from mainevent.player.report import PlaybackReport
-from mainevent.player.session import play
+from mainevent.player.session import event_of_url, play
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +35,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="URL",
         help="fallback playlist URL or bare origin (http://host:port), tried in order; repeatable",
     )
+    parser.add_argument(
+        "--telemetry",
+        metavar="URL",
+        help="send CMCD v2 event reports as hls.js does to this collector (its base URL)",
+    )
+    parser.add_argument(
+        "--report-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="CMCD time-interval report period with --telemetry (default 1 s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=_run)
 
@@ -42,7 +55,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.duration < 0:
         print("mainevent play: --duration must not be negative")
         return 2
-    report = asyncio.run(play(args.url, duration_s=args.duration, fallback_urls=args.fallback))
+    target = None
+    if args.telemetry:
+        event = event_of_url(args.url) or "unknown"
+        target = CmcdTarget(
+            f"{args.telemetry.rstrip('/')}/v1/cmcd/{event}", interval_s=args.report_interval
+        )
+    report = asyncio.run(
+        play(args.url, duration_s=args.duration, fallback_urls=args.fallback, cmcd=target)
+    )
     print(report.to_json() if args.json else format_report(report))
     return 0 if report.fatal is None else 1
 

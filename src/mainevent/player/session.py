@@ -10,8 +10,10 @@ failures with backoff and fails over to the next base URL. Decisions live in the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +21,15 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from mainevent.common.cmcd import CmcdValue
 from mainevent.media.manifest import parse_media_playlist, parse_multivariant_playlist
 from mainevent.media.manifest.errors import ManifestError
 from mainevent.media.manifest.model import MediaRendition, MultivariantPlaylist, Variant
 from mainevent.player.abr import AbrConfig, AbrController
+from mainevent.player.cmcd import CMCD_CONTENT_TYPE, CmcdReporter, CmcdTarget, PlayerState
 from mainevent.player.model import (
     PlaybackConfig,
+    PlaybackEnded,
     PlaybackEvent,
     PlaybackModel,
     PlaybackStarted,
@@ -80,8 +85,15 @@ async def play(
     clock: Clock = time.time,
     sleep: Sleep = asyncio.sleep,
     config: PlayerConfig | None = None,
+    cmcd: CmcdTarget | None = None,
+    content_id: str | None = None,
+    session_id: str | None = None,
 ) -> PlaybackReport:
     """Play the HLS stream at `url` for `duration_s` seconds after playback starts.
+
+    With `cmcd`, CMCD v2 event reports are POSTed to its URL as hls.js 1.7 sends them
+    (`mainevent.player.cmcd`), with `content_id` as `cid` (default: the event id of a
+    `/live/<event>/` URL) and `session_id` as `sid` (default: a random UUID).
 
     `fallback_urls` are tried in turn (wrapping around) after repeated failures: each is
     another multivariant playlist URL, or a bare origin (`http://edge-b:8080`) to which the
@@ -93,10 +105,20 @@ async def play(
         raise ValueError("duration_s must not be negative")
     cfg = config or PlayerConfig()
     urls = [url, *(_fallback_url(url, f) for f in fallback_urls)]
+    reporting = None
+    if cmcd is not None:
+        cid = content_id or event_of_url(url) or "unknown"
+        reporting = (cmcd, session_id or str(uuid.uuid4()), cid)
     if client is None:
         async with httpx.AsyncClient(timeout=cfg.request_timeout_s, follow_redirects=True) as own:
-            return await _Session(urls, duration_s, own, clock, sleep, cfg).run()
-    return await _Session(urls, duration_s, client, clock, sleep, cfg).run()
+            return await _Session(urls, duration_s, own, clock, sleep, cfg, reporting).run()
+    return await _Session(urls, duration_s, client, clock, sleep, cfg, reporting).run()
+
+
+def event_of_url(url: str) -> str | None:
+    """The event id of a ``.../live/<event>/...`` URL (CMCD ``cid``), or None."""
+    parts = urlsplit(url).path.split("/")
+    return parts[parts.index("live") + 1] if "live" in parts[:-1] else None
 
 
 def _fallback_url(primary: str, fallback: str) -> str:
@@ -139,7 +161,11 @@ class _Session:
         clock: Clock,
         sleep: Sleep,
         config: PlayerConfig,
+        reporting: tuple[CmcdTarget, str, str] | None = None,
     ) -> None:
+        self._reporting = reporting
+        self._cmcd: CmcdReporter | None = None
+        self._cmcd_wake = asyncio.Event()
         self._urls = urls
         self._base = 0
         self._duration_s = duration_s
@@ -170,6 +196,19 @@ class _Session:
 
     async def run(self) -> PlaybackReport:
         self._requested_at = self._clock()
+        reporter = None
+        if self._reporting is not None:
+            target, sid, cid = self._reporting
+            self._cmcd = CmcdReporter(target, sid, cid, self._requested_at)
+            reporter = asyncio.create_task(self._run_cmcd(self._cmcd))
+        try:
+            await self._play()
+        finally:
+            if reporter is not None:
+                await self._end_cmcd(reporter)
+        return self._report()
+
+    async def _play(self) -> None:
         try:
             await self._start()
             async with asyncio.TaskGroup() as tg:
@@ -184,7 +223,69 @@ class _Session:
             log.info("playback of %s failed: %s", self._urls[0], self._fatal)
         if self._model is not None:
             self._on_events(self._model.advance(self._clock()))
-        return self._report()
+
+    # -- CMCD reporting (the rules are in `player/cmcd.py`) ----------------------------------
+
+    def _report_cmcd(self, event: str, **data: CmcdValue) -> None:
+        if self._cmcd is not None:
+            self._cmcd.record(event, self._clock(), **data)
+            self._cmcd_wake.set()
+
+    async def _run_cmcd(self, rep: CmcdReporter) -> None:
+        """Post batches as they fill; one timer for the next heartbeat or the end of a back-off."""
+        while not rep.disposed:
+            self._cmcd_wake.clear()
+            now = self._clock()
+            rep.tick(now)
+            body = rep.take(now)
+            if body is not None:
+                await self._post_cmcd(rep, body)
+                continue
+            deadline = rep.next_deadline()
+            # One timer in the session's own clock (`sleep`), cut short by a new record.
+            waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._cmcd_wake.wait())}
+            if deadline is not None:
+                waits.add(asyncio.ensure_future(self._sleep(max(0.0, deadline - now))))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    async def _post_cmcd(self, rep: CmcdReporter, body: bytes) -> None:
+        try:
+            r = await self._client.post(
+                rep.target.url, content=body, headers={"content-type": CMCD_CONTENT_TYPE}
+            )
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: the caller closed the client
+            self._errors[f"cmcd-{type(exc).__name__}"] += 1
+            rep.answered(None, self._clock())
+            return
+        retry = r.headers.get("retry-after")
+        rep.answered(
+            r.status_code, self._clock(), float(retry) if retry and retry.isdigit() else None
+        )
+
+    async def _end_cmcd(self, task: asyncio.Task[None]) -> None:
+        """The session is over: a last record with the final state, then flush the queue."""
+        rep = self._cmcd
+        assert rep is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if rep._in_flight:
+            rep.answered(None, self._clock())  # cancelled mid-POST: send it again now
+        if self._fatal is not None:
+            rep.update(sta=PlayerState.FATAL)
+            rep.record("e", self._clock(), ec=(_error_code(self._fatal),))
+        else:
+            ended = self._model is not None and self._model.state == "ended"
+            rep.update(sta=PlayerState.ENDED if ended else PlayerState.QUIT)
+            rep.record("t", self._clock())
+        body = rep.take(self._clock() + 3600, flush=True)  # ignore any back-off: last chance
+        if body is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._post_cmcd(rep, body), 5.0)
 
     async def _start(self) -> None:
         response = await self._get("multivariant playlist", lambda: self._urls[self._base])
@@ -205,6 +306,7 @@ class _Session:
         for track in self._tracks:
             track.pathway = self._steering.pathway if self._steering else None
         self._switches.append(RenditionSwitch(self._clock() - self._requested_at, main.label))
+        self._report_bitrate(variants[level])
         async with asyncio.TaskGroup() as tg:
             for track in self._tracks:
                 tg.create_task(self._reload(track))
@@ -220,6 +322,10 @@ class _Session:
         self._model = PlaybackModel(
             [t.name for t in self._tracks], start, self._requested_at, self._cfg.playback
         )
+
+    def _report_bitrate(self, variant: Variant) -> None:
+        if variant.bandwidth:
+            self._report_cmcd("bc", br=(round(variant.bandwidth / 1000),), ot="v")
 
     def _label(self, variant: Variant) -> str:
         if not variant.uri:  # a media playlist was given directly: name it after its URL
@@ -258,10 +364,19 @@ class _Session:
         for event in events:
             if isinstance(event, PlaybackStarted):
                 log.info("playback started after %.3f s", event.startup_s)
+                self._cmcd_state(PlayerState.PLAYING)
             elif isinstance(event, StallStarted):
                 log.info("stalled at position %d us", event.position_us)
+                self._cmcd_state(PlayerState.REBUFFERING)
             elif isinstance(event, StallEnded):
                 log.info("resumed after a %.3f s stall", event.duration_s)
+                self._cmcd_state(PlayerState.PLAYING)
+            elif isinstance(event, PlaybackEnded):
+                self._cmcd_state(PlayerState.ENDED)
+
+    def _cmcd_state(self, sta: str) -> None:
+        if self._cmcd is not None:
+            self._cmcd.update(sta=sta)
 
     def _require_model(self) -> PlaybackModel:
         if self._model is None:
@@ -320,6 +435,7 @@ class _Session:
         track.timeline = track.timeline.for_switch()
         track.text = None
         self._switches.append(RenditionSwitch(self._clock() - self._requested_at, track.label))
+        self._report_bitrate(variant)
         await self._reload(track)
 
     # -- content steering (the rules are in `player/steering.py`) ----------------------------
@@ -396,7 +512,7 @@ class _Session:
         """Reload the track's media playlist and schedule the next reload (RFC 8216bis 6.3.4)."""
         attempt = 0
         while True:
-            response, took_s = await self._get_timed(
+            response, took_s, _ = await self._get_timed(
                 f"{track.label} playlist", lambda: self._media_url(track)
             )
             started = self._clock() - took_s
@@ -428,15 +544,33 @@ class _Session:
             map_uri = ref.map_uri
             await self._get(f"{track.label} init", lambda: urljoin(self._media_url(track), map_uri))
             track.inits.add((track.uri, map_uri))
-        response, took_s = await self._get_timed(
-            f"{track.label} segment {ref.msn}", lambda: urljoin(self._media_url(track), ref.uri)
+        url = ""
+
+        def segment_url() -> str:
+            nonlocal url
+            url = urljoin(self._media_url(track), ref.uri)
+            return url
+
+        response, took_s, ttfb = await self._get_timed(
+            f"{track.label} segment {ref.msn}", segment_url
         )
         if track.name == "main" and self._abr is not None:
             self._abr.sample(took_s, len(response.content))
         self._segments += 1
+        if self._cmcd is not None:
+            # As hls.js: the response record when the load completes (`bl` as of the previous
+            # append), then the buffer level once this segment is appended.
+            if self._abr is not None:
+                self._cmcd.update(mtp=(round(self._abr.estimator.estimate_bps() / 1000),))
+            now = self._clock()
+            self._cmcd.response(url, response.status_code, now - took_s, ttfb, took_s, now)
+            self._cmcd_wake.set()
         self._on_events(
             model.append(track.name, ref.start_us, ref.duration_us, self._clock(), ref.pdt_ms)
         )
+        if self._cmcd is not None:
+            ahead = min(model.buffer_ahead_us(t.name) for t in self._tracks)
+            self._cmcd.update(bl=(round(ahead / 1000),))
 
     def _media_url(self, track: _Track) -> str:
         # A request (or its retry) goes to the steered pathway: a CDN failing for this player
@@ -448,26 +582,29 @@ class _Session:
 
     async def _get(self, what: str, url_of: Callable[[], str]) -> httpx.Response:
         """GET with retries, backoff and failover; `url_of` resolves against the current base."""
-        response, _took_s = await self._get_timed(what, url_of)
+        response, _took_s, _ttfb_s = await self._get_timed(what, url_of)
         return response
 
     async def _get_timed(
         self, what: str, url_of: Callable[[], str]
-    ) -> tuple[httpx.Response, float]:
-        """`_get`, also returning how long the successful attempt took (request to last byte)."""
+    ) -> tuple[httpx.Response, float, float]:
+        """`_get`, also returning how long the successful attempt took: request to last byte,
+        and request to the response head (time to first byte)."""
         attempt = 0
         while True:
             base = self._base
             url = url_of()
             started = self._clock()
             try:
-                response = await self._client.get(url)
+                async with self._client.stream("GET", url) as response:
+                    headers_at = self._clock()
+                    await response.aread()
             except httpx.HTTPError as exc:
                 key = type(exc).__name__
             else:
                 if 200 <= response.status_code < 300:
                     self._bytes += len(response.content)
-                    return response, self._clock() - started
+                    return response, self._clock() - started, headers_at - started
                 key = str(response.status_code)
             attempt += 1
             await self._failed(key, f"{what} ({url}): {key}", attempt, base)
@@ -509,6 +646,17 @@ class _Session:
             fatal=self._fatal,
             pathways=tuple(self._pathways),
         )
+
+
+def _error_code(fatal: str) -> str:
+    """An hls.js-style error detail (``ec``) for a fatal error message."""
+    if "multivariant" in fatal:
+        return "manifestLoadError"
+    if "playlist" in fatal:
+        return "levelLoadError"
+    if "segment" in fatal or "init" in fatal:
+        return "fragLoadError"
+    return "otherError"
 
 
 def _select_renditions(text: str) -> tuple[tuple[Variant, ...], MediaRendition | None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -23,11 +23,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PromCollector
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
+from mainevent.control.telemetry.aggregate import ClosedWindow
 from mainevent.control.telemetry.collector import Collector, Outcome, Rejected
 from mainevent.control.telemetry.health import HealthScraper
 from mainevent.control.telemetry.model import DIMENSIONS, QoeAggregate, QoePoint
 from mainevent.control.telemetry.store import TelemetryStore
+from mainevent.control.telemetry.stream import StreamPublisher
 
 __all__ = ["TelemetryService", "create_app"]
 
@@ -48,6 +51,25 @@ class TelemetryService:
         self.clock = clock
         self._wake = asyncio.Event()
         self.expired_at = 0.0
+        self.publisher: StreamPublisher | None = None
+        """Set in stream mode: admitted inputs are appended to Redis before the 204."""
+
+    def ingest_windows(self, windows: Sequence[ClosedWindow]) -> None:
+        """Windows closed by stream aggregators: merged into the store, alerts evaluated."""
+        self.store.write(windows, merge=True)
+        self.collector.closed(windows, self.clock())
+
+    async def published(self) -> Response | None:
+        """In stream mode, append what the last POST admitted; a 503 if Redis failed."""
+        if self.publisher is None:
+            return None
+        try:
+            await self.publisher.flush()
+        except (OSError, RedisError) as exc:
+            return _error(
+                503, "stream_unavailable", f"report stream unavailable: {exc}", {"Retry-After": "1"}
+            )
+        return None
 
     def tick(self) -> None:
         now = self.clock()
@@ -227,7 +249,7 @@ class _QoeMetrics(PromCollector):
         firing = GaugeMetricFamily(
             "mainevent_telemetry_alert_firing", "1 while an alert fires", labels=["rule", "series"]
         )
-        for f in c.alerts.firing():
+        for f in c.firing():
             firing.add_metric([f.rule, ",".join(f"{k}={v}" for k, v in f.labels.items())], 1.0)
         yield firing
         events = CounterMetricFamily(
@@ -288,6 +310,7 @@ def create_app(
             413: {"model": ErrorOut},
             415: {"model": ErrorOut},
             429: {"model": ErrorOut},
+            503: {"model": ErrorOut},
         },
     )
     async def cmcd(
@@ -312,6 +335,9 @@ def create_app(
             cdn=cdn,
         )
         if out.accepted:
+            failed = await service.published()
+            if failed is not None:
+                return failed
             service.poke()
         return _outcome(out)
 
@@ -320,7 +346,12 @@ def create_app(
         status_code=204,
         tags=["ingest"],
         summary="Access records from the shield and edges (JSON batch)",
-        responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+        responses={
+            400: {"model": ErrorOut},
+            413: {"model": ErrorOut},
+            415: {"model": ErrorOut},
+            503: {"model": ErrorOut},
+        },
     )
     async def access(request: Request) -> Response:
         body = await _body(request, limit)
@@ -328,6 +359,9 @@ def create_app(
             return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
         out = c.access_batch(body, request.headers.get("content-type"), service.clock())
         if out.accepted:
+            failed = await service.published()
+            if failed is not None:
+                return failed
             service.poke()
         return _outcome(out)
 
@@ -416,7 +450,7 @@ def create_app(
                     "at": f.since,
                     "value": f.value,
                 }
-                for f in c.alerts.firing()
+                for f in c.firing()
             ],
             "events": [
                 {

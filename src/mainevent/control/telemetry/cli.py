@@ -29,6 +29,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="accept reports for this event (repeatable), e.g. demo:2000",
     )
     s.set_defaults(func=serve)
+    a = tsub.add_parser(
+        "aggregate",
+        help="consume the report streams (telemetry.stream.mode = redis) as one aggregator",
+    )
+    a.add_argument("--config", type=Path, help="TOML settings file (the [telemetry] table)")
+    a.add_argument(
+        "--shards",
+        default="",
+        metavar="N,N,...",
+        help="report shards this aggregator owns (default: all); give each aggregator its own",
+    )
+    a.add_argument("--consumer", default="aggregator-0", help="consumer name in the group")
+    a.add_argument(
+        "--event", action="append", default=[], metavar="ID:SEGMENT_MS", help="as for serve"
+    )
+    a.set_defaults(func=aggregate)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -77,4 +93,47 @@ def serve(args: argparse.Namespace) -> int:
         await server.serve()
 
     asyncio.run(main())
+    return 0
+
+
+def aggregate(args: argparse.Namespace) -> int:
+    from mainevent.control.telemetry.server import run_aggregator
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    try:
+        settings = load_settings(file=args.config, environ=os.environ)
+        shards = [int(x) for x in args.shards.split(",") if x.strip()] or None
+        events = {}
+        for item in args.event:
+            ev, sep, ms = item.partition(":")
+            if not sep or not ms.isdigit() or not ev:
+                raise ValueError(f"--event {item!r} is not ID:SEGMENT_MS")
+            events[ev] = int(ms)
+    except (ConfigError, ValueError) as exc:
+        print(f"mainevent telemetry aggregate: {exc}", file=sys.stderr)
+        return 2
+    t = settings.telemetry
+    if events:
+        t = t.model_copy(update={"events": {**t.events, **events}})
+    if t.stream.mode != "redis":
+        print(
+            "mainevent telemetry aggregate: telemetry.stream.mode is not 'redis'", file=sys.stderr
+        )
+        return 2
+
+    async def main() -> None:
+        task = asyncio.ensure_future(run_aggregator(t, shards, args.consumer))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        asyncio.run(main())
+    except ValueError as exc:
+        print(f"mainevent telemetry aggregate: {exc}", file=sys.stderr)
+        return 2
     return 0

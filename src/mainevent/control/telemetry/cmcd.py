@@ -11,8 +11,10 @@ ending in ``\\n``. Values are RFC 8941 items: integers, decimals, strings, token
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from mainevent.common.cmcd import CmcdValue, encode_dict
 
 __all__ = [
     "CMCD_KEYS",
@@ -27,7 +29,6 @@ __all__ = [
     "first_number",
 ]
 
-CmcdValue = bool | int | float | str | tuple["CmcdValue", ...]
 
 # Every key CTA-5004-B defines (the union cml-cmcd 2.3 knows: v1, request, response, event keys).
 CMCD_KEYS = frozenset(
@@ -193,50 +194,47 @@ class _Parser:
 
 
 # Fast path for what players actually send (no parameters, no strings inside inner lists): one
-# C-level regex match per member. Anything else, including every malformed input, goes through
-# the full parser above, which also produces the precise error.
-_MEMBER = re.compile(
-    r'([a-z*][a-z0-9_.*-]*)(?:=(?:"((?:[^"\\\x00-\x1f\x7f-\uffff]|\\["\\])*)"'
-    r"|\(([^()\"]*)\)|\?([01])|(-?[0-9]{1,15}(?:\.[0-9]{1,3})?)(?![0-9.])"
-    r"|([A-Za-z*][A-Za-z0-9_:%*/!#$&'+^`|~.-]*)))?(,|$)"
+# C-level regex validates the whole line and one ``findall`` splits it into members; Python
+# only converts the values. Anything else, including every malformed input, goes through the
+# full parser above, which also produces the precise error.
+_STRING = r'"(?:[^"\\\x00-\x1f\x7f-\uffff]|\\["\\])*"'
+_INNER = r'\([^()"]*\)'
+_NUM = r"-?[0-9]{1,15}(?:\.[0-9]{1,3})?(?![0-9.])"
+_TOKEN = r"[A-Za-z*][A-Za-z0-9_:%*/!#$&'+^`|~.-]*"
+_KEY = r"[a-z*][a-z0-9_.*-]*"
+_MEMBERS = re.compile(
+    rf"({_KEY})(?:=(?:({_STRING})|({_INNER})|(\?[01])|({_NUM})|({_TOKEN})))?(?:,|$)"
 )
+"""One member per match: key, then the value as written in exactly one of five groups."""
+_ONE = rf"{_KEY}(?:=(?:{_STRING}|{_INNER}|\?[01]|{_NUM}|{_TOKEN}))?"
+_LINE = re.compile(rf"{_ONE}(?:,{_ONE})*")
+"""A whole line of such members (validated once, before ``findall`` splits it)."""
 _NUMBER = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,3})?")
 
 
 def _fast(text: str) -> dict[str, CmcdValue] | None:
-    if ";" in text or not text:
+    if ";" in text or not text or _LINE.fullmatch(text) is None:
         return None
     out: dict[str, CmcdValue] = {}
-    pos = 0
-    n = len(text)
-    match = _MEMBER.match
-    while pos < n:
-        m = match(text, pos)
-        if m is None:
-            return None
-        key, string, inner, boolean, number, token, sep = m.groups()
-        if string is not None:
-            out[key] = (
-                string.replace("\\\\", "\\").replace('\\"', '"') if "\\" in string else string
-            )
-        elif inner is not None:
+    for key, string, inner, boolean, number, token in _MEMBERS.findall(text):
+        if number:
+            out[key] = float(number) if "." in number else int(number)
+        elif token:
+            out[key] = token
+        elif string:
+            v = string[1:-1]
+            out[key] = v.replace("\\\\", "\\").replace('\\"', '"') if "\\" in v else v
+        elif inner:
             items: list[CmcdValue] = []
-            for part in inner.split():
+            for part in inner[1:-1].split():
                 if not _NUMBER.fullmatch(part):
                     return None
                 items.append(float(part) if "." in part else int(part))
             out[key] = tuple(items)
-        elif boolean is not None:
-            out[key] = boolean == "1"
-        elif number is not None:
-            out[key] = float(number) if "." in number else int(number)
-        elif token is not None:
-            out[key] = token
+        elif boolean:
+            out[key] = boolean == "?1"
         else:
             out[key] = True
-        pos = m.end()
-        if sep == "," and pos >= n:
-            return None  # trailing comma: let the full parser say so
     return out
 
 
@@ -245,6 +243,8 @@ def decode_dict(text: str) -> Decoded:
     raw = _fast(text)
     if raw is None:
         raw = _Parser(text).dictionary()
+    if CMCD_KEYS.issuperset(raw):
+        return Decoded(raw, 0)
     data = {k: v for k, v in raw.items() if k in CMCD_KEYS}
     return Decoded(data, len(raw) - len(data))
 
@@ -286,35 +286,3 @@ def first_number(value: CmcdValue | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
-
-
-def encode_dict(data: Mapping[str, CmcdValue], keys: Iterable[str] | None = None) -> str:
-    """Encode as cml-cmcd does: keys sorted, strings quoted, true as a bare key, ``?0`` dropped."""
-    out: list[str] = []
-    for k in sorted(keys if keys is not None else data):
-        v = data[k]
-        if v is False:
-            continue
-        if v is True:
-            out.append(k)
-        elif k in _TOKEN_KEYS and isinstance(v, str):
-            out.append(f"{k}={v}")
-        else:
-            out.append(f"{k}={_encode_value(v)}")
-    return ",".join(out)
-
-
-# cml-cmcd sends these string values as structured-field tokens (unquoted).
-_TOKEN_KEYS = frozenset({"ot", "sf", "st", "e", "sta"})
-
-
-def _encode_value(v: CmcdValue) -> str:
-    if isinstance(v, tuple):
-        return "(" + " ".join(_encode_value(x) for x in v) + ")"
-    if isinstance(v, bool):
-        return "?1" if v else "?0"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.3f}".rstrip("0").rstrip(".") if v != int(v) else str(int(v))
-    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'

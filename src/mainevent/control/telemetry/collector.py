@@ -12,13 +12,20 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from mainevent.common.telemetry import AccessRecord, decode_access_batch
 from mainevent.config import TelemetrySettings
 from mainevent.control.entitlement import RegionTable
 from mainevent.control.telemetry.aggregate import Aggregator, ClosedWindow
-from mainevent.control.telemetry.alerts import AlertEngine, AlertRule
+from mainevent.control.telemetry.alerts import (
+    AlertEngine,
+    AlertRule,
+    Firing,
+    HealthAlertEngine,
+    HealthRule,
+)
 from mainevent.control.telemetry.cmcd import CmcdError, decode_body, decode_dict
 from mainevent.control.telemetry.events import (
     EventTiming,
@@ -29,7 +36,7 @@ from mainevent.control.telemetry.events import (
 from mainevent.control.telemetry.intake import Intake, Verdict
 from mainevent.control.telemetry.model import UNKNOWN, AlertEvent, Dims
 
-__all__ = ["Collector", "Outcome", "Rejected", "device_class"]
+__all__ = ["AggregateSink", "Collector", "Outcome", "Rejected", "device_class"]
 
 CMCD_CONTENT_TYPE = "application/cmcd"
 
@@ -60,6 +67,17 @@ class Outcome:
     reason: Rejected | None = None
 
 
+class AggregateSink(Protocol):
+    """Where admitted inputs go: the collector's own :class:`Aggregator` (in process), or a
+    stream for aggregators elsewhere (:class:`~mainevent.control.telemetry.stream.StreamSink`)."""
+
+    def player(self, dims: Dims, r: PlayerReport, weight: float, now: float) -> None: ...
+
+    def shed(self, dims: Dims, now: float) -> None: ...
+
+    def access(self, dims: Dims, rec: AccessRecord, now: float) -> None: ...
+
+
 def device_class(user_agent: str | None) -> str:
     """desktop, mobile, tv or headless from a User-Agent (unknown without one)."""
     if not user_agent:
@@ -77,7 +95,12 @@ def device_class(user_agent: str | None) -> str:
 class Collector:
     """Everything the collector knows; every method takes ``now`` (epoch seconds)."""
 
-    def __init__(self, settings: TelemetrySettings, events: Mapping[str, EventTiming]) -> None:
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        events: Mapping[str, EventTiming],
+        sink: AggregateSink | None = None,
+    ) -> None:
         self.settings = settings
         timings = {
             ev: EventTiming(ms, settings.part_target_ms) for ev, ms in settings.events.items()
@@ -89,6 +112,8 @@ class Collector:
             session_timeout_s=settings.session_timeout_s,
             max_sessions=settings.max_sessions,
         )
+        self.sink: AggregateSink = sink if sink is not None else self.aggregator
+        """Admitted inputs go here (the aggregator unless the stream adapter is configured)."""
         self.intake = Intake(
             capacity_per_s=settings.capacity_per_s,
             keep_capacity_per_s=settings.keep_capacity_per_s,
@@ -108,6 +133,12 @@ class Collector:
                     tuple(sorted(a.where.items())),
                 )
                 for a in settings.alerts
+            ]
+        )
+        self.health_alerts = HealthAlertEngine(
+            [
+                HealthRule(h.name, h.metric, h.threshold, h.above, h.for_s, h.rate, h.target)
+                for h in settings.health_alerts
             ]
         )
         self.regions = RegionTable((n.cidr, n.region) for n in settings.networks)
@@ -212,14 +243,17 @@ class Collector:
         region, isp = self._where(client, region_header)
         device = device_class(user_agent)
         accepted = dup = shed = 0
-        agg = self.aggregator
+        agg = self.sink
         cdns = [r.cdn or self.cdn_of_url(r.url) for r in reports]
         # A record naming no CDN takes the one another record of its session in this batch names.
         batch_cdn = {r.sid: c for r, c in zip(reports, cdns, strict=True) if c != UNKNOWN}
+        per_cdn: dict[str, Dims] = {}  # one Dims per CDN of the batch, not one per record
         for r, c, verdict, weight in zip(reports, cdns, adm.verdicts, adm.weights, strict=True):
             if c == UNKNOWN:
                 c = batch_cdn.get(r.sid) or cdn or UNKNOWN
-            dims = Dims(event, region, c, isp, device)
+            dims = per_cdn.get(c)
+            if dims is None:
+                dims = per_cdn[c] = Dims(event, region, c, isp, device)
             if verdict is Verdict.ACCEPT:
                 agg.player(dims, r, weight, now)
                 accepted += 1
@@ -253,7 +287,7 @@ class Collector:
         return Outcome(204, "ok", accepted=len(records))
 
     def ingest_access(self, records: Sequence[AccessRecord], now: float) -> None:
-        agg = self.aggregator
+        agg = self.sink
         for rec in records:
             event = event_of_path(rec.path)
             if event is None or event not in self.events:
@@ -282,11 +316,30 @@ class Collector:
     def tick(self, now: float) -> tuple[list[ClosedWindow], list[AlertEvent]]:
         """Close finished windows, evaluate the alert rules on them."""
         windows = self.aggregator.tick(now)
+        return windows, self.closed(windows, now)
+
+    def closed(self, windows: Sequence[ClosedWindow], now: float) -> list[AlertEvent]:
+        """Windows closed here or by stream aggregators: alert rules, recent (for /metrics)."""
         alerts = self.alerts.handle(windows, now) if windows or self.alerts.firing() else []
         for start in sorted({w.start for w in windows}):
             self.recent.append([w for w in windows if w.start == start])
         self.alert_log.extend(alerts)
-        return windows, alerts
+        return alerts
 
     def next_deadline(self) -> float | None:
         return self.aggregator.next_deadline()
+
+    def health(
+        self,
+        samples: Mapping[str, Mapping[str, float]],
+        up: Mapping[str, bool],
+        now: float,
+    ) -> list[AlertEvent]:
+        """One scrape round of platform health: evaluate the health alert rules on it."""
+        alerts = self.health_alerts.handle(samples, up, now)
+        self.alert_log.extend(alerts)
+        return alerts
+
+    def firing(self) -> list[Firing]:
+        """QoE and health alerts firing now."""
+        return [*self.alerts.firing(), *self.health_alerts.firing()]

@@ -102,51 +102,74 @@ def _text(v: CmcdValue | None) -> str | None:
     return v if isinstance(v, str) else None
 
 
+_KINDS = {k.value: k for k in ReportKind}
+
+
+def _num(v: CmcdValue | None) -> float | None:
+    # first_number, inlined for the per-record hot path: ints and floats (not bools), or the
+    # first entry of an inner list.
+    t = type(v)
+    if t is int or t is float:
+        return float(v)  # type: ignore[arg-type]
+    if t is tuple:
+        return first_number(v)
+    return None
+
+
 def report_from_cmcd(data: dict[str, CmcdValue]) -> PlayerReport | str:
     """A decoded CMCD v2 event record → report, or the reason it is unusable."""
-    sid = _text(data.get("sid"))
+    get = data.get
+    sid = get("sid")
+    if type(sid) is not str:
+        sid = _text(sid)
     if not sid:
         return "missing sid (session id)"
     if len(sid) > 128:
         return "sid longer than 128 characters"
-    ts = data.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or ts <= 0:
+    ts = get("ts")
+    if type(ts) not in (int, float) or ts <= 0:  # type: ignore[operator]
         return "missing or invalid ts (epoch ms)"
-    e = _text(data.get("e"))
-    if e is None:
-        return "missing e (event type)"
-    try:
-        kind = ReportKind(e)
-    except ValueError:
-        kind = ReportKind.OTHER
-    sn_v = data.get("sn")
-    sn = sn_v if isinstance(sn_v, int) and not isinstance(sn_v, bool) and sn_v >= 0 else None
-    if sn_v is not None and sn is None:
+    e = get("e")
+    if type(e) is not str:
+        e = _text(e)
+        if e is None:
+            return "missing e (event type)"
+    kind = _KINDS.get(e, ReportKind.OTHER)
+    sn_v = get("sn")
+    if sn_v is None:
+        sn = None
+    elif type(sn_v) is int and sn_v >= 0:
+        sn = sn_v
+    else:
         return "invalid sn (sequence number)"
-    ot = _text(data.get("ot"))
-    pb = first_number(data.get("pb"))
-    br = first_number(data.get("br"))
-    rc = data.get("rc")
-    ec = _text(data.get("ec"))
+    pb = _num(get("pb"))
+    br = _num(get("br"))
+    rc = get("rc")
+    ec = get("ec")
+    sta = get("sta")
+    url = get("url")
+    ot = get("ot")
+    cdn = get("cdn")
+    cid = get("cid")
     return PlayerReport(
-        sid=sid,
-        sn=sn,
-        kind=kind,
-        ts_ms=float(ts),
-        sta=_text(data.get("sta")),
-        bitrate_kbps=pb if pb is not None else (br if kind is ReportKind.BITRATE_CHANGE else None),
-        object_bitrate_kbps=br,
-        object_type=ot,
-        buffer_ms=first_number(data.get("bl")),
-        latency_ms=first_number(data.get("ltc")),
-        start_delay_ms=first_number(data.get("msd")),
-        url=_text(data.get("url")),
-        status=rc if isinstance(rc, int) and not isinstance(rc, bool) else None,
-        ttfb_ms=first_number(data.get("ttfb")),
-        ttlb_ms=first_number(data.get("ttlb")),
-        error=ec if kind is ReportKind.ERROR else None,
-        cdn=_text(data.get("cdn")),
-        content_id=_text(data.get("cid")),
+        sid,
+        sn,
+        kind,
+        float(ts),  # type: ignore[arg-type]
+        sta if type(sta) is str else _text(sta),
+        pb if pb is not None else (br if kind is ReportKind.BITRATE_CHANGE else None),
+        br,
+        ot if type(ot) is str else _text(ot),
+        _num(get("bl")),
+        _num(get("ltc")),
+        _num(get("msd")),
+        url if type(url) is str else _text(url),
+        rc if type(rc) is int else None,
+        _num(get("ttfb")),
+        _num(get("ttlb")),
+        _text(ec) if kind is ReportKind.ERROR else None,
+        cdn if type(cdn) is str else _text(cdn),
+        cid if type(cid) is str else _text(cid),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -31,11 +32,15 @@ class HealthScraper:
     samples: dict[str, dict[str, float]] = field(default_factory=dict)
     up: dict[str, bool] = field(default_factory=dict)
     scraped_at: dict[str, float] = field(default_factory=dict)
+    on_round: Callable[[HealthScraper], object] | None = None
+    """Called after every scrape round (the collector evaluates its health alerts there)."""
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self.interval_s) as client:
             while True:
                 await asyncio.gather(*(self._scrape(client, n, u) for n, u in self.targets.items()))
+                if self.on_round is not None:
+                    self.on_round(self)
                 await asyncio.sleep(self.interval_s)
 
     async def _scrape(self, client: httpx.AsyncClient, name: str, url: str) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
 import uvicorn
 
 from mainevent.config import TelemetrySettings
@@ -22,8 +23,9 @@ from mainevent.control.telemetry.collector import Collector
 from mainevent.control.telemetry.events import EventTiming
 from mainevent.control.telemetry.health import HealthScraper
 from mainevent.control.telemetry.store import TelemetryStore
+from mainevent.control.telemetry.stream import StreamAggregator, StreamPublisher, WindowConsumer
 
-__all__ = ["TelemetryServer", "build_service"]
+__all__ = ["TelemetryServer", "build_service", "run_aggregator"]
 
 log = logging.getLogger("mainevent.telemetry")
 
@@ -33,10 +35,20 @@ def build_service(
     events: Mapping[str, EventTiming] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> TelemetryService:
-    """Collector + store from settings (``events``: the stack's own events and their timing)."""
-    collector = Collector(settings, events or {})
+    """Collector + store from settings (``events``: the stack's own events and their timing).
+
+    With ``stream.mode = "redis"`` the collector publishes to Redis Streams instead of
+    aggregating (``mainevent telemetry aggregate`` workers consume them) and the service serves
+    the windows the workers publish."""
     store = TelemetryStore(settings.db_path)
-    return TelemetryService(collector, store, clock)
+    if settings.stream.mode == "redis":
+        publisher = StreamPublisher(aioredis.from_url(settings.stream.redis_url), settings)
+        service = TelemetryService(
+            Collector(settings, events or {}, sink=publisher.sink), store, clock
+        )
+        service.publisher = publisher
+        return service
+    return TelemetryService(Collector(settings, events or {}), store, clock)
 
 
 class _Server(uvicorn.Server):
@@ -75,7 +87,11 @@ class TelemetryServer:
         if self._sock is None:
             self.bind()
         assert self._sock is not None
-        scraper = HealthScraper(dict(self.scrape_targets))
+        service = self.service
+        scraper = HealthScraper(
+            dict(self.scrape_targets),
+            on_round=lambda h: service.collector.health(h.samples, h.up, service.clock()),
+        )
         app = create_app(self.service, background=False, health=scraper)
         self._server = _Server(
             uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
@@ -84,9 +100,31 @@ class TelemetryServer:
             async with asyncio.TaskGroup() as tg:
                 timer = tg.create_task(self.service.run_timer())
                 scrape = tg.create_task(scraper.run()) if scraper.targets else None
+                windows = None
+                if service.publisher is not None:
+                    consumer = WindowConsumer(service.publisher.client, service.collector.settings)
+                    windows = tg.create_task(consumer.run(service.ingest_windows))
                 await self._server.serve(sockets=[self._sock])
                 timer.cancel()
-                if scrape is not None:
-                    scrape.cancel()
+                for task in (scrape, windows):
+                    if task is not None:
+                        task.cancel()
         finally:
             self.service.store.close()
+
+
+async def run_aggregator(
+    settings: TelemetrySettings,
+    shards: list[int] | None,
+    consumer: str,
+    events: Mapping[str, EventTiming] | None = None,
+) -> None:
+    """One stream aggregator until cancelled (``mainevent telemetry aggregate``)."""
+    client = aioredis.from_url(settings.stream.redis_url)
+    try:
+        agg = StreamAggregator(
+            client, settings, events or {}, shards=shards, consumer=consumer, clock=time.time
+        )
+        await agg.run()
+    finally:
+        await client.aclose()

@@ -62,8 +62,10 @@ class TelemetryStore:
     def close(self) -> None:
         self._db.close()
 
-    def write(self, windows: Sequence[ClosedWindow]) -> None:
-        """Store closed 1 s windows and fold them into their 10 s and 1 min rows."""
+    def write(self, windows: Sequence[ClosedWindow], *, merge: bool = False) -> None:
+        """Store closed 1 s windows and fold them into their 10 s and 1 min rows; with
+        ``merge``, a 1 s row already stored for the same second and series is added to (windows
+        of several stream aggregators), not replaced."""
         if not windows:
             return
         db = self._db
@@ -77,7 +79,7 @@ class TelemetryStore:
                     if acc is None:
                         merged[key] = acc = QoeAggregate()
                     acc.merge(w.agg)
-                if res > 1:
+                if res > 1 or merge:
                     self._fold_existing(res, merged)
                 db.executemany(
                     "INSERT OR REPLACE INTO qoe VALUES (?,?,?,?,?,?,?,?)",
