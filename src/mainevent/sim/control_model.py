@@ -79,6 +79,8 @@ class TickResult:
     poll_shed_share: float = 0.0
     utilisation: float = 0.0
     delay: float = 0.0
+    door_refused: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    """Arrivals above the worker's individual cap, refused at the door in bulk, per RequestKind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,22 @@ class WorkerModel:
 
     def arrive(self, req: Request) -> None:
         self._push(req.at, _ARRIVE, req)
+
+    def individual_cap(self, tick_s: float) -> int:
+        """Most arrivals per tick simulated one by one: twice what the loop can serve this tick
+        (its CPU share left by the fluid load) plus a margin. Beyond that the loop is saturated,
+        its in-flight budget stays full across ticks and the controller refuses whatever else
+        arrives, so the surplus is refused in bulk by :meth:`refuse_at_door`."""
+        free = max(0.02, 1.0 - self.background)
+        return int(2 * tick_s * 1000 * free / self.cfg.new_start_ms) + 64
+
+    def refuse_at_door(self, kind: RequestKind, n: float, tick_s: float) -> None:
+        """`n` arrivals of `kind` this tick beyond the individual cap: each is a door refusal
+        (503 overloaded) and costs `shed_ms` of the loop, taken as fluid load this tick."""
+        if n <= 0:
+            return
+        self._result.door_refused[kind] += n
+        self.background = min(0.98, self.background + n * self.cfg.shed_ms / 1000 / tick_s)
 
     def run_until(self, t: float) -> TickResult:
         """Process events before `t`; returns (and resets) what finished meanwhile."""

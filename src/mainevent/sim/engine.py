@@ -34,8 +34,9 @@ from typing import Any
 
 from mainevent.sim.control_model import Outcome, Request, RequestKind, WorkerModel, poisson
 from mainevent.sim.delivery_model import DeliveryModel
-from mainevent.sim.policies import AbrController, CdnHealth, FirstCdnFailover, SteeringPolicy
+from mainevent.sim.policies import AbrController
 from mainevent.sim.scenario import FaultKind, Scenario
+from mainevent.sim.steering_model import PopHealth, SteeringModel
 
 __all__ = ["SimResult", "simulate"]
 
@@ -64,11 +65,48 @@ class _Cohort:
 
 @dataclass(slots=True)
 class _Pending:
-    due: float
+    """Requests of one kind due in one tick: `count` viewers, pressed on average at `pressed`."""
+
     kind: RequestKind
     count: float
     pressed: float
     isp: int
+
+
+class _Queue:
+    """Fleet requests waiting to be sent, per due tick: retries are merged into one batch per
+    (kind, ISP, age class) — age class = ⌊log2(1 + waited / D)⌋ — so a retry storm costs a
+    bounded number of batches per tick, whatever the audience (the pressed time of a batch is
+    the count-weighted mean of what it merged, so start-up keeps its mean and a factor-of-two
+    spread)."""
+
+    __slots__ = ("_by_step", "_origin", "_tick")
+
+    def __init__(self, origin: float, tick: float) -> None:
+        self._by_step: dict[int, dict[tuple[int, int, int], _Pending]] = {}
+        self._origin, self._tick = origin, tick
+
+    def add(self, due: float, kind: RequestKind, count: float, pressed: float, isp: int) -> None:
+        if count <= 0:
+            return
+        step = int((due - self._origin) // self._tick)
+        age = int(math.log2(1 + max(0.0, due - pressed) / self._tick))
+        batch = self._by_step.setdefault(step, {})
+        key = (int(kind), isp, age)
+        p = batch.get(key)
+        if p is None:
+            batch[key] = _Pending(kind, count, pressed, isp)
+        else:
+            total = p.count + count
+            p.pressed = (p.pressed * p.count + pressed * count) / total
+            p.count = total
+
+    def take(self, step: int) -> list[_Pending]:
+        """The batches due in tick `step` (and any left from before it)."""
+        out: list[_Pending] = []
+        for s in [s for s in self._by_step if s <= step]:
+            out.extend(self._by_step.pop(s).values())
+        return out
 
 
 @dataclass(slots=True)
@@ -112,13 +150,12 @@ def _hist_quantile(hist: list[float], q: float) -> float:
 def simulate(
     sc: Scenario,
     *,
-    steering: SteeringPolicy | None = None,
     progress: Callable[[float, dict[str, float]], None] | None = None,
 ) -> SimResult:
-    """Run the scenario; `steering` plugs in a CDN steering policy (default: the stand-in)."""
+    """Run the scenario (multi-CDN steering: the production `SteeringPolicy`, `steering_model`)."""
     wall0 = time.perf_counter()
     rng = random.Random(sc.seed)
-    steer = steering or FirstCdnFailover()
+    steer = SteeringModel(sc, random.Random(sc.seed + 2))
     a, cp, dl = sc.audience, sc.control, sc.delivery
     D = dl.segment_s
     W = cp.workers
@@ -137,7 +174,12 @@ def simulate(
             for c in order
             if not sc.cdns[cdn_index[c]].regions or r.name in sc.cdns[cdn_index[c]].regions
         ]
-        candidates.append(order or cdns)
+        serving = [
+            c
+            for c in cdns
+            if not sc.cdns[cdn_index[c]].regions or r.name in sc.cdns[cdn_index[c]].regions
+        ]
+        candidates.append([*order, *[c for c in serving if c not in order]] or cdns)
     worker = WorkerModel(cp, random.Random(sc.seed + 1))
     delivery = DeliveryModel(
         D, dl.shield_rtt_ms / 1000, dl.origin_rtt_ms / 1000, dl.edge_cache_mb << 20
@@ -159,7 +201,7 @@ def simulate(
             )
         return co
 
-    pending: list[_Pending] = []
+    pending = _Queue(sc.start_s, D)
     refresh_due: dict[int, float] = defaultdict(float)
     waiting_room = 0.0
     preauth_target = a.viewers * a.page_open_share
@@ -175,6 +217,8 @@ def simulate(
     cost = dict.fromkeys(cdns, 0.0)
     pop_util: dict[tuple[int, int], float] = {}
     pop_req_util: dict[tuple[int, int], float] = {}
+    pop_ttfb: dict[tuple[int, int], float] = {}
+    wave_failed: dict[tuple[int, int], float] = {}
     breaking: dict[str, dict[str, Any]] = {}
     peak: dict[str, tuple[float, float, float]] = {}  # tier -> (utilisation, t, viewers)
     seg_no = 0
@@ -215,23 +259,20 @@ def simulate(
             if active(FaultKind.CDN_OUTAGE, t, c, r)
         }
         steer.observe(
-            [
-                CdnHealth(
-                    c,
-                    r,
-                    1.0 if (ci, ri) in failing else 0.0,
-                    pop_util.get((ci, ri), 0.0),
-                    sc.cdns[ci].cost_per_gb,
+            {
+                pop: PopHealth(
+                    1.0 if pop in failing else wave_failed.get(pop, 0.0),
+                    1000 * ttfb,
                 )
-                for ci, c in enumerate(cdns)
-                for ri, r in enumerate(regions)
-            ],
+                for pop, ttfb in pop_ttfb.items()
+            },
             t,
         )
+        moves = steer.step(failing, t)
         # -- arrivals (fleet counts) -------------------------------------------------------
         new_pre = _uniform(preauth_target, a.page_open_from_s, 0.0, t, t1)
         if new_pre:
-            pending.append(_Pending(t, RequestKind.PREAUTH, new_pre, t, -1))
+            pending.add(t, RequestKind.PREAUTH, new_pre, t, -1)
         storm = a.viewers * a.storm_share * _exp_mass(0.0, a.storm_width_s, t, t1)
         late = _uniform(a.viewers * a.late_share, 0.0, a.half_time_s, t, t1)
         if not left_at_half and t >= a.half_time_s:
@@ -239,39 +280,22 @@ def simulate(
             returning = playing * a.half_time_leave_share
             for co in cohorts.values():
                 co.count *= 1 - a.half_time_leave_share
+            steer.leave(a.half_time_leave_share)
         back = returning * _exp_mass(
             a.half_time_s + a.half_time_break_s, a.half_time_storm_width_s, t, t1
         )
         if storm + late + back > 0:
-            pending.append(_Pending(t, RequestKind.START, storm + late + back, t, -1))
+            pending.add(t, RequestKind.START, storm + late + back, t, -1)
         refreshes = refresh_due.pop(step, 0.0)
         if refreshes:
-            pending.append(_Pending(t, RequestKind.REFRESH, refreshes, t, -1))
+            pending.add(t, RequestKind.REFRESH, refreshes, t, -1)
         presses = min(
             waiting_room, preauth_target * _uniform_density(a.play_from_s, a.storm_width_s, t, t1)
         )
         waiting_room -= presses
         # -- control plane: the representative worker ------------------------------------
-        due = [p for p in pending if p.due < t1]
-        pending = [p for p in pending if p.due >= t1]
+        due = pending.take(step)
         by_kind: dict[RequestKind, float] = defaultdict(float)
-        for p in due:
-            by_kind[p.kind] += p.count
-            n_rep = poisson(rng, p.count / W)
-            for _ in range(n_rep):
-                account_seq += 1
-                isp = rng.randrange(len(sc.isps)) if p.isp < 0 else p.isp
-                isp_cfg = sc.isps[isp]
-                n_addr = max(1, int(a.viewers * i_share[isp] / isp_cfg.viewers_per_address))
-                worker.arrive(
-                    Request(
-                        rng.uniform(max(t, p.due), t1),
-                        p.kind,
-                        account_seq,
-                        f"{isp}:{rng.randrange(n_addr)}",
-                    )
-                )
-                events += 1
         poll_rate = waiting_room / a.poll_interval_s
         hb_rate = playing / 30.0
         worker.background = min(
@@ -283,6 +307,29 @@ def simulate(
             / 1000
             / W,
         )
+        n_reps = [poisson(rng, p.count / W) for p in due]
+        n_total = sum(n_reps)
+        cap = worker.individual_cap(D)
+        keep_share = min(1.0, cap / n_total) if n_total else 1.0
+        for p, n_rep in zip(due, n_reps, strict=True):
+            by_kind[p.kind] += p.count
+            kept = int(n_rep * keep_share + rng.random()) if keep_share < 1 else n_rep
+            kept = min(kept, n_rep)
+            worker.refuse_at_door(p.kind, n_rep - kept, D)
+            for _ in range(kept):
+                account_seq += 1
+                isp = rng.randrange(len(sc.isps)) if p.isp < 0 else p.isp
+                isp_cfg = sc.isps[isp]
+                n_addr = max(1, int(a.viewers * i_share[isp] / isp_cfg.viewers_per_address))
+                worker.arrive(
+                    Request(
+                        rng.uniform(t, t1),
+                        p.kind,
+                        account_seq,
+                        f"{isp}:{rng.randrange(n_addr)}",
+                    )
+                )
+                events += 1
         tick = worker.run_until(t1)
         util = worker.utilisation(t, t1)
         store_rate = tick.lookups * W / D
@@ -292,15 +339,17 @@ def simulate(
         for kind in RequestKind:
             g = len(tick.granted[kind])
             refused = tick.refused[kind]
-            n_done = g + len(refused)
+            door = tick.door_refused[kind]
+            n_done = g + len(refused) + door
             if n_done == 0:
                 frac[kind] = (1.0, 0.0, 2.0)
                 continue
             retry = sum(r for _, r in refused) / len(refused) if refused else 2.0
-            shed = sum(1 for o, _ in refused if o is Outcome.SHED)
+            shed = sum(1 for o, _ in refused if o is Outcome.SHED) + door
             totals[f"shed_{kind.name.lower()}"] += shed * W
-            totals[f"unavailable_{kind.name.lower()}"] += (len(refused) - shed) * W
-            frac[kind] = (g / n_done, len(refused) / n_done, retry)
+            totals[f"unavailable_{kind.name.lower()}"] += (len(refused) + door - shed) * W
+            frac[kind] = (g / n_done, (len(refused) + door) / n_done, retry)
+            totals["door_refused_bulk"] += door * W
         lat_points = sorted(tick.granted[RequestKind.START] + tick.granted[RequestKind.PREAUTH])
         if lat_points:
             prev_latency_points = lat_points
@@ -316,9 +365,7 @@ def simulate(
         for p in due:
             ok, bad, retry = frac[p.kind]
             if bad > 0:
-                pending.append(
-                    _Pending(t1 + retry - D / 2, p.kind, p.count * bad, p.pressed, p.isp)
-                )
+                pending.add(t1 + retry - D / 2, p.kind, p.count * bad, p.pressed, p.isp)
             granted = p.count * ok
             if granted <= 0:
                 continue
@@ -340,7 +387,7 @@ def simulate(
         if publishing:
             seg_no += 1
         wave_wait: dict[tuple[int, int], float] = {}
-        wave_failed: dict[tuple[int, int], float] = {}
+        wave_failed = {}
         demand: dict[tuple[int, int], float] = defaultdict(float)
         by_pop_level: dict[tuple[int, int, int], float] = defaultdict(float)
         for co in cohorts.values():
@@ -348,14 +395,19 @@ def simulate(
                 by_pop_level[(co.cdn, co.region, co.level)] += co.count
                 demand[(co.cdn, co.region)] += co.count * (ladder[co.level] + dl.audio_kbps) * 1000
         join_total = sum(c for c, _ in joiners)
+        join_split = {
+            (ri, ii): steer.join(ri, ii, join_total * rs * is_, t) if join_total > 0 else []
+            for ri, rs in enumerate(r_share)
+            for ii, is_ in enumerate(i_share)
+        }
+        join_at: dict[tuple[int, int], float] = defaultdict(float)
+        for (ri, ii), split in join_split.items():
+            for ci, share, _retried in split:
+                join_at[(ci, ri)] += join_total * r_share[ri] * i_share[ii] * share
         for ri in range(len(regions)):
             for ci in candidates_idx(candidates[ri], cdn_index):
                 levels = {lv: n for (c, r, lv), n in by_pop_level.items() if c == ci and r == ri}
-                jn = (
-                    join_total * r_share[ri]
-                    if cdns[ci] == steer.choose(regions[ri], "", candidates[ri], t)
-                    else 0.0
-                )
+                jn = join_at.get((ci, ri), 0.0)
                 if jn:
                     levels[0] = levels.get(0, 0.0) + jn
                 if not levels:
@@ -404,17 +456,22 @@ def simulate(
                     "egress or request capacity exceeded",
                 )
         origin_tick, shield_tick = delivery.take_tick_counts()
+        for ri in range(len(regions)):  # what the steering prober sees next tick
+            for ci in candidates_idx(candidates[ri], cdn_index):
+                pop_ttfb[(ci, ri)] = (
+                    sc.regions[ri].rtt_ms / 1000
+                    + _edge_s(sc.cdns[ci].edge_service_ms, pop_req_util.get((ci, ri), 0.0))
+                    + wave_wait.get((ci, ri), 0.0)
+                )
         # -- new viewers start ------------------------------------------------------------
         startup_points: list[tuple[float, float]] = []
         default_level_cache: dict[int, int] = {}
         for count, auth_offsets in joiners:
-            for ri, rs in enumerate(r_share):
-                for ii, is_ in enumerate(i_share):
-                    cdn = steer.choose(regions[ri], sc.isps[ii].name, candidates[ri], t)
-                    ci = cdn_index[cdn]
+            for (ri, ii), split in join_split.items():
+                for ci, share, retried in split:
                     for di, ds in enumerate(d_share):
                         for qi, (mult, qs) in enumerate(QUANTILES):
-                            n = count * rs * is_ * ds * qs
+                            n = count * r_share[ri] * i_share[ii] * share * ds * qs
                             if n <= 0:
                                 continue
                             co = cohort(ri, ii, di, qi, ci)
@@ -432,12 +489,8 @@ def simulate(
                             rtt = sc.regions[ri].rtt_ms / 1000 + _edge_s(
                                 sc.cdns[ci].edge_service_ms, pop_req_util.get((ci, ri), 0.0)
                             )
-                            extra = 0.0
-                            if (ci, ri) in failing:
-                                extra = sum(dl.retry_s) + dl.startup_requests * rtt
-                                nxt = steer.failover(regions[ri], cdn, candidates[ri], t)
-                                ci = cdn_index[nxt]
-                                co = cohort(ri, ii, di, qi, ci)
+                            # first CDN failed: the player's retries, then the next pathway
+                            extra = sum(dl.retry_s) + dl.startup_requests * rtt if retried else 0.0
                             first = (seg_bytes[lvl] + audio_bytes) * 8 / thr
                             base = (
                                 dl.startup_requests * rtt
@@ -456,31 +509,50 @@ def simulate(
         played = 0.0
         stalls = 0.0
         latency_w = 0.0
+        # steering: the policy's moves and the players' own failovers, cohort shares following
+        # the representative sessions; viewers on a failing CDN with no session there escape too
+        for co in list(cohorts.values()):
+            if co.count <= 0:
+                continue
+            pop = (co.cdn, co.region)
+            to_shares = dict(moves.get((co.region, co.isp, co.cdn), {}))
+            if pop in failing and sum(to_shares.values()) < 0.999:
+                esc = steer.escape(co.region, co.cdn)
+                if esc != co.cdn:
+                    to_shares[esc] = to_shares.get(esc, 0.0) + 1.0 - sum(to_shares.values())
+            if not to_shares:
+                continue
+            n0 = co.count
+            retry = (
+                sum(dl.retry_s) + dl.startup_requests * sc.regions[co.region].rtt_ms / 1000
+                if pop in failing
+                else 0.0
+            )
+            for to, share in to_shares.items():
+                n = n0 * min(1.0, share)
+                if n <= 0 or to == co.cdn:
+                    continue
+                dest = cohort(co.region, co.isp, co.device, co.quantile, to)
+                lost = max(0.0, retry - co.buffer_s)
+                stall_time += lost * n
+                if lost > 0:
+                    stalls += n
+                totals["failovers" if pop in failing else "steered"] += n
+                _merge_state(
+                    dest,
+                    n,
+                    max(0.0, co.buffer_s - retry),
+                    co.lag_s + retry,
+                    co.latency_s + lost,
+                    co.level,
+                )
+                co.count -= n
+            co.count = max(0.0, co.count)
         for co in list(cohorts.values()):
             if co.count <= 0:
                 continue
             events += 1
             pop = (co.cdn, co.region)
-            if pop in failing:
-                to = cdn_index[
-                    steer.failover(regions[co.region], cdns[co.cdn], candidates[co.region], t)
-                ]
-                if to != co.cdn:
-                    dest = cohort(co.region, co.isp, co.device, co.quantile, to)
-                    retry = (
-                        sum(dl.retry_s) + dl.startup_requests * sc.regions[co.region].rtt_ms / 1000
-                    )
-                    lost = max(0.0, retry - co.buffer_s)
-                    stall_time += lost * co.count
-                    if lost > 0:
-                        stalls += co.count
-                    totals["failovers"] += co.count
-                    moved_buf = max(0.0, co.buffer_s - retry)
-                    _merge_state(
-                        dest, co.count, moved_buf, co.lag_s + retry, co.latency_s + lost, co.level
-                    )
-                    co.count = 0.0
-                    continue
             if publishing:
                 co.lag_s += D
             mult = QUANTILES[co.quantile][0]
@@ -633,7 +705,12 @@ def simulate(
         "wall_s": wall,
         "events_per_s": events / wall if wall > 0 else math.nan,
         "peak_rss_mb": peak_rss_mb,
-        "steering": type(steer).__name__,
+        "door_refused_bulk": round(totals["door_refused_bulk"]),
+        "steering": type(steer.policy).__name__,
+        "steered": round(totals["steered"]),
+        "steering_moves": steer.policy.statistics().moves,
+        "steering_sessions": steer.sessions_created,
+        "steer_calls": steer.steer_calls,
     }
     tiers: dict[str, dict[str, Any]] = {}
     for tier, (u, at, _v) in sorted(peak.items()):
