@@ -30,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from mainevent.sim.control_model import Outcome, Request, RequestKind, WorkerModel, poisson
@@ -41,7 +42,10 @@ from mainevent.sim.steering_model import PopHealth, SteeringModel
 __all__ = ["SimResult", "simulate"]
 
 QUANTILES = ((0.5, 0.25), (1.0, 0.5), (1.6, 0.25))
-_JITTER_POINTS = (0.8, 0.93, 1.07, 1.3)
+_POINTS = tuple((2 * k + 1) / 16 for k in range(8))
+"""Quantiles at which a join batch's start-up distribution is sampled (8 equal-weight points)."""
+_JITTER_POINTS = tuple(math.exp(0.25 * NormalDist().inv_cdf(q) - 0.03125) for q in _POINTS)
+"""Log-normal (sigma 0.25) multipliers of the modelled request time at those quantiles."""
 _HIST_BIN_S = 0.01
 _HIST_BINS = 12_000
 
@@ -160,6 +164,14 @@ def simulate(
     D = dl.segment_s
     W = cp.workers
     ladder = list(dl.ladder_kbps)
+    ladder_bps = [k * 1000 for k in ladder]  # the player's ABR works in bits/s (BANDWIDTH)
+    measured = sorted(dl.request_latency_ms)
+    request_points = (
+        [measured[min(len(measured) - 1, int(q * len(measured)))] / 1000 for q in _POINTS]
+        if measured
+        else None
+    )
+    held_presses: list[tuple[float, float]] = []  # (count, wait until the bell)
     regions = [r.name for r in sc.regions]
     cdns = [c.name for c in sc.cdns]
     cdn_index = {c: i for i, c in enumerate(cdns)}
@@ -197,7 +209,7 @@ def simulate(
             cap = sc.devices[d].max_kbps
             max_level = max([k for k, b in enumerate(ladder) if b <= cap] or [0])
             co = cohorts[key] = _Cohort(
-                r, i, d, q, c, max_level, AbrController(ladder[: max_level + 1])
+                r, i, d, q, c, max_level, AbrController(ladder_bps[: max_level + 1])
             )
         return co
 
@@ -357,11 +369,22 @@ def simulate(
             prev_latency_points[
                 min(len(prev_latency_points) - 1, int(f * len(prev_latency_points)))
             ]
-            for f in (0.125, 0.375, 0.625, 0.875)
+            for f in _POINTS
         ]
         joiners: list[tuple[float, list[float]]] = []  # (count, startup offsets before delivery)
-        if presses > 0:
-            joiners.append((presses, [0.0] * 4))
+        if presses > 0 and t1 <= 0:
+            # pressed before the bell: the grant is valid from T+0, the player waits for it
+            held_presses.append((presses, -(t + t1) / 2))
+        elif presses > 0:
+            joiners.append((presses, [0.0] * len(_POINTS)))
+        if held_presses and t1 > 0:
+            joiners.append(
+                (
+                    sum(n for n, _ in held_presses),
+                    [_weighted_quantile(list(held_presses_w(held_presses)), q) for q in _POINTS],
+                )
+            )
+            held_presses = []
         for p in due:
             ok, bad, retry = frac[p.kind]
             if bad > 0:
@@ -465,7 +488,7 @@ def simulate(
                 )
         # -- new viewers start ------------------------------------------------------------
         startup_points: list[tuple[float, float]] = []
-        default_level_cache: dict[int, int] = {}
+        default_level_cache: dict[int, tuple[int, int]] = {}
         for count, auth_offsets in joiners:
             for (ri, ii), split in join_split.items():
                 for ci, share, retried in split:
@@ -475,11 +498,16 @@ def simulate(
                             if n <= 0:
                                 continue
                             co = cohort(ri, ii, di, qi, ci)
-                            lvl = default_level_cache.get(co.max_level)
-                            if lvl is None:
-                                lvl = default_level_cache[co.max_level] = AbrController(
-                                    ladder[: co.max_level + 1]
-                                ).decide(0.0, D)
+                            lvl_switch = default_level_cache.get(co.max_level)
+                            if lvl_switch is None:
+                                start_abr = AbrController(ladder_bps[: co.max_level + 1])
+                                first_lvl = start_abr.decide(0.0, 0.0)
+                                seg_lvl = start_abr.decide(0.0, D)
+                                lvl_switch = default_level_cache[co.max_level] = (
+                                    seg_lvl,
+                                    int(seg_lvl != first_lvl),
+                                )
+                            lvl, switched = lvl_switch
                             thr = (
                                 sc.isps[ii].bandwidth_mbps
                                 * 1e6
@@ -491,17 +519,18 @@ def simulate(
                             )
                             # first CDN failed: the player's retries, then the next pathway
                             extra = sum(dl.retry_s) + dl.startup_requests * rtt if retried else 0.0
-                            first = (seg_bytes[lvl] + audio_bytes) * 8 / thr
-                            base = (
-                                dl.startup_requests * rtt
-                                + wave_wait.get((ci, ri), 0.0)
-                                + first
-                                + extra
-                            )
+                            first = seg_bytes[lvl] * 8 / thr  # video and audio in parallel
+                            n_req = dl.startup_requests + switched
+                            fixed = wave_wait.get((ci, ri), 0.0) + extra
                             for k, off in enumerate(auth_offsets):
-                                s = off + base * _JITTER_POINTS[k]
-                                startup_points.append((s, n / 4))
-                                hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n / 4
+                                req = (
+                                    request_points[k]
+                                    if request_points is not None
+                                    else rtt * _JITTER_POINTS[k]
+                                )
+                                s = off + n_req * req + first * _JITTER_POINTS[k] + fixed
+                                startup_points.append((s, n / len(_POINTS)))
+                                hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n / len(_POINTS)
                             _merge(co, n, D, dl.hold_back_segments * D, dl.publish_delay_s, lvl)
                             events += 1
         # -- playback ---------------------------------------------------------------------
@@ -721,6 +750,11 @@ def simulate(
             entry["headroom_viewers"] = round(a.viewers / u) if u > 0 else None
         tiers[tier] = entry
     return SimResult(sc.name, dict(series), cdn_series, egress, summary, tiers, hist)
+
+
+def held_presses_w(held: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(wait, count) points of the presses held until the bell."""
+    return [(w, n) for n, w in held]
 
 
 def series_last(series: dict[str, list[float]], name: str) -> float:

@@ -167,7 +167,14 @@ class Delivery:
     backup: bool = True
     """A backup pipeline covers an encoder failure (no slate)."""
     startup_requests: int = 4
-    """Sequential round trips before the first segment plays (multivariant, media playlist, init, segment)."""
+    """Sequential requests before playback starts, as the headless player makes them: the
+    multivariant playlist, the media playlists (video and audio in parallel), the init section,
+    the first segment (tracks in parallel). A rendition switch before the first segment (the
+    real ABR's second answer differs from its first) adds a playlist reload."""
+    request_latency_ms: tuple[float, ...] = ()
+    """Measured latency of one player request (send → response), as samples from a real run
+    (`sim.calibrate`); when given, start-up requests take its quantiles instead of the modelled
+    region RTT + edge service time. Calibration input, empty by default."""
     retry_s: tuple[float, ...] = (0.5, 1.0, 2.0)
     """The player's retries before it fails over to the next CDN (headless player: 3 attempts)."""
 
