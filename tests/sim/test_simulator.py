@@ -14,6 +14,7 @@ from mainevent.control.steering.model import Reason
 from mainevent.control.steering.policy import SteeringPolicy
 from mainevent.media.edge.cache import Cache, Fetch, _Flight
 from mainevent.player import abr
+from mainevent.sim.calibrate import calibrated
 from mainevent.sim.engine import SimResult, simulate
 from mainevent.sim.scenario import Fault, FaultKind, Scenario, load_scenario
 
@@ -189,3 +190,15 @@ def test_steering_capacity_caps_the_moves() -> None:
     moved_to_c = held.cdn_series["cdn-c"][i] - free.cdn_series["cdn-c"][i]
     assert moved_to_c > 1000
     assert held.cdn_series["cdn-a"][i] == pytest.approx(free.cdn_series["cdn-a"][i] - moved_to_c)
+
+
+def test_calibration_inputs_replace_the_modelled_latencies() -> None:
+    """Measured request latencies (`sim.calibrate.calibrated`) set the start-up: five
+    sequential 200 ms requests plus a 100 ms control-plane delay put the median near 1.1 s,
+    where the modelled loopback (0.5 ms RTT, 1.5 ms edges) starts in a few milliseconds."""
+    sc = load_scenario("calibration-500")
+    modelled = simulate(sc).summary
+    measured = simulate(calibrated(sc, [200.0] * 50, [100.0] * 20)).summary
+    assert modelled["startup_p50_s"] < 0.1
+    assert 0.9 < measured["startup_p50_s"] < 1.3
+    assert measured["origin_fetches"] == modelled["origin_fetches"]

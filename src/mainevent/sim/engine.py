@@ -171,6 +171,13 @@ def simulate(
         if measured
         else None
     )
+    cp_measured = sorted(cp.base_latency_ms)
+    control_points = [
+        cp_measured[min(len(cp_measured) - 1, int(q * len(cp_measured)))] / 1000
+        if cp_measured
+        else 0.0
+        for q in _POINTS
+    ]
     held_presses: list[tuple[float, float]] = []  # (count, wait until the bell)
     regions = [r.name for r in sc.regions]
     cdns = [c.name for c in sc.cdns]
@@ -369,7 +376,8 @@ def simulate(
             prev_latency_points[
                 min(len(prev_latency_points) - 1, int(f * len(prev_latency_points)))
             ]
-            for f in _POINTS
+            + control_points[k]
+            for k, f in enumerate(_POINTS)
         ]
         joiners: list[tuple[float, list[float]]] = []  # (count, startup offsets before delivery)
         if presses > 0 and t1 <= 0:

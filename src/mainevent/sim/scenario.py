@@ -148,6 +148,10 @@ class ControlPlane:
     """Players refresh this long before their token expires."""
     address_rate: float = 50.0
     address_burst: float = 500.0
+    base_latency_ms: tuple[float, ...] = ()
+    """Measured latency of a trivial control-plane request (`GET /healthz`) from a real run
+    (`sim.calibrate`): the machine's scheduling and network delay, added to every simulated
+    playback request's latency at its quantiles. Calibration input, empty by default."""
 
 
 @dataclass(frozen=True, slots=True)
