@@ -35,12 +35,15 @@ def test_same_seed_same_result() -> None:
 
 
 def test_everyone_joins_and_caches_protect_the_origin() -> None:
-    """All viewers end up playing; the origin sees a handful of fetches per segment, not one per viewer."""
+    """All viewers end up playing; the origin sees a handful of media fetches per segment, not
+    one per viewer — but one personal multivariant playlist per start (tokened, uncacheable)."""
     r = simulate(small())
     s = r.summary
     assert s["peak_concurrent"] == pytest.approx(200_000, rel=0.05)
     segments = (150 + 60) / 2
-    assert 0 < s["origin_fetches"] < segments * 20
+    assert 0 < s["origin_media_fetches"] < segments * 20
+    assert s["origin_manifests"] == pytest.approx(s["peak_concurrent"], rel=0.1)
+    assert s["origin_fetches"] == s["origin_media_fetches"] + s["origin_manifests"]
     assert s["edge_hits"] > 1000 * s["edge_fetches"]
 
 
@@ -105,14 +108,14 @@ def test_admission_policy_is_the_production_one(monkeypatch: pytest.MonkeyPatch)
 
 def test_edge_cache_is_the_production_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """Patching Cache.lookup into a pass-through (every request fetches) multiplies origin fetches."""
-    base = simulate(small()).summary["origin_fetches"]
+    base = simulate(small()).summary["origin_media_fetches"]
 
     def pass_through(self: Cache, key: str, now: float) -> Fetch:
         self._flights[key] = _Flight(now)
         return Fetch(key)
 
     monkeypatch.setattr(Cache, "lookup", pass_through)
-    assert simulate(small()).summary["origin_fetches"] > 3 * base
+    assert simulate(small()).summary["origin_media_fetches"] > 3 * base
 
 
 def test_abr_is_the_production_one(monkeypatch: pytest.MonkeyPatch) -> None:

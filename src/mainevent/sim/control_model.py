@@ -12,7 +12,9 @@ event loop, service times — and its outcome fractions are scaled to the fleet.
 * waiting-room polls and heartbeats are fluid background load (they take CPU from the same
   worker); the share of polls shed is the real controller's answer to a sample of
   `admit(POLL)` calls each tick;
-* event-loop lag fed to `observe_delay` is the work queued ahead (backlog), every 10 ms;
+* event-loop lag fed to `observe_delay` is the work queued ahead (backlog), every 10 ms, plus
+  — calibrated — a draw from the machine's measured scheduling delay (`base_latency_ms` above
+  its minimum: on a shared machine the real loop lags because its process waits for a core);
 * the entitlement store's latency grows with its utilisation (M/M/1: base / (1 - utilisation)); above
   capacity or during an outage lookups fail (or time out, which the breaker counts as failure).
 """
@@ -130,6 +132,10 @@ class WorkerModel:
         self._result = TickResult()
         self._busy_time = 0.0
         self._next_sample = -math.inf
+        measured = sorted(cfg.base_latency_ms)
+        self._lag = [(m - measured[0]) / 1000 for m in measured]
+        """Calibration: the machine's scheduling delay as the loop-lag sampler sees it (measured
+        trivial-request latencies above their minimum), added to each lag sample."""
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -167,7 +173,8 @@ class WorkerModel:
                 assert isinstance(payload, _Job)
                 self._on_run(payload, at)
             else:
-                self.admission.observe_delay(max(0.0, self._busy_until - at))
+                lag = self.rng.choice(self._lag) if self._lag else 0.0
+                self.admission.observe_delay(max(0.0, self._busy_until - at) + lag)
                 if at + 0.01 < t:
                     self._push(at + 0.01, _SAMPLE, None)
         result = self._result

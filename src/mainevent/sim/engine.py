@@ -486,7 +486,8 @@ def simulate(
                     pop_util[(ci, ri)] >= 1 or pop_req_util[(ci, ri)] >= 1,
                     "egress or request capacity exceeded",
                 )
-        origin_tick, shield_tick = delivery.take_tick_counts()
+        media_counts = delivery.take_tick_counts()
+        origin_tick, shield_tick = float(media_counts[0]), float(media_counts[1])
         for ri in range(len(regions)):  # what the steering prober sees next tick
             for ci in candidates_idx(candidates[ri], cdn_index):
                 pop_ttfb[(ci, ri)] = (
@@ -541,6 +542,14 @@ def simulate(
                                 hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n / len(_POINTS)
                             _merge(co, n, D, dl.hold_back_segments * D, dl.publish_delay_s, lvl)
                             events += 1
+        # Each start fetches its own multivariant playlist: it is personal (the session's token
+        # is in its URIs), so the edge and the shield key it by the tokened path and every one
+        # goes to the origin (media playlists and segments are shared and collapse).
+        manifests = sum(c for c, _ in joiners)
+        totals["origin_manifests"] += manifests
+        origin_media_tick = origin_tick
+        origin_tick += manifests
+        shield_tick += manifests
         # -- playback ---------------------------------------------------------------------
         stall_time = 0.0
         played = 0.0
@@ -638,6 +647,7 @@ def simulate(
         totals["played_s"] += played
         totals["stalls"] += stalls
         totals["origin_fetches"] += origin_tick
+        totals["origin_media_fetches"] += origin_media_tick
         # -- tiers --------------------------------------------------------------------------
         starts_n = by_kind.get(RequestKind.START, 0.0) + by_kind.get(RequestKind.PREAUTH, 0.0)
         shed_share = (
@@ -689,6 +699,7 @@ def simulate(
         )
         series["stalled_viewers"].append(sum(co.count for co in cohorts.values() if co.stalled))
         series["origin_fetches"].append(origin_tick)
+        series["origin_manifests"].append(manifests)
         series["shield_fetches"].append(shield_tick)
         series["new_starts_per_s"].append(starts_n / D)
         series["shed_per_s"].append(sum(c * frac[k][1] for k, c in by_kind.items()) / D)
@@ -725,7 +736,9 @@ def simulate(
         "startup_p95_s": _hist_quantile(hist, 0.95),
         "rebuffer_ratio": totals["stall_s"] / max(1e-9, totals["stall_s"] + totals["played_s"]),
         "stalls": round(totals["stalls"]),
-        "origin_fetches": int(totals["origin_fetches"]),
+        "origin_fetches": round(totals["origin_fetches"]),
+        "origin_media_fetches": round(totals["origin_media_fetches"]),
+        "origin_manifests": round(totals["origin_manifests"]),
         "edge_fetches": int(totals["edge_fetches"]),
         "edge_hits": round(totals["edge_hits"]),
         "edge_collapsed": round(totals["edge_collapsed"]),
