@@ -90,3 +90,22 @@ def test_cli_refuses_a_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["simulate", "calibration-500", "--viewers", "0"]) == 2
     assert main(["load", "calibration-500", "--edge", "cdn-a"]) == 2
     assert "expected NAME=http" in capsys.readouterr().err
+
+
+def test_steering_table_is_validated() -> None:
+    """`[steering]` takes the production SteeringConfig's rules; a bad value is named."""
+    data = _calibration()
+    data["steering"] = {"quorum": 0, "sessions": 0, "failure_drain_share": 1.5}
+    data["cdns"][0]["steering_capacity"] = -5  # type: ignore[index]
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(data, "bad.toml")
+    text = str(err.value)
+    assert "steering.sessions: must be at least 1" in text
+    assert "steering: quorum must be at least 1" in text
+    assert "cdns[0].steering_capacity: must not be negative" in text
+    data = _calibration()
+    data["steering"] = {"ttl_s": 6, "quorum": 1}
+    data["cdns"][1]["steering_capacity"] = 250  # type: ignore[index]
+    sc = parse_scenario(data)
+    assert sc.steering.policy_config().ttl_s == 6
+    assert sc.cdns[1].steering_capacity == 250.0

@@ -140,6 +140,10 @@ class RedisSessionStore:
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._end = client.register_script(_END)
 
+    async def per_event(self, now: float) -> dict[str, int] | None:
+        """Not counted on Redis (it would take a scan of every session key): None."""
+        return None
+
     def _gc(self, expires: float, now: float) -> str:
         return str(max(int((expires - now) * 1000), 0) + int(self._gc_ms))
 

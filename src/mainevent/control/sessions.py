@@ -166,6 +166,10 @@ class SessionStore(Protocol):
         """Sessions held (for /metrics), or None when the store cannot count cheaply."""
         ...
 
+    async def per_event(self, now: float) -> dict[str, int] | None:
+        """Live sessions per event; None where the store does not count them."""
+        ...
+
 
 class MemorySessionStore:
     """The embedded store: a :class:`SessionRegistry` in this process (never suspends)."""
@@ -221,3 +225,7 @@ class MemorySessionStore:
     async def count(self) -> int | None:
         """Sessions held."""
         return len(self.core)
+
+    async def per_event(self, now: float) -> dict[str, int] | None:
+        """Live sessions per event."""
+        return self.core.per_event(now)

@@ -12,7 +12,9 @@ event loop, service times — and its outcome fractions are scaled to the fleet.
 * waiting-room polls and heartbeats are fluid background load (they take CPU from the same
   worker); the share of polls shed is the real controller's answer to a sample of
   `admit(POLL)` calls each tick;
-* event-loop lag fed to `observe_delay` is the work queued ahead (backlog), every 10 ms;
+* event-loop lag fed to `observe_delay` is the work queued ahead (backlog), every 10 ms, plus
+  — calibrated — a draw from the machine's measured scheduling delay (`base_latency_ms` above
+  its minimum: on a shared machine the real loop lags because its process waits for a core);
 * the entitlement store's latency grows with its utilisation (M/M/1: base / (1 - utilisation)); above
   capacity or during an outage lookups fail (or time out, which the breaker counts as failure).
 """
@@ -79,6 +81,8 @@ class TickResult:
     poll_shed_share: float = 0.0
     utilisation: float = 0.0
     delay: float = 0.0
+    door_refused: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    """Arrivals above the worker's individual cap, refused at the door in bulk, per RequestKind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +132,31 @@ class WorkerModel:
         self._result = TickResult()
         self._busy_time = 0.0
         self._next_sample = -math.inf
+        measured = sorted(cfg.base_latency_ms)
+        self._lag = [(m - measured[0]) / 1000 for m in measured]
+        """Calibration: the machine's scheduling delay as the loop-lag sampler sees it (measured
+        trivial-request latencies above their minimum), added to each lag sample."""
 
     # -- inputs ---------------------------------------------------------------------------
 
     def arrive(self, req: Request) -> None:
         self._push(req.at, _ARRIVE, req)
+
+    def individual_cap(self, tick_s: float) -> int:
+        """Most arrivals per tick simulated one by one: twice what the loop can serve this tick
+        (its CPU share left by the fluid load) plus a margin. Beyond that the loop is saturated,
+        its in-flight budget stays full across ticks and the controller refuses whatever else
+        arrives, so the surplus is refused in bulk by :meth:`refuse_at_door`."""
+        free = max(0.02, 1.0 - self.background)
+        return int(2 * tick_s * 1000 * free / self.cfg.new_start_ms) + 64
+
+    def refuse_at_door(self, kind: RequestKind, n: float, tick_s: float) -> None:
+        """`n` arrivals of `kind` this tick beyond the individual cap: each is a door refusal
+        (503 overloaded) and costs `shed_ms` of the loop, taken as fluid load this tick."""
+        if n <= 0:
+            return
+        self._result.door_refused[kind] += n
+        self.background = min(0.98, self.background + n * self.cfg.shed_ms / 1000 / tick_s)
 
     def run_until(self, t: float) -> TickResult:
         """Process events before `t`; returns (and resets) what finished meanwhile."""
@@ -149,7 +173,8 @@ class WorkerModel:
                 assert isinstance(payload, _Job)
                 self._on_run(payload, at)
             else:
-                self.admission.observe_delay(max(0.0, self._busy_until - at))
+                lag = self.rng.choice(self._lag) if self._lag else 0.0
+                self.admission.observe_delay(max(0.0, self._busy_until - at) + lag)
                 if at + 0.01 < t:
                     self._push(at + 0.01, _SAMPLE, None)
         result = self._result

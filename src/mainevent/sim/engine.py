@@ -30,17 +30,22 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from mainevent.sim.control_model import Outcome, Request, RequestKind, WorkerModel, poisson
 from mainevent.sim.delivery_model import DeliveryModel
-from mainevent.sim.policies import AbrController, CdnHealth, FirstCdnFailover, SteeringPolicy
+from mainevent.sim.policies import AbrController
 from mainevent.sim.scenario import FaultKind, Scenario
+from mainevent.sim.steering_model import PopHealth, SteeringModel
 
 __all__ = ["SimResult", "simulate"]
 
 QUANTILES = ((0.5, 0.25), (1.0, 0.5), (1.6, 0.25))
-_JITTER_POINTS = (0.8, 0.93, 1.07, 1.3)
+_POINTS = tuple((2 * k + 1) / 16 for k in range(8))
+"""Quantiles at which a join batch's start-up distribution is sampled (8 equal-weight points)."""
+_JITTER_POINTS = tuple(math.exp(0.25 * NormalDist().inv_cdf(q) - 0.03125) for q in _POINTS)
+"""Log-normal (sigma 0.25) multipliers of the modelled request time at those quantiles."""
 _HIST_BIN_S = 0.01
 _HIST_BINS = 12_000
 
@@ -64,11 +69,48 @@ class _Cohort:
 
 @dataclass(slots=True)
 class _Pending:
-    due: float
+    """Requests of one kind due in one tick: `count` viewers, pressed on average at `pressed`."""
+
     kind: RequestKind
     count: float
     pressed: float
     isp: int
+
+
+class _Queue:
+    """Fleet requests waiting to be sent, per due tick: retries are merged into one batch per
+    (kind, ISP, age class) — age class = ⌊log2(1 + waited / D)⌋ — so a retry storm costs a
+    bounded number of batches per tick, whatever the audience (the pressed time of a batch is
+    the count-weighted mean of what it merged, so start-up keeps its mean and a factor-of-two
+    spread)."""
+
+    __slots__ = ("_by_step", "_origin", "_tick")
+
+    def __init__(self, origin: float, tick: float) -> None:
+        self._by_step: dict[int, dict[tuple[int, int, int], _Pending]] = {}
+        self._origin, self._tick = origin, tick
+
+    def add(self, due: float, kind: RequestKind, count: float, pressed: float, isp: int) -> None:
+        if count <= 0:
+            return
+        step = int((due - self._origin) // self._tick)
+        age = int(math.log2(1 + max(0.0, due - pressed) / self._tick))
+        batch = self._by_step.setdefault(step, {})
+        key = (int(kind), isp, age)
+        p = batch.get(key)
+        if p is None:
+            batch[key] = _Pending(kind, count, pressed, isp)
+        else:
+            total = p.count + count
+            p.pressed = (p.pressed * p.count + pressed * count) / total
+            p.count = total
+
+    def take(self, step: int) -> list[_Pending]:
+        """The batches due in tick `step` (and any left from before it)."""
+        out: list[_Pending] = []
+        for s in [s for s in self._by_step if s <= step]:
+            out.extend(self._by_step.pop(s).values())
+        return out
 
 
 @dataclass(slots=True)
@@ -112,17 +154,31 @@ def _hist_quantile(hist: list[float], q: float) -> float:
 def simulate(
     sc: Scenario,
     *,
-    steering: SteeringPolicy | None = None,
     progress: Callable[[float, dict[str, float]], None] | None = None,
 ) -> SimResult:
-    """Run the scenario; `steering` plugs in a CDN steering policy (default: the stand-in)."""
+    """Run the scenario (multi-CDN steering: the production `SteeringPolicy`, `steering_model`)."""
     wall0 = time.perf_counter()
     rng = random.Random(sc.seed)
-    steer = steering or FirstCdnFailover()
+    steer = SteeringModel(sc, random.Random(sc.seed + 2))
     a, cp, dl = sc.audience, sc.control, sc.delivery
     D = dl.segment_s
     W = cp.workers
     ladder = list(dl.ladder_kbps)
+    ladder_bps = [k * 1000 for k in ladder]  # the player's ABR works in bits/s (BANDWIDTH)
+    measured = sorted(dl.request_latency_ms)
+    request_points = (
+        [measured[min(len(measured) - 1, int(q * len(measured)))] / 1000 for q in _POINTS]
+        if measured
+        else None
+    )
+    cp_measured = sorted(cp.base_latency_ms)
+    control_points = [
+        cp_measured[min(len(cp_measured) - 1, int(q * len(cp_measured)))] / 1000
+        if cp_measured
+        else 0.0
+        for q in _POINTS
+    ]
+    held_presses: list[tuple[float, float]] = []  # (count, wait until the bell)
     regions = [r.name for r in sc.regions]
     cdns = [c.name for c in sc.cdns]
     cdn_index = {c: i for i, c in enumerate(cdns)}
@@ -137,7 +193,12 @@ def simulate(
             for c in order
             if not sc.cdns[cdn_index[c]].regions or r.name in sc.cdns[cdn_index[c]].regions
         ]
-        candidates.append(order or cdns)
+        serving = [
+            c
+            for c in cdns
+            if not sc.cdns[cdn_index[c]].regions or r.name in sc.cdns[cdn_index[c]].regions
+        ]
+        candidates.append([*order, *[c for c in serving if c not in order]] or cdns)
     worker = WorkerModel(cp, random.Random(sc.seed + 1))
     delivery = DeliveryModel(
         D, dl.shield_rtt_ms / 1000, dl.origin_rtt_ms / 1000, dl.edge_cache_mb << 20
@@ -155,11 +216,11 @@ def simulate(
             cap = sc.devices[d].max_kbps
             max_level = max([k for k, b in enumerate(ladder) if b <= cap] or [0])
             co = cohorts[key] = _Cohort(
-                r, i, d, q, c, max_level, AbrController(ladder[: max_level + 1])
+                r, i, d, q, c, max_level, AbrController(ladder_bps[: max_level + 1])
             )
         return co
 
-    pending: list[_Pending] = []
+    pending = _Queue(sc.start_s, D)
     refresh_due: dict[int, float] = defaultdict(float)
     waiting_room = 0.0
     preauth_target = a.viewers * a.page_open_share
@@ -175,6 +236,8 @@ def simulate(
     cost = dict.fromkeys(cdns, 0.0)
     pop_util: dict[tuple[int, int], float] = {}
     pop_req_util: dict[tuple[int, int], float] = {}
+    pop_ttfb: dict[tuple[int, int], float] = {}
+    wave_failed: dict[tuple[int, int], float] = {}
     breaking: dict[str, dict[str, Any]] = {}
     peak: dict[str, tuple[float, float, float]] = {}  # tier -> (utilisation, t, viewers)
     seg_no = 0
@@ -215,23 +278,20 @@ def simulate(
             if active(FaultKind.CDN_OUTAGE, t, c, r)
         }
         steer.observe(
-            [
-                CdnHealth(
-                    c,
-                    r,
-                    1.0 if (ci, ri) in failing else 0.0,
-                    pop_util.get((ci, ri), 0.0),
-                    sc.cdns[ci].cost_per_gb,
+            {
+                pop: PopHealth(
+                    1.0 if pop in failing else wave_failed.get(pop, 0.0),
+                    1000 * ttfb,
                 )
-                for ci, c in enumerate(cdns)
-                for ri, r in enumerate(regions)
-            ],
+                for pop, ttfb in pop_ttfb.items()
+            },
             t,
         )
+        moves = steer.step(failing, t)
         # -- arrivals (fleet counts) -------------------------------------------------------
         new_pre = _uniform(preauth_target, a.page_open_from_s, 0.0, t, t1)
         if new_pre:
-            pending.append(_Pending(t, RequestKind.PREAUTH, new_pre, t, -1))
+            pending.add(t, RequestKind.PREAUTH, new_pre, t, -1)
         storm = a.viewers * a.storm_share * _exp_mass(0.0, a.storm_width_s, t, t1)
         late = _uniform(a.viewers * a.late_share, 0.0, a.half_time_s, t, t1)
         if not left_at_half and t >= a.half_time_s:
@@ -239,39 +299,22 @@ def simulate(
             returning = playing * a.half_time_leave_share
             for co in cohorts.values():
                 co.count *= 1 - a.half_time_leave_share
+            steer.leave(a.half_time_leave_share)
         back = returning * _exp_mass(
             a.half_time_s + a.half_time_break_s, a.half_time_storm_width_s, t, t1
         )
         if storm + late + back > 0:
-            pending.append(_Pending(t, RequestKind.START, storm + late + back, t, -1))
+            pending.add(t, RequestKind.START, storm + late + back, t, -1)
         refreshes = refresh_due.pop(step, 0.0)
         if refreshes:
-            pending.append(_Pending(t, RequestKind.REFRESH, refreshes, t, -1))
+            pending.add(t, RequestKind.REFRESH, refreshes, t, -1)
         presses = min(
             waiting_room, preauth_target * _uniform_density(a.play_from_s, a.storm_width_s, t, t1)
         )
         waiting_room -= presses
         # -- control plane: the representative worker ------------------------------------
-        due = [p for p in pending if p.due < t1]
-        pending = [p for p in pending if p.due >= t1]
+        due = pending.take(step)
         by_kind: dict[RequestKind, float] = defaultdict(float)
-        for p in due:
-            by_kind[p.kind] += p.count
-            n_rep = poisson(rng, p.count / W)
-            for _ in range(n_rep):
-                account_seq += 1
-                isp = rng.randrange(len(sc.isps)) if p.isp < 0 else p.isp
-                isp_cfg = sc.isps[isp]
-                n_addr = max(1, int(a.viewers * i_share[isp] / isp_cfg.viewers_per_address))
-                worker.arrive(
-                    Request(
-                        rng.uniform(max(t, p.due), t1),
-                        p.kind,
-                        account_seq,
-                        f"{isp}:{rng.randrange(n_addr)}",
-                    )
-                )
-                events += 1
         poll_rate = waiting_room / a.poll_interval_s
         hb_rate = playing / 30.0
         worker.background = min(
@@ -283,6 +326,29 @@ def simulate(
             / 1000
             / W,
         )
+        n_reps = [poisson(rng, p.count / W) for p in due]
+        n_total = sum(n_reps)
+        cap = worker.individual_cap(D)
+        keep_share = min(1.0, cap / n_total) if n_total else 1.0
+        for p, n_rep in zip(due, n_reps, strict=True):
+            by_kind[p.kind] += p.count
+            kept = int(n_rep * keep_share + rng.random()) if keep_share < 1 else n_rep
+            kept = min(kept, n_rep)
+            worker.refuse_at_door(p.kind, n_rep - kept, D)
+            for _ in range(kept):
+                account_seq += 1
+                isp = rng.randrange(len(sc.isps)) if p.isp < 0 else p.isp
+                isp_cfg = sc.isps[isp]
+                n_addr = max(1, int(a.viewers * i_share[isp] / isp_cfg.viewers_per_address))
+                worker.arrive(
+                    Request(
+                        rng.uniform(t, t1),
+                        p.kind,
+                        account_seq,
+                        f"{isp}:{rng.randrange(n_addr)}",
+                    )
+                )
+                events += 1
         tick = worker.run_until(t1)
         util = worker.utilisation(t, t1)
         store_rate = tick.lookups * W / D
@@ -292,15 +358,17 @@ def simulate(
         for kind in RequestKind:
             g = len(tick.granted[kind])
             refused = tick.refused[kind]
-            n_done = g + len(refused)
+            door = tick.door_refused[kind]
+            n_done = g + len(refused) + door
             if n_done == 0:
                 frac[kind] = (1.0, 0.0, 2.0)
                 continue
             retry = sum(r for _, r in refused) / len(refused) if refused else 2.0
-            shed = sum(1 for o, _ in refused if o is Outcome.SHED)
+            shed = sum(1 for o, _ in refused if o is Outcome.SHED) + door
             totals[f"shed_{kind.name.lower()}"] += shed * W
-            totals[f"unavailable_{kind.name.lower()}"] += (len(refused) - shed) * W
-            frac[kind] = (g / n_done, len(refused) / n_done, retry)
+            totals[f"unavailable_{kind.name.lower()}"] += (len(refused) + door - shed) * W
+            frac[kind] = (g / n_done, (len(refused) + door) / n_done, retry)
+            totals["door_refused_bulk"] += door * W
         lat_points = sorted(tick.granted[RequestKind.START] + tick.granted[RequestKind.PREAUTH])
         if lat_points:
             prev_latency_points = lat_points
@@ -308,17 +376,27 @@ def simulate(
             prev_latency_points[
                 min(len(prev_latency_points) - 1, int(f * len(prev_latency_points)))
             ]
-            for f in (0.125, 0.375, 0.625, 0.875)
+            + control_points[k]
+            for k, f in enumerate(_POINTS)
         ]
         joiners: list[tuple[float, list[float]]] = []  # (count, startup offsets before delivery)
-        if presses > 0:
-            joiners.append((presses, [0.0] * 4))
+        if presses > 0 and t1 <= 0:
+            # pressed before the bell: the grant is valid from T+0, the player waits for it
+            held_presses.append((presses, -(t + t1) / 2))
+        elif presses > 0:
+            joiners.append((presses, [0.0] * len(_POINTS)))
+        if held_presses and t1 > 0:
+            joiners.append(
+                (
+                    sum(n for n, _ in held_presses),
+                    [_weighted_quantile(list(held_presses_w(held_presses)), q) for q in _POINTS],
+                )
+            )
+            held_presses = []
         for p in due:
             ok, bad, retry = frac[p.kind]
             if bad > 0:
-                pending.append(
-                    _Pending(t1 + retry - D / 2, p.kind, p.count * bad, p.pressed, p.isp)
-                )
+                pending.add(t1 + retry - D / 2, p.kind, p.count * bad, p.pressed, p.isp)
             granted = p.count * ok
             if granted <= 0:
                 continue
@@ -340,7 +418,7 @@ def simulate(
         if publishing:
             seg_no += 1
         wave_wait: dict[tuple[int, int], float] = {}
-        wave_failed: dict[tuple[int, int], float] = {}
+        wave_failed = {}
         demand: dict[tuple[int, int], float] = defaultdict(float)
         by_pop_level: dict[tuple[int, int, int], float] = defaultdict(float)
         for co in cohorts.values():
@@ -348,14 +426,19 @@ def simulate(
                 by_pop_level[(co.cdn, co.region, co.level)] += co.count
                 demand[(co.cdn, co.region)] += co.count * (ladder[co.level] + dl.audio_kbps) * 1000
         join_total = sum(c for c, _ in joiners)
+        join_split = {
+            (ri, ii): steer.join(ri, ii, join_total * rs * is_, t) if join_total > 0 else []
+            for ri, rs in enumerate(r_share)
+            for ii, is_ in enumerate(i_share)
+        }
+        join_at: dict[tuple[int, int], float] = defaultdict(float)
+        for (ri, ii), split in join_split.items():
+            for ci, share, _retried in split:
+                join_at[(ci, ri)] += join_total * r_share[ri] * i_share[ii] * share
         for ri in range(len(regions)):
             for ci in candidates_idx(candidates[ri], cdn_index):
                 levels = {lv: n for (c, r, lv), n in by_pop_level.items() if c == ci and r == ri}
-                jn = (
-                    join_total * r_share[ri]
-                    if cdns[ci] == steer.choose(regions[ri], "", candidates[ri], t)
-                    else 0.0
-                )
+                jn = join_at.get((ci, ri), 0.0)
                 if jn:
                     levels[0] = levels.get(0, 0.0) + jn
                 if not levels:
@@ -403,26 +486,37 @@ def simulate(
                     pop_util[(ci, ri)] >= 1 or pop_req_util[(ci, ri)] >= 1,
                     "egress or request capacity exceeded",
                 )
-        origin_tick, shield_tick = delivery.take_tick_counts()
+        media_counts = delivery.take_tick_counts()
+        origin_tick, shield_tick = float(media_counts[0]), float(media_counts[1])
+        for ri in range(len(regions)):  # what the steering prober sees next tick
+            for ci in candidates_idx(candidates[ri], cdn_index):
+                pop_ttfb[(ci, ri)] = (
+                    sc.regions[ri].rtt_ms / 1000
+                    + _edge_s(sc.cdns[ci].edge_service_ms, pop_req_util.get((ci, ri), 0.0))
+                    + wave_wait.get((ci, ri), 0.0)
+                )
         # -- new viewers start ------------------------------------------------------------
         startup_points: list[tuple[float, float]] = []
-        default_level_cache: dict[int, int] = {}
+        default_level_cache: dict[int, tuple[int, int]] = {}
         for count, auth_offsets in joiners:
-            for ri, rs in enumerate(r_share):
-                for ii, is_ in enumerate(i_share):
-                    cdn = steer.choose(regions[ri], sc.isps[ii].name, candidates[ri], t)
-                    ci = cdn_index[cdn]
+            for (ri, ii), split in join_split.items():
+                for ci, share, retried in split:
                     for di, ds in enumerate(d_share):
                         for qi, (mult, qs) in enumerate(QUANTILES):
-                            n = count * rs * is_ * ds * qs
+                            n = count * r_share[ri] * i_share[ii] * share * ds * qs
                             if n <= 0:
                                 continue
                             co = cohort(ri, ii, di, qi, ci)
-                            lvl = default_level_cache.get(co.max_level)
-                            if lvl is None:
-                                lvl = default_level_cache[co.max_level] = AbrController(
-                                    ladder[: co.max_level + 1]
-                                ).decide(0.0, D)
+                            lvl_switch = default_level_cache.get(co.max_level)
+                            if lvl_switch is None:
+                                start_abr = AbrController(ladder_bps[: co.max_level + 1])
+                                first_lvl = start_abr.decide(0.0, 0.0)
+                                seg_lvl = start_abr.decide(0.0, D)
+                                lvl_switch = default_level_cache[co.max_level] = (
+                                    seg_lvl,
+                                    int(seg_lvl != first_lvl),
+                                )
+                            lvl, switched = lvl_switch
                             thr = (
                                 sc.isps[ii].bandwidth_mbps
                                 * 1e6
@@ -432,55 +526,79 @@ def simulate(
                             rtt = sc.regions[ri].rtt_ms / 1000 + _edge_s(
                                 sc.cdns[ci].edge_service_ms, pop_req_util.get((ci, ri), 0.0)
                             )
-                            extra = 0.0
-                            if (ci, ri) in failing:
-                                extra = sum(dl.retry_s) + dl.startup_requests * rtt
-                                nxt = steer.failover(regions[ri], cdn, candidates[ri], t)
-                                ci = cdn_index[nxt]
-                                co = cohort(ri, ii, di, qi, ci)
-                            first = (seg_bytes[lvl] + audio_bytes) * 8 / thr
-                            base = (
-                                dl.startup_requests * rtt
-                                + wave_wait.get((ci, ri), 0.0)
-                                + first
-                                + extra
-                            )
+                            # first CDN failed: the player's retries, then the next pathway
+                            extra = sum(dl.retry_s) + dl.startup_requests * rtt if retried else 0.0
+                            first = seg_bytes[lvl] * 8 / thr  # video and audio in parallel
+                            n_req = dl.startup_requests + switched
+                            fixed = wave_wait.get((ci, ri), 0.0) + extra
                             for k, off in enumerate(auth_offsets):
-                                s = off + base * _JITTER_POINTS[k]
-                                startup_points.append((s, n / 4))
-                                hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n / 4
+                                req = (
+                                    request_points[k]
+                                    if request_points is not None
+                                    else rtt * _JITTER_POINTS[k]
+                                )
+                                s = off + n_req * req + first * _JITTER_POINTS[k] + fixed
+                                startup_points.append((s, n / len(_POINTS)))
+                                hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n / len(_POINTS)
                             _merge(co, n, D, dl.hold_back_segments * D, dl.publish_delay_s, lvl)
                             events += 1
+        # Each start fetches its own multivariant playlist: it is personal (the session's token
+        # is in its URIs), so the edge and the shield key it by the tokened path and every one
+        # goes to the origin (media playlists and segments are shared and collapse).
+        manifests = sum(c for c, _ in joiners)
+        totals["origin_manifests"] += manifests
+        origin_media_tick = origin_tick
+        origin_tick += manifests
+        shield_tick += manifests
         # -- playback ---------------------------------------------------------------------
         stall_time = 0.0
         played = 0.0
         stalls = 0.0
         latency_w = 0.0
+        # steering: the policy's moves and the players' own failovers, cohort shares following
+        # the representative sessions; viewers on a failing CDN with no session there escape too
+        for co in list(cohorts.values()):
+            if co.count <= 0:
+                continue
+            pop = (co.cdn, co.region)
+            to_shares = dict(moves.get((co.region, co.isp, co.cdn), {}))
+            if pop in failing and sum(to_shares.values()) < 0.999:
+                esc = steer.escape(co.region, co.cdn)
+                if esc != co.cdn:
+                    to_shares[esc] = to_shares.get(esc, 0.0) + 1.0 - sum(to_shares.values())
+            if not to_shares:
+                continue
+            n0 = co.count
+            retry = (
+                sum(dl.retry_s) + dl.startup_requests * sc.regions[co.region].rtt_ms / 1000
+                if pop in failing
+                else 0.0
+            )
+            for to, share in to_shares.items():
+                n = n0 * min(1.0, share)
+                if n <= 0 or to == co.cdn:
+                    continue
+                dest = cohort(co.region, co.isp, co.device, co.quantile, to)
+                lost = max(0.0, retry - co.buffer_s)
+                stall_time += lost * n
+                if lost > 0:
+                    stalls += n
+                totals["failovers" if pop in failing else "steered"] += n
+                _merge_state(
+                    dest,
+                    n,
+                    max(0.0, co.buffer_s - retry),
+                    co.lag_s + retry,
+                    co.latency_s + lost,
+                    co.level,
+                )
+                co.count -= n
+            co.count = max(0.0, co.count)
         for co in list(cohorts.values()):
             if co.count <= 0:
                 continue
             events += 1
             pop = (co.cdn, co.region)
-            if pop in failing:
-                to = cdn_index[
-                    steer.failover(regions[co.region], cdns[co.cdn], candidates[co.region], t)
-                ]
-                if to != co.cdn:
-                    dest = cohort(co.region, co.isp, co.device, co.quantile, to)
-                    retry = (
-                        sum(dl.retry_s) + dl.startup_requests * sc.regions[co.region].rtt_ms / 1000
-                    )
-                    lost = max(0.0, retry - co.buffer_s)
-                    stall_time += lost * co.count
-                    if lost > 0:
-                        stalls += co.count
-                    totals["failovers"] += co.count
-                    moved_buf = max(0.0, co.buffer_s - retry)
-                    _merge_state(
-                        dest, co.count, moved_buf, co.lag_s + retry, co.latency_s + lost, co.level
-                    )
-                    co.count = 0.0
-                    continue
             if publishing:
                 co.lag_s += D
             mult = QUANTILES[co.quantile][0]
@@ -529,6 +647,7 @@ def simulate(
         totals["played_s"] += played
         totals["stalls"] += stalls
         totals["origin_fetches"] += origin_tick
+        totals["origin_media_fetches"] += origin_media_tick
         # -- tiers --------------------------------------------------------------------------
         starts_n = by_kind.get(RequestKind.START, 0.0) + by_kind.get(RequestKind.PREAUTH, 0.0)
         shed_share = (
@@ -580,6 +699,7 @@ def simulate(
         )
         series["stalled_viewers"].append(sum(co.count for co in cohorts.values() if co.stalled))
         series["origin_fetches"].append(origin_tick)
+        series["origin_manifests"].append(manifests)
         series["shield_fetches"].append(shield_tick)
         series["new_starts_per_s"].append(starts_n / D)
         series["shed_per_s"].append(sum(c * frac[k][1] for k, c in by_kind.items()) / D)
@@ -616,7 +736,9 @@ def simulate(
         "startup_p95_s": _hist_quantile(hist, 0.95),
         "rebuffer_ratio": totals["stall_s"] / max(1e-9, totals["stall_s"] + totals["played_s"]),
         "stalls": round(totals["stalls"]),
-        "origin_fetches": int(totals["origin_fetches"]),
+        "origin_fetches": round(totals["origin_fetches"]),
+        "origin_media_fetches": round(totals["origin_media_fetches"]),
+        "origin_manifests": round(totals["origin_manifests"]),
         "edge_fetches": int(totals["edge_fetches"]),
         "edge_hits": round(totals["edge_hits"]),
         "edge_collapsed": round(totals["edge_collapsed"]),
@@ -633,7 +755,12 @@ def simulate(
         "wall_s": wall,
         "events_per_s": events / wall if wall > 0 else math.nan,
         "peak_rss_mb": peak_rss_mb,
-        "steering": type(steer).__name__,
+        "door_refused_bulk": round(totals["door_refused_bulk"]),
+        "steering": type(steer.policy).__name__,
+        "steered": round(totals["steered"]),
+        "steering_moves": steer.policy.statistics().moves,
+        "steering_sessions": steer.sessions_created,
+        "steer_calls": steer.steer_calls,
     }
     tiers: dict[str, dict[str, Any]] = {}
     for tier, (u, at, _v) in sorted(peak.items()):
@@ -644,6 +771,11 @@ def simulate(
             entry["headroom_viewers"] = round(a.viewers / u) if u > 0 else None
         tiers[tier] = entry
     return SimResult(sc.name, dict(series), cdn_series, egress, summary, tiers, hist)
+
+
+def held_presses_w(held: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(wait, count) points of the presses held until the bell."""
+    return [(w, n) for n, w in held]
 
 
 def series_last(series: dict[str, list[float]], name: str) -> float:

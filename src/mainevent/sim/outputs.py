@@ -45,6 +45,7 @@ def write_simulation_report(result: SimResult, out_dir: Path) -> Path:
             t,
             {
                 "origin fetches (shield misses)": s["origin_fetches"],
+                "of which personal multivariant playlists": s["origin_manifests"],
                 "shield requests (edge misses)": s["shield_fetches"],
             },
         ),

@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mainevent.control.steering.model import SteeringConfig
+
 __all__ = [
     "Audience",
     "Cdn",
@@ -28,6 +30,7 @@ __all__ = [
     "Region",
     "Scenario",
     "ScenarioError",
+    "Steering",
     "load_scenario",
     "shipped_scenarios",
 ]
@@ -93,6 +96,9 @@ class Cdn:
     """Requests per second one region's edges answer before queueing (edge CPU)."""
     edge_service_ms: float = 0.2
     """Time an edge spends on one request when idle (added to each request's latency)."""
+    steering_capacity: float | None = None
+    """Viewers the steering policy may put on this CDN across all regions (its `capacity`
+    cap; default: no cap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,10 @@ class ControlPlane:
     """Players refresh this long before their token expires."""
     address_rate: float = 50.0
     address_burst: float = 500.0
+    base_latency_ms: tuple[float, ...] = ()
+    """Measured latency of a trivial control-plane request (`GET /healthz`) from a real run
+    (`sim.calibrate`): the machine's scheduling and network delay, added to every simulated
+    playback request's latency at its quantiles. Calibration input, empty by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +171,44 @@ class Delivery:
     backup: bool = True
     """A backup pipeline covers an encoder failure (no slate)."""
     startup_requests: int = 4
-    """Sequential round trips before the first segment plays (multivariant, media playlist, init, segment)."""
+    """Sequential requests before playback starts, as the headless player makes them: the
+    multivariant playlist, the media playlists (video and audio in parallel), the init section,
+    the first segment (tracks in parallel). A rendition switch before the first segment (the
+    real ABR's second answer differs from its first) adds a playlist reload."""
+    request_latency_ms: tuple[float, ...] = ()
+    """Measured latency of one player request (send → response), as samples from a real run
+    (`sim.calibrate`); when given, start-up requests take its quantiles instead of the modelled
+    region RTT + edge service time. Calibration input, empty by default."""
     retry_s: tuple[float, ...] = (0.5, 1.0, 2.0)
     """The player's retries before it fails over to the next CDN (headless player: 3 attempts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Steering:
+    """The production steering policy's configuration (`SteeringConfig`) and the number of
+    representative sessions it steers (see `sim/steering_model.py`)."""
+
+    sessions: int = 600
+    """Representative sessions for the whole audience (each stands for audience / sessions
+    viewers, at least one); cost is sessions × TTL windows of `SteeringPolicy.steer`."""
+    ttl_s: int = 10
+    quorum: int = 2
+    min_dwell_s: float = 30.0
+    recover_hold_s: float = 30.0
+    failure_drain_share: float = 0.5
+    return_share: float = 0.2
+
+    def policy_config(self) -> SteeringConfig:
+        """The policy's configuration (raises ValueError for a bad value)."""
+        return SteeringConfig(
+            ttl_s=self.ttl_s,
+            quorum=self.quorum,
+            min_dwell_s=self.min_dwell_s,
+            recover_hold_s=self.recover_hold_s,
+            failure_drain_share=self.failure_drain_share,
+            return_share=self.return_share,
+            session_timeout_s=max(60.0, 3.0 * self.ttl_s),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +230,7 @@ class Scenario:
     cdns: tuple[Cdn, ...]
     control: ControlPlane = field(default_factory=ControlPlane)
     delivery: Delivery = field(default_factory=Delivery)
+    steering: Steering = field(default_factory=Steering)
     faults: tuple[Fault, ...] = ()
     description: str = ""
     start_s: float = -1800.0
@@ -239,11 +285,12 @@ def parse_scenario(data: Mapping[str, Any], origin: str = "<scenario>") -> Scena
     cdns = _array(Cdn, top.pop("cdns", None), "cdns", errors)
     control = _build(ControlPlane, top.pop("control", {}), "control", errors) or ControlPlane()
     delivery = _build(Delivery, top.pop("delivery", {}), "delivery", errors) or Delivery()
+    steering = _build(Steering, top.pop("steering", {}), "steering", errors) or Steering()
     faults = _array(Fault, top.pop("faults", []), "faults", errors, allow_empty=True)
     for key in top:
         errors.append(
             f"{key}: unknown table (expected scenario, audience, regions, isps, "
-            "devices, cdns, control, delivery, faults)"
+            "devices, cdns, control, delivery, steering, faults)"
         )
     name = meta.pop("name", Path(origin).stem)
     description = meta.pop("description", "")
@@ -273,6 +320,7 @@ def parse_scenario(data: Mapping[str, Any], origin: str = "<scenario>") -> Scena
         cdns=tuple(cdns),
         control=control,
         delivery=delivery,
+        steering=steering,
         faults=tuple(faults),
         start_s=float(start_s),
         end_s=float(end_s),
@@ -358,6 +406,10 @@ def _coerce(annotation: Any, raw: Any) -> Any:
         if raw is not None and not isinstance(raw, str):
             raise TypeError(f"expected a string, got {raw!r}")
         return raw
+    if text == "float | None":
+        if raw is None:
+            return None
+        return _coerce("float", raw)
     if text == "bool":
         if not isinstance(raw, bool):
             raise TypeError(f"expected true or false, got {raw!r}")
@@ -453,6 +505,16 @@ def _check(sc: Scenario, errors: list[str]) -> None:
         errors.append("control: workers and max_in_flight must be at least 1")
     if sc.control.refresh_before_s >= sc.control.token_ttl_s:
         errors.append("control.refresh_before_s must be below control.token_ttl_s")
+    for i, c in enumerate(sc.cdns):
+        if c.steering_capacity is not None and c.steering_capacity < 0:
+            errors.append(f"cdns[{i}].steering_capacity: must not be negative")
+    st = sc.steering
+    if st.sessions < 1:
+        errors.append("steering.sessions: must be at least 1")
+    try:
+        st.policy_config()
+    except ValueError as exc:
+        errors.append(f"steering: {exc}")
     for i, f in enumerate(sc.faults):
         if f.duration_s <= 0:
             errors.append(f"faults[{i}].duration_s: must be positive")

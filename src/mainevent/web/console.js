@@ -147,14 +147,14 @@
       api("GET", "/console/api/audience"),
     ]);
     if (!res.ok) return;
-    state.audience = aud.ok ? aud.body.sessions : {};
+    state.audience = aud.ok ? aud.body.sessions : {};  // null: not counted (shared store)
     const tbody = $("#events tbody");
     tbody.replaceChildren();
     for (const e of res.body.events) {
       const tr = document.createElement("tr");
       tr.className = "clickable";
       tr.dataset.event = e.id;
-      for (const v of [e.id, e.title, e.status, when(e.starts_at), when(e.ends_at), state.audience[e.id] || 0]) {
+      for (const v of [e.id, e.title, e.status, when(e.starts_at), when(e.ends_at), state.audience === null ? "–" : state.audience[e.id] || 0]) {
         const td = document.createElement("td");
         td.textContent = String(v);
         tr.appendChild(td);

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -260,7 +260,7 @@ class LiveView:
         *,
         telemetry_url: str,
         metrics_targets: Mapping[str, str],
-        own_metrics: Callable[[], str],
+        own_metrics: Callable[[], Awaitable[str]],
         timeout_s: float,
         clock: Callable[[], float],
         window_s: int = 120,
@@ -324,7 +324,7 @@ class LiveView:
                     scraped[n] = parse_exposition(r.text)
                 except ValueError as exc:
                     sources[n] = f"unparsable metrics: {exc}"[:200]
-        own = parse_exposition(self.own_metrics())
+        own = parse_exposition(await self.own_metrics())
         qoe: dict[str, Any] = {"event": [], "cdn": [], "region": []}
         alerts: dict[str, Any] = {"firing": [], "events": []}
         if self.telemetry_url:

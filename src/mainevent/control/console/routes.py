@@ -16,7 +16,7 @@ or ``Authorization: Bearer <key>``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -91,8 +91,8 @@ def add_console_routes(
     console: ConsoleRuntime,
     operators: OperatorAuth,
     store: ControlStore,
-    own_metrics: Callable[[], str],
-    audience: Callable[[], dict[str, int]],
+    own_metrics: Callable[[], Awaitable[str]],
+    audience: Callable[[], Awaitable[dict[str, int] | None]],
     errors: Callable[..., dict[int | str, dict[str, Any]]],
 ) -> None:
     """Add the routes above; ``own_metrics`` renders the app's own ``/metrics`` text,
@@ -179,10 +179,11 @@ def add_console_routes(
         return JSONResponse(_session_out(current), headers={"Cache-Control": "no-store"})
 
     @app.get("/console/api/audience", tags=["console"], responses=errors(401, 403, 422))
-    def event_audience(request: Request) -> dict[str, Any]:
-        """Live playback sessions per event (the events list's audience column)."""
+    async def event_audience(request: Request) -> dict[str, Any]:
+        """Live playback sessions per event (the events list's audience column); `sessions` is
+        null where the session store does not count them (Redis: shared by several workers)."""
         actor_of(request, "read-only")
-        return {"at": console.clock(), "sessions": audience()}
+        return {"at": console.clock(), "sessions": await audience()}
 
     @app.get(
         "/console/api/events/{event_id}/live",

@@ -72,6 +72,9 @@ class LoadResult:
     summary: dict[str, Any]
     report: Path
     viewers: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, list[float]] = field(default_factory=dict)
+    """Latency samples (ms) of `GET /healthz` to the edges (`edge_ms`) and the control plane
+    (`control_ms`) during the scenario: `sim.calibrate.calibrated` inputs."""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -164,6 +167,7 @@ async def run_load(
     records: list[dict[str, Any]] = []
     ticks: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     scrapes: list[tuple[float, float, float, float]] = []  # t, origin fetches, shed, admitted
+    probes: dict[str, list[float]] = {"edge_ms": [], "control_ms": []}
     try:
         workers = []
         per = math.ceil(n / max(1, opts.processes))
@@ -244,6 +248,18 @@ async def run_load(
             async with httpx.AsyncClient(timeout=5) as c:
                 while True:
                     origin = shed = admitted = math.nan
+                    # calibration inputs: how long a trivial request takes on this machine now
+                    for base, into in [
+                        *((e, probes["edge_ms"]) for e in targets.edges.values()),
+                        (control_url, probes["control_ms"]),
+                    ]:
+                        t_probe = time.perf_counter()
+                        try:
+                            (await c.get(f"{base.rstrip('/')}/healthz")).raise_for_status()
+                        except httpx.HTTPError:
+                            continue
+                        if sc.start_s <= (time.time() - bell) * opts.compress <= sc.end_s:
+                            into.append((time.perf_counter() - t_probe) * 1000)
                     try:
                         if targets.shield_url:
                             text = (await c.get(f"{targets.shield_url}/metrics")).text
@@ -315,11 +331,20 @@ async def run_load(
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
     summary, panels = _summarise(sc, opts, n, records, ticks, scrapes)
+    for key, samples in probes.items():
+        name = key.removesuffix("_ms")
+        summary[f"probe_{name}_p50_ms"] = _pct(samples, 0.5)
+        summary[f"probe_{name}_p95_ms"] = _pct(samples, 0.95)
     report = write_report(opts.out_dir, f"mainevent load: {sc.name}, {n} players", summary, panels)
     (opts.out_dir / "viewers.json").write_text(
         json.dumps([r for r in records if r["type"] == "viewer"])
     )
-    return LoadResult(summary, report, [r for r in records if r["type"] == "viewer"])
+    return LoadResult(
+        summary,
+        report,
+        [r for r in records if r["type"] == "viewer"],
+        {k: sorted(v) for k, v in probes.items()},
+    )
 
 
 async def _sleep_until(t: float) -> None:
@@ -375,7 +400,11 @@ def _summarise(
     grants = [a["latency_s"] for a in auths if a["kind"] != "refresh" and a["status"] == 200]
     refresh_ok = [a["latency_s"] for a in auths if a["kind"] == "refresh" and a["status"] == 200]
     codes = Counter(f"{a['kind']} {a['status']}" for a in auths)
-    origin = [s[1] for s in scrapes if not math.isnan(s[1])]
+    origin = [
+        s[1]
+        for s in scrapes
+        if not math.isnan(s[1]) and sc.start_s <= s[0] * opts.compress <= sc.end_s
+    ]
     fetches_during = origin[-1] - origin[0] if len(origin) >= 2 else math.nan
     latency_p50 = [r["latency"]["p50_s"] for r in reports if r["latency"]["p50_s"] is not None]
     summary: dict[str, Any] = {
