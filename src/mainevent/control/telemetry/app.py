@@ -168,6 +168,19 @@ async def _body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+_QOE_GAUGES: dict[str, str] = {
+    "concurrent_sessions": "Sessions alive (last 10 s)",
+    "rebuffer_ratio": "Stalled ÷ watched time (last 10 s)",
+    "video_start_time_p95_ms": "Video start time p95 (ms)",
+    "live_latency_p95_ms": "Live latency p95 (ms)",
+    "average_bitrate_kbps": "Average played bitrate",
+    "error_rate": "CDN responses ≥ 400 ÷ all",
+    "cdn_ttfb_p95_ms": "CDN time to first byte p95 (ms)",
+    "video_start_failure_ratio": "VSF ÷ attempts",
+}
+"""Headline QoE gauges at /metrics: `mainevent_qoe_<key>` → help text."""
+
+
 class _QoeMetrics(PromCollector):
     """Headline QoE series of the last 10 s per event × region × CDN, and collector counters."""
 
@@ -187,30 +200,8 @@ class _QoeMetrics(PromCollector):
                 acc.merge(w.agg)
         labels = ["event", "region", "cdn"]
         fams = {
-            "concurrent_sessions": GaugeMetricFamily(
-                "mainevent_qoe_concurrent_sessions", "Sessions alive (last 10 s)", labels=labels
-            ),
-            "rebuffer_ratio": GaugeMetricFamily(
-                "mainevent_qoe_rebuffer_ratio", "Stalled ÷ watched time (last 10 s)", labels=labels
-            ),
-            "video_start_time_p95_ms": GaugeMetricFamily(
-                "mainevent_qoe_video_start_time_p95_ms", "Video start time p95 (ms)", labels=labels
-            ),
-            "live_latency_p95_ms": GaugeMetricFamily(
-                "mainevent_qoe_live_latency_p95_ms", "Live latency p95 (ms)", labels=labels
-            ),
-            "average_bitrate_kbps": GaugeMetricFamily(
-                "mainevent_qoe_average_bitrate_kbps", "Average played bitrate", labels=labels
-            ),
-            "error_rate": GaugeMetricFamily(
-                "mainevent_qoe_error_rate", "CDN responses ≥ 400 ÷ all", labels=labels
-            ),
-            "cdn_ttfb_p95_ms": GaugeMetricFamily(
-                "mainevent_qoe_cdn_ttfb_p95_ms", "CDN time to first byte p95 (ms)", labels=labels
-            ),
-            "video_start_failure_ratio": GaugeMetricFamily(
-                "mainevent_qoe_video_start_failure_ratio", "VSF ÷ attempts", labels=labels
-            ),
+            key: GaugeMetricFamily(f"mainevent_qoe_{key}", help_text, labels=labels)
+            for key, help_text in _QOE_GAUGES.items()
         }
         for key, acc in sorted(groups.items()):
             point = acc.figures(0.0, float(max(seconds, 1)))
