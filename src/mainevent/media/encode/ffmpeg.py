@@ -169,10 +169,32 @@ def feed_command(ffmpeg: str, spec: FeedSpec) -> list[str]:
 
 RTMP_APP = "live"
 
-LOW_DELAY_TS = ("-muxdelay", "0", "-muxpreload", "0", "-pes_payload_size", "0")
-"""MPEG-TS muxer options of every hop we write: no mux delay, and each audio frame in its own PES
+LOW_DELAY_TS = (
+    "-muxdelay",
+    "0",
+    "-muxpreload",
+    "0",
+    "-pes_payload_size",
+    "0",
+    "-omit_video_pes_length",
+    "0",
+    "-flush_packets",
+    "1",
+    "-max_interleave_delta",
+    "1",
+)
+"""MPEG-TS muxer options of every hop we write: no mux delay; each audio frame in its own PES
 as soon as it is read (by default ffmpeg gathers ~2.9 kB of AAC per PES: ~120 ms at 192 kbit/s
-that the next hop, and finally the packager, waits for before the audio of a segment is whole)."""
+that the next hop, and finally the packager, waits for before the audio of a segment is whole);
+the video PES length written, so the next demuxer hands each frame on as soon as it is complete
+instead of when the next frame starts (one frame less per hop); every packet flushed to the
+output at once; and no interleaving wait (by default a video frame is held until an audio packet
+at least as late has arrived: MPEG-TS needs order within a stream only, and the audio lags
+the video by about a frame). Each hop of the venue feed (generator → pusher → SRT → ingest
+listener) measured 30–40 ms shorter with these; see BENCHMARKS.md, "publish delay"."""
+
+LOW_DELAY_INPUT = ("-fflags", "nobuffer")
+"""Demuxer option of every live hop we read: hand packets on without the probe-time buffering."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +251,7 @@ def ingest_command(ffmpeg: str, spec: IngestSpec) -> list[str]:
     if spec.protocol == "rtmp":
         cmd += ["-listen", "1", "-timeout", "-1"]
     cmd += [
+        *LOW_DELAY_INPUT,
         "-copyts",
         # Relay only (stream copy): half a second of probing finds the streams of any sane
         # contribution feed; ffmpeg's default (5 s) delayed every (re)connection by 5 s.
@@ -245,10 +268,6 @@ def ingest_command(ffmpeg: str, spec: IngestSpec) -> list[str]:
         "-c",
         "copy",
         *LOW_DELAY_TS,
-        # With the video PES length written, the transcoder's demuxer hands each frame on as
-        # soon as it is complete instead of when the next frame starts (one frame less delay).
-        "-omit_video_pes_length",
-        "0",
         "-f",
         "mpegts",
         "pipe:1",
@@ -355,6 +374,7 @@ def transcode_command(
         # (and still run in parallel on feeds encoded with slices, as low-latency encoders do).
         "-thread_type",
         "slice",
+        *LOW_DELAY_INPUT,
         "-f",
         "mpegts",
         "-i",
