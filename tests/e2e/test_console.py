@@ -282,17 +282,23 @@ def test_operator_runs_an_event_from_the_console_and_a_viewer_watches_it(
                 return float(viewer.evaluate("window.mainevent.stats().currentTime"))
 
             # -- the charts move: viewers counted, every chart redrawn each second --
+            charts = ("viewers", "ingest", "hit", "auth", "ttfb-cdn")
             before = op.evaluate("window.meConsole.charts()")
+
+            def counted_and_redrawn() -> bool:
+                now = op.evaluate("window.meConsole.charts()")
+                return (now["viewers"]["last"] or [0])[0] >= 1 and all(
+                    now[name]["updates"] > before[name]["updates"] for name in charts
+                )
+
             _until(
-                "the viewers chart to count the viewer",
-                lambda: (
-                    (op.evaluate("window.meConsole.charts()")["viewers"]["last"] or [0])[0] >= 1
-                ),
+                "the viewers chart to count the viewer, every chart redrawn",
+                counted_and_redrawn,
                 30,
                 0.5,
             )
             after = op.evaluate("window.meConsole.charts()")
-            for name in ("viewers", "ingest", "hit", "auth", "ttfb-cdn"):
+            for name in charts:
                 assert after[name]["updates"] > before[name]["updates"], name
             assert after["ingest"]["labels"] == ["primary", "backup"]
             assert int(op.text_content("#ev-audience") or 0) >= 1

@@ -248,7 +248,7 @@ async def test_low_latency_dvr_window_keeps_parts_at_the_edge_and_skips(
 ) -> None:
     """LL-HLS with a DVR window: the window is the DVR one, parts only near the edge, delta
     updates through the LL server control, and no EXT-X-START (PART-HOLD-BACK places players)."""
-    ev = make_event(tmp_path, Clock(), wall, latency="low")
+    ev = make_event(tmp_path, Clock(), wall, latency="low", part_target_ms=500)
     await publish(ev, range(FIRST, FIRST + 40))
     async for client in _client(ev):
         pl = parse_media_playlist((await client.get("/live/final/v360/index.m3u8")).text)
@@ -263,3 +263,20 @@ async def test_low_latency_dvr_window_keeps_parts_at_the_edge_and_skips(
         assert delta.skipped_segments == 24
         held = await client.get(f"/live/final/v360/index.m3u8?_HLS_msn={FIRST + 39}")
         assert held.status_code == 200
+
+
+async def test_parts_longer_than_the_part_target_list_the_segment_whole(
+    tmp_path: Path, wall: Wall, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An encoder cutting 0.5 s parts for an event declared with 0.25 s parts: the origin
+    lists every segment whole (no part breaks PART-TARGET) and says why, instead of failing
+    the playlist."""
+    ev = make_event(tmp_path, Clock(), wall, latency="low", part_target_ms=250)
+    await publish(ev, range(FIRST, FIRST + 10))
+    async for client in _client(ev):
+        r = await client.get("/live/final/v360/index.m3u8")
+        assert r.status_code == 200
+        pl = parse_media_playlist(r.text)
+        assert [s.uri for s in pl.segments][-1] == f"{FIRST + 9}.m4s"
+        assert all(not s.parts for s in pl.segments)
+    assert f"segment {FIRST + 9} listed without parts" in caplog.text

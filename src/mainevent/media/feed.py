@@ -202,6 +202,11 @@ class FeedProcess:
             pid = ((buf[off + 1] & 0x1F) << 8) | buf[off + 2]
             if pid in (0, 0x1000):  # keep PAT/PMT so the stream stays decodable afterwards
                 continue
+            if buf[off + 1] & 0x40:
+                # Keep PES headers: the damaged payload then reaches the decoder as a corrupt
+                # frame. (The relay hands on whole frames, so damage starting at a frame
+                # would otherwise take its header, and the demuxer drops the frame unseen.)
+                continue
             buf[off + 4 : off + TS_PACKET] = os.urandom(TS_PACKET - 4)
             f.garbage_packets -= 1
         if f.garbage_bytes > 0:

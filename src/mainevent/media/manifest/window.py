@@ -136,6 +136,14 @@ class RenditionWindow:
                 f"segment {seg.msn} lasts {seg.duration_us / _SECOND:g} s; it must last more than 0 "
                 f"and round to at most the target duration ({self._target_s} s), which never changes"
             )
+        ll = self._ll
+        if ll is not None:
+            for part in seg.parts:
+                if not 0 < part.duration_us <= ll.part_target_us:
+                    raise WindowError(
+                        f"part {seg.msn}.{part.index} lasts {part.duration_us} µs; parts last more "
+                        f"than 0 and at most the declared part target ({ll.part_target_us} µs)"
+                    )
         last = self._listed[-1].seg if self._listed else None
         if last is not None:
             if seg.msn <= last.msn:

@@ -843,6 +843,22 @@ class LiveEvent:
         parts = tuple(
             (p.duration * 1_000_000 // segment.timescale, p.independent) for p in segment.parts
         )
+        ll = self.low_latency
+        if ll is not None and any(not 0 < d <= ll.part_target_us for d, _ in parts):
+            # An encoder cutting parts longer than the declared PART-TARGET (misconfigured,
+            # or restarted with other settings): the segment is listed whole, without parts,
+            # rather than in a playlist that breaks the PART-TARGET rule.
+            longest = max(d for d, _ in parts)
+            log.warning(
+                "event %s rendition %s: segment %d listed without parts: a part lasts %d µs, "
+                "more than the part target (%d µs)",
+                self.event_id,
+                rendition,
+                segment.msn,
+                longest,
+                ll.part_target_us,
+            )
+            parts = ()
         record = SegmentRecord(
             msn=segment.msn,
             duration_us=duration_us,
