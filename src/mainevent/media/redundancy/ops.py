@@ -47,7 +47,7 @@ class HasGateway(Protocol):
 
 
 class Endable(Protocol):
-    def end(self) -> None: ...
+    async def end(self) -> None: ...
 
 
 def ops_app(
@@ -112,7 +112,7 @@ def ops_app(
         if events is None or name not in events:
             known = ", ".join(events or ())
             return _error(404, "unknown_event", f"no event {name!r}; known: {known}")
-        events[name].end()
+        await events[name].end()  # persisted (crash-safe) before the answer
         return JSONResponse(
             {
                 "event": name,
