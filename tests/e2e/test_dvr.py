@@ -41,15 +41,12 @@ BEHIND_S = 60
 FPS = 30
 
 
+ENV = {"MAINEVENT_EVENT__SEGMENT_DURATION_MS": "1000", "MAINEVENT_DVR__WINDOW_S": str(DVR_S)}
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    s = start_stack(
-        tmp_path_factory.mktemp("dvr"),
-        env={
-            "MAINEVENT_EVENT__SEGMENT_DURATION_MS": "1000",
-            "MAINEVENT_DVR__WINDOW_S": str(DVR_S),
-        },
-    )
+    s = start_stack(tmp_path_factory.mktemp("dvr"), env=ENV)
     yield s
     leftovers = s.stop()
     assert not leftovers, f"processes left behind: {leftovers}"
@@ -272,3 +269,48 @@ def test_vod_decodes_to_every_frame_of_its_segments_once_in_order(stack: Running
     assert len(want) >= 70 * FPS, "the VOD covers the ~70 s the event ran"
     got = stream_frame_numbers(url, 320, 180, timeout_s=120)
     assert got == want, _first_difference(got, want)
+
+
+def _rejected_after_end(client: httpx.Client, base_url: str) -> float:
+    metrics = client.get(f"{base_url}/metrics").raise_for_status().text
+    found = re.findall(
+        r'mainevent_segments_rejected_total\{[^}]*reason="event ended"[^}]*\} ([0-9.e+]+)', metrics
+    )
+    return sum(float(v) for v in found)
+
+
+def test_after_a_restart_the_ended_event_stays_vod(stack: RunningStack) -> None:
+    """The platform restarted over the same data dir, nobody telling it of the end: the same
+    VOD playlist, a static MPD, ENDLIST on the live playlist; what its encoder produces anew
+    is never listed (counted as rejected) and a segment past the end is 410."""
+    with httpx.Client(timeout=10) as client:
+        r = client.post(
+            f"{stack.base_url}/_ops/events/{stack.event}/end",
+            headers={ADMIN_SECRET_HEADER: stack.edge_admin_secret or ""},
+        )
+        assert r.status_code == 200, r.text
+        path = f"/live/{stack.event}/v180"
+        vod_before = client.get(f"{stack.base_url}{path}/vod.m3u8").raise_for_status().text
+        live_before = parse_media_playlist(client.get(f"{stack.base_url}{path}/index.m3u8").text)
+    assert live_before.endlist
+    assert not stack.stop(), "processes left behind"
+    again = start_stack(stack.data_dir, env=ENV)
+    try:
+        with httpx.Client(timeout=10) as client:
+            base = f"{again.base_url}{path}"
+            assert client.get(f"{base}/vod.m3u8").raise_for_status().text == vod_before
+            mpd = client.get(f"{again.base_url}/live/{again.event}/vod.mpd")
+            assert mpd.status_code == 200
+            assert 'type="static"' in mpd.text
+            deadline = time.monotonic() + 60
+            while _rejected_after_end(client, again.base_url) < 2:
+                assert time.monotonic() < deadline, "the restarted encoder produced nothing"
+                time.sleep(0.5)
+            live = parse_media_playlist(client.get(f"{base}/index.m3u8").text)
+            assert live.endlist
+            assert live.last_msn == live_before.last_msn, "no segment listed after the end"
+            late = client.get(f"{base}/{live.last_msn + 3}.m4s")
+            assert late.status_code == 410, late.text
+            assert "ended" in late.text
+    finally:
+        assert not again.stop(), "processes left behind"
