@@ -172,3 +172,25 @@ def test_end_record_round_trip_and_bad_input() -> None:
     for bad in (b"", b"[]", b"{}", b'{"ended_wall": "x", "last_msn": {}}', b"\xff"):
         with pytest.raises(ValueError, match="not an end record"):
             EndRecord.decode(bad)
+
+
+async def test_an_end_that_could_not_be_persisted_is_a_503_and_a_retry_persists_it(
+    tmp_path: Path, wall: Wall
+) -> None:
+    """When the end record cannot be written the playlists still end, the command answers a
+    precise 503 (retry), and the retry writes the record."""
+    ev = make_event(tmp_path, Clock(), wall)
+    await publish(ev, range(FIRST, FIRST + 10))
+    blocker = tmp_path / "final" / END_RECORD
+    blocker.mkdir()  # a directory where the record goes: the rename fails
+    async with _client(ev) as c:
+        r = await c.post("/_ops/events/final/end", headers={ADMIN_SECRET_HEADER: SECRET})
+        assert r.status_code == 503
+        assert r.json()["error"] == "end_not_persisted"
+        assert "retry" in r.json()["detail"]
+        live = parse_media_playlist((await c.get("/live/final/v360/index.m3u8")).text)
+        assert live.endlist, "the playlists ended anyway"
+        blocker.rmdir()
+        r = await c.post("/_ops/events/final/end", headers={ADMIN_SECRET_HEADER: SECRET})
+        assert r.status_code == 200
+    assert EndRecord.decode(blocker.read_bytes()).last_msn("v360") == FIRST + 9
