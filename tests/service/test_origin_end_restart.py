@@ -85,11 +85,14 @@ async def test_a_restarted_origin_still_serves_the_vod_and_never_reopens(
         assert vod_pl.playlist_type == "VOD"
         assert vod_pl.last_msn == FIRST + 39
 
-        # The encoder of the restarted process keeps producing: nothing is listed.
+        # The encoder of the restarted process keeps producing: nothing is listed, and its
+        # new init section changes neither the VOD nor the MPD.
+        assert await again.on_init("v360", video_init(1280, 720)) == "init.mp4"
         await again.on_segment("v360", segment(FIRST + 40, 150_000))
         await again.on_segment("v360", segment(FIRST + 41, 150_000))
         assert again.last_msn("v360") == FIRST + 39
         assert (await c.get("/live/final/v360/index.m3u8")).text == before_live
+        assert (await c.get("/live/final/vod.mpd")).text == before_mpd
         late = await c.get(f"/live/final/v360/{FIRST + 40}.m4s")
         assert late.status_code == 410
         assert late.headers["cache-control"] == "max-age=60"

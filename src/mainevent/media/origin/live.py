@@ -818,6 +818,10 @@ class LiveEvent:
     async def on_init(self, rendition: str, init: InitSection) -> str:
         """Store an encoder run's init section; returns the name segments refer to."""
         r = self._r[rendition]
+        if self.ended and r.init_name is not None:
+            # An encoder still (or again, after a restart) running after the end: nothing it
+            # makes is listed, and the VOD and MPD keep naming the init they were made with.
+            return r.init_name
         digest = hashlib.sha256(init.data).hexdigest()
         name = r.init_digests.get(digest)
         if name is None:
