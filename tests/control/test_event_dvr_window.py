@@ -155,3 +155,28 @@ async def test_a_bad_window_is_a_precise_422(harness: Harness) -> None:
         r = await harness.op("PATCH", "/v1/events/bad", {"dvr_window_s": value})
         assert r.status_code == 422, (value, r.text)
         assert "dvr_window_s" in r.text
+
+
+async def test_turning_dvr_off_live_never_breaks_a_player_using_delta_updates(
+    media: Media, harness: Harness
+) -> None:
+    """PATCH 120 → 0: the playlist shrinks to the live window and stops declaring delta
+    updates, but a player's next `_HLS_skip=YES` reload still gets a (full) playlist, not a
+    400; an event that never offered them refuses the directive as before."""
+    await publish(media.start("long"), range(FIRST, FIRST + 100))
+    await publish(media.start("short"), range(FIRST, FIRST + 100))
+    delta = await media.client.get("/live/long/v360/index.m3u8?_HLS_skip=YES")
+    assert parse_media_playlist(delta.text).skipped_segments > 0
+    r = await harness.op("PATCH", "/v1/events/long", {"dvr_window_s": 0})
+    assert r.status_code == 200, r.text
+    assert media.reread("long") == [SetDvrWindow("long", 0)]
+    live = media.settings.event.window_segments
+    assert await media.depth("long") == (live, f"PT{(live - 1) * 2}S", False)
+    again = await media.client.get("/live/long/v360/index.m3u8?_HLS_skip=YES")
+    assert again.status_code == 200
+    pl = parse_media_playlist(again.text)
+    assert pl.skipped_segments == 0
+    assert len(pl.segments) == live
+    never = await media.client.get("/live/short/v360/index.m3u8?_HLS_skip=YES")
+    assert never.status_code == 400
+    assert "no blocking reload or delta updates" in never.text
