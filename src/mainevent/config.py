@@ -615,7 +615,7 @@ class DvrSettings(_Frozen):
         default=600,
         ge=0,
         le=86_400,
-        description="DVR window: seconds of media the live media playlists (and the MPD's timeShiftBufferDepth) carry; 0 = the live window only. Longer than the live window, the playlists add CAN-SKIP-UNTIL (delta updates, `_HLS_skip=YES`) and, in standard mode, EXT-X-START at the live edge.",
+        description="DVR window: seconds of media the live media playlists (and the MPD's timeShiftBufferDepth) carry; 0 = the live window only. Longer than the live window, the playlists add CAN-SKIP-UNTIL (delta updates, `_HLS_skip=YES`) and, in standard mode, EXT-X-START at the live edge. Under the control plane each event's record (`dvr_window_s`) sets its window; this is the window without one and the demo event's.",
     )
     archive: bool = Field(
         default=True,

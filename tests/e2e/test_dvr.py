@@ -4,7 +4,8 @@ One stack for the module, used in order: while ~70 s of media accumulate the DVR
 are checked against the conformance rules; then a player joins at the live edge, seeks 60 s
 back, plays without a stall and returns to live; start-over plays from the first segment;
 the event is ended on command and the VOD playlist plays in hls.js and remuxes with
-`ffmpeg -c copy` to a file as long as the event.
+`ffmpeg -c copy` to a file as long as the event; decoded end to end, the VOD holds every
+captured frame of its segments once, in order (the feed's burnt-in frame-number barcode).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from mainevent.media.encode.ffmpeg import find_ffmpeg
+from mainevent.media.encode.ffmpeg import BARCODE_BITS, find_ffmpeg
 from mainevent.media.manifest import (
     parse_media_playlist,
     parse_multivariant_playlist,
     validate_media_playlist,
 )
 from mainevent.media.redundancy.ops import ADMIN_SECRET_HEADER
+from mainevent.testing.barcode import stream_frame_numbers
 from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
 from mainevent.testing.stack import RunningStack, start_stack
 from tests.e2e.hls import rendition_urls
@@ -36,17 +38,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 D_S = 1.0
 DVR_S = 90
 BEHIND_S = 60
+FPS = 30
+
+
+ENV = {"MAINEVENT_EVENT__SEGMENT_DURATION_MS": "1000", "MAINEVENT_DVR__WINDOW_S": str(DVR_S)}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    s = start_stack(
-        tmp_path_factory.mktemp("dvr"),
-        env={
-            "MAINEVENT_EVENT__SEGMENT_DURATION_MS": "1000",
-            "MAINEVENT_DVR__WINDOW_S": str(DVR_S),
-        },
-    )
+    s = start_stack(tmp_path_factory.mktemp("dvr"), env=ENV)
     yield s
     leftovers = s.stop()
     assert not leftovers, f"processes left behind: {leftovers}"
@@ -225,3 +225,92 @@ def test_after_the_end_vod_plays_and_remuxes_to_the_event_length(
         _wait(page, "document.getElementById('video').ended", timeout_s=30)
         end = page.evaluate("window.mainevent.stats()")
         assert not end["fatal"], end["errors"]
+
+
+def _first_difference(got: list[int], want: list[int]) -> str:
+    i = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None)
+    if i is None:
+        i = min(len(got), len(want))
+    missing = sorted(set(want) - set(got))
+    repeated = len(got) - len(set(got))
+    return (
+        f"{len(got)} frames decoded, {len(want)} expected; first difference at frame {i} "
+        f"(got {got[i : i + 3]}, expected {want[i : i + 3]}); {len(missing)} missing "
+        f"(first {missing[:5]}), {repeated} repeated"
+    )
+
+
+def test_vod_decodes_to_every_frame_of_its_segments_once_in_order(stack: RunningStack) -> None:
+    """After the end, ffmpeg decodes the whole VOD playlist of the smallest rung, and the
+    burnt-in frame numbers are exactly those captured in the segments it lists: segment n
+    holds frames n·D·fps … (n+1)·D·fps − 1, none missing, none twice, none out of order
+    (runs the VOD leaves out, slate or gaps, are left out of the expectation too)."""
+    with httpx.Client(timeout=10) as client:
+        # Ended by the VOD test before; ending is idempotent, so this test also runs alone.
+        r = client.post(
+            f"{stack.base_url}/_ops/events/{stack.event}/end",
+            headers={ADMIN_SECRET_HEADER: stack.edge_admin_secret or ""},
+        )
+        assert r.status_code == 200, r.text
+        url = f"{stack.base_url}/live/{stack.event}/v180/vod.m3u8"
+        deadline = time.monotonic() + 10
+        while (resp := client.get(url)).status_code != 200:
+            assert time.monotonic() < deadline, resp.text
+            time.sleep(0.1)
+        vod = parse_media_playlist(resp.text)
+    assert vod.playlist_type == "VOD"
+    per_segment = round(D_S * FPS)
+    want: list[int] = []
+    for seg in vod.segments:
+        if seg.gap:
+            continue
+        msn = int(seg.uri.split(".", 1)[0])
+        want += [(msn * per_segment + k) % (1 << BARCODE_BITS) for k in range(per_segment)]
+    assert len(want) >= 70 * FPS, "the VOD covers the ~70 s the event ran"
+    got = stream_frame_numbers(url, 320, 180, timeout_s=120)
+    assert got == want, _first_difference(got, want)
+
+
+def _rejected_after_end(client: httpx.Client, base_url: str) -> float:
+    metrics = client.get(f"{base_url}/metrics").raise_for_status().text
+    found = re.findall(
+        r'mainevent_segments_rejected_total\{[^}]*reason="event ended"[^}]*\} ([0-9.e+]+)', metrics
+    )
+    return sum(float(v) for v in found)
+
+
+def test_after_a_restart_the_ended_event_stays_vod(stack: RunningStack) -> None:
+    """The platform restarted over the same data dir, nobody telling it of the end: the same
+    VOD playlist, a static MPD, ENDLIST on the live playlist; what its encoder produces anew
+    is never listed (counted as rejected) and a segment past the end is 410."""
+    with httpx.Client(timeout=10) as client:
+        r = client.post(
+            f"{stack.base_url}/_ops/events/{stack.event}/end",
+            headers={ADMIN_SECRET_HEADER: stack.edge_admin_secret or ""},
+        )
+        assert r.status_code == 200, r.text
+        path = f"/live/{stack.event}/v180"
+        vod_before = client.get(f"{stack.base_url}{path}/vod.m3u8").raise_for_status().text
+        live_before = parse_media_playlist(client.get(f"{stack.base_url}{path}/index.m3u8").text)
+    assert live_before.endlist
+    assert not stack.stop(), "processes left behind"
+    again = start_stack(stack.data_dir, env=ENV)
+    try:
+        with httpx.Client(timeout=10) as client:
+            base = f"{again.base_url}{path}"
+            assert client.get(f"{base}/vod.m3u8").raise_for_status().text == vod_before
+            mpd = client.get(f"{again.base_url}/live/{again.event}/vod.mpd")
+            assert mpd.status_code == 200
+            assert 'type="static"' in mpd.text
+            deadline = time.monotonic() + 60
+            while _rejected_after_end(client, again.base_url) < 2:
+                assert time.monotonic() < deadline, "the restarted encoder produced nothing"
+                time.sleep(0.5)
+            live = parse_media_playlist(client.get(f"{base}/index.m3u8").text)
+            assert live.endlist
+            assert live.last_msn == live_before.last_msn, "no segment listed after the end"
+            late = client.get(f"{base}/{live.last_msn + 3}.m4s")
+            assert late.status_code == 410, late.text
+            assert "ended" in late.text
+    finally:
+        assert not again.stop(), "processes left behind"

@@ -174,7 +174,7 @@ async def test_vod_leaves_the_slate_run_out(client: httpx.AsyncClient) -> None:
         audio = segment(msn, 32_000, 48_000)
         await ev.on_segment("a128", audio, slate_parts=[p.data for p in audio.parts])
     await publish(ev, range(FIRST + 13, FIRST + 20))
-    ev.end()
+    await ev.end()
     v = parse_media_playlist((await client.get("/live/final/v360/vod.m3u8")).text)
     assert len(v.segments) == 17
     assert f"{FIRST + 10}.m4s" not in [s.uri for s in v.segments]
@@ -225,7 +225,7 @@ async def test_retention_deletes_only_what_no_playlist_lists(tmp_path: Path, wal
     wall.t = (FIRST + 40) * 2.0 + 3600
     assert ev.apply_retention() == []
     assert (tmp_path / "final" / "v360" / f"{FIRST}.m4s").exists()
-    ev.end()
+    await ev.end()
     async for client in _client(ev):
         assert (await client.get("/live/final/v360/vod.m3u8")).status_code == 200
         wall.t += 31

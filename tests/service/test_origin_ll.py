@@ -364,7 +364,7 @@ async def test_endlist_ignores_directives_and_releases_holds(live: Live) -> None
     """When the event ends, held players get the final playlist and directives are ignored."""
     task = live.get(f"{PL}?_HLS_msn={LAST + 1}&_HLS_part=0")
     await live.held(1)
-    live.ev.end()
+    await live.ev.end()
     final = parsed(await task)
     assert final.endlist
     assert not final.preload_hints

@@ -8,6 +8,7 @@ from mainevent.media.manifest import (
     PlaylistError,
     PublishedSegment,
     RenditionWindow,
+    WindowError,
     parse_media_playlist,
     render_media_playlist,
     validate_media_playlist,
@@ -254,3 +255,90 @@ def test_standard_mode_dvr_offers_delta_updates_but_no_blocking() -> None:
     assert isinstance(refused, Rejection)
     assert refused.status == 400
     assert isinstance(check_directives(skip, low_latency=False, ended=False, last_msn=9), Rejection)
+
+
+# -- the event's DVR window changes while live -------------------------------------------------
+
+
+def test_a_shorter_window_drops_the_head_at_once_and_keeps_it_downloadable() -> None:
+    """Resizing 30 → 10 segments lists the newest 10 now; the dropped ones stay available for
+    the RFC's period, then expire; the media sequence only moves forward."""
+    w = window(30, window_segments=30)
+    before = w.playlist(0.0)
+    w.resize(10, 1.0)
+    pl = w.playlist(1.0)
+    assert len(pl.segments) == 10
+    assert pl.media_sequence == before.media_sequence + 20
+    assert pl.last_msn == before.last_msn
+    validate_media_playlist(pl)
+    assert w.is_available(FIRST, 1.0), "a dropped segment stays downloadable for a while"
+    assert FIRST in w.expired(1000.0)
+    assert not w.is_available(FIRST, 1000.0)
+
+
+def test_a_longer_window_grows_as_segments_come_and_never_relists() -> None:
+    """Resizing 10 → 20 keeps the media sequence where it is and lists more as new segments
+    are published, up to 20."""
+    w = window(30, window_segments=10)
+    head = w.playlist(0.0).media_sequence
+    w.resize(20, 0.0)
+    assert w.playlist(0.0).media_sequence == head
+    assert len(w.playlist(0.0).segments) == 10
+    for msn in range(FIRST + 30, FIRST + 45):
+        w.publish(seg(msn), 1.0)
+    pl = w.playlist(1.0)
+    assert len(pl.segments) == 20
+    assert pl.media_sequence == FIRST + 25
+    assert w.window_segments == 20
+
+
+def test_a_window_too_short_for_players_is_refused_and_an_ended_one_stays() -> None:
+    """Fewer than 3 × TD listed is a WindowError; an ended playlist is not cut any more."""
+    w = window(30, window_segments=30)
+    with pytest.raises(WindowError, match="3 × target duration"):
+        w.resize(2, 0.0)
+    w.end(0.0)
+    w.resize(5, 0.0)
+    assert len(w.playlist(0.0).segments) == 30
+
+
+def test_supervisor_applies_a_changed_dvr_window_only_to_running_media() -> None:
+    """StartMedia carries the record's window; a PATCH while live or paused becomes one
+    SetDvrWindow; before the media runs or after the end nothing is sent."""
+    from mainevent.control.lifecycle import EventStatus as S
+    from mainevent.control.supervisor import Supervisor
+    from mainevent.control.supervisor.model import (
+        EndMedia,
+        EventRecord,
+        MediaSpec,
+        RecordChanged,
+        RungSpec,
+        SetDvrWindow,
+        StartMedia,
+    )
+
+    def rec(status: S, version: int, window_s: int) -> EventRecord:
+        spec = MediaSpec(
+            ladder=(RungSpec("v360", 640, 360, 600),),
+            segment_duration_ms=2000,
+            latency_mode="standard",
+            protocol="srt",
+            stream_key="key-final-1",
+            dvr_window_s=window_s,
+        )
+        return EventRecord(id="final", status=status, version=version, media=spec)
+
+    sup = Supervisor()
+    acts = sup.handle(RecordChanged(rec(S.SCHEDULED, 1, 600)), 0.0)
+    assert not [a for a in acts if isinstance(a, SetDvrWindow)], "no media runs yet"
+    acts = sup.handle(RecordChanged(rec(S.LIVE, 2, 3600)), 0.0)
+    (start,) = [a for a in acts if isinstance(a, StartMedia)]
+    assert start.spec.dvr_window_s == 3600
+    assert not [a for a in acts if isinstance(a, SetDvrWindow)]
+    assert sup.handle(RecordChanged(rec(S.LIVE, 3, 3600)), 0.0) == []
+    assert sup.handle(RecordChanged(rec(S.LIVE, 4, 120)), 0.0) == [SetDvrWindow("final", 120)]
+    acts = sup.handle(RecordChanged(rec(S.PAUSED, 5, 0)), 0.0)
+    assert SetDvrWindow("final", 0) in acts
+    acts = sup.handle(RecordChanged(rec(S.ENDED, 6, 0)), 0.0)
+    assert [a for a in acts if isinstance(a, EndMedia)]
+    assert not [a for a in sup.handle(RecordChanged(rec(S.ENDED, 7, 900)), 0.0)]

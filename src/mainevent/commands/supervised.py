@@ -45,6 +45,7 @@ from mainevent.control.supervisor.model import (
     RungSpec,
     RunPreflight,
     SetDegraded,
+    SetDvrWindow,
     SetPipelineMode,
     SetVisibility,
     StartMedia,
@@ -97,6 +98,7 @@ def record_of(out: EventOut) -> EventRecord:
             passphrase=ig.passphrase,
             port=ig.port,
             backup_port=ig.backup_port,
+            dvr_window_s=out.dvr_window_s,
         ),
         starts_at=out.starts_at.timestamp() if out.starts_at else None,
         ends_at=out.ends_at.timestamp() if out.ends_at else None,
@@ -109,7 +111,8 @@ def record_of(out: EventOut) -> EventRecord:
 def event_settings(
     base: Settings, event_id: str, spec: MediaSpec, ports: dict[str, int]
 ) -> Settings:
-    """The platform's settings with this event's ladder, timing, credentials and ports."""
+    """The platform's settings with this event's ladder, timing, DVR window, credentials and
+    ports (the record's `dvr_window_s`, not the platform's `dvr.window_s`, sets the window)."""
     ev = base.event.model_copy(
         update={
             "id": event_id,
@@ -130,7 +133,8 @@ def event_settings(
         }
     )
     red = base.redundancy.model_copy(update={"backup_port": ports["backup"]})
-    return base.model_copy(update={"event": ev, "ingest": ig, "redundancy": red})
+    dvr = base.dvr.model_copy(update={"window_s": spec.dvr_window_s})
+    return base.model_copy(update={"event": ev, "ingest": ig, "redundancy": red, "dvr": dvr})
 
 
 @dataclass
@@ -474,6 +478,8 @@ class MediaSupervisor:
         elif isinstance(a, SetDegraded):
             if (m := self.media.get(a.event_id)) is not None:
                 m.degraded = a.features
+        elif isinstance(a, SetDvrWindow):
+            self.set_dvr_window(a.event_id, a.window_s)
         elif isinstance(a, SetPipelineMode):
             m = self.media.get(a.event_id)
             if m is not None and m.publisher is not None:
@@ -519,6 +525,7 @@ class MediaSupervisor:
 
         existing = self.events.get(s.event.id)
         if existing is not None:
+            existing.set_dvr_window(s.dvr.window_s)
             return existing
         event = live_event(s, self.store, Metrics(CollectorRegistry()))
         restored = event.restore()
@@ -579,6 +586,13 @@ class MediaSupervisor:
             log.exception("event %s: media stopped", m.event_id)
             self.errors[m.event_id] = f"media stopped: {exc}"
 
+    def set_dvr_window(self, event_id: str, window_s: int) -> None:
+        """The event's DVR window changed in its record: its live playlists follow at once
+        (`LiveEvent.set_dvr_window`: shorter drops the head, longer grows from now on)."""
+        event = self.events.get(event_id)
+        if event is not None:
+            event.set_dvr_window(window_s)
+
     def _set_visibility(self, event_id: str, v: Visibility) -> None:
         self.visibility[event_id] = v
         if v is Visibility.REHEARSAL:
@@ -610,7 +624,7 @@ class MediaSupervisor:
             ports = {"primary": spec.port, "backup": spec.backup_port}
             event = self._live_event(event_settings(self.settings, event_id, spec, ports))
             self.events[event_id] = event
-        event.end()
+        await event.end()
         log.warning("event %s: ended (ENDLIST, pipelines stopped, ingest closed)", event_id)
 
     async def _control(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
@@ -669,6 +683,7 @@ async def create_demo_event(control_url: str, admin_key: str, settings: Settings
             "ladder": [r.model_dump() for r in ev.ladder],
             "segment_duration_ms": ev.segment_duration_ms,
             "latency_mode": ev.latency,
+            "dvr_window_s": settings.dvr.window_s,
             "rehearsal_lead_s": 0,
             "ingest": {
                 "protocol": ig.protocol,

@@ -16,12 +16,51 @@ def read_barcode(gray: bytes, width: int, height: int) -> int:
     """Frame number encoded in one 8-bit grayscale frame."""
     x0, bit_w, strip_h = barcode_geometry(width, height)
     y = height - strip_h // 2
+    return _read_row(gray, y * width, x0, bit_w)
+
+
+def _read_row(gray: bytes, row: int, x0: int, bit_w: int) -> int:
     value = 0
     for bit in range(BARCODE_BITS):
-        x = x0 + bit * bit_w + bit_w // 2
-        if gray[y * width + x] > 128:
+        if gray[row + x0 + bit * bit_w + bit_w // 2] > 128:
             value |= 1 << bit
     return value
+
+
+def stream_frame_numbers(url: str, width: int, height: int, *, timeout_s: float = 120) -> list[int]:
+    """Barcode of every frame of a whole stream (e.g. a VOD playlist URL) as ffmpeg decodes
+    it, in order, each decoded frame once (`-fps_mode passthrough`: no frame is duplicated or
+    dropped to make a constant rate, so a hole or a repeat in the media shows). Only the
+    barcode strip is decoded out (`crop`), so a long stream costs little memory."""
+    x0, bit_w, strip_h = barcode_geometry(width, height)
+    proc = subprocess.run(
+        [
+            find_ffmpeg(),
+            "-hide_banner",
+            "-v",
+            "error",
+            "-i",
+            url,
+            "-map",
+            "0:v:0",
+            "-vf",
+            f"crop={width}:{strip_h}:0:{height - strip_h}",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            "pipe:1",
+        ],
+        capture_output=True,
+        timeout=timeout_s,
+        check=True,
+    )
+    size = width * strip_h
+    row = (strip_h - strip_h // 2) * width  # the same row `read_barcode` reads in a frame
+    out = proc.stdout
+    return [_read_row(out, i + row, x0, bit_w) for i in range(0, len(out) - size + 1, size)]
 
 
 def segment_frame_numbers(init: bytes, segment: bytes, width: int, height: int) -> list[int]:

@@ -12,7 +12,8 @@ Per event it converges what the media plane does on what the record says:
               ──(starts_at)──► RunPreflight ──passed──► RequestTransition(live)
                                             ──failed──► ReportError, retry after `retry_s`
     live      ──► SetVisibility(live)           (StartMedia first after a restart)
-    any running state: SetPipelineMode / SetDegraded when the record's flags change
+    any running state: SetPipelineMode / SetDegraded when the record's flags change,
+                       SetDvrWindow when its `dvr_window_s` does (StartMedia carries it)
     paused    ──► SetVisibility(paused)         (slate; pipelines keep running)
     ended     ──► EndMedia                      (ENDLIST, pipelines stopped, ingest closed)
     archived  ──► ArchiveMedia
@@ -41,6 +42,7 @@ from mainevent.control.supervisor.model import (
     RequestTransition,
     RunPreflight,
     SetDegraded,
+    SetDvrWindow,
     SetPipelineMode,
     SetVisibility,
     StartMedia,
@@ -94,6 +96,8 @@ class _Tracked:
     phase: MediaPhase = MediaPhase.IDLE
     degraded: frozenset[str] = field(default_factory=frozenset)
     pipeline_mode: str = "auto"
+    dvr_window_s: int | None = None
+    """The DVR window the media plane runs with (None: no media started)."""
     retry_at: float = 0.0
     """No schedule action before this time (a request was just made, or a preflight failed)."""
     preflight_running: bool = False
@@ -200,6 +204,7 @@ class Supervisor:
             phase, visibility = _VISIBLE[rec.status]
             if t.phase is MediaPhase.IDLE:
                 out.append(StartMedia(rec.id, rec.media))
+                t.dvr_window_s = rec.media.dvr_window_s
             if t.phase is not phase:
                 out.append(SetVisibility(rec.id, visibility))
                 t.phase = phase
@@ -220,6 +225,9 @@ class Supervisor:
         if rec.pipeline_mode != t.pipeline_mode and running:
             out.append(SetPipelineMode(rec.id, rec.pipeline_mode))
             t.pipeline_mode = rec.pipeline_mode
+        if running and t.dvr_window_s is not None and rec.media.dvr_window_s != t.dvr_window_s:
+            out.append(SetDvrWindow(rec.id, rec.media.dvr_window_s))
+            t.dvr_window_s = rec.media.dvr_window_s
         return out
 
     def _due(self, t: _Tracked) -> float | None:

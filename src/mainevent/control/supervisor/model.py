@@ -27,6 +27,7 @@ __all__ = [
     "RequestTransition",
     "RunPreflight",
     "SetDegraded",
+    "SetDvrWindow",
     "SetPipelineMode",
     "SetVisibility",
     "StartMedia",
@@ -69,6 +70,8 @@ class MediaSpec:
     port: int = 0
     """Primary ingest port (0 = the media plane picks one and keeps it across restarts)."""
     backup_port: int = 0
+    dvr_window_s: int = 0
+    """Seconds viewers may seek back (0 = the live window only); changes apply while live."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,14 @@ class SetDegraded:
 
 
 @dataclass(frozen=True, slots=True)
+class SetDvrWindow:
+    """The record's DVR window changed while the event's media runs: apply it live."""
+
+    event_id: str
+    window_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class SetPipelineMode:
     """Publish the forced pipeline's segments (`primary` / `backup`) or let health decide."""
 
@@ -210,6 +221,7 @@ Action = (
     | EndMedia
     | ArchiveMedia
     | SetDegraded
+    | SetDvrWindow
     | SetPipelineMode
     | RequestTransition
     | RunPreflight

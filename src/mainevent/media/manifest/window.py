@@ -199,6 +199,31 @@ class RenditionWindow:
             self._pending_msn, self._pending = None, []
             self._invalidate()
 
+    def resize(self, window_segments: int, now: float) -> None:
+        """Keep `window_segments` from now on (the event's DVR window changed while live).
+
+        Shrinking drops the head at once, as sliding would (never below 3 × TD; the removed
+        segments stay available for the RFC's period). Growing lists more as new segments
+        come: segments that already left are not listed again, so the media sequence never
+        goes back. EVENT/VOD windows keep everything anyway. `WindowError` for a window that
+        could not list 3 × target duration."""
+        if window_segments * self._segment_us < self._min_listed_us:
+            raise WindowError(
+                f"a window of {window_segments} segments lists less than 3 × target duration "
+                f"({3 * self._target_s} s) that players need (SPEC §1)"
+            )
+        if window_segments == self._window_segments:
+            return
+        self._window_segments = window_segments
+        if not self._ended and len(self._listed) > window_segments:
+            self._slide(now)
+            self._invalidate()
+
+    @property
+    def window_segments(self) -> int:
+        """How many segments the window lists at most (EVENT/VOD windows: all of them)."""
+        return self._window_segments
+
     def end(self, now: float) -> None:
         """The event ended: the playlist gets EXT-X-ENDLIST and takes no more segments."""
         self._ended = True

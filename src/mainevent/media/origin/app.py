@@ -549,6 +549,8 @@ class Origin:
         """404 for a segment not served: future (not cached), or before the window (naming
         the first segment that is)."""
         last = event.last_msn(rendition)
+        if event.ended and (last is None or msn > last):
+            return self._after_end(event, msn, last)
         if last is None or msn > last:
             return self._not_found(event, "segment", name, not_yet=True)
         firsts = [event.window(rendition).statistics().media_sequence]
@@ -564,6 +566,19 @@ class Origin:
         else:
             what = f"segment {msn} (a gap, or no longer available)"
         return self._not_found(event, "segment", what)
+
+    def _after_end(self, event: LiveEvent, msn: int, last: int | None) -> Response:
+        """410 for a segment after the end: it will never exist (cacheable, unlike the 404 of
+        a live event's future segment)."""
+        self._count(event, "segment", 410)
+        after = "before its first segment" if last is None else f"with segment {last}"
+        vod = "" if event.archive is None else f" (its VOD: /live/{event.event_id}/vod.m3u8)"
+        return PlainTextResponse(
+            f"gone: event {event.event_id!r} ended {after}; segment {msn} will never be "
+            f"published{vod}\n",
+            410,
+            headers=self._headers("max-age=60"),
+        )
 
     async def _media(self, event: LiveEvent, rendition: str, name: str, kind: str) -> Response:
         if kind == "part":

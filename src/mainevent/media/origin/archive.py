@@ -11,11 +11,16 @@ bytes are cached until the next publication of that rendition.
     /live/<event>/vod.m3u8                    post-event VOD multivariant playlist (404 before the end)
     /live/<event>/<rendition>/vod.m3u8        PLAYLIST-TYPE:VOD media playlist
     /live/<event>/vod.mpd                     static DASH MPD over the same segments
+
+The end itself is persisted beside the media (`EndRecord`, `ended.json` in the event's
+store, written whole before the end is acknowledged), so an origin restarted without being
+told again still serves the VOD and never reopens the live window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mainevent.media.manifest import (
@@ -32,9 +37,45 @@ from mainevent.media.manifest.dvr import (
     vod_playlist,
 )
 
-__all__ = ["EventArchive", "VodRun"]
+__all__ = ["END_RECORD", "EndRecord", "EventArchive", "VodRun"]
 
 _SECOND = 1_000_000
+END_RECORD = "ended.json"
+"""Name of the end record in the event's store (`SegmentStore.put_event_meta`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndRecord:
+    """The end of an event as persisted: when (wall clock, epoch s: retention counts from it)
+    and the last MSN each rendition listed (segments stored later are never listed)."""
+
+    ended_wall: float
+    last_msns: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, ended_wall: float, last_msns: Mapping[str, int | None]) -> EndRecord:
+        """The record of an end now; renditions that never published are left out."""
+        pairs = tuple(sorted((r, m) for r, m in last_msns.items() if m is not None))
+        return cls(ended_wall, pairs)
+
+    def last_msn(self, rendition: str) -> int | None:
+        """The last MSN `rendition` listed at the end (None: it had published nothing)."""
+        return dict(self.last_msns).get(rendition)
+
+    def encode(self) -> bytes:
+        body = {"ended_wall": self.ended_wall, "last_msn": dict(self.last_msns)}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> EndRecord:
+        """The record in `data`; `ValueError` naming what is wrong when it is not one."""
+        try:
+            body = json.loads(data)
+            wall = float(body["ended_wall"])
+            lasts = {str(r): int(m) for r, m in dict(body["last_msn"]).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not an end record ({exc.__class__.__name__}: {exc})") from None
+        return cls.of(wall, lasts)
 
 
 @dataclass(frozen=True, slots=True)

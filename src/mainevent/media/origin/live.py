@@ -53,7 +53,7 @@ from mainevent.media.manifest.pathways import (
     SteeringContext,
     steered_multivariant,
 )
-from mainevent.media.origin.archive import EventArchive
+from mainevent.media.origin.archive import END_RECORD, EndRecord, EventArchive
 from mainevent.media.origin.blocking import Hold, Waiters
 from mainevent.media.origin.retention import RetentionPolicy, StoredSegment
 from mainevent.media.shedding import Budget, LoadShedder, RequestClass, classify
@@ -240,19 +240,14 @@ class LiveEvent:
             window_segments = max(window_segments, -(-12 * td_us // (segment_duration_ms * 1000)))
         self.live_window_segments = window_segments
         """The live window without DVR: requests further behind the edge are DVR requests."""
-        dvr_segments = -(-dvr_window_s * 1000 // segment_duration_ms)
-        window_segments = max(window_segments, dvr_segments)
         self.window_segments = window_segments
-        self.dvr_window_s = dvr_window_s
-        self.dvr = dvr_segments > self.live_window_segments
+        self.dvr_window_s = 0
+        self.dvr = False
         """The live playlists carry a DVR window longer than the live window."""
-        # Delta updates (CAN-SKIP-UNTIL = 6 × TD, the least the RFC allows, so a reload is as
-        # small as it can be) and the start at the live edge (3 × TD, HOLD-BACK) for standard
-        # mode; LL-HLS playlists have both from their own server control already.
-        self.can_skip_until_us: int | None = 6 * td_us if self.dvr or self.low_latency else None
-        self.dvr_start_offset_us: int | None = (
-            -3 * td_us if self.dvr and self.low_latency is None else None
-        )
+        self.can_skip_until_us: int | None = None
+        self.dvr_start_offset_us: int | None = None
+        self._dvr_settings(dvr_window_s)
+        window_segments = self.window_segments
         self.archive: EventArchive | None = None
         if archive:
             self.archive = EventArchive(
@@ -273,6 +268,11 @@ class LiveEvent:
         self._retention_timer: asyncio.TimerHandle | None = None
         self._deleting: set[asyncio.Task[None]] = set()
         self.ended_wall = 0.0
+        """Wall clock (epoch s) of the end; kept in the end record across restarts."""
+        self.ended = False
+        self._end_persisted = False
+        self._end_lock = asyncio.Lock()
+        self._refused_after_end: set[str] = set()
         self.waiters = Waiters(max_held_requests)
         waiters = self.waiters
         self.metrics.held.labels(event_id).set_function(lambda: waiters.held)
@@ -362,6 +362,49 @@ class LiveEvent:
             assert text is not None
             r.playlist_body = text.encode()
         return r.playlist_body
+
+    def _dvr_settings(self, dvr_window_s: int) -> None:
+        """Window depth and DVR controls for a DVR window of `dvr_window_s` (0 = none)."""
+        if dvr_window_s < 0:
+            raise ValueError(f"dvr_window_s must be >= 0, got {dvr_window_s}")
+        td_us = self.target_duration_s * 1_000_000
+        dvr_segments = -(-dvr_window_s * 1000 // self.segment_duration_ms)
+        self.window_segments = max(self.live_window_segments, dvr_segments)
+        self.dvr_window_s = dvr_window_s
+        self.dvr = dvr_segments > self.live_window_segments
+        # Delta updates (CAN-SKIP-UNTIL = 6 × TD, the least the RFC allows, so a reload is as
+        # small as it can be) and the start at the live edge (3 × TD, HOLD-BACK) for standard
+        # mode; LL-HLS playlists have both from their own server control already. Once
+        # offered, `_HLS_skip=YES` stays accepted (answered by a full playlist if the window
+        # no longer declares delta updates): a player that saw CAN-SKIP-UNTIL on its last
+        # reload must not get a 400 because an operator shortened the window meanwhile.
+        if self.dvr or self.low_latency is not None:
+            self.can_skip_until_us = 6 * td_us
+        self.dvr_start_offset_us = -3 * td_us if self.dvr and self.low_latency is None else None
+
+    def set_dvr_window(self, dvr_window_s: int) -> None:
+        """Change the DVR window while the event runs (its control-plane record changed).
+
+        Shorter: the head of every live playlist (and the MPD's timeShiftBufferDepth) drops to
+        the new depth at once; the removed segments stay downloadable for the RFC's period, and
+        start-over/VOD keep everything. Longer: the playlists grow to the new depth as new
+        segments come (what already left the window is not listed again: the media sequence
+        never goes back). An ended event's playlists no longer change."""
+        if self.ended or dvr_window_s == self.dvr_window_s:
+            return
+        before = self.dvr_window_s
+        self._dvr_settings(dvr_window_s)
+        now = self.monotonic()
+        for r in self._r.values():
+            r.window.resize(self.window_segments, now)
+            r.playlist_text = r.playlist_body = r.delta_body = None
+        log.info(
+            "event %s: DVR window %d s -> %d s (%d segments)",
+            self.event_id,
+            before,
+            dvr_window_s,
+            self.window_segments,
+        )
 
     def _dvr(self, pl: MediaPlaylist) -> MediaPlaylist:
         """The live playlist with the DVR controls (standard mode: CAN-SKIP-UNTIL, EXT-X-START)."""
@@ -462,15 +505,31 @@ class LiveEvent:
             return True
         return await self.waiters.wait(("part", rendition, msn, index), hold_s)
 
-    def end(self) -> None:
+    async def end(self) -> None:
         """The event ended: every playlist gets EXT-X-ENDLIST; held requests are answered; the
-        start-over playlists turn VOD and the VOD playlists and MPD exist from now on."""
+        start-over playlists turn VOD and the VOD playlists and MPD exist from now on.
+
+        The playlists change at once; the end record (`archive.EndRecord`) is on stable
+        storage when this returns, so an origin restarted over the same store serves the VOD
+        and never lists another live segment, without being told again. Idempotent."""
+        self._end_now(self.wall())
+        async with self._end_lock:
+            if self._end_persisted:
+                return
+            record = EndRecord.of(self.ended_wall, {rid: self.last_msn(rid) for rid in self._r})
+            await self.store.put_event_meta(self.event_id, END_RECORD, record.encode())
+            self._end_persisted = True
+
+    def _end_now(self, ended_wall: float) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.ended_wall = ended_wall
         now = self.monotonic()
         for r in self._r.values():
             r.window.end(now)
         if self.archive is not None:
             self.archive.end(now)
-            self.ended_wall = self.wall()
         for r in self._r.values():
             self._changed(r)
         self.apply_retention()
@@ -760,6 +819,10 @@ class LiveEvent:
     async def on_init(self, rendition: str, init: InitSection) -> str:
         """Store an encoder run's init section; returns the name segments refer to."""
         r = self._r[rendition]
+        if self.ended and r.init_name is not None:
+            # An encoder still (or again, after a restart) running after the end: nothing it
+            # makes is listed, and the VOD and MPD keep naming the init they were made with.
+            return r.init_name
         digest = hashlib.sha256(init.data).hexdigest()
         name = r.init_digests.get(digest)
         if name is None:
@@ -827,8 +890,9 @@ class LiveEvent:
                 suspect,
             )
         if r.window.ended:
-            # The event ended (on command): the encoder may still be running; nothing more is
-            # stored or listed, so the VOD stays what it was at the end.
+            # The event ended (on command, or before a restart): the encoder may still be
+            # running; nothing more is stored or listed, so the VOD stays what it was.
+            self._refuse_after_end(rendition, segment.msn)
             return
         if r.init_name is None:
             raise RuntimeError(f"{rendition}: segment {segment.msn} before any init section")
@@ -873,6 +937,11 @@ class LiveEvent:
             for i, data in enumerate(slate_parts):
                 self.store.put_part(self.event_id, rendition, segment.msn, i, data)
         await self.store.put_segment(self.event_id, rendition, record, segment.data)
+        if r.window.ended:
+            # Ended while it was being stored: it stays on disk unlisted (a restart lists only
+            # up to the end record's last MSN).
+            self._refuse_after_end(rendition, segment.msn)
+            return
         r.slate = slate_parts is not None
         self._publish(r, record)
         end_s = (segment.start + segment.duration) / segment.timescale
@@ -881,6 +950,20 @@ class LiveEvent:
         self.metrics.segment_bytes.labels(*labels).inc(len(segment.data))
         self.metrics.last_msn.labels(*labels).set(segment.msn)
         self.metrics.publish_delay.labels(*labels).observe(max(0.0, self.wall() - end_s))
+
+    def _refuse_after_end(self, rendition: str, msn: int) -> None:
+        """Count a segment handed in after the end (logged once per rendition: a restarted
+        origin's encoder may keep producing them)."""
+        self.metrics.rejected.labels(self.event_id, rendition, "event ended").inc()
+        if rendition not in self._refused_after_end:
+            self._refused_after_end.add(rendition)
+            log.warning(
+                "event %s rendition %s: segment %d (and any later) not published: the event "
+                "ended; its playlists stay VOD",
+                self.event_id,
+                rendition,
+                msn,
+            )
 
     def _publish(self, r: _Rendition, record: SegmentRecord) -> None:
         now = self.monotonic()
@@ -968,15 +1051,23 @@ class LiveEvent:
             self._changed(r)
 
     def restore(self) -> int:
-        """Re-list what the store holds (after a restart); returns the number of segments."""
+        """Re-list what the store holds (after a restart); returns the number of segments.
+
+        An event that ended before (its end record is in the store) comes back ended: listed
+        up to the last MSN it had at the end, ENDLIST, VOD on offer, retention counted from
+        the recorded end."""
         from mainevent.media.cmaf import CmafError, parse_init
 
+        end = self._stored_end()
         count = 0
         for rid, r in self._r.items():
             inits = self.store.inits(self.event_id, rid)
             for name, data in inits.items():
                 r.init_digests[hashlib.sha256(data).hexdigest()] = name
+            limit = None if end is None else end.last_msn(rid)
             for rec in self.store.records(self.event_id, rid):
+                if end is not None and (limit is None or rec.msn > limit):
+                    break  # stored after the end: never listed
                 if rec.init_name not in inits:
                     log.warning(
                         "segment %s/%d refers to missing %s; skipped", rid, rec.msn, rec.init_name
@@ -999,7 +1090,32 @@ class LiveEvent:
         self._master_text = None
         if self.ready():
             self.ready_event.set()
+        if end is not None:
+            self._end_now(end.ended_wall)
+            self._end_persisted = True
+            log.warning(
+                "event %s ended before this start (end record in the store): serving it as "
+                "VOD; a new live event needs another event id or a fresh data dir",
+                self.event_id,
+            )
         return count
+
+    def _stored_end(self) -> EndRecord | None:
+        data = self.store.event_meta(self.event_id, END_RECORD)
+        if data is None:
+            return None
+        try:
+            return EndRecord.decode(data)
+        except ValueError as exc:
+            # Written whole (temp + rename), so this is damage, not a torn write: the event
+            # did end; keep everything stored and count retention from now.
+            log.error(
+                "event %s: unreadable %s (%s); treating the event as ended",
+                self.event_id,
+                END_RECORD,
+                exc,
+            )
+            return EndRecord.of(self.wall(), {rid: 2**62 for rid in self._r})
 
 
 def _past(

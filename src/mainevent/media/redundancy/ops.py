@@ -5,7 +5,9 @@
     POST /_ops/ingest/{pipeline}/takeover    the next publisher with the right key replaces
                                              the live one of that feed within 60 s  (secret)
     POST /_ops/events/{event}/end            end the event: ENDLIST everywhere, start-over
-                                             turns VOD, the VOD playlists and MPD appear (secret)
+                                             turns VOD, the VOD playlists and MPD appear, the
+                                             end persisted for restarts (secret; 503 if the
+                                             end record could not be written: retry)
 
 Changing the selection needs the admin secret in `X-Mainevent-Admin-Secret` (401 without it,
 403 when wrong). Errors are JSON `{"error": code, "detail": text}`.
@@ -26,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mainevent.media.redundancy.publisher import RedundantPublisher
 from mainevent.media.redundancy.selector import AUTO, SelectorError
+from mainevent.media.store import StoreError
 
 ADMIN_SECRET_HEADER = "X-Mainevent-Admin-Secret"
 PREFIX = "/_ops/"
@@ -47,7 +50,7 @@ class HasGateway(Protocol):
 
 
 class Endable(Protocol):
-    def end(self) -> None: ...
+    async def end(self) -> None: ...
 
 
 def ops_app(
@@ -112,7 +115,12 @@ def ops_app(
         if events is None or name not in events:
             known = ", ".join(events or ())
             return _error(404, "unknown_event", f"no event {name!r}; known: {known}")
-        events[name].end()
+        try:
+            await events[name].end()  # persisted (crash-safe) before the answer
+        except StoreError as exc:
+            # The playlists ended already; only the record that keeps them ended across a
+            # restart is missing. The end is idempotent: retrying writes it.
+            return _error(503, "end_not_persisted", f"event {name!r} ended, but {exc}; retry")
         return JSONResponse(
             {
                 "event": name,

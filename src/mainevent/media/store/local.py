@@ -51,6 +51,23 @@ class LocalSegmentStore:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    @staticmethod
+    def _write_durably(path: Path, data: bytes) -> None:
+        """Temp file, fsync, rename, fsync of the directory: whole and on disk, whatever
+        `fsync` says (for the few small documents that must survive a power cut)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def _append_index(self, path: Path, line: str) -> None:
         with open(path, "a", encoding="utf-8") as f:
             f.write(line)
@@ -206,6 +223,27 @@ class LocalSegmentStore:
         """Renditions that have anything stored for `event` (on disk)."""
         d = self.root / event
         return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+    async def put_event_meta(self, event: str, name: str, data: bytes) -> None:
+        path = self._meta_path(event, name)
+        try:
+            await asyncio.to_thread(self._write_durably, path, data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
+
+    def event_meta(self, event: str, name: str) -> bytes | None:
+        path = self._meta_path(event, name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+
+    def _meta_path(self, event: str, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise StoreError(f"bad per-event document name {name!r}")
+        return self.root / event / name
 
     def forget(self, event: str, rendition: str, msns: list[int]) -> None:
         mem = self._memory.get((event, rendition))

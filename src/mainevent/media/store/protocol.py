@@ -63,3 +63,12 @@ class SegmentStore(Protocol):
     async def delete(self, event: str, rendition: str, msns: list[int]) -> None:
         """Delete segments for good (retention): memory, disk and index; missing ones are fine."""
         ...
+
+    async def put_event_meta(self, event: str, name: str, data: bytes) -> None:
+        """Store a small per-event document (e.g. the end record) crash-safe: it is on stable
+        storage, whole, under `name` when this returns (and a crash leaves the old one)."""
+        ...
+
+    def event_meta(self, event: str, name: str) -> bytes | None:
+        """The per-event document `name`, or None (used after a restart)."""
+        ...

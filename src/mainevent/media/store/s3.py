@@ -208,6 +208,13 @@ class S3SegmentStore:
     def forget(self, event: str, rendition: str, msns: list[int]) -> None:
         self.local.forget(event, rendition, msns)
 
+    async def put_event_meta(self, event: str, name: str, data: bytes) -> None:
+        # Beside the index on local disk, which is what a restart reads anyway.
+        await self.local.put_event_meta(event, name, data)
+
+    def event_meta(self, event: str, name: str) -> bytes | None:
+        return self.local.event_meta(event, name)
+
     async def delete(self, event: str, rendition: str, msns: list[int]) -> None:
         """Retention: delete locally and in the bucket; the uploaded list is rewritten without
         them so a restart never lists a deleted segment."""
