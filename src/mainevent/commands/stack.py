@@ -643,6 +643,7 @@ class Stack:
             resync_s=self.supervisor_resync_s,
             on_media=self._on_media,
             on_visibility=self._on_visibility,
+            on_degraded=self._on_degraded,
         )
         self.supervisor = sup
         services.media = sup
@@ -684,6 +685,13 @@ class Stack:
         self.feeds = m.feeds
         if self.on_listening is not None:
             self.on_listening(self)
+
+    def _on_degraded(self, event_id: str, features: frozenset[str]) -> None:
+        """Telemetry detail off or on for the event in this stack's collector."""
+        if self.telemetry is not None:
+            self.telemetry.service.collector.aggregator.set_detail(
+                event_id, "telemetry_detail" not in features
+            )
 
     def _on_visibility(self, event_id: str, visibility: Any) -> None:
         if event_id == self.settings.event.id:

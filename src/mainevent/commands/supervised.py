@@ -34,6 +34,7 @@ from mainevent.control.supervisor.model import (
     ArchiveMedia,
     EndMedia,
     EventRecord,
+    Feature,
     Input,
     MediaFailed,
     MediaSpec,
@@ -101,7 +102,7 @@ def record_of(out: EventOut) -> EventRecord:
         starts_at=out.starts_at.timestamp() if out.starts_at else None,
         ends_at=out.ends_at.timestamp() if out.ends_at else None,
         rehearsal_lead_s=float(out.rehearsal_lead_s),
-        degraded=frozenset(out.degraded),
+        degraded=frozenset(Feature(f) for f in out.degraded),
         pipeline_mode=out.pipeline_mode,
     )
 
@@ -144,7 +145,7 @@ class EventMedia:
     publisher: RedundantPublisher | None = None
     feeds: dict[str, FeedProcess] = field(default_factory=dict)
     started_m: float = field(default_factory=time.monotonic)
-    degraded: frozenset[str] = frozenset()
+    degraded: frozenset[Feature] = frozenset()
     rejected_at_start: float = 0.0
     """Rejections counted before this media started (or up to the last preflight)."""
     task: asyncio.Task[None] | None = None
@@ -273,6 +274,7 @@ class MediaSupervisor:
         resync_s: float | None = None,
         on_media: Callable[[EventMedia], None] | None = None,
         on_visibility: Callable[[str, Visibility], None] | None = None,
+        on_degraded: Callable[[str, frozenset[Feature]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -289,6 +291,8 @@ class MediaSupervisor:
         self.core = Supervisor(retry_s=retry_s, resync_s=resync_s)
         self.on_media = on_media
         self.on_visibility = on_visibility
+        self.on_degraded = on_degraded
+        """Told the features switched off for an event (the stack turns telemetry detail off)."""
         self.clock = clock
         self.media: dict[str, EventMedia] = {}
         self.errors: dict[str, str] = {}
@@ -472,8 +476,7 @@ class MediaSupervisor:
             await self._stop(a.event_id)
             self.origin.rehearsal.pop(a.event_id, None)
         elif isinstance(a, SetDegraded):
-            if (m := self.media.get(a.event_id)) is not None:
-                m.degraded = a.features
+            self._set_degraded(a.event_id, a.features)
         elif isinstance(a, SetPipelineMode):
             m = self.media.get(a.event_id)
             if m is not None and m.publisher is not None:
@@ -591,6 +594,22 @@ class MediaSupervisor:
         log.warning("event %s: media %s", event_id, v.value)
         if self.on_visibility is not None:
             self.on_visibility(event_id, v)
+
+    def _set_degraded(self, event_id: str, features: frozenset[Feature]) -> None:
+        """DVR off or on at the origin (`LiveEvent.set_dvr_off`); the rest through
+        `on_degraded` (telemetry detail: the collector)."""
+        event = self.events.get(event_id)
+        if event is not None:
+            event.set_dvr_off(Feature.DVR in features)
+        if (m := self.media.get(event_id)) is not None:
+            m.degraded = features
+        if self.on_degraded is not None:
+            self.on_degraded(event_id, features)
+        log.warning(
+            "event %s: degraded: %s",
+            event_id,
+            ", ".join(f"{f} off" for f in sorted(features)) or "every feature back on",
+        )
 
     async def _stop(self, event_id: str) -> None:
         m = self.media.pop(event_id, None)
