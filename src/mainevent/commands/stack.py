@@ -255,6 +255,9 @@ class Stack:
     supervisor_retry_s: float = 2.0
     supervisor_resync_s: float | None = None
     """Re-read every record this often (other control-plane processes share the database)."""
+    demo_preflight_wait_s: float = 60.0
+    """The demo event waits this long in rehearsal for a passing preflight, then goes live with
+    an audited override naming the failing checks."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _demo_live: asyncio.Event = field(default_factory=asyncio.Event)
     _demo_rehearsal: asyncio.Event = field(default_factory=asyncio.Event)
@@ -656,7 +659,13 @@ class Stack:
             demo = self.settings.event.id
             if await create_demo_event(self.control_url, self.control_admin_key, self.settings):
                 await self._demo_rehearsal.wait()
-                await demo_go_live(self.control_url, self.control_admin_key, demo)
+                await demo_go_live(
+                    self.control_url,
+                    self.control_admin_key,
+                    demo,
+                    self._demo_live,
+                    wait_s=self.demo_preflight_wait_s,
+                )
 
     def _on_media(self, m: Any) -> None:
         """An event's media started: steer it; the demo event's parts are the stack's."""
