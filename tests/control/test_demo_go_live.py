@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,13 +37,7 @@ from tests.control.test_supervisor_api import GOOD, FakeMediaPlane
 
 pytestmark = pytest.mark.anyio
 
-SICK = PreflightFacts(
-    pipelines={"primary": False, "backup": True},
-    rejected_segments=4,
-    since_publish_s={"v360": 0.5},
-    target_duration_s=2,
-    cdn_problems={"cdn-a": None},
-)
+SICK = dataclasses.replace(GOOD, pipelines={"primary": False, "backup": True}, rejected_segments=4)
 
 
 @dataclass
