@@ -127,6 +127,37 @@ def test_the_demo_event_is_created_through_the_api_and_goes_live_on_its_own(
     assert "#EXTM3U" in playlist(stack.edge_master_url("cdn-a"))
 
 
+def test_degrading_dvr_refuses_what_is_behind_the_live_edge_and_restoring_brings_it_back(
+    stack: RunningStack, ops: Ops
+) -> None:
+    """DVR off on the live demo: a segment far behind the live edge answers 503 + Retry-After
+    at the origin and through an edge, the live playlist keeps advancing and its newest
+    segment is served; DVR back on, the same old segment is served again."""
+    origin_pl = f"{stack.base_url}/live/{stack.event}/v180/index.m3u8"
+    listed = wait_for(
+        "a DVR range longer than the live window",
+        lambda: (m := msns(playlist(origin_pl))) and max(m) - min(m) > 8 and m,
+    )
+    old = min(listed)
+    assert ops.command(stack.event, {"command": "degrade", "features": ["dvr"]}).status_code == 200
+    wait_for("DVR off applied", lambda: (ops.media(stack.event) or {}).get("degraded") == ["dvr"])
+    edge = stack.edges["cdn-a"]
+    for base in (stack.base_url, edge):
+        r = httpx.get(f"{base}/live/{stack.event}/v180/{old}.m4s", timeout=10)
+        assert r.status_code == 503, (base, r.status_code, r.text[:200])
+        assert r.headers["retry-after"] == "30"
+    edge_msn = max(listed)
+    wait_for("the live playlist advancing", lambda: max(msns(playlist(origin_pl))) >= edge_msn + 2)
+    newest = max(msns(playlist(origin_pl)))
+    assert httpx.get(f"{edge}/live/{stack.event}/v180/{newest}.m4s", timeout=10).status_code == 200
+    metrics = httpx.get(f"{stack.base_url}/metrics", timeout=10).text
+    assert f'mainevent_degraded{{event="{stack.event}",feature="dvr"}} 1.0' in metrics
+
+    assert ops.command(stack.event, {"command": "degrade", "features": []}).status_code == 200
+    wait_for("DVR back on", lambda: (ops.media(stack.event) or {}).get("degraded") == [])
+    assert httpx.get(f"{edge}/live/{stack.event}/v180/{old}.m4s", timeout=10).status_code == 200
+
+
 def test_two_events_at_once_rehearsal_hidden_preflight_gate_pause_end(
     stack: RunningStack, ops: Ops
 ) -> None:

@@ -115,3 +115,28 @@ def test_switching_detail_off_forgets_what_sessions_kept_and_spares_other_events
     assert b is not None
     assert a.live_latency_ms is None
     assert b.live_latency_ms == 1000.0
+
+
+def test_a_refusal_from_the_origin_does_not_make_the_edge_think_it_is_failing() -> None:
+    """A 503 + Retry-After for a DVR segment leaves the upstream healthy, so an expired live
+    playlist is fetched afresh (not answered stale for a backoff); a 503 without Retry-After
+    still counts as a failure."""
+    from mainevent.media.edge import Cache, Fetch, Stale, UpstreamResponse
+
+    cache = Cache(default_stale_if_error=60)
+    cache.lookup("/live/e/v1/index.m3u8", 0.0)
+    cache.finish(
+        "/live/e/v1/index.m3u8",
+        UpstreamResponse(200, (("Cache-Control", "max-age=1"),), b"#EXTM3U"),
+        0.0,
+    )
+    cache.lookup("/live/e/v1/100.m4s", 1.5)
+    refused = UpstreamResponse(503, (("Retry-After", "30"), ("Cache-Control", "no-store")), b"")
+    done = cache.finish("/live/e/v1/100.m4s", refused, 1.5)
+    assert done.response is refused
+    assert done.entry is None
+    assert not cache.health.failing
+    assert isinstance(cache.lookup("/live/e/v1/index.m3u8", 2.0), Fetch)
+    cache.finish("/live/e/v1/index.m3u8", UpstreamResponse(503, (), b"down"), 2.0)
+    assert cache.health.failing
+    assert isinstance(cache.lookup("/live/e/v1/index.m3u8", 2.1), Stale)
