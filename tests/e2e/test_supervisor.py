@@ -130,15 +130,19 @@ def test_the_demo_event_is_created_through_the_api_and_goes_live_on_its_own(
 def test_degrading_dvr_refuses_what_is_behind_the_live_edge_and_restoring_brings_it_back(
     stack: RunningStack, ops: Ops
 ) -> None:
-    """DVR off on the live demo: a segment far behind the live edge answers 503 + Retry-After
-    at the origin and through an edge, the live playlist keeps advancing and its newest
-    segment is served; DVR back on, the same old segment is served again."""
+    """DVR off on the live demo: a segment far behind the live edge and the start-over
+    playlist answer 503 + Retry-After at the origin and through an edge, the live playlist
+    keeps advancing and its newest segment is served; DVR back on, the old segment is served
+    again."""
     origin_pl = f"{stack.base_url}/live/{stack.event}/v180/index.m3u8"
-    listed = wait_for(
-        "a DVR range longer than the live window",
-        lambda: (m := msns(playlist(origin_pl))) and max(m) - min(m) > 8 and m,
-    )
-    old = min(listed)
+    startover = f"{stack.base_url}/live/{stack.event}/v180/startover.m3u8"
+
+    def far_behind() -> int | None:
+        archived, live = msns(playlist(startover)), msns(playlist(origin_pl))
+        return min(archived) if archived and live and max(live) - min(archived) > 8 else None
+
+    old = wait_for("an archived segment far behind the live edge", far_behind)
+    edge_msn = max(msns(playlist(origin_pl)))
     assert ops.command(stack.event, {"command": "degrade", "features": ["dvr"]}).status_code == 200
     wait_for("DVR off applied", lambda: (ops.media(stack.event) or {}).get("degraded") == ["dvr"])
     edge = stack.edges["cdn-a"]
@@ -146,7 +150,8 @@ def test_degrading_dvr_refuses_what_is_behind_the_live_edge_and_restoring_brings
         r = httpx.get(f"{base}/live/{stack.event}/v180/{old}.m4s", timeout=10)
         assert r.status_code == 503, (base, r.status_code, r.text[:200])
         assert r.headers["retry-after"] == "30"
-    edge_msn = max(listed)
+        assert "DVR is switched off" in r.text
+    assert httpx.get(startover, timeout=10).status_code == 503
     wait_for("the live playlist advancing", lambda: max(msns(playlist(origin_pl))) >= edge_msn + 2)
     newest = max(msns(playlist(origin_pl)))
     assert httpx.get(f"{edge}/live/{stack.event}/v180/{newest}.m4s", timeout=10).status_code == 200
