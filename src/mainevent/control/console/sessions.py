@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ __all__ = [
     "MemoryConsoleSessionStore",
     "session_digest",
 ]
+
+log = logging.getLogger(__name__)
 
 COOKIE = "mainevent_console"
 CSRF_HEADER = "x-csrf-token"
@@ -149,9 +152,11 @@ class MemoryConsoleSessionStore:
 
 
 def _unavailable(exc: SharedStateUnavailable) -> ControlError:
+    # The cause (host, port, driver message) goes to the log, not to the browser.
+    log.warning("console sessions: store unavailable: %s", exc)
     return ControlError(
         "console_sessions_unavailable",
-        f"the console's session store does not answer ({exc}); try again shortly",
+        "the console's session store does not answer; try again shortly (API keys still work)",
         status=503,
         retry_after=1,
     )
