@@ -160,3 +160,18 @@ async def test_checks_failing_past_the_bound_go_live_with_an_override_naming_the
     assert reason.startswith("demo event of mainevent up: preflight still failing after 0.3 s")
     assert "feeds_healthy (unhealthy: primary)" in reason
     assert "segments_validating (4 segments rejected)" in reason
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "inf", "nan"])
+def test_a_bad_demo_preflight_wait_is_refused_with_a_clear_message(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mainevent up --demo-preflight-wait` takes a finite number of seconds >= 0."""
+    from mainevent.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["up", "--demo-preflight-wait", bad])
+    assert exc.value.code == 2
+    assert "--demo-preflight-wait" in capsys.readouterr().err
+    args = build_parser().parse_args(["up", "--demo-preflight-wait", "0"])
+    assert args.demo_preflight_wait == 0.0
