@@ -72,3 +72,27 @@ async def test_dvr_off_refuses_everything_behind_the_live_edge_and_back_on_loses
         for msn in (FIRST, FIRST + 5, FIRST + 30, FIRST + 33):
             assert f"{msn}.m4s" in again.text
         assert degraded_gauge((await client.get("/metrics")).text) == "0.0"
+
+
+async def test_dvr_off_shrinks_the_mpd_time_shift_buffer_to_the_live_window(
+    tmp_path: Path,
+) -> None:
+    """DASH players see the seekable range of the live window while DVR is off (60 s of DVR:
+    PT58S → PT10S with a 6-segment live window of 2 s segments) and the DVR window again after."""
+    ev = make_event(tmp_path, Clock(), Wall())
+    await publish(ev, range(FIRST, FIRST + 30))
+    app = create_app({"final": ev})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://origin"
+    ) as client:
+
+        async def depth() -> str:
+            r = await client.get("/live/final/manifest.mpd")
+            assert r.status_code == 200, r.text
+            return r.text.split('timeShiftBufferDepth="', 1)[1].split('"', 1)[0]
+
+        assert await depth() == "PT58S"
+        ev.set_dvr_off(True)
+        assert await depth() == "PT10S"
+        ev.set_dvr_off(False)
+        assert await depth() == "PT58S"

@@ -507,7 +507,12 @@ class LiveEvent:
             publish_time_ms=round(self.wall() * 1000),
             segment_duration_ms=d_ms,
             start_number=anchor_ms // d_ms,
-            time_shift_buffer_ms=(self.window_segments - 1) * d_ms,
+            # DVR off: DASH players' seekable range shrinks to the live window (what is behind
+            # it answers 503 meanwhile).
+            time_shift_buffer_ms=(
+                (self.live_window_segments if self.dvr_off else self.window_segments) - 1
+            )
+            * d_ms,
             minimum_update_period_ms=d_ms,
             suggested_presentation_delay_ms=suggested_presentation_delay_ms(d_ms),
             min_buffer_ms=d_ms,
