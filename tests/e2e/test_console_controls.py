@@ -171,6 +171,11 @@ def test_confirm_conflict_replay_ended_and_read_only(control: str) -> None:
             op.screenshot(path=str(shots / "02-conflict.png"), full_page=True)
             # the console reloaded the event: the other operator's change is shown
             _until("DVR shown degraded", lambda: op.is_checked("[data-feature=dvr]"))
+            # Recorded, not applied: no media plane runs this event.
+            _until(
+                "the degrade shown as pending",
+                lambda: "pending: dvr" in (op.text_content("#degraded-state") or ""),
+            )
 
             # -- confirmed again on the new version: applied once --
             confirm(op, "[data-command=pause]")

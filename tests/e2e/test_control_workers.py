@@ -84,12 +84,28 @@ def _reason(r: httpx.Response) -> str:
     return str(r.json()["error"]["reason"])
 
 
+def _console_login(url: str, key: str) -> str:
+    r = httpx.post(f"{url}/console/api/login", json={"key": key}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.cookies["mainevent_console"]
+
+
+def _console_session(url: str, cookie: str) -> httpx.Response:
+    return httpx.get(
+        f"{url}/console/api/session", headers={"Cookie": f"mainevent_console={cookie}"}, timeout=10
+    )
+
+
 def test_two_workers_share_stream_and_rate_limits_and_survive_a_kill_and_a_redis_restart(
     fleet: ControlFleet, redis_server: RedisServer
 ) -> None:
-    """One account, two workers: one stream limit, one rate bucket; a killed worker or Redis is no 500."""
+    """One account, two workers: one stream limit, one rate bucket, one console login; a killed
+    worker or Redis is no 500."""
     _setup(fleet)
     w0, w1 = fleet.worker_urls
+    # A console login on one worker is known to the other (sessions on Redis).
+    cookie = _console_login(w0, fleet.admin_key)
+    assert _console_session(w1, cookie).status_code == 200
     # Stream limit 2: a stream opened on each worker, then a third is refused by both.
     tv, phone = _play(w0, "v1", "tv"), _play(w1, "v1", "phone")
     assert (tv.status_code, phone.status_code) == (200, 200)
@@ -115,6 +131,9 @@ def test_two_workers_share_stream_and_rate_limits_and_survive_a_kill_and_a_redis
         assert time.monotonic() < deadline, fleet.log_tail()
         time.sleep(0.2)
     fleet.wait_ready()
+    # The restarted worker knows the console login made before it was killed.
+    for url in fleet.worker_urls:
+        assert _console_session(url, cookie).status_code == 200
 
     # Redis down: new starts are a retryable 503 through nginx, refreshes go on; then back.
     redis_server.stop(kill=True)
@@ -122,6 +141,8 @@ def test_two_workers_share_stream_and_rate_limits_and_survive_a_kill_and_a_redis
     assert (r.status_code, _reason(r)) == (503, "session_store_unavailable")
     r = _refresh(fleet.url, grant)
     assert (r.status_code, r.json()["degraded"]) == (200, True)
+    r = _console_session(fleet.url, cookie)
+    assert (r.status_code, _reason(r)) == (503, "console_sessions_unavailable")
     redis_server.start()
     for g in (grant, phone.json()):  # the playing devices re-register by refreshing
         r = _refresh(fleet.url, g)

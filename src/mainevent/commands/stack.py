@@ -255,6 +255,9 @@ class Stack:
     supervisor_retry_s: float = 2.0
     supervisor_resync_s: float | None = None
     """Re-read every record this often (other control-plane processes share the database)."""
+    demo_preflight_wait_s: float = 60.0
+    """The demo event waits this long in rehearsal for a passing preflight, then goes live with
+    an audited override naming the failing checks."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _demo_live: asyncio.Event = field(default_factory=asyncio.Event)
     _demo_rehearsal: asyncio.Event = field(default_factory=asyncio.Event)
@@ -643,6 +646,7 @@ class Stack:
             resync_s=self.supervisor_resync_s,
             on_media=self._on_media,
             on_visibility=self._on_visibility,
+            on_degraded=self._on_degraded,
         )
         self.supervisor = sup
         services.media = sup
@@ -655,7 +659,13 @@ class Stack:
             demo = self.settings.event.id
             if await create_demo_event(self.control_url, self.control_admin_key, self.settings):
                 await self._demo_rehearsal.wait()
-                await demo_go_live(self.control_url, self.control_admin_key, demo)
+                await demo_go_live(
+                    self.control_url,
+                    self.control_admin_key,
+                    demo,
+                    self._demo_live,
+                    wait_s=self.demo_preflight_wait_s,
+                )
 
     def _on_media(self, m: Any) -> None:
         """An event's media started: steer it; the demo event's parts are the stack's."""
@@ -684,6 +694,13 @@ class Stack:
         self.feeds = m.feeds
         if self.on_listening is not None:
             self.on_listening(self)
+
+    def _on_degraded(self, event_id: str, features: frozenset[str]) -> None:
+        """Telemetry detail off or on for the event in this stack's collector."""
+        if self.telemetry is not None:
+            self.telemetry.service.collector.aggregator.set_detail(
+                event_id, "telemetry_detail" not in features
+            )
 
     def _on_visibility(self, event_id: str, visibility: Any) -> None:
         if event_id == self.settings.event.id:

@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from mainevent.control.supervisor.model import (
     ArchiveMedia,
     EndMedia,
     EventRecord,
+    Feature,
     Input,
     MediaFailed,
     MediaSpec,
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from mainevent.control.app import ControlServices
 
 __all__ = [
+    "DEMO_PREFLIGHT_WAIT_S",
     "EventMedia",
     "MediaSupervisor",
     "create_demo_event",
@@ -103,7 +106,7 @@ def record_of(out: EventOut) -> EventRecord:
         starts_at=out.starts_at.timestamp() if out.starts_at else None,
         ends_at=out.ends_at.timestamp() if out.ends_at else None,
         rehearsal_lead_s=float(out.rehearsal_lead_s),
-        degraded=frozenset(out.degraded),
+        degraded=frozenset(Feature(f) for f in out.degraded),
         pipeline_mode=out.pipeline_mode,
     )
 
@@ -148,7 +151,7 @@ class EventMedia:
     publisher: RedundantPublisher | None = None
     feeds: dict[str, FeedProcess] = field(default_factory=dict)
     started_m: float = field(default_factory=time.monotonic)
-    degraded: frozenset[str] = frozenset()
+    degraded: frozenset[Feature] = frozenset()
     rejected_at_start: float = 0.0
     """Rejections counted before this media started (or up to the last preflight)."""
     task: asyncio.Task[None] | None = None
@@ -277,6 +280,7 @@ class MediaSupervisor:
         resync_s: float | None = None,
         on_media: Callable[[EventMedia], None] | None = None,
         on_visibility: Callable[[str, Visibility], None] | None = None,
+        on_degraded: Callable[[str, frozenset[Feature]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -293,6 +297,8 @@ class MediaSupervisor:
         self.core = Supervisor(retry_s=retry_s, resync_s=resync_s)
         self.on_media = on_media
         self.on_visibility = on_visibility
+        self.on_degraded = on_degraded
+        """Told the features switched off for an event (the stack turns telemetry detail off)."""
         self.clock = clock
         self.media: dict[str, EventMedia] = {}
         self.errors: dict[str, str] = {}
@@ -476,8 +482,7 @@ class MediaSupervisor:
             await self._stop(a.event_id)
             self.origin.rehearsal.pop(a.event_id, None)
         elif isinstance(a, SetDegraded):
-            if (m := self.media.get(a.event_id)) is not None:
-                m.degraded = a.features
+            self._set_degraded(a.event_id, a.features)
         elif isinstance(a, SetDvrWindow):
             self.set_dvr_window(a.event_id, a.window_s)
         elif isinstance(a, SetPipelineMode):
@@ -606,6 +611,22 @@ class MediaSupervisor:
         if self.on_visibility is not None:
             self.on_visibility(event_id, v)
 
+    def _set_degraded(self, event_id: str, features: frozenset[Feature]) -> None:
+        """DVR off or on at the origin (`LiveEvent.set_dvr_off`); the rest through
+        `on_degraded` (telemetry detail: the collector)."""
+        event = self.events.get(event_id)
+        if event is not None:
+            event.set_dvr_off(Feature.DVR in features)
+        if (m := self.media.get(event_id)) is not None:
+            m.degraded = features
+        if self.on_degraded is not None:
+            self.on_degraded(event_id, features)
+        log.warning(
+            "event %s: degraded: %s",
+            event_id,
+            ", ".join(f"{f} off" for f in sorted(features)) or "every feature back on",
+        )
+
     async def _stop(self, event_id: str) -> None:
         m = self.media.pop(event_id, None)
         if m is None or m.task is None:
@@ -628,8 +649,6 @@ class MediaSupervisor:
         log.warning("event %s: ended (ENDLIST, pipelines stopped, ingest closed)", event_id)
 
     async def _control(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
-        import uuid
-
         headers = {
             "Authorization": f"Bearer {self.admin_key}",
             "Idempotency-Key": str(uuid.uuid4()),
@@ -652,17 +671,23 @@ class MediaSupervisor:
         return PreflightDone(event_id, bool(body["passed"]), tuple(body["failing"]))
 
 
-async def create_demo_event(control_url: str, admin_key: str, settings: Settings) -> bool:
+async def create_demo_event(
+    control_url: str,
+    admin_key: str,
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> bool:
     """The settings' event, created through the control plane's own API if it does not exist
     yet: scheduled to start now with no rehearsal lead, so the supervisor takes it through
     rehearsal and a preflight to live on its own. An existing record is left as it is (a
     restart resumes it in its recorded state)."""
-    import uuid
     from datetime import UTC, datetime, timedelta
 
     ev, ig = settings.event, settings.ingest
     headers = {"Authorization": f"Bearer {admin_key}"}
-    async with httpx.AsyncClient(base_url=control_url, timeout=15, headers=headers) as client:
+    async with httpx.AsyncClient(
+        base_url=control_url, timeout=15, headers=headers, transport=transport
+    ) as client:
         found = await client.get(f"/v1/events/{ev.id}")
         if found.status_code == 200:
             status = found.json()["status"]
@@ -714,19 +739,70 @@ async def create_demo_event(control_url: str, admin_key: str, settings: Settings
         return True
 
 
-DEMO_OVERRIDE = "demo event of mainevent up: live as soon as its rehearsal starts"
+DEMO_OVERRIDE = "demo event of mainevent up"
+DEMO_PREFLIGHT_WAIT_S = 60.0
+"""How long the demo event waits in rehearsal for a passing preflight before it goes live with
+an audited override (`mainevent up --demo-preflight-wait`)."""
 
 
-async def demo_go_live(control_url: str, admin_key: str, event_id: str) -> None:
-    """The demo plays at once: live with an audited preflight override (on a loaded machine
-    the checks can take a while to pass; a real event waits for them)."""
-    import uuid
-
-    headers = {"Authorization": f"Bearer {admin_key}", "Idempotency-Key": str(uuid.uuid4())}
-    async with httpx.AsyncClient(base_url=control_url, timeout=15, headers=headers) as client:
+async def demo_go_live(
+    control_url: str,
+    admin_key: str,
+    event_id: str,
+    live: asyncio.Event,
+    *,
+    wait_s: float = DEMO_PREFLIGHT_WAIT_S,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> bool:
+    """The demo goes live like any event: at `starts_at` (now) the supervisor runs its
+    preflight, retries it while a check fails and moves the event live once every check
+    passes; `live` is set then. This waits up to `wait_s` for that. Still failing after the
+    bound (a machine too loaded for healthy feeds), it names the failing checks and goes live
+    with an audited override whose reason says so. True when live without an override."""
+    log.warning(
+        "demo event %s: in rehearsal; live as soon as its preflight passes (waiting up to %g s, "
+        "then with an audited override)",
+        event_id,
+        wait_s,
+    )
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            await live.wait()
+    if live.is_set():
+        log.warning("demo event %s: live after a passing preflight (no override)", event_id)
+        return True
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    async with httpx.AsyncClient(
+        base_url=control_url, timeout=15, headers=headers, transport=transport
+    ) as client:
+        last = await client.get(f"/v1/events/{event_id}/preflight")
+        failing = _failing_checks(last)
+        reason = f"{DEMO_OVERRIDE}: preflight still failing after {wait_s:g} s: {failing}"[:500]
+        log.error(
+            "demo event %s: preflight still failing after %g s: %s; going live with an audited "
+            "override",
+            event_id,
+            wait_s,
+            failing,
+        )
         r = await client.post(
             f"/v1/events/{event_id}/transitions",
-            json={"to": "live", "override": {"reason": DEMO_OVERRIDE}},
+            json={"to": "live", "override": {"reason": reason}},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
         )
-    if r.status_code >= 300 and "already_in_state" not in r.text:
-        log.error("demo event %s: go-live answered %s: %s", event_id, r.status_code, r.text[:300])
+    if r.status_code < 300:
+        log.warning("demo event %s: live by override (%s)", event_id, reason)
+        return False
+    if "already_in_state" in r.text:  # the supervisor got there first, on a passing preflight
+        return True
+    log.error("demo event %s: go-live answered %s: %s", event_id, r.status_code, r.text[:300])
+    return False
+
+
+def _failing_checks(last: httpx.Response) -> str:
+    """`check (detail), …` of the last stored preflight, or why there is none."""
+    if last.status_code != 200:
+        return f"no preflight result ({last.status_code})"
+    body = last.json()
+    bad = [f"{c['name']} ({c['detail']})" for c in body.get("checks", []) if not c["passed"]]
+    return ", ".join(bad) or "none (it passed just now)"

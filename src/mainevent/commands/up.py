@@ -55,6 +55,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
 def _add_edge_options(p: argparse.ArgumentParser) -> None:
     """Delivery tier: shield + edges cdn-a/b/c (admin secret and token keys from the env)."""
     p.add_argument(
@@ -85,6 +96,14 @@ def _add_edge_options(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="re-read every event record each S seconds (when other control-plane processes "
         "share the database; changes made here are seen at once without it)",
+    )
+    p.add_argument(
+        "--demo-preflight-wait",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="the demo event goes live once its preflight passes; after S seconds of failing "
+        "checks it goes live with an audited override naming them (default: 60)",
     )
     p.add_argument(
         "--no-backup",
@@ -319,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
         edge_token_keys=token_keys,
         control=control,
         supervisor_resync_s=getattr(args, "supervisor_resync", None),
+        demo_preflight_wait_s=args.demo_preflight_wait,
     )
     print(f"starting event {settings.event.id!r}: waiting for the first segments…", flush=True)
     try:

@@ -213,7 +213,7 @@ def _operator(need: str) -> Callable[..., Awaitable[Actor]]:
         svc = _services(request)
         header = request.headers.get("authorization")
         if header is None and svc.console is not None and svc.console.has_session(request):
-            actor = svc.console.authorize(request, need)  # the console's session cookie
+            actor = await svc.console.authorize(request, need)  # the console's session cookie
         else:
             actor = svc.operators.authenticate(header, need)
         if request.query_params:
@@ -315,6 +315,8 @@ def create_app(services: ControlServices) -> AdmissionMiddleware:
             yield
             tg.cancel_scope.cancel()
         await services.playback.aclose()
+        if services.console is not None:
+            await services.console.sessions.store.aclose()
 
     app = FastAPI(
         title="mainevent control plane",

@@ -45,6 +45,11 @@ class OperatorAuth:
 
     def __init__(self, keys: Iterable[ApiKeySetting]) -> None:
         self._by_hash = {k.key_sha256: Actor(k.name, k.role) for k in keys}
+        self._actors = frozenset(self._by_hash.values())
+
+    def knows(self, actor: Actor) -> bool:
+        """Some configured key belongs to ``actor`` (same name and role)."""
+        return actor in self._actors
 
     def authenticate(self, authorization: str | None, need: str) -> Actor:
         """The operator behind ``Authorization: Bearer <key>``, if it has at least role ``need``."""

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Engine,
+    Float,
     Integer,
     String,
     UniqueConstraint,
@@ -33,6 +34,7 @@ __all__ = [
     "Account",
     "AuditEntry",
     "Base",
+    "ConsoleSessionRow",
     "Database",
     "EventRow",
     "HighlightRow",
@@ -148,6 +150,19 @@ class HighlightRow(Base):
     ends_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(64))
+
+
+class ConsoleSessionRow(Base):
+    """A signed-in console operator, by the SHA-256 of the session id in their cookie."""
+
+    __tablename__ = "console_sessions"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float(precision=53))
+    """Epoch seconds (the console's clock, as the session value carries it)."""
+    expires_at: Mapped[float] = mapped_column(Float(precision=53), index=True)
 
 
 def utcnow() -> datetime:

@@ -16,6 +16,11 @@ from mainevent.common.gc_tuning import tune_gc
 from mainevent.control.app import ControlServices, create_app
 from mainevent.control.auth import DevIdentityProvider, OperatorAuth, ViewerAuth, hash_api_key
 from mainevent.control.console.runtime import build_console
+from mainevent.control.console.session_stores import (
+    DatabaseConsoleSessionStore,
+    RedisConsoleSessionStore,
+)
+from mainevent.control.console.sessions import ConsoleSessionStore
 from mainevent.control.db import Database, open_database
 from mainevent.control.entitlement import RegionTable
 from mainevent.control.front import front_protocol
@@ -31,6 +36,7 @@ __all__ = [
     "ADMIN_KEY_FILE",
     "admin_keys",
     "build_services",
+    "console_session_store",
     "ensure_admin_key",
     "playback_stores",
     "serve",
@@ -84,8 +90,21 @@ def build_services(
         admission=AdmissionController(AdmissionPolicy(max_in_flight=settings.max_in_flight)),
         purchases=Bulkhead(settings.purchase_concurrency),
         steering=steering_runtime(settings),
-        console=build_console(settings.console, operators, clock),
+        console=build_console(
+            settings.console, operators, clock, console_session_store(settings, database)
+        ),
     )
+
+
+def console_session_store(settings: ControlSettings, db: Database) -> ConsoleSessionStore:
+    """Console sessions on Redis when ``redis_url`` is set, else in the control database:
+    shared by every worker and kept across restarts either way."""
+    if settings.redis_url is None:
+        return DatabaseConsoleSessionStore(db)
+    from mainevent.control.redis_state import connect
+
+    client = connect(settings.redis_url, timeout_s=settings.redis_timeout_s, max_connections=32)
+    return RedisConsoleSessionStore(client, settings.redis_prefix)
 
 
 def playback_stores(settings: ControlSettings) -> PlaybackStores:

@@ -6,6 +6,8 @@ where the live edge is, passes monotonic `now`, and reports when the response is
 live-edge request is never refused here: DVR requests are refused while the budget is used up
 (by live and DVR requests together), so live-edge viewers keep the capacity DVR viewers would
 take (ARCHITECTURE.md, principle 3; SPEC §7: Netflix answers DVR requests 503 under load).
+An operator can also switch DVR off for an event (the `degrade` command): `dvr_off` makes the
+shedder refuse every DVR request as if its budget were used up, whatever the load.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 
 __all__ = [
+    "DVR_OFF_RETRY_AFTER_S",
     "Admission",
     "Budget",
     "LiveEdgeTracker",
@@ -24,6 +27,7 @@ __all__ = [
     "ShedReason",
     "ShedStats",
     "classify",
+    "shed_message",
 ]
 
 
@@ -37,6 +41,26 @@ class RequestClass(enum.Enum):
 class ShedReason(enum.Enum):
     CONCURRENCY = "concurrency"
     BANDWIDTH = "bandwidth"
+    DVR_OFF = "dvr_off"
+    """Operators switched DVR off for the event: refused whatever the load."""
+
+
+DVR_OFF_RETRY_AFTER_S = 30
+"""Retry-After of a request refused because DVR is off: an operator's degrade lasts minutes,
+not the second a budget overrun does."""
+
+
+def shed_message(reason: ShedReason, retry_after_s: int) -> str:
+    """The body of the 503 for a request shed for `reason` (one line, what to do)."""
+    if reason is ShedReason.DVR_OFF:
+        return (
+            "DVR is switched off for this event (degraded by its operators): only the live edge "
+            f"is served; rejoin at the live edge, or retry in {retry_after_s} s\n"
+        )
+    return (
+        f"origin over its {reason.value} budget: DVR requests are shed first; "
+        f"retry in {retry_after_s} s\n"
+    )
 
 
 def classify(msn: int | None, live_edge_msn: int | None, live_segments: int) -> RequestClass:
@@ -88,6 +112,7 @@ class ShedStats:
     bytes_last_second: int
     shed_concurrency: int
     shed_bandwidth: int
+    shed_dvr_off: int = 0
 
 
 _WINDOW_S = 1.0
@@ -101,7 +126,9 @@ class LoadShedder:
         self._in_flight = {RequestClass.LIVE: 0, RequestClass.DVR: 0}
         self._sent: deque[tuple[float, int]] = deque()
         self._sent_bytes = 0
-        self._shed = {ShedReason.CONCURRENCY: 0, ShedReason.BANDWIDTH: 0}
+        self._shed = dict.fromkeys(ShedReason, 0)
+        self.dvr_off = False
+        """Refuse every DVR request (operators degraded DVR), budget or not."""
 
     def admit(self, request_class: RequestClass, now: float) -> Admission:
         """Serve or shed a request of `request_class` arriving at `now`."""
@@ -117,7 +144,13 @@ class LoadShedder:
         without admitting it: for a fast path that refuses before doing any other work."""
         if request_class is RequestClass.LIVE:
             return None
+        if self.dvr_off:
+            return ShedReason.DVR_OFF
         return self._over_budget(now)
+
+    def retry_after_s(self, reason: ShedReason) -> int:
+        """Retry-After (seconds) of a request shed for `reason`."""
+        return DVR_OFF_RETRY_AFTER_S if reason is ShedReason.DVR_OFF else self.budget.retry_after_s
 
     def count_shed(self, reason: ShedReason) -> None:
         """A request the caller refused after `refusal()` said why."""
@@ -141,6 +174,7 @@ class LoadShedder:
             bytes_last_second=self._sent_bytes,
             shed_concurrency=self._shed[ShedReason.CONCURRENCY],
             shed_bandwidth=self._shed[ShedReason.BANDWIDTH],
+            shed_dvr_off=self._shed[ShedReason.DVR_OFF],
         )
 
     def _over_budget(self, now: float) -> ShedReason | None:

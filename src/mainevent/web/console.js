@@ -500,6 +500,25 @@
       ? m.renditions.map((r) => ({ values: [r.rendition, r.last_msn, r.since_publish_s, ""] }))
       : (live ? live.renditions.map((r) => ({ values: [r.rendition, r.last_msn, r.age_s, r.stalled ? "STALLED" : ""] })) : []);
     cells($("#renditions tbody"), renditions);
+    renderDegraded(m);
+  }
+
+  const FEATURE_EFFECT = {
+    dvr: "DVR off: the origin answers 503 behind the live edge",
+    telemetry_detail: "telemetry detail off: aggregates only",
+  };
+
+  function renderDegraded(m) {
+    // What the media plane applies (the supervisor's view), next to what the record asks.
+    const asked = (state.event && state.event.degraded) || [];
+    const applied = m ? m.degraded || [] : [];
+    const box = $("#degraded-state");
+    const pending = asked.filter((f) => !applied.includes(f));
+    const parts = applied.map((f) => FEATURE_EFFECT[f] || `${f} off`);
+    if (pending.length) parts.push(`pending: ${pending.join(", ")}`);
+    box.textContent = parts.length ? parts.join("; ") : "every feature on";
+    box.dataset.degraded = applied.join(",");
+    box.className = applied.length ? "degraded" : "";
   }
 
   async function refreshLive() {

@@ -107,10 +107,10 @@ def add_console_routes(
         clock=console.clock,
     )
 
-    def actor_of(request: Request, need: str) -> Actor:
+    async def actor_of(request: Request, need: str) -> Actor:
         header = request.headers.get("authorization")
         if header is None and console.has_session(request):
-            return console.authorize(request, need)
+            return await console.authorize(request, need)
         return operators.authenticate(header, need)
 
     @app.get("/console", include_in_schema=False)
@@ -138,14 +138,16 @@ def add_console_routes(
             headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
         )
 
-    @app.post("/console/api/login", tags=["console"], responses=errors(401, 403, 413, 422, 429))
-    def login(body: LoginIn, request: Request) -> Response:
+    @app.post(
+        "/console/api/login", tags=["console"], responses=errors(401, 403, 413, 422, 429, 503)
+    )
+    async def login(body: LoginIn, request: Request) -> Response:
         """Sign in with an operator API key: sets the session cookie (HttpOnly, SameSite=Strict)
         and answers the CSRF token every change must carry (429 after repeated failures)."""
         if not _same_origin(request):
             raise Forbidden("cross_origin", "sign in from the console page itself")
         address = request.client.host if request.client else "-"
-        token, session = console.sessions.login(body.key, address, console.clock())
+        token, session = await console.sessions.login(body.key, address, console.clock())
         resp = JSONResponse(_session_out(session), headers={"Cache-Control": "no-store"})
         resp.set_cookie(
             COOKIE,
@@ -159,21 +161,24 @@ def add_console_routes(
         return resp
 
     @app.post(
-        "/console/api/logout", tags=["console"], status_code=204, responses=errors(403, 413, 422)
+        "/console/api/logout",
+        tags=["console"],
+        status_code=204,
+        responses=errors(403, 413, 422, 503),
     )
-    def logout(request: Request) -> Response:
+    async def logout(request: Request) -> Response:
         """Forget the console session (and its cookie)."""
         if not _same_origin(request):
             raise Forbidden("cross_origin", "sign out from the console page itself")
-        console.sessions.logout(request.cookies.get(COOKIE))
+        await console.sessions.logout(request.cookies.get(COOKIE))
         resp = Response(status_code=204)
         resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return resp
 
-    @app.get("/console/api/session", tags=["console"], responses=errors(401, 422))
-    def session(request: Request) -> Response:
+    @app.get("/console/api/session", tags=["console"], responses=errors(401, 422, 503))
+    async def session(request: Request) -> Response:
         """Who is signed in, with which role, and the CSRF token (401 when nobody is)."""
-        current = console.sessions.get(request.cookies.get(COOKIE), console.clock())
+        current = await console.sessions.get(request.cookies.get(COOKIE), console.clock())
         if current is None:
             raise ControlError("not_signed_in", "sign in with your API key", status=401)
         return JSONResponse(_session_out(current), headers={"Cache-Control": "no-store"})
@@ -182,7 +187,7 @@ def add_console_routes(
     async def event_audience(request: Request) -> dict[str, Any]:
         """Live playback sessions per event (the events list's audience column); `sessions` is
         null where the session store does not count them (Redis: shared by several workers)."""
-        actor_of(request, "read-only")
+        await actor_of(request, "read-only")
         return {"at": console.clock(), "sessions": await audience()}
 
     @app.get(
@@ -193,7 +198,7 @@ def add_console_routes(
     async def event_live(event_id: str, request: Request) -> Response:
         """The live view of an event: QoE series (last 120 s, per second, by event, CDN and
         region), alerts, pipelines, renditions' freshness, delivery tiers, playback counters."""
-        actor_of(request, "read-only")
+        await actor_of(request, "read-only")
         if not _valid_id(event_id):
             raise NotFound("event_not_found", f"no event {event_id!r}")
         await anyio.to_thread.run_sync(store.get_event, event_id)  # 404 for an unknown event

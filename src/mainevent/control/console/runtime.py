@@ -13,7 +13,9 @@ from mainevent.control.console.sessions import (
     COOKIE,
     CSRF_HEADER,
     ConsoleSessions,
+    ConsoleSessionStore,
     LoginLimiter,
+    MemoryConsoleSessionStore,
 )
 from mainevent.control.console.settings import ConsoleSettings
 from mainevent.control.store import Actor
@@ -23,7 +25,7 @@ __all__ = ["ConsoleRuntime", "build_console"]
 
 @dataclass
 class ConsoleRuntime:
-    """The console of one control-plane process (sessions live in its memory)."""
+    """The console of one control-plane process (its sessions live in `sessions.store`)."""
 
     settings: ConsoleSettings
     sessions: ConsoleSessions
@@ -35,9 +37,9 @@ class ConsoleRuntime:
         """The request carries a console cookie (and no API key)."""
         return COOKIE in request.cookies
 
-    def authorize(self, request: Request, need: str) -> Actor:
+    async def authorize(self, request: Request, need: str) -> Actor:
         """The operator behind the request's console cookie (CSRF-checked for changes)."""
-        return self.sessions.authorize(
+        return await self.sessions.authorize(
             request.cookies.get(COOKIE),
             request.headers.get(CSRF_HEADER),
             request.method,
@@ -47,16 +49,20 @@ class ConsoleRuntime:
 
 
 def build_console(
-    settings: ConsoleSettings, operators: OperatorAuth, clock: Callable[[], float]
+    settings: ConsoleSettings,
+    operators: OperatorAuth,
+    clock: Callable[[], float],
+    store: ConsoleSessionStore | None = None,
 ) -> ConsoleRuntime:
-    """Sessions over the operators' API keys, with the failed-login limit of ``settings``."""
+    """Sessions over the operators' API keys, with the failed-login limit of ``settings``, in
+    ``store`` (None: this process's memory, at most ``settings.max_sessions``)."""
     return ConsoleRuntime(
         settings=settings,
         sessions=ConsoleSessions(
             operators,
             ttl_s=settings.session_ttl_s,
             limiter=LoginLimiter(settings.login_failures, settings.login_window_s),
-            max_sessions=settings.max_sessions,
+            store=store or MemoryConsoleSessionStore(settings.max_sessions),
         ),
         clock=clock,
     )

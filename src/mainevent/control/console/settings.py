@@ -22,7 +22,7 @@ class ConsoleSettings(BaseModel):
     max_sessions: int = Field(
         default=10_000,
         ge=1,
-        description="Console logins kept at once (the oldest forgotten first).",
+        description="Console logins kept at once by the in-memory store (tests; the oldest forgotten first). The control plane keeps them in its database, or on Redis with `redis_url`, until they expire.",
     )
     login_failures: int = Field(
         default=5,

@@ -6,13 +6,20 @@ out the actions lives in `mainevent.commands.supervised` (the media plane never 
 """
 
 from mainevent.control.supervisor.core import MediaPhase, SupervisedEvent, Supervisor
-from mainevent.control.supervisor.model import EventRecord, MediaSpec, RungSpec, Visibility
+from mainevent.control.supervisor.model import (
+    EventRecord,
+    Feature,
+    MediaSpec,
+    RungSpec,
+    Visibility,
+)
 from mainevent.control.supervisor.preflight import Check, CheckResult, PreflightFacts, evaluate
 
 __all__ = [
     "Check",
     "CheckResult",
     "EventRecord",
+    "Feature",
     "MediaPhase",
     "MediaSpec",
     "PreflightFacts",

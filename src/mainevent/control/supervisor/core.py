@@ -16,6 +16,7 @@ Per event it converges what the media plane does on what the record says:
                        SetDvrWindow when its `dvr_window_s` does (StartMedia carries it)
     paused    ──► SetVisibility(paused)         (slate; pipelines keep running)
     ended     ──► EndMedia                      (ENDLIST, pipelines stopped, ingest closed)
+              ──► SetDegraded(∅) if any feature was off (the VOD is served whole)
     archived  ──► ArchiveMedia
 
 Starting from nothing (a restart) it emits the same actions for every event in its recorded
@@ -33,6 +34,7 @@ from mainevent.control.supervisor.model import (
     ArchiveMedia,
     EndMedia,
     EventRecord,
+    Feature,
     Input,
     MediaFailed,
     MediaStarted,
@@ -86,7 +88,8 @@ class SupervisedEvent:
     phase: MediaPhase
     error: str | None
     preflight_running: bool
-    degraded: frozenset[str]
+    degraded: frozenset[Feature]
+    """The features switched off in the media plane now (as the supervisor told it)."""
     pipeline_mode: str
 
 
@@ -94,7 +97,7 @@ class SupervisedEvent:
 class _Tracked:
     record: EventRecord
     phase: MediaPhase = MediaPhase.IDLE
-    degraded: frozenset[str] = field(default_factory=frozenset)
+    degraded: frozenset[Feature] = field(default_factory=frozenset)
     pipeline_mode: str = "auto"
     dvr_window_s: int | None = None
     """The DVR window the media plane runs with (None: no media started)."""
@@ -219,9 +222,13 @@ class Supervisor:
             t.error = None  # a held go-live no longer applies
             out.append(ReportError(rec.id, t.media_error))
         running = t.phase in (MediaPhase.REHEARSAL, MediaPhase.LIVE, MediaPhase.PAUSED)
-        if rec.degraded != t.degraded and running:
-            out.append(SetDegraded(rec.id, rec.degraded))
-            t.degraded = rec.degraded
+        if running or t.phase is MediaPhase.ENDED:
+            # Degrading protects a running event; after the end nothing competes with the
+            # archive any more, whatever flags the record still carries.
+            want = rec.degraded if running else frozenset[Feature]()
+            if want != t.degraded:
+                out.append(SetDegraded(rec.id, want))
+                t.degraded = want
         if rec.pipeline_mode != t.pipeline_mode and running:
             out.append(SetPipelineMode(rec.id, rec.pipeline_mode))
             t.pipeline_mode = rec.pipeline_mode

@@ -17,6 +17,7 @@ __all__ = [
     "ArchiveMedia",
     "EndMedia",
     "EventRecord",
+    "Feature",
     "Input",
     "MediaFailed",
     "MediaSpec",
@@ -34,6 +35,17 @@ __all__ = [
     "Tick",
     "Visibility",
 ]
+
+
+class Feature(StrEnum):
+    """An optional feature operators may switch off for an event (`degrade`) before playback
+    suffers (the names of the API's `degraded` list)."""
+
+    DVR = "dvr"
+    """Off: the origin refuses everything behind the live edge (503 + Retry-After); the live
+    playlist plays on and the archive keeps recording."""
+    TELEMETRY_DETAIL = "telemetry_detail"
+    """Off: the collector keeps the aggregates but no per-session detail."""
 
 
 class Visibility(StrEnum):
@@ -85,7 +97,7 @@ class EventRecord:
     starts_at: float | None = None
     ends_at: float | None = None
     rehearsal_lead_s: float = 1800.0
-    degraded: frozenset[str] = field(default_factory=frozenset)
+    degraded: frozenset[Feature] = field(default_factory=frozenset)
     pipeline_mode: str = "auto"
     """`auto`, or the pipeline an operator forced (`primary` / `backup`)."""
 
@@ -169,10 +181,10 @@ class ArchiveMedia:
 
 @dataclass(frozen=True, slots=True)
 class SetDegraded:
-    """Optional features switched off for the event (`dvr`, `telemetry_detail`)."""
+    """The optional features switched off for the event now (empty: every one back on)."""
 
     event_id: str
-    features: frozenset[str]
+    features: frozenset[Feature]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,10 @@ windows); ``.tick(now)`` closes every window that ended and returns them; ``next
 says when to call it next. Sessions follow CTA-2066: a play attempt starts at the first report
 (the play request), start-up ends at the first ``sta=p``, played and stalled time integrate the
 reported state between observations, start-up excluded.
+
+Operators can switch telemetry detail off for an event (the ``degrade`` command, feature
+``telemetry_detail``): its sessions keep only what the aggregates need (no latency history,
+no start-up figure of their own) and ``session()`` says the detail is degraded.
 """
 
 from __future__ import annotations
@@ -95,6 +99,19 @@ class Aggregator:
         self._closed: list[_Window] = []
         self._evicted = 0
         self._overflow = 0
+        self.detail_off: set[str] = set()
+        """Events whose per-session detail is switched off (``set_detail``)."""
+
+    def set_detail(self, event: str, on: bool) -> None:
+        """Keep per-session detail for ``event`` (True) or only what the aggregates need."""
+        if on:
+            self.detail_off.discard(event)
+            return
+        self.detail_off.add(event)
+        for s in self._sessions.values():
+            if s.dims.event == event:
+                s.latencies.clear()
+                s.startup_ms = s.start_known_at = None
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -173,8 +190,9 @@ class Aggregator:
                     # one: take the middle of that bracket.
                     startup = (s.last_obs_ms + obs) / 2 - s.first_ms
                 agg.startup.add(startup)
-                s.startup_ms = startup
-                s.start_known_at = now
+                if dims.event not in self.detail_off:
+                    s.startup_ms = startup
+                    s.start_known_at = now
             elif s.started and sta == "r" and s.last_sta != "r":
                 agg.rebuffers += 1
             s.last_sta = sta
@@ -197,9 +215,11 @@ class Aggregator:
             self._latency(s, r, agg, weight)
 
     def _latency(self, s: _Session, r: PlayerReport, agg: QoeAggregate, weight: float) -> None:
+        detail = s.dims.event not in self.detail_off
         if r.latency_ms is not None:
             agg.latency.add(r.latency_ms, weight)
-            s.latencies.append(r.latency_ms)
+            if detail:
+                s.latencies.append(r.latency_ms)
             return
         # hls.js sends no `ltc`. Its response records name the segment or part fetched (epoch-
         # locked, so its PDT is known) and carry `bl`, the buffer ahead of the playhead as of
@@ -218,7 +238,8 @@ class Aggregator:
             appended_at, s.media_obs_ms = s.media_obs_ms, r.observed_ms
             if appended_at is not None and r.buffer_ms is not None:
                 latency = appended_at - pdt + r.buffer_ms
-                s.latencies.append(latency)
+                if detail:
+                    s.latencies.append(latency)
                 agg.latency.add(latency, weight)
 
     def shed(self, dims: Dims, now: float) -> None:
@@ -285,7 +306,8 @@ class Aggregator:
                 self._agg(s.dims, now).exits_before_start += 1
 
     def session(self, sid: str) -> SessionView | None:
-        """A snapshot of one session (None once it ended and expired, or was never seen)."""
+        """A snapshot of one session (None once it ended and expired, or was never seen).
+        Its event's detail switched off: start-up and latency are None (see `degraded`)."""
         s = self._sessions.get(sid)
         if s is None:
             return None

@@ -237,6 +237,15 @@ class _QoeMetrics(PromCollector):
         yield GaugeMetricFamily(
             "mainevent_telemetry_sessions", "Sessions tracked", value=a.sessions
         )
+        degraded = GaugeMetricFamily(
+            "mainevent_degraded",
+            "1 while operators have switched the optional feature off for the event (degrade)",
+            labels=["event", "feature"],
+        )
+        for event in sorted(c.events):
+            off = event in c.aggregator.detail_off
+            degraded.add_metric([event, "telemetry_detail"], 1.0 if off else 0.0)
+        yield degraded
         firing = GaugeMetricFamily(
             "mainevent_telemetry_alert_firing", "1 while an alert fires", labels=["rule", "series"]
         )
@@ -426,8 +435,18 @@ def create_app(
         view = c.aggregator.session(sid)
         if view is None:
             return _error(404, "unknown_session", f"no live session {sid!r}")
+        if view.dims.event in c.aggregator.detail_off:
+            return {
+                "sid": sid,
+                "event": view.dims.event,
+                "degraded": ["telemetry_detail"],
+                "detail": f"per-session detail is switched off for event {view.dims.event!r} "
+                "(degraded by its operators); its aggregates are still kept at "
+                "/v1/telemetry/qoe",
+            }
         out = asdict(view)
         out["dims"] = asdict(view.dims)
+        out["degraded"] = []
         return out
 
     @app.get("/v1/telemetry/alerts", response_model=AlertsResponse, tags=["query"])

@@ -38,6 +38,7 @@ __all__ = [
     "UpstreamResponse",
     "Wait",
     "cache_key",
+    "is_refusal",
     "ll_playlist_ttl",
     "object_type",
     "parse_cache_control",
@@ -156,6 +157,16 @@ class UpstreamResponse:
             if k.lower() == lname:
                 return v
         return None
+
+
+def is_refusal(key: str, response: UpstreamResponse) -> bool:
+    """A segment or part refused on purpose (503 + Retry-After: the origin sheds DVR requests,
+    or DVR is off), not a failing upstream. Playlists keep the failure path (stale copies)."""
+    return (
+        response.status == 503
+        and response.header("retry-after") is not None
+        and key.partition("?")[0].endswith(".m4s")
+    )
 
 
 @dataclass(slots=True, eq=False)
@@ -347,10 +358,16 @@ class Cache:
         """The fetch for `key` ended: `response` is complete, or None (error, timeout, or a body
         cut off mid-transfer: nothing partial is stored, the old entry stays as it was).
 
-        A response below 500 marks the upstream healthy; None or a 5xx is a failure."""
+        A response below 500 marks the upstream healthy; None or a 5xx is a failure, except a
+        refusal (503 with Retry-After: the origin sheds DVR requests under load, or operators
+        switched DVR off): the upstream answered, so it is not marked failing (which would
+        answer every expiring live playlist stale for the backoff), and nothing is stored."""
         flight = self._flights.pop(key, None)
         if flight is None:
             flight = _Flight(now)
+        if response is not None and is_refusal(key, response):
+            self.health.succeeded()
+            return Finished(response, None, False, flight.waiters)
         if response is not None and response.status < 500:
             self.health.succeeded()
             fresh = self._freshness(response.status, response.header("cache-control"))

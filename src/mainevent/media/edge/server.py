@@ -38,6 +38,7 @@ from mainevent.media.edge.cache import (
     UpstreamResponse,
     Wait,
     cache_key,
+    is_refusal,
     object_type,
 )
 from mainevent.media.edge.faults import Fault, FaultDecision, FaultError, decide
@@ -569,7 +570,7 @@ class EdgeServer:
         finally:
             # However the fetch ended (cancellation included), every waiter is answered or cut.
             self.metrics.upstream_latency[kind].observe(time.monotonic() - t0)
-            if response is None or response.status >= 500:
+            if response is None or (response.status >= 500 and not is_refusal(key, response)):
                 self.metrics.upstream_errors[kind] += 1
             self._end(key, transfer, response, arrived if response is not None else None)
 

@@ -67,7 +67,7 @@ from mainevent.media.origin.blocking import (
 )
 from mainevent.media.origin.clips import ClipService
 from mainevent.media.origin.live import LiveEvent
-from mainevent.media.shedding import Admission
+from mainevent.media.shedding import DVR_OFF_RETRY_AFTER_S, Admission, ShedReason, shed_message
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MPD_TYPE = "application/dash+xml"
@@ -361,6 +361,13 @@ class Origin:
                 410,
                 headers=self._headers("max-age=60"),
             )
+        if not vod and event.dvr_off and not event.archive.ended:
+            self._count(event, kind, 503)
+            seconds = DVR_OFF_RETRY_AFTER_S
+            headers = self._headers("no-store") | {"Retry-After": str(seconds)}
+            return PlainTextResponse(
+                shed_message(ShedReason.DVR_OFF, seconds), 503, headers=headers
+            )
         if vod and not event.archive.ended:
             return self._not_found(
                 event, kind, f"VOD of event {event_id!r}: the event has not ended yet", not_yet=True
@@ -510,14 +517,9 @@ class Origin:
         event.metrics.media_by_class.labels(
             event.event_id, admission.request_class.value, f"shed_{admission.reason.value}"
         ).inc()
-        retry = str(event.shedder.budget.retry_after_s)
-        headers = self._headers("no-store") | {"Retry-After": retry}
-        return PlainTextResponse(
-            f"origin over its {admission.reason.value} budget: DVR requests are shed first; "
-            f"retry in {retry} s\n",
-            503,
-            headers=headers,
-        )
+        seconds = event.shedder.retry_after_s(admission.reason)
+        headers = self._headers("no-store") | {"Retry-After": str(seconds)}
+        return PlainTextResponse(shed_message(admission.reason, seconds), 503, headers=headers)
 
     def shed_early(self, path: str) -> RawResponse | None:
         """A DVR media request over the budget, answered before routing (a shed request must
@@ -538,12 +540,9 @@ class Origin:
         event.metrics.media_by_class.labels(
             event.event_id, request_class.value, f"shed_{reason.value}"
         ).inc()
-        retry = str(event.shedder.budget.retry_after_s)
-        body = (
-            f"origin over its {reason.value} budget: DVR requests are shed first; "
-            f"retry in {retry} s\n"
-        ).encode()
-        return self._raw(503, body, _TEXT, "no-store", (b"retry-after", retry.encode()))
+        seconds = event.shedder.retry_after_s(reason)
+        body = shed_message(reason, seconds).encode()
+        return self._raw(503, body, _TEXT, "no-store", (b"retry-after", str(seconds).encode()))
 
     def _unavailable(self, event: LiveEvent, rendition: str, name: str, msn: int) -> Response:
         """404 for a segment not served: future (not cached), or before the window (naming

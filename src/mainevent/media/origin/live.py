@@ -153,6 +153,12 @@ class Metrics:
             ["event", "class", "outcome"],
             registry=registry,
         )
+        self.degraded = Gauge(
+            "mainevent_degraded",
+            "1 while operators have switched the optional feature off for the event (degrade)",
+            ["event", "feature"],
+            registry=registry,
+        )
         self.requests = Counter(
             "mainevent_origin_requests_total",
             "Origin requests by object type and status",
@@ -276,6 +282,7 @@ class LiveEvent:
         self.waiters = Waiters(max_held_requests)
         waiters = self.waiters
         self.metrics.held.labels(event_id).set_function(lambda: waiters.held)
+        self.metrics.degraded.labels(event_id, "dvr").set(0)
         self.started_wall = wall()
         self._r: dict[str, _Rendition] = {}
         for spec in renditions:
@@ -560,7 +567,12 @@ class LiveEvent:
             publish_time_ms=round(self.wall() * 1000),
             segment_duration_ms=d_ms,
             start_number=anchor_ms // d_ms,
-            time_shift_buffer_ms=(self.window_segments - 1) * d_ms,
+            # DVR off: DASH players' seekable range shrinks to the live window (what is behind
+            # it answers 503 meanwhile).
+            time_shift_buffer_ms=(
+                (self.live_window_segments if self.dvr_off else self.window_segments) - 1
+            )
+            * d_ms,
             minimum_update_period_ms=d_ms,
             suggested_presentation_delay_ms=suggested_presentation_delay_ms(d_ms),
             min_buffer_ms=d_ms,
@@ -595,6 +607,23 @@ class LiveEvent:
     def request_class(self, rendition: str, msn: int | None) -> RequestClass:
         """LIVE, or DVR for a segment more than `live_edge_segments` behind the live edge."""
         return classify(msn, self._r[rendition].window.last_msn, self.live_edge_segments)
+
+    @property
+    def dvr_off(self) -> bool:
+        """Operators switched DVR off for the event (`set_dvr_off`)."""
+        return self.shedder is not None and self.shedder.dvr_off
+
+    def set_dvr_off(self, off: bool) -> None:
+        """DVR off (the `degrade` command) or back on: while off, every segment or part more
+        than `live_edge_segments` behind the live edge, and the start-over playlists, answer
+        503 + Retry-After; the live edge is served as before and the archive keeps recording,
+        so turning it back on loses nothing."""
+        if self.shedder is None:
+            if not off:
+                return
+            self.shedder = LoadShedder(Budget())  # no budget: refuses only while DVR is off
+        self.shedder.dvr_off = off
+        self.metrics.degraded.labels(self.event_id, "dvr").set(1 if off else 0)
 
     def startover_body(self, rendition: str, *, skip: bool = False) -> bytes | None:
         """The start-over playlist bytes (None: no archive kept, withdrawn or nothing yet)."""
