@@ -29,6 +29,9 @@ __all__ = ["Aggregator", "AggregatorStats", "ClosedWindow"]
 
 _ENDED = frozenset({"e", "f", "q"})
 """Player states that end an attempt (ended, fatal error, quit)."""
+_APPEND_MARGIN_MS = 250.0
+"""Two media responses ending closer than this: the later one's ``bl`` cannot include the
+earlier one (hls.js sets ``bl`` at each append, and an append follows its response's end)."""
 _PDT_CACHE = 20_000
 """Media URLs whose PDT is remembered (every viewer of the live edge fetches the same ones)."""
 _CACHE_LOOKUPS = frozenset({"HIT", "STALE", "MISS", "COLLAPSED", "EXPIRED"})
@@ -69,6 +72,9 @@ class _Session:
     startup_ms: float | None = None
     start_known_at: float | None = None
     media_obs_ms: float | None = None
+    bl_ms: float | None = None
+    """The last ``bl`` of a media response record, and when the append behind it happened."""
+    bl_appended_at: float | None = None
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5))
 
 
@@ -277,9 +283,11 @@ class Aggregator:
         self, s: _Session, r: PlayerReport, agg: QoeAggregate, weight: float, obs: float
     ) -> None:
         # hls.js sends no `ltc`. Its response records name the segment or part fetched (epoch-
-        # locked, so its PDT is known) and carry `bl`, the buffer ahead of the playhead as of
-        # the last append, i.e. just after the previous media response ended, when the buffer
-        # ended where this object begins: latency = that moment − (PDT − bl).
+        # locked, so its PDT is known) and carry `bl`, the buffer ahead of the playhead (the
+        # shorter of audio and video) as of the last append, i.e. just after the previous media
+        # response ended, when the buffer ended where this object begins: latency = that
+        # moment − (PDT − bl). Audio and video of one index are fetched in parallel, so the
+        # previous response may have ended an instant before, not yet appended (see below).
         if r.object_type not in (None, "v", "av", "a") or (
             r.status is not None and r.status >= 300
         ):
@@ -289,8 +297,23 @@ class Aggregator:
         if pdt is None:
             return
         appended_at, s.media_obs_ms = s.media_obs_ms, obs
-        if appended_at is not None and r.buffer_ms is not None:
-            latency = appended_at - pdt + r.buffer_ms
+        bl = r.buffer_ms
+        if bl is None:
+            return
+        if (
+            bl == s.bl_ms
+            and appended_at is not None
+            and obs - appended_at < _APPEND_MARGIN_MS
+            and s.bl_appended_at is not None
+        ):
+            # The previous response (the other track's object, fetched in parallel) ended
+            # just before this one and `bl` has not moved: it was not appended yet, so `bl` is
+            # still the one of the append before it; pair `bl` with that append's time.
+            appended_at = s.bl_appended_at
+        else:
+            s.bl_ms, s.bl_appended_at = bl, appended_at
+        if appended_at is not None:
+            latency = appended_at - pdt + bl
             s.latencies.append(latency)
             agg.latency.add(latency, weight)
 
