@@ -110,9 +110,11 @@ async def _watch(
         await asyncio.sleep(0.1)
 
 
-async def _first_fault(ops: httpx.AsyncClient, stack: RunningStack, marks: dict[str, Any]) -> None:
-    """Until cancelled: when cdn-b first answered a request with the drill's error."""
-    before = await _faults_sent(ops, stack)
+async def _first_fault(
+    ops: httpx.AsyncClient, stack: RunningStack, marks: dict[str, Any], before: float
+) -> None:
+    """Until cancelled: when cdn-b first answered a request with the drill's error (its
+    count was `before` until then)."""
     while "edge_error" not in marks:
         if await _faults_sent(ops, stack) > before:
             marks["edge_error"] = time.time()
@@ -163,9 +165,10 @@ async def _scenario(stack: RunningStack) -> tuple[list[PlaybackReport], dict[str
             await asyncio.sleep(8)
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
+            faults_before = await _faults_sent(ops, stack)
             marks["errors"] = time.time()
             watchers = [
-                asyncio.create_task(_first_fault(ops, stack, marks)),
+                asyncio.create_task(_first_fault(ops, stack, marks, faults_before)),
                 asyncio.create_task(_watch(ops, stack, marks, marks["errors"], "error_rate", 0)),
             ]
             await asyncio.to_thread(_fault, stack, error_rate=1.0, error_status=503, region="a")
