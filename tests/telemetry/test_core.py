@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from mainevent.common.telemetry import AccessRecord
 from mainevent.control.telemetry.aggregate import Aggregator, ClosedWindow
 from mainevent.control.telemetry.alerts import AlertEngine, AlertRule
@@ -341,3 +343,56 @@ def test_store_downsamples_without_changing_the_totals(tmp_path: Path) -> None:
     assert store.query("final", [], t0, t0 + 120, 1, t0 + 3600 + 200)[0].points[0].step_s == 1
     assert store.resolution_for(t0, 1, t0 + 3600 + 200) == 10
     store.close()
+
+
+@pytest.mark.parametrize("video_after_ms", [15, 400])
+def test_latency_from_parallel_audio_and_video_responses_is_not_off_by_a_segment(
+    video_after_ms: int,
+) -> None:
+    """hls.js fetches audio and video of one segment in parallel and sets `bl` (the shorter
+    buffer, rounded to 100 ms) at each append: the estimate stays at the true latency whether
+    the video response ends just after the audio one (not appended yet) or well after it."""
+    latency_ms, seg_ms, publish_ms, append_ms = 4000.0, 2000, 300, 45
+    agg = Aggregator(TIMING)
+    first = int(T0 // 2) + 10
+    # Appends so far: (time, track, buffer end of that track in PDT ms), and the reports.
+    appends: list[tuple[float, str, float]] = [
+        (first * seg_ms - 1000.0, t, first * seg_ms) for t in "av"
+    ]
+    responses = []
+    for n in range(first, first + 8):
+        published = (n + 1) * seg_ms + publish_ms  # wall ms when segment n can be fetched
+        for track, took in (("a", 20), ("v", 20 + video_after_ms)):
+            end = published + took
+            responses.append((end, track, n))
+            appends.append((end + append_ms, track, (n + 1) * seg_ms))
+    responses.sort()
+    t0 = responses[0][0] - 3000
+    agg.player(DIMS, rep("pl", 0, ReportKind.TIME_INTERVAL, t0 / 1000, sta="s"), 1, t0 / 1000)
+    agg.player(
+        DIMS, rep("pl", 1, ReportKind.TIME_INTERVAL, t0 / 1000 + 1, sta="p"), 1, t0 / 1000 + 1
+    )
+    for sn, (end, track, n) in enumerate(responses, start=2):
+        done = [
+            a for a in appends if a[0] < end
+        ]  # what hls.js had appended when it wrote the record
+        at = max(a[0] for a in done)
+        buffered = min(max(e for _, tr, e in done if tr == each) for each in "av")
+        bl = round((buffered - (at - latency_ms)) / 100) * 100
+        r = rep(
+            "pl",
+            sn,
+            ReportKind.RESPONSE_RECEIVED,
+            (end - 20) / 1000,
+            sta="p",
+            url=f"http://127.0.0.1:9/live/final/{track}128/{n}.m4s",
+            buffer_ms=float(bl),
+            ttlb_ms=20.0,
+        )
+        agg.player(DIMS, r, 1, end / 1000)
+    f = merged(agg.tick(responses[-1][0] / 1000 + 2)).figures(T0, 1)
+    assert f.live_latency_p50_ms is not None
+    assert f.live_latency_p95_ms is not None
+    # Within the append delay and the 100 ms rounding of bl, never a segment off.
+    assert abs(f.live_latency_p50_ms - latency_ms) <= 150, f
+    assert abs(f.live_latency_p95_ms - latency_ms) <= 150, f

@@ -137,7 +137,9 @@ class HttpTelemetrySink:
 
     The queue holds at most ``max_queued`` records; when it is full new records are dropped
     (counted in ``dropped``), so a slow or absent collector costs the edge nothing but the
-    telemetry. A batch goes out every ``interval_s`` or as soon as ``batch_size`` are waiting.
+    telemetry. A batch goes out every ``interval_s`` or as soon as ``batch_size`` are waiting;
+    0.1 s keeps an edge's errors within the collector's 2 s visibility budget (ten small POSTs a
+    second per edge cost next to nothing).
     """
 
     def __init__(
@@ -146,7 +148,7 @@ class HttpTelemetrySink:
         *,
         max_queued: int = 50_000,
         batch_size: int = 2_000,
-        interval_s: float = 0.25,
+        interval_s: float = 0.1,
         timeout_s: float = 2.0,
     ) -> None:
         self.url = url.rstrip("/") + "/v1/access"

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import statistics
 from collections import OrderedDict, deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from mainevent.common.telemetry import AccessRecord
 from mainevent.control.telemetry.events import (
+    KEEP_STATES,
     EventTiming,
     PlayerReport,
-    Priority,
     ReportKind,
     media_pdt_ms,
 )
@@ -32,6 +31,13 @@ from mainevent.control.telemetry.model import UNKNOWN, Dims, QoeAggregate, Sessi
 
 __all__ = ["Aggregator", "AggregatorStats", "ClosedWindow"]
 
+_ENDED = frozenset({"e", "f", "q"})
+"""Player states that end an attempt (ended, fatal error, quit)."""
+_APPEND_MARGIN_MS = 250.0
+"""Two media responses ending closer than this: the later one's ``bl`` cannot include the
+earlier one (hls.js sets ``bl`` at each append, and an append follows its response's end)."""
+_PDT_CACHE = 20_000
+"""Media URLs whose PDT is remembered (every viewer of the live edge fetches the same ones)."""
 _CACHE_LOOKUPS = frozenset({"HIT", "STALE", "MISS", "COLLAPSED", "EXPIRED"})
 _CACHE_HITS = frozenset({"HIT", "STALE"})
 
@@ -70,6 +76,9 @@ class _Session:
     startup_ms: float | None = None
     start_known_at: float | None = None
     media_obs_ms: float | None = None
+    bl_ms: float | None = None
+    """The last ``bl`` of a media response record, and when the append behind it happened."""
+    bl_appended_at: float | None = None
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5))
 
 
@@ -99,6 +108,7 @@ class Aggregator:
         self._closed: list[_Window] = []
         self._evicted = 0
         self._overflow = 0
+        self._pdt_cache: dict[str, tuple[EventTiming, float | None]] = {}
         self.detail_off: set[str] = set()
         """Events whose per-session detail is switched off (``set_detail``)."""
 
@@ -115,7 +125,8 @@ class Aggregator:
 
     # --- inputs ---------------------------------------------------------------------------
 
-    def _agg(self, dims: Dims, now: float) -> QoeAggregate:
+    def _open(self, now: float) -> dict[Dims, QoeAggregate]:
+        """The series of the window ``now`` falls in (a later second closes the open one)."""
         second = int(now)
         w = self._window
         if w is None or second > w.start:
@@ -123,7 +134,9 @@ class Aggregator:
             if w is not None:
                 self._closed.append(w)
             w = self._window = _Window(second)
-        series = w.series  # an earlier second (a clock step back) joins the open window
+        return w.series  # an earlier second (a clock step back) joins the open window
+
+    def _series(self, series: dict[Dims, QoeAggregate], dims: Dims) -> QoeAggregate:
         agg = series.get(dims)
         if agg is None:
             if len(series) >= self.max_series:
@@ -134,113 +147,196 @@ class Aggregator:
                 agg = series[dims] = QoeAggregate()
         return agg
 
+    def _agg(self, dims: Dims, now: float) -> QoeAggregate:
+        return self._series(self._open(now), dims)
+
     def player(self, dims: Dims, r: PlayerReport, weight: float, now: float) -> None:
         """One accepted report; ``weight`` is 1/sample rate for a sampled heartbeat, else 1."""
-        s = self._sessions.get(r.sid)
-        if s is None:
-            s = _Session(dims, r.ts_ms, now)
-            self._sessions[r.sid] = s
-            if len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
-                self._evicted += 1
-        else:
-            self._sessions.move_to_end(r.sid)
-            if dims.cdn == UNKNOWN and s.dims.cdn != UNKNOWN:
-                dims = replace(dims, cdn=s.dims.cdn)  # a heartbeat names no URL: same CDN
-            s.dims = dims
-            s.last_seen = now
-        agg = self._agg(dims, now)
-        if not s.attempt_counted and (dims.cdn != UNKNOWN or r.kind is ReportKind.ERROR):
-            # hls.js's first report (the play request) names no URL: the attempt is counted
-            # under the CDN of the session's first media response (or where it fails/ends).
-            s.attempt_counted = True
-            agg.play_attempts += 1
-        if r.priority is Priority.SAMPLE:
-            agg.heartbeats_offered += 1
-            agg.heartbeats_kept += 1
-        if not s.started and r.ts_ms < s.first_ms:
-            s.first_ms = r.ts_ms  # reports of one batch may arrive out of order
-        if r.bitrate_kbps is not None:
-            s.bitrate_kbps = r.bitrate_kbps
-        elif (
-            s.bitrate_kbps is None
-            and r.object_bitrate_kbps is not None
-            and r.object_type in ("v", "av")
-        ):
-            s.bitrate_kbps = r.object_bitrate_kbps
-        obs = r.observed_ms
-        if s.last_obs_ms is not None and obs > s.last_obs_ms and s.started:
-            dt = obs - s.last_obs_ms
-            if s.last_sta == "p":
-                agg.played_ms += dt
-                if s.bitrate_kbps is not None:
-                    agg.bits_played += dt * s.bitrate_kbps
-            elif s.last_sta == "r":
-                agg.stalled_ms += dt
-        sta = r.sta
-        if sta is not None and (s.last_obs_ms is None or obs >= s.last_obs_ms):
-            if not s.started and sta == "p" and not s.failed:
-                s.started = True
-                if r.start_delay_ms is not None:
-                    startup = r.start_delay_ms
-                elif r.kind is ReportKind.PLAY_STATE or s.last_obs_ms is None:
-                    startup = obs - s.first_ms
-                else:
-                    # The first frame came between the last non-playing observation and this
-                    # one: take the middle of that bracket.
-                    startup = (s.last_obs_ms + obs) / 2 - s.first_ms
-                agg.startup.add(startup)
-                if dims.event not in self.detail_off:
-                    s.startup_ms = startup
-                    s.start_known_at = now
-            elif s.started and sta == "r" and s.last_sta != "r":
-                agg.rebuffers += 1
-            s.last_sta = sta
-            s.last_obs_ms = obs
-        if r.kind is ReportKind.ERROR:
-            agg.player_errors += 1
-        if (r.kind is ReportKind.ERROR or sta == "f") and not s.failed:
-            s.failed = True
-            if s.started:
-                agg.playback_failures += 1
-            else:
-                agg.start_failures += 1
-        if sta in ("e", "q", "f") and not s.attempt_counted:
-            s.attempt_counted = True
-            agg.play_attempts += 1
-        if sta in ("e", "q") and not s.started and not s.failed:
-            s.failed = True  # ended: never again an EBVS candidate
-            agg.exits_before_start += 1
-        if s.started and s.last_sta == "p":
-            self._latency(s, r, agg, weight)
+        self.players((dims,), (r,), (weight,), now)
 
-    def _latency(self, s: _Session, r: PlayerReport, agg: QoeAggregate, weight: float) -> None:
-        detail = s.dims.event not in self.detail_off
-        if r.latency_ms is not None:
-            agg.latency.add(r.latency_ms, weight)
-            if detail:
-                s.latencies.append(r.latency_ms)
-            return
+    def players(
+        self,
+        dims_of: Sequence[Dims],
+        reports: Sequence[PlayerReport],
+        weights: Sequence[float],
+        now: float,
+    ) -> None:
+        """Accepted reports that arrived together at ``now`` (one POST), each with its
+        dimensions and weight (1/sample rate for a sampled heartbeat, else 1).
+
+        The hot path of the collector: one loop, no object per report; the window is found
+        once, the series per distinct dimensions object, sketches only buffer the values.
+        """
+        sessions = self._sessions
+        detail_off = self.detail_off
+        series = self._open(now)
+        last_dims: Dims | None = None
+        agg = QoeAggregate()  # replaced at the first report (last_dims is None)
+        inherited: dict[tuple[int, str], Dims] = {}
+        for dims, r, weight in zip(dims_of, reports, weights, strict=True):
+            sid = r.sid
+            s = sessions.get(sid)
+            if s is None:
+                s = sessions[sid] = _Session(dims, r.ts_ms, now)
+                if len(sessions) > self.max_sessions:
+                    sessions.popitem(last=False)
+                    self._evicted += 1
+            else:
+                sessions.move_to_end(sid)
+                if dims.cdn == UNKNOWN:
+                    cdn = s.dims.cdn
+                    if cdn != UNKNOWN:
+                        # A heartbeat names no URL: the session's CDN (one Dims per batch).
+                        key = (id(dims), cdn)
+                        d = inherited.get(key)
+                        if d is None:
+                            d = inherited[key] = Dims(
+                                dims.event, dims.region, cdn, dims.isp, dims.device
+                            )
+                        dims = d
+                s.dims = dims
+                s.last_seen = now
+            if dims is not last_dims:
+                agg = self._series(series, dims)
+                last_dims = dims
+            kind = r.kind
+            if not s.attempt_counted and (dims.cdn != UNKNOWN or kind is ReportKind.ERROR):
+                # hls.js's first report (the play request) names no URL: the attempt is counted
+                # under the CDN of the session's first media response (or where it fails/ends).
+                s.attempt_counted = True
+                agg.play_attempts += 1
+            sta = r.sta
+            if not (
+                kind is ReportKind.ERROR
+                or kind is ReportKind.PLAY_STATE
+                or r.sn == 0
+                or sta in KEEP_STATES
+                or r.error is not None
+            ):  # Priority.SAMPLE (see PlayerReport.priority)
+                agg.heartbeats_offered += 1
+                agg.heartbeats_kept += 1
+            ts = r.ts_ms
+            if not s.started and ts < s.first_ms:
+                s.first_ms = ts  # reports of one batch may arrive out of order
+            bitrate = r.bitrate_kbps
+            if bitrate is None and kind is ReportKind.BITRATE_CHANGE:
+                bitrate = r.object_bitrate_kbps
+            if bitrate is not None:
+                s.bitrate_kbps = bitrate
+            elif (
+                s.bitrate_kbps is None
+                and r.object_bitrate_kbps is not None
+                and r.object_type in ("v", "av")
+            ):
+                s.bitrate_kbps = r.object_bitrate_kbps
+            obs = ts
+            if kind is ReportKind.RESPONSE_RECEIVED and r.ttlb_ms is not None:
+                obs = ts + r.ttlb_ms  # written when the response ended (ts = request start)
+            last_obs = s.last_obs_ms
+            if last_obs is not None and obs > last_obs and s.started:
+                dt = obs - last_obs
+                if s.last_sta == "p":
+                    agg.played_ms += dt
+                    if s.bitrate_kbps is not None:
+                        agg.bits_played += dt * s.bitrate_kbps
+                elif s.last_sta == "r":
+                    agg.stalled_ms += dt
+            if sta is not None and (last_obs is None or obs >= last_obs):
+                if not s.started and sta == "p" and not s.failed:
+                    s.started = True
+                    if r.start_delay_ms is not None:
+                        startup = r.start_delay_ms
+                    elif kind is ReportKind.PLAY_STATE or last_obs is None:
+                        startup = obs - s.first_ms
+                    else:
+                        # The first frame came between the last non-playing observation and
+                        # this one: take the middle of that bracket.
+                        startup = (last_obs + obs) / 2 - s.first_ms
+                    agg.startup.add(startup)
+                    if dims.event not in detail_off:
+                        s.startup_ms = startup
+                        s.start_known_at = now
+                elif s.started and sta == "r" and s.last_sta != "r":
+                    agg.rebuffers += 1
+                s.last_sta = sta
+                s.last_obs_ms = obs
+            if kind is ReportKind.ERROR:
+                agg.player_errors += 1
+                if not s.failed:
+                    s.failed = True
+                    if s.started:
+                        agg.playback_failures += 1
+                    else:
+                        agg.start_failures += 1
+            if sta in _ENDED:
+                if sta == "f" and not s.failed:
+                    s.failed = True
+                    if s.started:
+                        agg.playback_failures += 1
+                    else:
+                        agg.start_failures += 1
+                if not s.attempt_counted:
+                    s.attempt_counted = True
+                    agg.play_attempts += 1
+                if sta != "f" and not s.started and not s.failed:
+                    s.failed = True  # ended: never again an EBVS candidate
+                    agg.exits_before_start += 1
+            if s.started and s.last_sta == "p":
+                if r.latency_ms is not None:
+                    agg.latency.add(r.latency_ms, weight)
+                    if dims.event not in detail_off:
+                        s.latencies.append(r.latency_ms)
+                elif kind is ReportKind.RESPONSE_RECEIVED and r.url is not None:
+                    self._latency(s, r, agg, weight, obs)
+
+    def _pdt(self, url: str, timing: EventTiming) -> float | None:
+        hit = self._pdt_cache.get(url)
+        if hit is not None and hit[0] is timing:
+            return hit[1]
+        pdt = media_pdt_ms(url, timing)
+        if len(self._pdt_cache) >= _PDT_CACHE:
+            self._pdt_cache.clear()  # cheap bound; the live edge's URLs refill it at once
+        self._pdt_cache[url] = (timing, pdt)
+        return pdt
+
+    def _latency(
+        self, s: _Session, r: PlayerReport, agg: QoeAggregate, weight: float, obs: float
+    ) -> None:
         # hls.js sends no `ltc`. Its response records name the segment or part fetched (epoch-
-        # locked, so its PDT is known) and carry `bl`, the buffer ahead of the playhead as of
-        # the last append, i.e. just after the previous media response ended, when the buffer
-        # ended where this object begins: latency = that moment − (PDT − bl).
-        if (
-            r.kind is ReportKind.RESPONSE_RECEIVED
-            and r.url is not None
-            and r.object_type in (None, "v", "av", "a")
-            and (r.status is None or r.status < 300)
+        # locked, so its PDT is known) and carry `bl`, the buffer ahead of the playhead (the
+        # shorter of audio and video) as of the last append, i.e. just after the previous media
+        # response ended, when the buffer ended where this object begins: latency = that
+        # moment − (PDT − bl). Audio and video of one index are fetched in parallel, so the
+        # previous response may have ended an instant before, not yet appended (see below).
+        if r.object_type not in (None, "v", "av", "a") or (
+            r.status is not None and r.status >= 300
         ):
-            timing = self.events.get(s.dims.event)
-            pdt = media_pdt_ms(urlsplit(r.url).path, timing) if timing is not None else None
-            if pdt is None:
-                return
-            appended_at, s.media_obs_ms = s.media_obs_ms, r.observed_ms
-            if appended_at is not None and r.buffer_ms is not None:
-                latency = appended_at - pdt + r.buffer_ms
-                if detail:
-                    s.latencies.append(latency)
-                agg.latency.add(latency, weight)
+            return
+        timing = self.events.get(s.dims.event)
+        pdt = self._pdt(r.url, timing) if timing is not None and r.url is not None else None
+        if pdt is None:
+            return
+        appended_at, s.media_obs_ms = s.media_obs_ms, obs
+        bl = r.buffer_ms
+        if bl is None:
+            return
+        if (
+            bl == s.bl_ms
+            and appended_at is not None
+            and obs - appended_at < _APPEND_MARGIN_MS
+            and s.bl_appended_at is not None
+        ):
+            # The previous response (the other track's object, fetched in parallel) ended
+            # just before this one and `bl` has not moved: it was not appended yet, so `bl` is
+            # still the one of the append before it; pair `bl` with that append's time.
+            appended_at = s.bl_appended_at
+        else:
+            s.bl_ms, s.bl_appended_at = bl, appended_at
+        if appended_at is not None:
+            latency = appended_at - pdt + bl
+            if s.dims.event not in self.detail_off:
+                s.latencies.append(latency)
+            agg.latency.add(latency, weight)
 
     def shed(self, dims: Dims, now: float) -> None:
         """A heartbeat dropped under pressure: counted so the kept ones are re-weighted."""
@@ -280,8 +376,23 @@ class Aggregator:
         closed, self._closed = self._closed, []
         for w in closed:
             self._count_sessions(w)
-            out.extend(ClosedWindow(w.start, d, a) for d, a in w.series.items())
+            for d, a in w.series.items():
+                a.settle()  # its sketches are read from other threads from now on
+                out.append(ClosedWindow(w.start, d, a))
         self._expire(now)
+        return out
+
+    def open_windows(self) -> list[ClosedWindow]:
+        """What the windows not yet closed hold so far, as if they closed now (copies: the
+        core goes on adding to them), for a query that asks for the step in progress."""
+        out: list[ClosedWindow] = []
+        for w in [*self._closed, *([self._window] if self._window is not None else [])]:
+            snap = _Window(w.start)
+            for d, a in w.series.items():
+                copy = snap.series[d] = QoeAggregate()
+                copy.merge(a)
+            self._count_sessions(snap)
+            out.extend(ClosedWindow(snap.start, d, a) for d, a in snap.series.items())
         return out
 
     def _count_sessions(self, w: _Window) -> None:

@@ -134,6 +134,15 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+_PLAYER_POST_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorOut} for s in (400, 404, 413, 415, 429, 503)
+}
+_CdnParam = Annotated[
+    str | None,
+    Query(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="CDN of records naming none."),
+]
+
+
 def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
@@ -299,32 +308,22 @@ def create_app(
     c = service.collector
     limit = c.settings.max_body_bytes
 
-    @app.post(
-        "/v1/cmcd/{event}",
-        status_code=204,
-        tags=["ingest"],
-        summary="CMCD v2 event-mode report (application/cmcd, one record per line)",
-        responses={
-            400: {"model": ErrorOut},
-            404: {"model": ErrorOut},
-            413: {"model": ErrorOut},
-            415: {"model": ErrorOut},
-            429: {"model": ErrorOut},
-            503: {"model": ErrorOut},
-        },
-    )
-    async def cmcd(
-        event: str,
-        request: Request,
-        cdn: Annotated[
-            str | None,
-            Query(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="CDN of records naming none."),
-        ] = None,
+    async def _ingested(out: Outcome) -> Response:
+        """The answer to an ingest POST; in stream mode only once Redis has what was admitted."""
+        if out.accepted:
+            failed = await service.published()
+            if failed is not None:
+                return failed
+            service.poke()
+        return _outcome(out)
+
+    async def _player_post(
+        ingest: Callable[..., Outcome], event: str, request: Request, cdn: str | None
     ) -> Response:
         body = await _body(request, limit)
         if body is None:
             return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
-        out = c.cmcd_report(
+        out = ingest(
             event,
             body,
             request.headers.get("content-type"),
@@ -334,12 +333,32 @@ def create_app(
             now=service.clock(),
             cdn=cdn,
         )
-        if out.accepted:
-            failed = await service.published()
-            if failed is not None:
-                return failed
-            service.poke()
-        return _outcome(out)
+        return await _ingested(out)
+
+    @app.post(
+        "/v1/cmcd/{event}",
+        status_code=204,
+        tags=["ingest"],
+        summary="CMCD v2 event-mode report (application/cmcd, one record per line)",
+        responses=_PLAYER_POST_ERRORS,
+    )
+    async def cmcd(event: str, request: Request, cdn: _CdnParam = None) -> Response:
+        return await _player_post(c.cmcd_report, event, request, cdn)
+
+    @app.post(
+        "/v1/cmcd/{event}/batch",
+        status_code=204,
+        tags=["ingest"],
+        summary="CMCD v2 event records of many sessions as one JSON batch (the fast path)",
+        description=(
+            'Body: `{"records": [{"sid": …, "sn": …, "e": "t", "ts": …, "sta": "p", …}]}`, each '
+            "record the CMCD v2 event-mode keys as JSON values. Same admission, dedupe and "
+            "answers as `/v1/cmcd/{event}`; a bad record is refused with its 1-based index."
+        ),
+        responses=_PLAYER_POST_ERRORS,
+    )
+    async def cmcd_batch(event: str, request: Request, cdn: _CdnParam = None) -> Response:
+        return await _player_post(c.cmcd_batch, event, request, cdn)
 
     @app.post(
         "/v1/access",
@@ -358,12 +377,7 @@ def create_app(
         if body is None:
             return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
         out = c.access_batch(body, request.headers.get("content-type"), service.clock())
-        if out.accepted:
-            failed = await service.published()
-            if failed is not None:
-                return failed
-            service.poke()
-        return _outcome(out)
+        return await _ingested(out)
 
     @app.get(
         "/v1/telemetry/qoe",
@@ -372,7 +386,7 @@ def create_app(
         summary="QoE series of an event grouped by dimensions",
         responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}},
     )
-    def qoe(
+    async def qoe(
         event: Annotated[str, Query(description="Event id.")],
         by: Annotated[
             str, Query(description="Comma-separated dimensions: event, region, cdn, isp, device.")
@@ -387,6 +401,13 @@ def create_app(
         cdn: Annotated[str | None, Query(description="Only this CDN.")] = None,
         isp: Annotated[str | None, Query(description="Only this ISP.")] = None,
         device: Annotated[str | None, Query(description="Only this device class.")] = None,
+        partial: Annotated[
+            bool,
+            Query(
+                description="Also the step still in progress, with what it has so far (its "
+                "figures grow until it ends; the open 1 s window of this collector included)."
+            ),
+        ] = False,
     ) -> Any:
         if event not in c.events:
             return _error(404, "unknown_event", f"unknown event {event!r}")
@@ -412,7 +433,20 @@ def create_app(
             for k, v in (("region", region), ("cdn", cdn), ("isp", isp), ("device", device))
             if v is not None
         }
-        series = service.store.query(event, dims, start, end, step, now, where)
+        # The open window is copied here, on the loop that feeds it; the store is read in a
+        # worker thread (as a sync route would be), so a long query does not hold up ingest.
+        series = await asyncio.to_thread(
+            service.store.query,
+            event,
+            dims,
+            start,
+            end,
+            step,
+            now,
+            where,
+            open_windows=c.aggregator.open_windows() if partial else (),
+            partial=partial,
+        )
         return {
             "event": event,
             "by": dims,

@@ -8,12 +8,13 @@ the report or the host of the media URL), runs admission, feeds the aggregator a
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from mainevent.common.telemetry import AccessRecord, decode_access_batch
 from mainevent.config import TelemetrySettings
@@ -26,6 +27,7 @@ from mainevent.control.telemetry.alerts import (
     HealthAlertEngine,
     HealthRule,
 )
+from mainevent.control.telemetry.batch import BatchError, decode_report_batch
 from mainevent.control.telemetry.cmcd import CmcdError, decode_body, decode_dict
 from mainevent.control.telemetry.events import (
     EventTiming,
@@ -39,6 +41,8 @@ from mainevent.control.telemetry.model import UNKNOWN, AlertEvent, Dims
 __all__ = ["AggregateSink", "Collector", "Outcome", "Rejected", "device_class"]
 
 CMCD_CONTENT_TYPE = "application/cmcd"
+
+_AUTHORITY = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//([^/?#]*)")
 
 
 class Rejected(StrEnum):
@@ -72,6 +76,14 @@ class AggregateSink(Protocol):
     stream for aggregators elsewhere (:class:`~mainevent.control.telemetry.stream.StreamSink`)."""
 
     def player(self, dims: Dims, r: PlayerReport, weight: float, now: float) -> None: ...
+
+    def players(
+        self,
+        dims_of: Sequence[Dims],
+        reports: Sequence[PlayerReport],
+        weights: Sequence[float],
+        now: float,
+    ) -> None: ...
 
     def shed(self, dims: Dims, now: float) -> None: ...
 
@@ -170,15 +182,33 @@ class Collector:
         )
 
     def cdn_of_url(self, url: str | None) -> str:
+        """The CDN whose host serves ``url`` (``cdn_hosts``), else unknown."""
         if not url:
             return UNKNOWN
-        try:
-            host = urlsplit(url).netloc
-        except ValueError:
-            return UNKNOWN
-        return self.cdn_hosts.get(host, UNKNOWN)
+        m = _AUTHORITY.match(url)  # what urlsplit calls the netloc, at a tenth of the cost
+        return UNKNOWN if m is None else self.cdn_hosts.get(m.group(1), UNKNOWN)
 
     # --- player reports -----------------------------------------------------------------------
+
+    def _refused(
+        self, event: str, content_type: str | None, expected: str, body: bytes
+    ) -> Outcome | None:
+        """The answer to a player POST refused before its body is read, else None."""
+        if event not in self.events:
+            return self._reject(
+                Rejected.UNKNOWN_EVENT, 404, f"unknown event {event!r}: no such live event here"
+            )
+        if (content_type or "").split(";")[0].strip().lower() != expected:
+            return self._reject(
+                Rejected.CONTENT_TYPE,
+                415,
+                f"Content-Type must be {expected} (got {content_type or 'none'!r})",
+            )
+        if len(body) > self.settings.max_body_bytes:
+            return self._reject(
+                Rejected.OVERSIZE, 413, f"body larger than {self.settings.max_body_bytes} bytes"
+            )
+        return None
 
     def cmcd_report(
         self,
@@ -194,20 +224,9 @@ class Collector:
     ) -> Outcome:
         """One ``POST /v1/cmcd/{event}`` (CMCD v2 event mode); ``cdn``: the report URL's
         ``?cdn=`` default for records that name none (a heartbeat carries no media URL)."""
-        if event not in self.events:
-            return self._reject(
-                Rejected.UNKNOWN_EVENT, 404, f"unknown event {event!r}: no such live event here"
-            )
-        if (content_type or "").split(";")[0].strip().lower() != CMCD_CONTENT_TYPE:
-            return self._reject(
-                Rejected.CONTENT_TYPE,
-                415,
-                f"Content-Type must be {CMCD_CONTENT_TYPE} (got {content_type or 'none'!r})",
-            )
-        if len(body) > self.settings.max_body_bytes:
-            return self._reject(
-                Rejected.OVERSIZE, 413, f"body larger than {self.settings.max_body_bytes} bytes"
-            )
+        refused = self._refused(event, content_type, CMCD_CONTENT_TYPE, body)
+        if refused is not None:
+            return refused
         try:
             text = body.decode("ascii")
             decoded = decode_body(text, self.settings.max_records)
@@ -225,6 +244,50 @@ class Collector:
                 return self._reject(Rejected.INVALID_RECORD, 400, f"record {n}: {r}")
             reports.append(r)
             unknown += d.unknown_keys
+        return self._admit(event, reports, unknown, client, user_agent, region_header, now, cdn)
+
+    def cmcd_batch(
+        self,
+        event: str,
+        body: bytes,
+        content_type: str | None,
+        *,
+        client: str | None,
+        user_agent: str | None,
+        region_header: str | None,
+        now: float,
+        cdn: str | None = None,
+    ) -> Outcome:
+        """One ``POST /v1/cmcd/{event}/batch``: the same CMCD v2 event records as JSON objects
+        (``{"records": [{"sid": …, "sn": …, "e": "t", "ts": …, "sta": "p", …}, …]}``), decoded
+        in one call into :class:`PlayerReport` values (the batch's fast path). Keys that are
+        not CMCD keys are ignored and counted; CMCD keys the collector does not read are
+        ignored."""
+        refused = self._refused(event, content_type, "application/json", body)
+        if refused is not None:
+            return refused
+        batch = decode_report_batch(body, self.settings.max_records)
+        if isinstance(batch, BatchError):
+            if batch.oversize:
+                return self._reject(Rejected.OVERSIZE, 413, batch.message)
+            reason = Rejected.INVALID_RECORD if batch.record is not None else Rejected.MALFORMED
+            return self._reject(reason, 400, batch.message)
+        return self._admit(
+            event, batch.reports, batch.unknown_keys, client, user_agent, region_header, now, cdn
+        )
+
+    def _admit(
+        self,
+        event: str,
+        reports: list[PlayerReport],
+        unknown: int,
+        client: str | None,
+        user_agent: str | None,
+        region_header: str | None,
+        now: float,
+        cdn: str | None,
+    ) -> Outcome:
+        """Reports of one POST, decoded and valid: admission, dimensions, aggregation."""
         self.unknown_keys += unknown
         if not reports:
             return Outcome(204, "empty report", unknown_keys=unknown)
@@ -242,27 +305,41 @@ class Collector:
             )
         region, isp = self._where(client, region_header)
         device = device_class(user_agent)
-        accepted = dup = shed = 0
-        agg = self.sink
-        cdns = [r.cdn or self.cdn_of_url(r.url) for r in reports]
+        cdn_of_url = self.cdn_of_url
+        cdns = [r.cdn or cdn_of_url(r.url) for r in reports]
         # A record naming no CDN takes the one another record of its session in this batch names.
         batch_cdn = {r.sid: c for r, c in zip(reports, cdns, strict=True) if c != UNKNOWN}
         per_cdn: dict[str, Dims] = {}  # one Dims per CDN of the batch, not one per record
+        dims_of: list[Dims] = []
+        taken: list[PlayerReport] = []
+        weights: list[float] = []
+        shed: list[Dims] = []
+        accept, shed_verdict = Verdict.ACCEPT, Verdict.SHED
         for r, c, verdict, weight in zip(reports, cdns, adm.verdicts, adm.weights, strict=True):
             if c == UNKNOWN:
                 c = batch_cdn.get(r.sid) or cdn or UNKNOWN
             dims = per_cdn.get(c)
             if dims is None:
                 dims = per_cdn[c] = Dims(event, region, c, isp, device)
-            if verdict is Verdict.ACCEPT:
-                agg.player(dims, r, weight, now)
-                accepted += 1
-            elif verdict is Verdict.SHED:
-                agg.shed(dims, now)
-                shed += 1
-            else:
-                dup += 1
-        return Outcome(204, "ok", accepted, dup, shed, unknown)
+            if verdict is accept:
+                dims_of.append(dims)
+                taken.append(r)
+                weights.append(weight)
+            elif verdict is shed_verdict:
+                shed.append(dims)
+        sink = self.sink
+        if taken:
+            sink.players(dims_of, taken, weights, now)
+        for dims in shed:
+            sink.shed(dims, now)
+        return Outcome(
+            204,
+            "ok",
+            len(taken),
+            len(reports) - len(taken) - len(shed),
+            len(shed),
+            unknown,
+        )
 
     # --- edge access records -------------------------------------------------------------------
 

@@ -10,12 +10,12 @@ taken only while the capacity budget has room, and each kept one carries the wei
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mainevent.common.ratelimit import KeyedRateLimiter, TokenBucket
+from mainevent.common.ratelimit import TokenBucket
 from mainevent.control.telemetry.events import PlayerReport, Priority
 
 __all__ = ["Admission", "Intake", "IntakeStats", "Verdict"]
@@ -53,13 +53,18 @@ class IntakeStats:
 
 
 class _Seen:
-    """Sequence numbers of one session: the highest, and a 64-bit mask of the ones below it."""
+    """One session's admission state: its sequence numbers (the highest, and a 64-bit mask of
+    the ones below it) and its rate-limit token bucket, so one lookup serves both."""
 
-    __slots__ = ("high", "mask")
+    __slots__ = ("high", "mask", "pending", "tokens", "updated")
 
-    def __init__(self) -> None:
+    def __init__(self, burst: float, now: float) -> None:
         self.high = -1
         self.mask = 0
+        self.tokens = burst
+        self.updated = now
+        self.pending = 0
+        """Reports of this session in the batch being admitted."""
 
     def seen(self, sn: int) -> bool:
         if sn > self.high:
@@ -88,10 +93,14 @@ class Intake:
         session_burst: float,
         max_sessions: int = 200_000,
     ) -> None:
+        if session_rate <= 0 or session_burst < 1 or max_sessions < 1:
+            raise ValueError("session rate must be positive, burst and max sessions at least 1")
         self._capacity = TokenBucket(capacity_per_s, max(1.0, capacity_per_s / 2))
         self._keep = TokenBucket(keep_capacity_per_s, max(1.0, keep_capacity_per_s / 2))
-        self._session = KeyedRateLimiter(session_rate, session_burst, max_sessions)
+        self._session_rate = session_rate
+        self._session_burst = session_burst
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        """Per session, least recently seen first; forgetting one hands it a full bucket."""
         self._max_sessions = max_sessions
         # Sample-rate estimate: offered/kept sampleable reports in the current and last second.
         self._second = -1
@@ -103,16 +112,6 @@ class Intake:
         self.shed_count = 0
         self.refused = 0
 
-    def _seen_for(self, sid: str) -> _Seen:
-        s = self._seen.get(sid)
-        if s is None:
-            s = self._seen[sid] = _Seen()
-            if len(self._seen) > self._max_sessions:
-                self._seen.popitem(last=False)
-        else:
-            self._seen.move_to_end(sid)
-        return s
-
     def _roll(self, now: float) -> None:
         second = int(now)
         if second != self._second:
@@ -122,53 +121,104 @@ class Intake:
                 self._rate = 1.0
             self._second, self._offered, self._kept = second, 0, 0
 
+    def _session_wait(self, touched: list[_Seen], now: float) -> float:
+        """Seconds until every session of the batch has tokens for its reports (0: now)."""
+        rate, burst = self._session_rate, self._session_burst
+        wait = 0.0
+        for st in touched:
+            if now > st.updated:
+                st.tokens = min(burst, st.tokens + (now - st.updated) * rate)
+                st.updated = now
+            if st.tokens < st.pending:
+                wait = max(wait, (st.pending - st.tokens) / rate)
+        return wait
+
     def admit(self, reports: Sequence[PlayerReport], now: float) -> Admission:
-        """Decide a whole batch at ``now`` (monotonic or epoch seconds, consistently)."""
+        """Decide a whole batch at ``now`` (monotonic or epoch seconds, consistently).
+
+        Nothing is spent or marked unless the batch is admitted: a refused batch's retry finds
+        the same state.
+        """
         self._roll(now)
-        for sid, cost in Counter(r.sid for r in reports).items():
-            wait = self._session.take(sid, now, cost)
-            if wait:
-                self.refused += 1
-                return Admission((), (), max(1.0, wait), "session_rate")
-        fresh = []
+        seen = self._seen
+        states: list[_Seen] = []
+        touched: list[_Seen] = []
+        fresh: list[bool] = []
+        kept: list[bool] = []
+        keep = 0
         for r in reports:
-            seen = self._seen.get(r.sid)
-            fresh.append(r.sn is None or seen is None or not seen.seen(r.sn))
-        keep = sum(
-            1 for r, f in zip(reports, fresh, strict=True) if f and r.priority is Priority.KEEP
-        )
-        if keep:
+            sid = r.sid
+            st = seen.get(sid)
+            if st is None:
+                st = seen[sid] = _Seen(self._session_burst, now)
+                if len(seen) > self._max_sessions:
+                    seen.popitem(last=False)
+            elif not st.pending:
+                seen.move_to_end(sid)
+            if not st.pending:
+                touched.append(st)
+            st.pending += 1
+            states.append(st)
+            sn = r.sn
+            f = sn is None or not st.seen(sn)
+            fresh.append(f)
+            k = r.priority is Priority.KEEP
+            kept.append(k)
+            if f and k:
+                keep += 1
+        wait = self._session_wait(touched, now)
+        reason = "session_rate"
+        if not wait and keep:
             wait = self._keep.take(now, keep)
-            if wait:
-                self.refused += 1
-                return Admission((), (), max(1.0, wait), "overloaded")
+            reason = "overloaded"
+        if wait:
+            for st in touched:
+                st.pending = 0
+            self.refused += 1
+            return Admission((), (), max(1.0, wait), reason)
+        for st in touched:
+            st.tokens -= st.pending
+            st.pending = 0
+        cap = self._capacity
+        if now > cap.updated:
+            cap.tokens = min(cap.burst, cap.tokens + (now - cap.updated) * cap.rate)
+            cap.updated = now
+        tokens = cap.tokens
+        weight = 1.0 / self._rate  # re-weight by the sample rate of the last full second
         verdicts: list[Verdict] = []
         weights: list[float] = []
-        for r, f in zip(reports, fresh, strict=True):
+        accept, dup, shed = Verdict.ACCEPT, Verdict.DUPLICATE, Verdict.SHED
+        n_dup = n_offered = n_kept = n_shed = 0
+        for r, st, f, k in zip(reports, states, fresh, kept, strict=True):
             if not f:
-                verdicts.append(Verdict.DUPLICATE)
+                verdicts.append(dup)
                 weights.append(0.0)
-                self.duplicates += 1
+                n_dup += 1
                 continue
             if r.sn is not None:
-                self._seen_for(r.sid).mark(r.sn)
-            room = self._capacity.take(now) == 0.0
-            if r.priority is Priority.KEEP:
-                verdicts.append(Verdict.ACCEPT)
-                weights.append(1.0)
-                self.accepted += 1
-                continue
-            self._offered += 1
+                st.mark(r.sn)
+            room = tokens >= 1.0
             if room:
-                self._kept += 1
-                self.accepted += 1
-                verdicts.append(Verdict.ACCEPT)
-                # Re-weight by the sample rate of the last full second (1.0 when unloaded).
-                weights.append(1.0 / self._rate)
+                tokens -= 1.0
+            if k:
+                verdicts.append(accept)
+                weights.append(1.0)
+                continue
+            n_offered += 1
+            if room:
+                n_kept += 1
+                verdicts.append(accept)
+                weights.append(weight)
             else:
-                self.shed_count += 1
-                verdicts.append(Verdict.SHED)
+                n_shed += 1
+                verdicts.append(shed)
                 weights.append(0.0)
+        cap.tokens = tokens
+        self._offered += n_offered
+        self._kept += n_kept
+        self.duplicates += n_dup
+        self.shed_count += n_shed
+        self.accepted += len(reports) - n_dup - n_shed
         return Admission(tuple(verdicts), tuple(weights))
 
     def stats(self) -> IntakeStats:

@@ -111,6 +111,13 @@ class QoeAggregate:
             else:
                 setattr(self, f.name, mine + theirs)
 
+    def settle(self) -> None:
+        """Bin the values the sketches buffered (done once a window closes, so readers in
+        other threads never race the buffer)."""
+        self.startup.settle()
+        self.latency.settle()
+        self.ttfb.settle()
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (sketches as their bins); :meth:`from_json` inverts it."""
         out: dict[str, Any] = {}

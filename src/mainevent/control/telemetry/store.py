@@ -133,31 +133,58 @@ class TelemetryStore:
         step_s: int,
         now: float,
         where: dict[str, str] | None = None,
+        *,
+        open_windows: Sequence[ClosedWindow] = (),
+        partial: bool = False,
     ) -> list[QoeSeries]:
-        """Series grouped by ``by`` with one point per ``step_s`` from ``start`` to ``end``."""
+        """Series grouped by ``by`` with one point per ``step_s`` from ``start`` to ``end``.
+
+        Only whole steps are answered unless ``partial``: then the step still in progress is
+        too, with what it has so far, ``open_windows`` (the collector's windows not yet
+        closed and stored) included.
+        """
         res = self.resolution_for(start, step_s, now)
+        first = int(start) - int(start) % res
         sql = (
             "SELECT t, region, cdn, isp, device, agg FROM qoe WHERE res=? AND event=?"
             " AND t >= ? AND t < ?"
         )
-        args: list[object] = [res, event, int(start) - int(start) % res, int(end)]
+        args: list[object] = [res, event, first, int(end)]
         for k, v in (where or {}).items():
             assert k in DIMENSIONS
             sql += f" AND {k}=?"
             args.append(v)
         groups: dict[tuple[str, ...], dict[int, QoeAggregate]] = {}
-        for t, region, cdn, isp, device, agg in self._db.execute(sql, args):
-            dims = Dims(event, region, cdn, isp, device)
-            bucket = int(t) - (int(t) - int(start)) % step_s
+
+        def add(t: int, dims: Dims, agg: QoeAggregate) -> None:
+            bucket = t - (t - int(start)) % step_s
             per = groups.setdefault(dims.project(by), {})
             acc = per.get(bucket)
             if acc is None:
                 per[bucket] = acc = QoeAggregate()
-            acc.merge(QoeAggregate.from_json(json.loads(agg)))
+            acc.merge(agg)
+
+        for t, region, cdn, isp, device, agg in self._db.execute(sql, args):
+            add(
+                int(t),
+                Dims(event, region, cdn, isp, device),
+                QoeAggregate.from_json(json.loads(agg)),
+            )
+        if partial:
+            for w in open_windows:
+                d = w.dims
+                if (
+                    d.event == event
+                    and first <= w.start < end
+                    and all(getattr(d, k) == v for k, v in (where or {}).items())
+                ):
+                    add(w.start, d, w.agg)
         out = []
         for labels, per in sorted(groups.items()):
             points = tuple(
-                per[b].figures(float(b), float(step_s)) for b in sorted(per) if b + step_s <= end
+                per[b].figures(float(b), float(step_s))
+                for b in sorted(per)
+                if b + step_s <= end or (partial and b < end)
             )
             out.append(QoeSeries(dict(zip(by, labels, strict=True)), points))
         return out

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple
 from typing import Any, cast
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -62,16 +63,20 @@ def shard_of(sid: str, shards: int) -> int:
     return zlib.crc32(sid.encode()) % shards
 
 
+_REPORT_FIELDS = PlayerReport.__struct_fields__
+"""Attribute names of a report, in the order of its list on the stream."""
+
+
 def _report_out(r: PlayerReport) -> list[Any]:
-    out = list(astuple(r))
+    out = list(msgspec.structs.astuple(r))
     out[2] = r.kind.value
     return out
 
 
 def _report_in(v: Sequence[Any]) -> PlayerReport:
-    vals = list(v)
-    vals[2] = ReportKind(vals[2])
-    return PlayerReport(*vals)
+    vals = dict(zip(_REPORT_FIELDS, v, strict=True))
+    vals["kind"] = ReportKind(vals["kind"])
+    return PlayerReport(**vals)
 
 
 class StreamSink:
@@ -87,6 +92,16 @@ class StreamSink:
         self._pending[shard_of(r.sid, self.shards)].append(
             ["p", now, astuple(dims), _report_out(r), weight]
         )
+
+    def players(
+        self,
+        dims_of: Sequence[Dims],
+        reports: Sequence[PlayerReport],
+        weights: Sequence[float],
+        now: float,
+    ) -> None:
+        for dims, r, weight in zip(dims_of, reports, weights, strict=True):
+            self.player(dims, r, weight, now)
 
     def shed(self, dims: Dims, now: float) -> None:
         # Counts only (no session state): any shard will do.
