@@ -22,7 +22,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = esub.add_parser("serve", help="run one shield or edge (uvloop) in front of --upstream")
     s.add_argument("--name", required=True, help="edge name, e.g. shield or cdn-a")
-    s.add_argument("--upstream", required=True, help="origin or shield base URL")
+    s.add_argument(
+        "--upstream",
+        required=True,
+        action="append",
+        help="origin or shield base URL; repeat it for a shield in front of several origins "
+        "(tried in order, the next one when a fetch fails)",
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--region", action="append", default=[], help="region served (repeatable)")
@@ -92,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
         keys[kid] = hexkey
     config = EdgeConfig(
         name=args.name,
-        upstream=args.upstream,
+        upstream=args.upstream[0],
+        upstreams=tuple(args.upstream[1:]),
         regions=tuple(args.region),
         host=args.host,
         port=args.port,

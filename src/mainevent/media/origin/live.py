@@ -756,13 +756,19 @@ class LiveEvent:
 
     # -- publication (called by packager adapters) ----------------------------------------
 
-    async def on_init(self, rendition: str, init: InitSection) -> str:
-        """Store an encoder run's init section; returns the name segments refer to."""
+    async def on_init(self, rendition: str, init: InitSection, *, name: str | None = None) -> str:
+        """Store an encoder run's init section; returns the name segments refer to.
+
+        `name`: the name the packager gave it (an origin fed by ingest keeps it, so every
+        origin's playlists name the same bytes the same way)."""
         r = self._r[rendition]
         digest = hashlib.sha256(init.data).hexdigest()
-        name = r.init_digests.get(digest)
-        if name is None:
-            name = "init.mp4" if not r.init_digests else f"init-{digest[:12]}.mp4"
+        known = r.init_digests.get(digest)
+        if known is None:
+            name = name or ("init.mp4" if not r.init_digests else f"init-{digest[:12]}.mp4")
+        else:
+            name = known
+        if known is None:
             await self.store.put_init(self.event_id, rendition, name, init.data)
             r.init_digests[digest] = name
             if r.init_name is not None:
