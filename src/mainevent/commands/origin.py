@@ -141,6 +141,7 @@ async def serve(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((o.host, o.port))
+    sock.listen(2048)  # connections wait in the backlog from the moment the URL is printed
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(
         uvicorn.Config(
