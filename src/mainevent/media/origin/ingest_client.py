@@ -54,6 +54,7 @@ def outcome_of(status: int, body: bytes) -> Outcome:
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry, origins: Sequence[str]) -> None:
+        self.registry = registry
         self.sends = Counter(
             "mainevent_ingest_sends_total",
             "Ingest PUTs to each origin by object type and outcome",
