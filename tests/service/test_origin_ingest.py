@@ -10,10 +10,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mainevent.media.cmaf import Segment
+from mainevent.media.cmaf import InitSection, Segment
 from mainevent.media.manifest import parse_media_playlist
 from mainevent.media.origin.app import create_app
-from mainevent.media.origin.fanout import FanoutCore
+from mainevent.media.origin.fanout import FanoutCore, IngestObject
 from mainevent.media.origin.ingest import IngestReceiver, with_ingest
 from mainevent.media.origin.ingest_client import FanoutPublisher, FanoutStore
 from mainevent.media.origin.live import LiveEvent, RenditionSpec
@@ -206,3 +206,35 @@ async def test_two_origins_fed_by_the_fanout_derive_the_same_playlists_and_hold_
         await asyncio.gather(serve, return_exceptions=True)
         for _, c in replicas:
             await c.aclose()
+
+
+class _Recorder:
+    """Stands in for the HTTP side of the fan-out: what the packager offered, in order."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def offer(self, obj: IngestObject) -> None:
+        self.names.append(obj.name)
+
+
+async def test_switching_back_to_a_stored_init_section_is_sent_to_the_origins(
+    tmp_path: Path, media: Media
+) -> None:
+    """Live → slate → live: the packager stores the live init once, but the origins are told to
+    switch back to it before the next live segment (else they would list it under the slate's)."""
+    rec = _Recorder()
+    packager = make_event(FanoutStore(LocalSegmentStore(tmp_path), rec))  # type: ignore[arg-type]
+    other = InitSection(media.init.data + b"\0\0\0\x08free", media.init.track)
+    s0, s1, s2 = media.segments[:3]
+    await packager.on_init(RENDITION, media.init)
+    await packager.on_segment(RENDITION, s0)
+    slate_name = await packager.on_init(RENDITION, other)
+    await packager.on_segment(RENDITION, s1, slate_parts=[p.data for p in s1.parts])
+    await packager.on_init(RENDITION, media.init)
+    await packager.on_segment(RENDITION, s2)
+    segs = [n for n in rec.names if n.endswith(".m4s") and n.count(".") == 1]
+    assert segs == [f"{s.msn}.m4s" for s in (s0, s1, s2)]
+    inits = [n for n in rec.names if n.endswith(".mp4")]
+    assert inits == ["init.mp4", slate_name, "init.mp4"]
+    assert rec.names.index("init.mp4", 1) < rec.names.index(f"{s2.msn}.m4s")

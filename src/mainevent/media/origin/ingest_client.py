@@ -262,6 +262,7 @@ class FanoutStore:
         self.publisher = publisher
         self.events = events
         self.parts = parts
+        self._init: dict[tuple[str, str], str] = {}  # (event, rendition) → init name sent last
 
     def _fans(self, event: str) -> bool:
         return self.events is None or event in self.events
@@ -269,6 +270,7 @@ class FanoutStore:
     async def put_init(self, event: str, rendition: str, name: str, data: bytes) -> None:
         await self.inner.put_init(event, rendition, name, data)
         if self._fans(event):
+            self._init[(event, rendition)] = name
             self.publisher.offer(IngestObject(event, rendition, name, ObjectKind.INIT, data))
 
     async def put_segment(
@@ -276,6 +278,16 @@ class FanoutStore:
     ) -> None:
         await self.inner.put_segment(event, rendition, record, data)
         if self._fans(event):
+            if self._init.get((event, rendition)) != record.init_name:
+                # Back to an init section stored before (live media after the slate): the
+                # LiveEvent does not store it again, but the origins must switch to it too.
+                init = self.inner.inits(event, rendition).get(record.init_name)
+                if init is not None:
+                    self._init[(event, rendition)] = record.init_name
+                    kind = ObjectKind.INIT
+                    self.publisher.offer(
+                        IngestObject(event, rendition, record.init_name, kind, init)
+                    )
             obj = IngestObject(
                 event, rendition, f"{record.msn}.m4s", ObjectKind.SEGMENT, data, record.slate
             )
