@@ -254,7 +254,7 @@ class OriginSettings(_Frozen):
         default=1,
         ge=1,
         le=16,
-        description="Origin processes serving viewers. 1: the packager's own origin (embedded). N ≥ 2: `mainevent up` also starts N `mainevent origin serve` processes (ports `port`+1…, data in `data_dir/origin-<i>`), the packager PUTs every stored object to each (DASH-IF ingest fan-out) and the shield fails over between them in order, the packager's own origin last.",
+        description="Origin processes serving viewers. 1: the packager's own origin (embedded). N ≥ 2: `mainevent up` also starts N `mainevent origin serve` processes (free loopback ports, named in the ready line; data in `data_dir/origin-<i>`), the packager PUTs every stored object to each (DASH-IF ingest fan-out) and the shield fails over between them in order, the packager's own origin last.",
     )
     ingest_urls: tuple[str, ...] = Field(
         default=(),

@@ -39,18 +39,24 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
 
 @dataclass
 class OriginProcess:
+    """`mainevent origin serve` on `host:port`, in network namespace `netns` when given."""
+
     settings: Path
     port: int
+    host: str = "127.0.0.1"
+    netns: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def spawn(self) -> subprocess.Popen[bytes]:
-        argv = ["origin", "serve", "--settings-json", str(self.settings), "--port", str(self.port)]
+        argv = ["origin", "serve", "--settings-json", str(self.settings)]
+        argv += ["--host", self.host, "--port", str(self.port)]
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         return subprocess.Popen(
-            [sys.executable, "-m", "mainevent.cli", *argv],
+            [*inside, sys.executable, "-m", "mainevent.cli", *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -127,6 +133,11 @@ def seg_obj(media: Media, i: int) -> IngestObject:
 async def test_one_origin_killed_mid_stream(origins: list[OriginProcess], media: Media) -> None:
     """kill -9 of the preferred origin: no segment lost, no MSN reused, the shield fails over
     and returns to the restarted origin once it has caught up."""
+    await kill_one_origin(origins, media)
+
+
+async def kill_one_origin(origins: list[OriginProcess], media: Media) -> None:
+    """The scenario (also run with the origins on hosts of their own, `test_origin_netns.py`)."""
     o0, o1 = origins
     publisher = FanoutPublisher(
         [o0.url, o1.url],

@@ -57,7 +57,7 @@ def fanout_store(stack: Stack, store: SegmentStore) -> SegmentStore:
     if o.replicas > 1:
         secret = secret or secrets.token_hex(16)
         host = _loopback(o.host)
-        ports = tuple(o.port + i if o.port else _free_port(host) for i in range(1, o.replicas + 1))
+        ports = tuple(_free_port(host) for _ in range(o.replicas))
         stack.replicas = ReplicaOrigins(s, host, ports, secret)
         targets = [*stack.replicas.urls, *targets]
     if not targets:
@@ -79,6 +79,23 @@ def plan_edge_fleet(stack: Stack, host: str, regions: Mapping[str, tuple[str, ..
     per_cdn = stack.settings.delivery.edges_per_cdn
     base = stack.edge_port_base
     names = list(stack.edge_names)
+    try:
+        return _plan_fleet(stack, host, regions, per_cdn, base, names)
+    except RuntimeError as exc:
+        from mainevent.commands.stack import StackError
+
+        raise StackError(str(exc)) from None
+
+
+def _plan_fleet(
+    stack: Stack,
+    host: str,
+    regions: Mapping[str, tuple[str, ...]],
+    per_cdn: int,
+    base: int,
+    names: list[str],
+) -> EdgeFleet:
+    assert stack.shield is not None
     return EdgeFleet.plan(
         names,
         per_cdn=per_cdn,
