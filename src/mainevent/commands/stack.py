@@ -480,7 +480,7 @@ class Stack:
                 telemetry_task = None
                 if self.telemetry is not None:
                     telemetry_task = tg.create_task(self.telemetry.serve())
-                    if self.telemetry_sink is not None and self.edges:
+                    if self.telemetry_sink is not None and (self.edges or self.edge_fleet):
                         tasks.append(tg.create_task(self.telemetry_sink.serve()))
                 if publisher is not None:
                     tasks.append(tg.create_task(publisher.serve()))
