@@ -9,6 +9,7 @@ origin serves its old window at once and the fan-out's queue fills in the rest.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -119,6 +120,7 @@ async def serve(
     from mainevent.media.origin.ingest import IngestReceiver, with_ingest
     from mainevent.media.origin.live import Metrics
     from mainevent.media.origin.protocol import origin_protocol
+    from mainevent.media.store.s3 import S3SegmentStore
 
     log = logging.getLogger("mainevent.origin")
     o = settings.origin
@@ -155,4 +157,10 @@ async def serve(
     )
     tune_gc()
     print(json.dumps({"origin": f"http://{host}:{port}", "event": event.event_id}), flush=True)
-    await server.serve(sockets=[sock])
+    if isinstance(store, S3SegmentStore):  # uploads run beside the server
+        async with asyncio.TaskGroup() as tg:
+            uploads = tg.create_task(store.serve())
+            await server.serve(sockets=[sock])
+            uploads.cancel()
+    else:
+        await server.serve(sockets=[sock])

@@ -124,6 +124,8 @@ def replica_settings(settings: Settings, index: int, port: int, secret: str) -> 
         "ingest_secret": secret,
         "replicas": 1,
         "ingest_urls": [],
+        # The packager's store uploads to the bucket already; replicas keep their own disk.
+        "store": "local",
     }
     return data
 
