@@ -155,7 +155,9 @@ async def test_two_origins_fed_by_the_fanout_derive_the_same_playlists_and_hold_
         registry=CollectorRegistry(),
         transport=lambda i: apps[i],
     )
-    packager = make_event(FanoutStore(LocalSegmentStore(tmp_path / "packager"), publisher), "low")
+    fanout = FanoutStore(LocalSegmentStore(tmp_path / "packager"), publisher)
+    packager = make_event(fanout, "low")
+    packager.on_end = lambda ev: fanout.ended(ev.event_id, ev.rendition_ids)
     serve = asyncio.create_task(publisher.serve())
     try:
         await packager.on_init(RENDITION, media.init)
@@ -201,6 +203,17 @@ async def test_two_origins_fed_by_the_fanout_derive_the_same_playlists_and_hold_
         assert bodies[0] == bodies[1] == [(s.uri, s.program_date_time_ms) for s in ours.segments]
         stats = publisher.statistics()
         assert [s["dropped"] for s in stats] == [0, 0]
+        # The event ends on the packager: every origin ends it after the last segment.
+        await packager.on_segment(RENDITION, nxt)
+        packager.end()
+        async with asyncio.timeout(20):
+            for event, _ in replicas:
+                while not event.window(RENDITION).ended:  # noqa: ASYNC110 - fan-out in flight
+                    await asyncio.sleep(0.01)
+        for event, c in replicas:
+            assert event.last_msn(RENDITION) == nxt.msn
+            text = (await c.get(f"/live/demo/{RENDITION}/index.m3u8")).text
+            assert text.rstrip().endswith("#EXT-X-ENDLIST")
     finally:
         serve.cancel()
         await asyncio.gather(serve, return_exceptions=True)

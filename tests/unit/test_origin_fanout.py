@@ -124,6 +124,17 @@ def test_full_queue_drops_the_oldest_part_first_then_the_oldest_segment_never_th
     assert core.statistics(0).queued == 4
 
 
+def test_an_end_is_never_dropped_for_room() -> None:
+    """A full queue drops media, not the `end` that makes the origin list EXT-X-ENDLIST."""
+    core = FanoutCore(1, max_queued=2, breaker_failures=1, breaker_open_s=100.0)
+    s = sends(core.handle(Offered(seg(1)), 0.0))[0]
+    done(core, s, Outcome.UNREACHABLE, 0.0)
+    end = IngestObject("demo", "v720", "end", ObjectKind.END, b"")
+    core.handle(Offered(end), 0.1)
+    dropped = [a for a in core.handle(Offered(seg(2)), 0.2) if isinstance(a, Dropped)]
+    assert [d.obj.name for d in dropped] == ["1.m4s"]
+
+
 def test_conflict_and_rejection_are_final_same_is_delivered() -> None:
     """409/4xx are never retried (counted as dropped); 204 counts as delivered."""
     core = FanoutCore(1)

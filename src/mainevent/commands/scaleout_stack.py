@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from mainevent.commands.scaleout import EdgeFleet, ReplicaOrigins, run_all
 from mainevent.media.origin.fanout import FanoutCore
 from mainevent.media.origin.ingest_client import FanoutPublisher, FanoutStore
+from mainevent.media.origin.live import LiveEvent
 from mainevent.media.store import SegmentStore
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from mainevent.commands.stack import Stack
 
 __all__ = [
+    "end_on_origins",
     "fanout_store",
     "forward_metrics",
     "plan_edge_fleet",
@@ -71,6 +73,14 @@ def fanout_store(stack: Stack, store: SegmentStore) -> SegmentStore:
     return FanoutStore(
         store, stack.fanout, events=frozenset({s.event.id}), parts=s.event.latency == "low"
     )
+
+
+def end_on_origins(stack: Stack, event: LiveEvent) -> None:
+    """When `event` ends on the packager, it ends on every origin too (after its last segment)."""
+    store = event.store
+    if isinstance(store, FanoutStore):
+        fanout = store
+        event.on_end = lambda ev: fanout.ended(ev.event_id, ev.rendition_ids)
 
 
 def plan_edge_fleet(stack: Stack, host: str, regions: Mapping[str, tuple[str, ...]]) -> EdgeFleet:

@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 
 from mainevent.commands.scaleout_stack import (
+    end_on_origins,
     fanout_store,
     forward_metrics,
     plan_edge_fleet,
@@ -399,6 +400,7 @@ class Stack:
             publisher = None
         else:
             event = self._single_event(s, event_store, ffmpeg)
+            end_on_origins(self, event)
             events[event.event_id] = event
             pipelines = list(self.pipelines.values())
             publisher = self.publisher
@@ -703,6 +705,7 @@ class Stack:
             )
         if m.event_id != self.settings.event.id:
             return
+        end_on_origins(self, m.event)
         self.event = m.event
         self.pipelines.update(m.pipelines)
         self.pipeline = m.pipelines["primary"]

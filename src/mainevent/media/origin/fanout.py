@@ -51,6 +51,8 @@ class ObjectKind(StrEnum):
     INIT = "init"
     PART = "part"
     SEGMENT = "segment"
+    END = "end"
+    """The event ended after this rendition's last segment (EXT-X-ENDLIST)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,12 +289,12 @@ class FanoutCore:
     @staticmethod
     def _victim(o: _Origin) -> tuple[_Lane, _Queued] | None:
         """The oldest queued part, else the oldest queued object that is not an init section
-        (an init is what makes everything after it listable)."""
+        (an init is what makes everything after it listable) or an end."""
         oldest: tuple[_Lane, _Queued] | None = None
         oldest_part: tuple[_Lane, _Queued] | None = None
         for lane in o.lanes.values():
             for item in lane.queue:
-                if item.obj.kind is ObjectKind.INIT:
+                if item.obj.kind in (ObjectKind.INIT, ObjectKind.END):
                     continue
                 if item.obj.kind is ObjectKind.PART:
                     if oldest_part is None or item.seq < oldest_part[1].seq:

@@ -3,6 +3,7 @@
     PUT /ingest/<event>/<rendition>/init.mp4 | init-<12 hex>.mp4   CMAF header
     PUT /ingest/<event>/<rendition>/<msn>.<k>.m4s                  CMAF chunk (LL-HLS part k)
     PUT /ingest/<event>/<rendition>/<msn>.m4s                      CMAF segment (its chunks)
+    PUT /ingest/<event>/<rendition>/end                            the rendition ended
 
 Each object is validated here before the LiveEvent stores and lists it (write before publish,
 on every origin): the header must parse and be the rendition's kind of track (and match its
@@ -193,6 +194,7 @@ class IngestReceiver:
         self.secret = secret
         self.max_bytes = max_bytes
         self._defaults: dict[tuple[str, str, str], tuple[TrackDefaults, InitSection]] = {}
+        self._ended: dict[str, set[str]] = {}  # event → renditions whose `end` came
 
     def routes(self) -> list[Route]:
         return [Route("/ingest/{event}/{rendition}/{name}", self.put, methods=["PUT", "POST"])]
@@ -222,6 +224,8 @@ class IngestReceiver:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             raise IngestError(413, "too_large", f"objects are at most {self.max_bytes} bytes")
         data = await request.body()
+        if name == "end":
+            return self._end(event, rendition)
         if len(data) > self.max_bytes:
             raise IngestError(413, "too_large", f"objects are at most {self.max_bytes} bytes")
         if not data:
@@ -236,6 +240,17 @@ class IngestReceiver:
         raise IngestError(
             400, "bad_name", "names are init.mp4, init-<12 hex>.mp4, <msn>.m4s or <msn>.<k>.m4s"
         )
+
+    def _end(self, event: LiveEvent, rendition: str) -> int:
+        """`end` of one rendition; the event ends (EXT-X-ENDLIST) once every rendition's came,
+        so no origin ends a rendition before its last segment arrived."""
+        if event.window(rendition).ended:
+            return 204
+        ended = self._ended.setdefault(event.event_id, set())
+        ended.add(rendition)
+        if ended >= set(event.rendition_ids):
+            event.end()
+        return 201
 
     async def _same(self, event: LiveEvent, rendition: str, name: str, data: bytes) -> bool | None:
         """Whether the origin holds `data` under `name` (None: it holds nothing there)."""

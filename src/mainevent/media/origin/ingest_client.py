@@ -299,6 +299,12 @@ class FanoutStore:
             name = f"{msn}.{index}.m4s"
             self.publisher.offer(IngestObject(event, rendition, name, ObjectKind.PART, data))
 
+    def ended(self, event: str, renditions: list[str]) -> None:
+        """The event ended: each rendition's lane ends with an `end` after its last segment."""
+        if self._fans(event):
+            for r in renditions:
+                self.publisher.offer(IngestObject(event, r, "end", ObjectKind.END, b""))
+
     async def read(self, event: str, rendition: str, name: str) -> bytes | None:
         return await self.inner.read(event, rendition, name)
 

@@ -289,6 +289,8 @@ class LiveEvent:
         self.ready_event = asyncio.Event()  # set once every rendition has published
         self.highlights: tuple[Highlight, ...] = ()
         """Operator-marked points and ranges: EXT-X-DATERANGE / EventStream (`set_highlights`)."""
+        self.on_end: Callable[[LiveEvent], None] | None = None
+        """Called once `end()` has ended the windows (the ingest fan-out tells the origins)."""
 
     # -- queries --------------------------------------------------------------------------
 
@@ -473,6 +475,8 @@ class LiveEvent:
         for r in self._r.values():
             self._changed(r)
         self.apply_retention()
+        if self.on_end is not None:
+            self.on_end(self)
 
     def mpd(self, utc_timing_url: str, steering: SteeringContext | None = None) -> str | None:
         """The live DASH MPD over the same CMAF segments, or None until every rendition published."""
