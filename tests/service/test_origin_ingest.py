@@ -251,3 +251,46 @@ async def test_switching_back_to_a_stored_init_section_is_sent_to_the_origins(
     inits = [n for n in rec.names if n.endswith(".mp4")]
     assert inits == ["init.mp4", slate_name, "init.mp4"]
     assert rec.names.index("init.mp4", 1) < rec.names.index(f"{s2.msn}.m4s")
+
+
+async def test_a_restored_origin_hides_its_event_until_its_backlog_is_through(
+    tmp_path: Path, media: Media
+) -> None:
+    """After a restart an origin's window may be old: viewers get 404 no-store (the shield asks
+    the next origin) until a PUT says nothing more is queued for it."""
+    event, c = origin(tmp_path)
+    s0, s1, s2 = media.segments[:3]
+    async with c:
+        await c.put(url("init.mp4"), content=media.init.data, headers=AUTH)
+        await put_segment(c, s0)
+    # "Restart": a new LiveEvent on the same directory re-lists segment s0.
+    event = make_event(LocalSegmentStore(tmp_path))
+    assert event.restore() == 1
+    app = create_app({"demo": event})
+    receiver = IngestReceiver({"demo": event}, secret=SECRET)
+    with_ingest(app, receiver)
+    origin_state = app.state.origin
+    receiver.catch_up(
+        "demo",
+        lambda: origin_state.rehearsal.__setitem__("demo", "k"),
+        lambda: origin_state.rehearsal.pop("demo"),
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://origin"
+    ) as c:
+        hidden = await c.get(f"/live/demo/{RENDITION}/index.m3u8")
+        assert (hidden.status_code, hidden.headers["cache-control"]) == (404, "no-store")
+        r = await c.put(
+            url(f"{s1.msn}.m4s"), content=s1.data, headers=AUTH | {"mainevent-backlog": "1"}
+        )
+        assert r.status_code == 201
+        assert (await c.get(f"/live/demo/{RENDITION}/index.m3u8")).status_code == 404
+        r = await c.put(
+            url(f"{s2.msn}.m4s"), content=s2.data, headers=AUTH | {"mainevent-backlog": "0"}
+        )
+        assert r.status_code == 201
+        shown = await c.get(f"/live/demo/{RENDITION}/index.m3u8")
+        assert shown.status_code == 200
+        assert [s.uri for s in parse_media_playlist(shown.text).segments] == [
+            f"{s.msn}.m4s" for s in (s0, s1, s2)
+        ]

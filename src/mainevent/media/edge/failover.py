@@ -2,8 +2,9 @@
 
 The shield asks the first origin whose breaker lets a call through (configured order = the
 preference: the most complete origin first); a fetch that fails there (refused, reset, timed out,
-cut off, 500/502/504) is tried on the next one within the same request, and a 404 for a media
-object (an origin that missed it, or is catching up) too, without counting against it. An origin's breaker opens at its first
+cut off, 500/502/504) is tried on the next one within the same request, and a 404 too (an
+origin that missed the object, or hides its event while it catches up after a restart), without
+counting against it; the last origin's answer is the shield's. An origin's breaker opens at its first
 failure and lets one probe through after `open_s`, so a returning origin is preferred again
 within that long. When no origin answers the fetch fails and the cache answers from its stale
 copy (stale-if-error, `health.py`).

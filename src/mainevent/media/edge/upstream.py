@@ -116,9 +116,6 @@ class Upstream:
         await self._client.aclose()
 
 
-_MEDIA_SUFFIXES = (".m4s", ".mp4")
-
-
 class FailoverUpstream:
     """`Upstream` over several origins in preference order (`failover.OriginChoice`): a fetch
     that fails on one is tried on the next within the same request."""
@@ -143,7 +140,6 @@ class FailoverUpstream:
     async def open(self, target: str) -> AsyncIterator[UpstreamStream]:
         """The first whole answer from the origins, in order (`UpstreamError`: none gave one)."""
         tried: set[int] = set()
-        media = target.partition("?")[0].endswith(_MEDIA_SUFFIXES)
         errors: list[str] = []
         while True:
             i = self.choice.next(self.monotonic(), frozenset(tried))
@@ -161,7 +157,9 @@ class FailoverUpstream:
                     errors.append(f"{self._ups[i].base_url}: {exc}")
                     continue
                 broken = up.status in FAILOVER_STATUSES
-                if more and (broken or (media and up.status == 404)):
+                # A 404 may be this origin's gap (it missed the object, or it is hiding a
+                # window it is still catching up on): the next origin may have it.
+                if more and (broken or up.status == 404):
                     self.choice.record(i, not broken, self.monotonic(), moved_on=True)
                     errors.append(f"{self._ups[i].base_url}: {up.status}")
                     continue

@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -50,6 +50,7 @@ from mainevent.media.store import StoreError
 __all__ = ["IngestError", "IngestReceiver", "parse_part", "parse_segment", "with_ingest"]
 
 SLATE_HEADER = "mainevent-slate"
+BACKLOG_HEADER = "mainevent-backlog"
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
 _INIT = re.compile(r"^init(?:-(?P<digest>[0-9a-f]{12}))?\.mp4$")
 _SEGMENT = re.compile(r"^(?P<msn>\d{1,18})\.m4s$")
@@ -195,6 +196,20 @@ class IngestReceiver:
         self.max_bytes = max_bytes
         self._defaults: dict[tuple[str, str, str], tuple[TrackDefaults, InitSection]] = {}
         self._ended: dict[str, set[str]] = {}  # event → renditions whose `end` came
+        self._behind: dict[str, Callable[[], None]] = {}  # event → end its catching up
+
+    def catch_up(self, event_id: str, hide: Callable[[], None], show: Callable[[], None]) -> None:
+        """`event_id` was restored from disk after a restart: it may lack what was published
+        meanwhile, so `hide()` it from viewers (the shield asks the next origin) until a PUT
+        says nothing more is queued for this origin, then `show()` it."""
+        hide()
+        self._behind[event_id] = show
+
+    def caught_up(self, event_id: str) -> None:
+        """Show the event again (nothing more queued for us, or no sender for a while)."""
+        show = self._behind.pop(event_id, None)
+        if show is not None:
+            show()
 
     def routes(self) -> list[Route]:
         return [Route("/ingest/{event}/{rendition}/{name}", self.put, methods=["PUT", "POST"])]
@@ -204,6 +219,8 @@ class IngestReceiver:
             status = await self._put(request)
         except IngestError as err:
             return _error(err)
+        if self._behind and request.headers.get(BACKLOG_HEADER) == "0":
+            self.caught_up(request.path_params["event"])
         return Response(b"", status, headers={"Cache-Control": "no-store"})
 
     async def _put(self, request: Request) -> int:

@@ -39,6 +39,9 @@ __all__ = ["FanoutPublisher", "FanoutStore", "outcome_of"]
 log = logging.getLogger(__name__)
 
 SLATE_HEADER = "Mainevent-Slate"
+BACKLOG_HEADER = "Mainevent-Backlog"
+"""Objects still waiting for this origin behind this one: 0 tells a restarted origin it has
+caught up (it then serves its event again, `ingest.py`)."""
 
 
 def outcome_of(status: int, body: bytes) -> Outcome:
@@ -202,7 +205,11 @@ class FanoutPublisher:
 
     async def _put(self, send: Send) -> None:
         obj = send.obj
-        headers = {"content-type": "video/mp4"}
+        st = self.core.statistics(send.origin)
+        headers = {
+            "content-type": "video/mp4",
+            BACKLOG_HEADER: str(max(0, st.queued - st.in_flight)),
+        }
         if obj.slate:
             headers[SLATE_HEADER] = "1"
         t0 = self.monotonic()
