@@ -16,11 +16,12 @@ UPLOT := src/mainevent/web/vendor/uPlot.iife.min.js
 demo: setup
 	$(BIN)/mainevent up
 
-# Tests not marked slow (pure Python, in-process servers) run on both cores; the slow ones
-# (ffmpeg, browsers, whole stacks, timing-sensitive) one at a time, as they were written for.
+# Everything but the `exclusive` tests runs on both cores (a file per worker); the exclusive
+# ones (latency, stall and timing bounds of whole stacks and browsers) run one at a time, with
+# the machine to themselves, as they were written for. The slowest tests are listed at the end.
 test: setup lint typecheck
-	$(BIN)/pytest -p no:cacheprovider -n 2 --dist loadfile -m "not slow"
-	$(BIN)/pytest -p no:cacheprovider -m slow
+	$(BIN)/pytest -p no:cacheprovider -n 2 --dist loadfile -m "not exclusive" --durations=15
+	$(BIN)/pytest -p no:cacheprovider -m exclusive --durations=15
 
 setup: $(VENV)/.installed $(HLSJS) $(DASHJS) $(SHAKA) $(UPLOT) chromium postgres nginx redis
 

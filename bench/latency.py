@@ -737,11 +737,16 @@ def main() -> None:
 def standard(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_stack(Path(tmp), ladder=args.ladder)
+        origin_pl = f"{stack.base_url}/live/{stack.event}/{args.ladder.split(':', 1)[0]}/index.m3u8"
+        follower = Follower(origin_pl, pdt_is_capture=True)
+        follower.start()
         try:
             report = asyncio.run(play(stack.master_url, duration_s=args.seconds))
             metrics = httpx.get(f"{stack.base_url}/metrics", timeout=5).text
             feed = stack.pipeline_status()["feed"]
         finally:
+            follower.stop.set()
+            follower.join(10)
             stack.stop()
     lat = report.latency
     p50, p95 = histogram_quantiles(metrics, (0.5, 0.95))
@@ -757,6 +762,13 @@ def standard(args: argparse.Namespace) -> None:
             f"glass-to-glass     p50 {lat.p50_s:.2f} s   p95 {lat.p95_s:.2f} s   max {lat.max_s:.2f} s   ({lat.samples} samples)"
         )
     print(f"publish delay      p50 ≤ {p50} s   p95 ≤ {p95} s   (histogram bucket bounds)")
+    d = follower.delays
+    if d:
+        print(
+            f"publish delay      p50 {statistics.median(d):.3f} s   p95 {quantile(d, 0.95):.3f} s"
+            f"   (capture end → listed at the origin, polled every 10 ms; {len(d)} segments)"
+        )
+    print(f"load average       {load_average()}")
     if isinstance(feed, dict):
         print(
             f"feed delay at ingest {feed.get('feed_delay_s')} s (wall clock − venue clock of the newest frame)"

@@ -8,8 +8,15 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mainevent.testing.redis import RedisServer, redis_server_binary
+
+# Property tests assert behaviour, never speed: on a shared 2-core machine one example can
+# take seconds. No per-example deadline and no "input generation is slow" health check
+# (a test's own @settings still sets its example counts).
+settings.register_profile("mainevent", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("mainevent")
 
 
 @pytest.fixture

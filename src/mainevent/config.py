@@ -71,7 +71,7 @@ class EventSettings(_Frozen):
         default=None,
         ge=300,
         le=30_000,
-        description="LL-HLS PART-HOLD-BACK (how far behind the live edge players start); default 3 × the declared PART-TARGET (the longest part the cutter can make, rounded up to 1 ms: 0.512 s for the default 0.5 s cut).",
+        description="LL-HLS PART-HOLD-BACK (how far behind the live edge players start); default 3 × the declared PART-TARGET (the longest part the cutter can make, rounded up to 1 ms: 0.267 s at 30 fps for the default 0.25 s cut: 8 frames).",
     )
     hold_back_ms: int | None = Field(
         default=None,

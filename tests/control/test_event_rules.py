@@ -34,7 +34,7 @@ def _control_accepts(model: type[EventCreate] | type[EventUpdate], **fields: obj
 
 def test_segment_durations_agree_with_the_media_plane() -> None:
     """Every segment duration from 0.5 s to 12 s (per 100 ms) is accepted by both planes or by neither."""
-    assert (DEFAULT_FPS, DEFAULT_PART_TARGET_MS) == (30, 500)  # what the control plane assumes
+    assert (DEFAULT_FPS, DEFAULT_PART_TARGET_MS) == (30, 250)  # what the control plane assumes
     accepted = []
     for ms in range(500, 12_001, 100):
         media = _media_accepts(segment_duration_ms=ms)
@@ -44,7 +44,7 @@ def test_segment_durations_agree_with_the_media_plane() -> None:
             accepted.append(ms)
     assert 2000 in accepted
     assert 7000 not in accepted  # does not divide a day
-    assert 1200 not in accepted  # not a whole number of 500 ms parts
+    assert 1100 not in accepted  # not a whole number of 250 ms parts
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from mainevent.sim.load.run import LoadOptions, StackTargets, run_load
 from mainevent.sim.scenario import load_scenario
 from mainevent.testing.stack import start_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 TOLERANCE = 0.15
 PLAYERS = 200

@@ -17,7 +17,7 @@ from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timel
 from mainevent.testing.probes import metric
 from mainevent.testing.stack import RunningStack, start_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from mainevent.common.eventspec import DEFAULT_PART_TARGET_MS
 from mainevent.media.manifest import MediaPlaylist, parse_media_playlist
 from mainevent.testing.probes import metric
 from mainevent.testing.stack import RunningStack, start_stack
@@ -39,7 +40,7 @@ from mainevent.testing.stack import RunningStack, start_stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 N = 5000
-PARTS = 4  # 2 s segments cut into 0.5 s parts (the defaults)
+PARTS = 2000 // DEFAULT_PART_TARGET_MS  # 2 s segments cut into parts of the default target
 AHEAD = 2  # parts: ~1 s between the cue and the part landing
 RENDITION = "v360"
 _PART_URI = re.compile(r"^(\d+)\.(\d+)\.m4s$")

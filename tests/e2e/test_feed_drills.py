@@ -14,7 +14,7 @@ import pytest
 from mainevent.commands.stack import free_port
 from mainevent.testing.stack import RunningStack, start_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 
 @pytest.fixture

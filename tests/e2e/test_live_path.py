@@ -17,7 +17,7 @@ from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timel
 from mainevent.testing.stack import RunningStack, start_stack
 from tests.e2e.hls import fetch_playlist, rendition_urls
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,16 @@ from typing import Any
 import httpx
 import pytest
 
+from mainevent.common.eventspec import DEFAULT_PART_TARGET_MS
 from mainevent.media.manifest import MediaPlaylist, parse_media_playlist
 from mainevent.testing.browser import CHROMIUM, player_page, sample_stats, timeline
 from mainevent.testing.stack import RunningStack, start_stack
 from mainevent.testing.stock import PLAYERS, StockPages, StockPlayer, sample, stock_player
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 TD_US = 2_000_000
-PARTS = 4  # 2 s segments cut into 0.5 s parts
+PARTS = 2000 // DEFAULT_PART_TARGET_MS  # 2 s segments cut into parts of the default target
 _PART_URI = re.compile(r"^(\d+)\.(\d+)\.m4s$")
 
 

@@ -31,7 +31,7 @@ from mainevent.testing.feeds import Feed
 from mainevent.testing.probes import metric, wait_until
 from mainevent.testing.stack import RunningStack, start_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 D = 2.0
 HOLD_S = 6.0

@@ -15,7 +15,7 @@ import pytest
 from mainevent.testing.browser import BROWSER_ARGS, CHROMIUM
 from mainevent.testing.stack import RunningStack, start_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive, pytest.mark.browser]
 
 TTL_S = 4
 SEGMENT_S = 2

@@ -19,7 +19,7 @@ from mainevent.player import play
 from mainevent.player.report import PlaybackReport
 from mainevent.testing.stack import RunningStack, start_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 TTL_S = 4
 CAP_A = 4

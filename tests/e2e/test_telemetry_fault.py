@@ -20,7 +20,7 @@ from mainevent.player.cmcd import CmcdTarget
 from mainevent.player.report import PlaybackReport
 from mainevent.testing.stack import RunningStack, start_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 REGIONS = {"a": "127.0.1", "b": "127.0.2"}
 PER_SERIES = 5  # players per region × CDN: 20 in all

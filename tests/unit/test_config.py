@@ -97,8 +97,13 @@ def test_readme_reference_matches_the_code() -> None:
 
 
 def test_part_hold_back_floor_follows_the_declared_part_target() -> None:
-    """PART-HOLD-BACK may be as low as 3 × the PART-TARGET actually declared (0.512 s parts)."""
-    ok = load_settings(overrides={"event": {"latency": "low", "part_hold_back_ms": 1536}})
-    assert ok.event.part_hold_back_ms == 1536
+    """PART-HOLD-BACK may be as low as 3 × the PART-TARGET actually declared (0.267 s parts
+    for the default 0.25 s cut at 30 fps; 0.512 s for a 0.5 s cut)."""
+    ok = load_settings(overrides={"event": {"latency": "low", "part_hold_back_ms": 801}})
+    assert ok.event.part_hold_back_ms == 801
+    with pytest.raises(ConfigError, match=r"at least 3 × the declared part target \(801 ms\)"):
+        load_settings(overrides={"event": {"latency": "low", "part_hold_back_ms": 800}})
+    half = {"latency": "low", "part_target_ms": 500}
+    assert load_settings(overrides={"event": half | {"part_hold_back_ms": 1536}})
     with pytest.raises(ConfigError, match=r"at least 3 × the declared part target \(1536 ms\)"):
-        load_settings(overrides={"event": {"latency": "low", "part_hold_back_ms": 1535}})
+        load_settings(overrides={"event": half | {"part_hold_back_ms": 1535}})

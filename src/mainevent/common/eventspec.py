@@ -25,8 +25,12 @@ MIN_SEGMENT_DURATION_MS = 1000
 MAX_SEGMENT_DURATION_MS = 10_000
 DEFAULT_FPS = 30
 """Output frame rate of the stack unless ``event.fps`` says otherwise."""
-DEFAULT_PART_TARGET_MS = 500
-"""LL-HLS part cut of the stack unless ``event.part_target_ms`` says otherwise."""
+DEFAULT_PART_TARGET_MS = 250
+"""LL-HLS part cut of the stack unless ``event.part_target_ms`` says otherwise.
+
+250 ms (declared PART-TARGET 0.267 s, PART-HOLD-BACK 0.801 s at 30 fps): stock hls.js and Shaka
+in low-latency mode, which start PART-HOLD-BACK behind the edge and never speed up, play at
+≈ 1.5–1.6 s through an edge; with 0.5 s parts their floor was ≈ 2.2–2.6 s (BENCHMARKS.md)."""
 _DAY_MS = 86_400_000
 
 

@@ -22,6 +22,7 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mainevent.common.eventspec import DEFAULT_PART_TARGET_MS
 from mainevent.media.cmaf import InitSection, Part, Segment
 from mainevent.media.manifest import (
     LowLatency,
@@ -197,7 +198,7 @@ class LiveEvent:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         latency: LatencyMode = "standard",
-        part_target_ms: int = 500,
+        part_target_ms: int = DEFAULT_PART_TARGET_MS,
         part_hold_back_ms: int | None = None,
         hold_back_ms: int | None = None,
         max_held_requests: int = DEFAULT_MAX_HELD,
