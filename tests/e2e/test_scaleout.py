@@ -22,7 +22,7 @@ from mainevent.media.manifest import parse_media_playlist
 from mainevent.player import play
 from mainevent.testing.stack import start_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.exclusive]
 
 PLAY_S = 30.0
 KILL_ORIGIN_AT_S = 8.0
