@@ -246,6 +246,7 @@ class EdgeFleet:
         workdir: Path,
         admin_secret: str | None,
         token_keys: dict[str, str] | None,
+        telemetry_url: str = "",
     ) -> EdgeFleet:
         nginx = find_nginx()
         if nginx is None:
@@ -265,6 +266,8 @@ class EdgeFleet:
                     argv += ["--admin-secret", admin_secret]
                 for kid, key in (token_keys or {}).items():
                     argv += ["--token-key", f"{kid}:{key}"]
+                if telemetry_url:
+                    argv += ["--telemetry", telemetry_url]
                 children.append(
                     Supervised(f"{name}-{i}", argv, health_url=f"http://{host}:{p}/healthz")
                 )

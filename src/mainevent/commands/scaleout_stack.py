@@ -117,6 +117,7 @@ def _plan_fleet(
         workdir=(stack.settings.origin.data_dir / "edge-lb").resolve(),
         admin_secret=stack.edge_admin_secret,
         token_keys=stack.edge_token_keys,
+        telemetry_url=stack.telemetry_url,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import logging
@@ -56,6 +57,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="KID:HEX",
         help="playback token key; when given, /live/ paths need a valid /t/<token>/ prefix",
+    )
+    s.add_argument(
+        "--telemetry",
+        metavar="URL",
+        help="telemetry collector base URL: access records are batched to its /v1/access",
     )
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_serve)
@@ -118,13 +124,21 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
-        edge = EdgeServer(config)
+        from mainevent.common.telemetry import HttpTelemetrySink
+
+        sink = HttpTelemetrySink(args.telemetry) if args.telemetry else None
+        edge = EdgeServer(config, sink=sink)
         await edge.start()
         # Thousands of held requests make full collections pause the loop for 100s of ms
         # (MEASUREMENTS.md): keep start-up objects out of the GC's sight.
         gc.freeze()
         print(json.dumps({"edge": edge.name, "url": edge.url}), flush=True)
-        await edge.serve_forever()
+        if sink is None:
+            await edge.serve_forever()
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(sink.serve())
+            await edge.serve_forever()
 
     try:
         uvloop.run(main())
