@@ -294,7 +294,7 @@ class FanoutCore:
         oldest_part: tuple[_Lane, _Queued] | None = None
         for lane in o.lanes.values():
             for item in lane.queue:
-                if item.obj.kind in (ObjectKind.INIT, ObjectKind.END):
+                if item.obj.kind in (ObjectKind.INIT, ObjectKind.END) or item is lane.in_flight:
                     continue
                 if item.obj.kind is ObjectKind.PART:
                     if oldest_part is None or item.seq < oldest_part[1].seq:
