@@ -257,7 +257,8 @@ async def test_a_restored_origin_hides_its_event_until_its_backlog_is_through(
     tmp_path: Path, media: Media
 ) -> None:
     """After a restart an origin's window may be old: viewers get 404 no-store (the shield asks
-    the next origin) until a PUT says nothing more is queued for it."""
+    the next origin) until a PUT says nothing more is queued for it; and an event the packager
+    hides (rehearsal) is hidden here too."""
     event, c = origin(tmp_path)
     s0, s1, s2 = media.segments[:3]
     async with c:
@@ -267,14 +268,17 @@ async def test_a_restored_origin_hides_its_event_until_its_backlog_is_through(
     event = make_event(LocalSegmentStore(tmp_path))
     assert event.restore() == 1
     app = create_app({"demo": event})
-    receiver = IngestReceiver({"demo": event}, secret=SECRET)
-    with_ingest(app, receiver)
     origin_state = app.state.origin
-    receiver.catch_up(
-        "demo",
-        lambda: origin_state.rehearsal.__setitem__("demo", "k"),
-        lambda: origin_state.rehearsal.pop("demo"),
-    )
+
+    def hide(eid: str, hidden: bool) -> None:
+        if hidden:
+            origin_state.rehearsal[eid] = "k"
+        else:
+            origin_state.rehearsal.pop(eid)
+
+    receiver = IngestReceiver({"demo": event}, secret=SECRET, hide=hide)
+    with_ingest(app, receiver)
+    receiver.catch_up("demo")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://origin"
     ) as c:
@@ -294,3 +298,12 @@ async def test_a_restored_origin_hides_its_event_until_its_backlog_is_through(
         assert [s.uri for s in parse_media_playlist(shown.text).segments] == [
             f"{s.msn}.m4s" for s in (s0, s1, s2)
         ]
+        # The packager hides the event (rehearsal): so does this origin, until it shows it.
+        again = AUTH | {"mainevent-backlog": "0", "mainevent-hidden": "1"}
+        assert (
+            await c.put(url(f"{s2.msn}.m4s"), content=s2.data, headers=again)
+        ).status_code == 204
+        assert (await c.get(f"/live/demo/{RENDITION}/index.m3u8")).status_code == 404
+        again["mainevent-hidden"] = "0"
+        await c.put(url(f"{s2.msn}.m4s"), content=s2.data, headers=again)
+        assert (await c.get(f"/live/demo/{RENDITION}/index.m3u8")).status_code == 200

@@ -140,24 +140,24 @@ async def serve(
         require_token=o.require_token,
         health=lambda: {"role": "origin", "ingest": True},
     )
-    receiver = IngestReceiver(events, secret=o.ingest_secret)
+    origin = app.state.origin
+
+    def hide(eid: str, hidden: bool) -> None:
+        # The rehearsal gate: /live/<event>/ is 404 no-store, so the shield asks another origin.
+        if hidden:
+            origin.rehearsal[eid] = secrets.token_urlsafe(16)
+        else:
+            origin.rehearsal.pop(eid, None)
+        log.info("event %s %s", eid, "hidden from viewers" if hidden else "served")
+
+    receiver = IngestReceiver(events, secret=o.ingest_secret, hide=hide)
     with_ingest(app, receiver)
     if restored:
-        # Hidden (404 no-store, like an event in rehearsal) until the fan-out's backlog for us
-        # is through, so the shield serves the newest window from another origin meanwhile;
-        # shown anyway when no sender comes within 3 target durations.
-        origin = app.state.origin
-        eid = event.event_id
-
-        def hide() -> None:
-            origin.rehearsal[eid] = secrets.token_urlsafe(16)
-
-        def show() -> None:
-            origin.rehearsal.pop(eid, None)
-            log.info("event %s caught up: serving it again", eid)
-
-        receiver.catch_up(eid, hide, show)
-        asyncio.get_running_loop().call_later(3 * event.target_duration_s, receiver.caught_up, eid)
+        # Hidden until the fan-out's backlog for us is through (the shield serves the newest
+        # window from another origin meanwhile); shown anyway when no sender comes in 3 × TD.
+        receiver.catch_up(event.event_id)
+        loop = asyncio.get_running_loop()
+        loop.call_later(3 * event.target_duration_s, receiver.caught_up, event.event_id)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((o.host, o.port))

@@ -435,6 +435,9 @@ class Stack:
             require_token=s.origin.require_token,
         )
         self._origin = origin.state.origin
+        if self.fanout is not None:  # an event in rehearsal is hidden on every origin
+            rehearsal = self._origin.rehearsal
+            self.fanout.hidden = lambda eid: eid in rehearsal
         self._events = events
         app = with_ops(
             origin, lambda: self.publisher, self.edge_admin_secret, self.pipelines, events

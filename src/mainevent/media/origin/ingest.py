@@ -51,6 +51,7 @@ __all__ = ["IngestError", "IngestReceiver", "parse_part", "parse_segment", "with
 
 SLATE_HEADER = "mainevent-slate"
 BACKLOG_HEADER = "mainevent-backlog"
+HIDDEN_HEADER = "mainevent-hidden"
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
 _INIT = re.compile(r"^init(?:-(?P<digest>[0-9a-f]{12}))?\.mp4$")
 _SEGMENT = re.compile(r"^(?P<msn>\d{1,18})\.m4s$")
@@ -190,26 +191,36 @@ class IngestReceiver:
         *,
         secret: str | None = None,
         max_bytes: int = MAX_OBJECT_BYTES,
+        hide: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.events = events
         self.secret = secret
         self.max_bytes = max_bytes
+        self.hide = hide
+        """Hides (True) or shows (False) an event from viewers (the origin's rehearsal gate:
+        404 no-store, so the shield asks the next origin)."""
         self._defaults: dict[tuple[str, str, str], tuple[TrackDefaults, InitSection]] = {}
         self._ended: dict[str, set[str]] = {}  # event → renditions whose `end` came
-        self._behind: dict[str, Callable[[], None]] = {}  # event → end its catching up
+        self._hidden: dict[str, set[str]] = {}  # event → why it is hidden now
 
-    def catch_up(self, event_id: str, hide: Callable[[], None], show: Callable[[], None]) -> None:
+    def _why(self, event_id: str, reason: str, on: bool) -> None:
+        reasons = self._hidden.setdefault(event_id, set())
+        before = bool(reasons)
+        if on:
+            reasons.add(reason)
+        else:
+            reasons.discard(reason)
+        if bool(reasons) != before and self.hide is not None:
+            self.hide(event_id, bool(reasons))
+
+    def catch_up(self, event_id: str) -> None:
         """`event_id` was restored from disk after a restart: it may lack what was published
-        meanwhile, so `hide()` it from viewers (the shield asks the next origin) until a PUT
-        says nothing more is queued for this origin, then `show()` it."""
-        hide()
-        self._behind[event_id] = show
+        meanwhile, so it is hidden until a PUT says nothing more is queued for this origin."""
+        self._why(event_id, "catching_up", True)
 
     def caught_up(self, event_id: str) -> None:
-        """Show the event again (nothing more queued for us, or no sender for a while)."""
-        show = self._behind.pop(event_id, None)
-        if show is not None:
-            show()
+        """Nothing more is queued for us (or no sender came for a while)."""
+        self._why(event_id, "catching_up", False)
 
     def routes(self) -> list[Route]:
         return [Route("/ingest/{event}/{rendition}/{name}", self.put, methods=["PUT", "POST"])]
@@ -219,8 +230,11 @@ class IngestReceiver:
             status = await self._put(request)
         except IngestError as err:
             return _error(err)
-        if self._behind and request.headers.get(BACKLOG_HEADER) == "0":
-            self.caught_up(request.path_params["event"])
+        eid = request.path_params["event"]
+        if request.headers.get(BACKLOG_HEADER) == "0":
+            self.caught_up(eid)
+        # The packager's own visibility (an event in rehearsal is hidden there): the same here.
+        self._why(eid, "sender", request.headers.get(HIDDEN_HEADER) == "1")
         return Response(b"", status, headers={"Cache-Control": "no-store"})
 
     async def _put(self, request: Request) -> int:

@@ -39,6 +39,8 @@ __all__ = ["FanoutPublisher", "FanoutStore", "outcome_of"]
 log = logging.getLogger(__name__)
 
 SLATE_HEADER = "Mainevent-Slate"
+HIDDEN_HEADER = "Mainevent-Hidden"
+"""1 while the event is hidden from viewers on the packager's origin (in rehearsal)."""
 BACKLOG_HEADER = "Mainevent-Backlog"
 """Objects still waiting for this origin behind this one: 0 tells a restarted origin it has
 caught up (it then serves its event again, `ingest.py`)."""
@@ -111,6 +113,8 @@ class FanoutPublisher:
         self.origins = [o.rstrip("/") for o in origins]
         self.core = core or FanoutCore(len(origins))
         self.monotonic = monotonic
+        self.hidden: Callable[[str], bool] = lambda event: False
+        """Whether an event is hidden from viewers now (set by the stack: rehearsal)."""
         headers = {"authorization": f"Bearer {secret}"} if secret else {}
         self._clients = [
             httpx.AsyncClient(
@@ -209,6 +213,7 @@ class FanoutPublisher:
         headers = {
             "content-type": "video/mp4",
             BACKLOG_HEADER: str(max(0, st.queued - st.in_flight)),
+            HIDDEN_HEADER: "1" if self.hidden(obj.event) else "0",
         }
         if obj.slate:
             headers[SLATE_HEADER] = "1"
