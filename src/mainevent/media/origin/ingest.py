@@ -230,7 +230,7 @@ class IngestReceiver:
             status = await self._put(request)
         except IngestError as err:
             return _error(err)
-        eid = request.path_params["event"]
+        eid = request.path_params["event"]  # a known event: `_put` refused any other
         if request.headers.get(BACKLOG_HEADER) == "0":
             self.caught_up(eid)
         # The packager's own visibility (an event in rehearsal is hidden there): the same here.
