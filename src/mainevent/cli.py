@@ -15,6 +15,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES = (
     "mainevent.commands.up",
     "mainevent.commands.feed",
+    "mainevent.commands.origin",
     "mainevent.player.cli",
     "mainevent.control.cli",
     "mainevent.control.steering.cli",

@@ -250,6 +250,33 @@ class OriginSettings(_Frozen):
         default="half_td",
         description="Standard-mode media playlist `max-age`: `half_td` = target duration / 2 always (each cache tier may serve a playlist up to that much after the next segment is listed, which adds to a joining player's latency); `aligned` = the whole seconds left before the next segment can be listed, 0 in the last second, so no tier keeps a playlist past the next publication, but then playlists are not stored (no stale-if-error copy, and only fetches in flight at the same moment are collapsed).",
     )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Origin processes serving viewers. 1: the packager's own origin (embedded). N ≥ 2: `mainevent up` also starts N `mainevent origin serve` processes (free loopback ports, named in the ready line; data in `data_dir/origin-<i>`), the packager PUTs every stored object to each (DASH-IF ingest fan-out) and the shield fails over between them in order, the packager's own origin last.",
+    )
+    ingest_urls: tuple[str, ...] = Field(
+        default=(),
+        description='Base URLs of further origins (`mainevent origin serve` elsewhere) the packager publishes every object to, e.g. `["http://10.0.2.21:8080"]`.',
+    )
+    ingest_secret: str | None = Field(
+        default=None,
+        description="Bearer secret of the ingest PUTs: the packager sends it, `mainevent origin serve` requires it. None: `mainevent up` makes one for its own replicas; remote origins then accept any sender.",
+    )
+    ingest_queue: int = Field(
+        default=512,
+        ge=8,
+        le=100_000,
+        description="Objects queued per origin at most (a slow or dead origin's backlog); when full its oldest part, else its oldest segment, is dropped for that origin only.",
+    )
+
+    @model_validator(mode="after")
+    def _check_ingest(self) -> OriginSettings:
+        for url in self.ingest_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"ingest URL {url!r} must start with http(s)://")
+        return self
 
 
 class S3Settings(_Frozen):
@@ -381,6 +408,12 @@ class DeliverySettings(_Frozen):
         description="URL prefix of the content steering server (e.g. `https://steer.example/steering`); "
         "manifests name `<it>/<event>/hls` and `/dash`. None: `mainevent up` starts one "
         "(`--no-steering` to run without).",
+    )
+    edges_per_cdn: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Edge processes per CDN in `mainevent up`. 1: one in-process edge per CDN. N ≥ 2: N `mainevent edge serve` processes per CDN behind a Debian nginx on the CDN's address (passive health checks, next edge on error), each collapsing its misses to the shield.",
     )
 
     @model_validator(mode="after")

@@ -117,18 +117,31 @@ def test_control_workers_share_postgres_and_redis_and_trust_only_the_balancer() 
         assert {(k.kid, k.secret_hex) for k in s.token_keys} >= {(kid, secret)}
 
 
-def test_delivery_chain_edges_to_shield_to_media() -> None:
-    """Edges miss to the shield, the shield to the media plane's origin, at their roles' ports."""
+def test_delivery_chain_edges_to_shield_to_origins() -> None:
+    """Edges miss to the shield; the shield to the origins in order, the media plane's own
+    origin last; the media plane publishes every object to each origin's ingest with the
+    secret the origins require."""
     shield_argv, _ = _exec(ROLES["shield"], None)
     shield = build_parser().parse_args(shield_argv[1:])
     media_url = f"http://{ROLES['media']['hosts'][0]}:{ROLES['media']['port']}"
-    assert shield.upstream == media_url
+    origin = ROLES["origin"]
+    origin_urls = [f"http://{h}:{origin['port']}" for h in origin["hosts"]]
+    assert shield.upstream == [*origin_urls, media_url]
+    media = load_settings(environ=_env(ROLES["media"]["env"]))
+    assert list(media.origin.ingest_urls) == origin_urls
+    for instance, host in zip(origin["instances"], origin["hosts"], strict=True):
+        argv, env = _exec(origin, instance)
+        args = build_parser().parse_args(argv[1:])
+        assert (args.host, args.port) == (host, origin["port"])
+        o = load_settings(environ=env)
+        assert o.origin.ingest_secret == media.origin.ingest_secret
+        assert o.event.id == media.event.id
     assert shield.host == ROLES["shield"]["hosts"][0]
     for edge, host in zip(ROLES["edge"]["instances"], ROLES["edge"]["hosts"], strict=True):
         argv, _ = _exec(ROLES["edge"], edge)
         args = build_parser().parse_args(argv[1:])
         assert (args.name, args.host) == (edge, host)
-        assert args.upstream == f"http://{shield.host}:{shield.port}"
+        assert args.upstream == [f"http://{shield.host}:{shield.port}"]
     load_settings(environ=_env(ROLES["media"]["env"]))
 
 

@@ -22,6 +22,14 @@ from typing import Any
 
 import uvicorn
 
+from mainevent.commands.scaleout_stack import (
+    end_on_origins,
+    fanout_store,
+    forward_metrics,
+    plan_edge_fleet,
+    scaleout_ready,
+    scaleout_tasks,
+)
 from mainevent.common.telemetry import HttpTelemetrySink
 from mainevent.config import Settings
 from mainevent.media.edge import EdgeConfig, EdgeServer
@@ -258,6 +266,12 @@ class Stack:
     demo_preflight_wait_s: float = 60.0
     """The demo event waits this long in rehearsal for a passing preflight, then goes live with
     an audited override naming the failing checks."""
+    replicas: Any = None
+    """The origin processes fed by the ingest fan-out (`ReplicaOrigins`, origin.replicas ≥ 2)."""
+    fanout: Any = None
+    """The packager's ingest fan-out (`FanoutPublisher`) when there are origins to feed."""
+    edge_fleet: Any = None
+    """Edge processes behind nginx (`EdgeFleet`, delivery.edges_per_cdn ≥ 2)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _demo_live: asyncio.Event = field(default_factory=asyncio.Event)
     _demo_rehearsal: asyncio.Event = field(default_factory=asyncio.Event)
@@ -300,12 +314,17 @@ class Stack:
         ]:
             c.cdn_hosts[edge.url.removeprefix("http://")] = name
             targets[name] = f"{edge.url}/metrics"
+        if self.edge_fleet is not None:
+            for name, url in self.edge_fleet.urls.items():
+                c.cdn_hosts[url.removeprefix("http://")] = name
         self.telemetry.scrape_targets.update(targets)
         self.telemetry.scrape_targets.update(self.settings.telemetry.scrape_targets)
 
     @property
     def edge_urls(self) -> dict[str, str]:
         """Edge name → base URL (empty without a delivery tier)."""
+        if self.edge_fleet is not None:
+            return dict(self.edge_fleet.urls)
         return {name: e.url for name, e in self.edges.items()}
 
     async def _start_edges(self, host: str) -> None:
@@ -314,10 +333,13 @@ class Stack:
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         base = self.edge_port_base
         regions = {"cdn-a": ("eu",), "cdn-b": ("us",), "cdn-c": ("apac",)}
+        origins = [*(self.replicas.urls if self.replicas is not None else ()), self.base_url]
         self.shield = EdgeServer(
             EdgeConfig(
                 name="shield",
-                upstream=self.base_url,
+                # The origin processes in order, the packager's own origin last.
+                upstream=origins[0],
+                upstreams=tuple(origins[1:]),
                 host=host,
                 port=base,
                 max_bytes=256 * 1024 * 1024,
@@ -332,6 +354,9 @@ class Stack:
             sink=self.telemetry_sink,
         )
         await self.shield.start()
+        if self.settings.delivery.edges_per_cdn > 1:
+            self.edge_fleet = plan_edge_fleet(self, host, regions)
+            return
         for i, name in enumerate(self.edge_names, start=1):
             edge = EdgeServer(
                 EdgeConfig(
@@ -366,9 +391,10 @@ class Stack:
         s = self.settings
         ffmpeg = find_ffmpeg(s.encoder.ffmpeg_path)
         store = segment_store(s)
+        event_store = fanout_store(self, store)
 
         events: dict[str, LiveEvent] = {}
-        self._store = store
+        self._store = event_store
         self._ffmpeg = ffmpeg
         if self.supervised:
             # The event record drives the media: the control plane's supervisor starts each
@@ -376,7 +402,8 @@ class Stack:
             pipelines: list[Pipeline] = []
             publisher = None
         else:
-            event = self._single_event(s, store, ffmpeg)
+            event = self._single_event(s, event_store, ffmpeg)
+            end_on_origins(self, event)
             events[event.event_id] = event
             pipelines = list(self.pipelines.values())
             publisher = self.publisher
@@ -392,6 +419,8 @@ class Stack:
                 }
             if isinstance(store, S3SegmentStore):
                 out["s3"] = dataclasses.asdict(store.statistics())
+            if self.fanout is not None:
+                out["ingest_fanout"] = self.fanout.statistics()
             return out
 
         clips = ClipService(
@@ -409,6 +438,9 @@ class Stack:
             require_token=s.origin.require_token,
         )
         self._origin = origin.state.origin
+        if self.fanout is not None:  # an event in rehearsal is hidden on every origin
+            rehearsal = self._origin.rehearsal
+            self.fanout.hidden = lambda eid: eid in rehearsal
         self._events = events
         app = with_ops(
             origin, lambda: self.publisher, self.edge_admin_secret, self.pipelines, events
@@ -452,10 +484,11 @@ class Stack:
                 tasks = [tg.create_task(p.serve()) for p in pipelines]
                 if isinstance(store, S3SegmentStore):
                     tasks.append(tg.create_task(store.serve()))
+                tasks += [tg.create_task(c) for c in scaleout_tasks(self)]
                 telemetry_task = None
                 if self.telemetry is not None:
                     telemetry_task = tg.create_task(self.telemetry.serve())
-                    if self.telemetry_sink is not None and self.edges:
+                    if self.telemetry_sink is not None and (self.edges or self.edge_fleet):
                         tasks.append(tg.create_task(self.telemetry_sink.serve()))
                 if publisher is not None:
                     tasks.append(tg.create_task(publisher.serve()))
@@ -685,6 +718,7 @@ class Stack:
             )
         if m.event_id != self.settings.event.id:
             return
+        end_on_origins(self, m.event)
         self.event = m.event
         self.pipelines.update(m.pipelines)
         self.pipeline = m.pipelines["primary"]
@@ -723,10 +757,12 @@ class Stack:
         await feed.serve()
 
     async def _announce(self) -> None:
+        await scaleout_ready(self)
         if self.supervised:
             await self._demo_live.wait()
         assert self.event is not None
         await self.event.ready_event.wait()
+        forward_metrics(self)
         await self._control_built.wait()
         if self.on_ready is not None:
             self.on_ready(self)

@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_edge_options(p)
+    _add_scaleout_options(p)
     p.set_defaults(func=run)
 
 
@@ -110,6 +111,39 @@ def _add_edge_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a single pipeline: no backup feed/pipeline (redundancy.backup = false)",
     )
+
+
+def _add_scaleout_options(p: argparse.ArgumentParser) -> None:
+    """Scale-out on one machine: origin processes fed by ingest, edge processes behind nginx."""
+    p.add_argument(
+        "--origins",
+        type=int,
+        metavar="N",
+        help="origin processes fed by the ingest fan-out (origin.replicas; 1 = the packager's own)",
+    )
+    p.add_argument(
+        "--edges-per-cdn",
+        type=int,
+        metavar="N",
+        help="edge processes per CDN behind nginx (delivery.edges_per_cdn; 1 = in-process)",
+    )
+
+
+def scaleout_info(stack: Any) -> dict[str, Any]:
+    """The scale-out processes of the ready line: URLs and pids (drills kill them)."""
+    out: dict[str, Any] = {}
+    if stack.replicas is not None:
+        out["origins"] = [
+            {"url": url, "pid": c.proc.pid if c.proc else None}
+            for url, c in zip(stack.replicas.urls, stack.replicas.children, strict=False)
+        ]
+    if stack.edge_fleet is not None:
+        out["edge_processes"] = [
+            {"name": c.name, "url": c.health_url.removesuffix("/healthz"), "pid": c.proc.pid}
+            for c in stack.edge_fleet.children
+            if c.proc is not None and c.health_url
+        ]
+    return out
 
 
 def _edge_env(environ: dict[str, str] | os._Environ[str]) -> tuple[str, dict[str, str] | None]:
@@ -174,6 +208,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         o["ingest"]["port"] = args.ingest_port
     if args.preset:
         o["encoder"]["preset"] = args.preset
+    if getattr(args, "origins", None) is not None:
+        o["origin"]["replicas"] = args.origins
+    if getattr(args, "edges_per_cdn", None) is not None:
+        o["delivery"] = {"edges_per_cdn": args.edges_per_cdn}
     return {k: v for k, v in o.items() if v}
 
 
@@ -238,6 +276,10 @@ def run(args: argparse.Namespace) -> int:
                 else []
             ),
             f"  origin      {base}/live/{ev}/master.m3u8",
+            *(
+                f"  origin-{i}    {url}/live/{ev}/master.m3u8  (fed by ingest)"
+                for i, url in enumerate(stack.replicas.urls if stack.replicas else ())
+            ),
             f"  health      {base}/healthz",
             f"  metrics     {base}/metrics",
             *(
@@ -264,7 +306,15 @@ def run(args: argparse.Namespace) -> int:
         ]
         print("\n".join(lines), flush=True)
         print(
-            json.dumps({"ready": True, "base_url": base, "event": ev, **_edge_info(stack)}),
+            json.dumps(
+                {
+                    "ready": True,
+                    "base_url": base,
+                    "event": ev,
+                    **_edge_info(stack),
+                    **scaleout_info(stack),
+                }
+            ),
             flush=True,
         )
 
@@ -288,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     def _edge_info(stack: Stack) -> dict[str, Any]:
-        if not stack.edges:
+        if not stack.edge_urls:
             return {}
         control = (
             {

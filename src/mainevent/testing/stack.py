@@ -74,6 +74,8 @@ class RunningStack:
     """Role → API key generated for the console (`admin`, `operator`, `read-only`)."""
     telemetry_url: str | None = None
     """The telemetry collector's base URL (None when telemetry is disabled)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Every field of the platform's JSON status lines so far (`listening`, `ready`)."""
 
     def edge_master_url(self, name: str = "cdn-a") -> str:
         """The multivariant playlist as served by edge `name`."""
@@ -277,6 +279,7 @@ def start_stack(
         control_url=info.get("control_url"),
         control_admin_key=info.get("control_admin_key"),
         telemetry_url=info.get("telemetry_url"),
+        info=info,
     )
     if wait_ready:
         try:

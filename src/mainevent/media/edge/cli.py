@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import logging
@@ -22,7 +23,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = esub.add_parser("serve", help="run one shield or edge (uvloop) in front of --upstream")
     s.add_argument("--name", required=True, help="edge name, e.g. shield or cdn-a")
-    s.add_argument("--upstream", required=True, help="origin or shield base URL")
+    s.add_argument(
+        "--upstream",
+        required=True,
+        action="append",
+        help="origin or shield base URL; repeat it for a shield in front of several origins "
+        "(tried in order, the next one when a fetch fails)",
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--region", action="append", default=[], help="region served (repeatable)")
@@ -50,6 +57,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="KID:HEX",
         help="playback token key; when given, /live/ paths need a valid /t/<token>/ prefix",
+    )
+    s.add_argument(
+        "--telemetry",
+        metavar="URL",
+        help="telemetry collector base URL: access records are batched to its /v1/access",
     )
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_serve)
@@ -92,7 +104,8 @@ def _serve(args: argparse.Namespace) -> int:
         keys[kid] = hexkey
     config = EdgeConfig(
         name=args.name,
-        upstream=args.upstream,
+        upstream=args.upstream[0],
+        upstreams=tuple(args.upstream[1:]),
         regions=tuple(args.region),
         host=args.host,
         port=args.port,
@@ -111,13 +124,21 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
-        edge = EdgeServer(config)
+        from mainevent.common.telemetry import HttpTelemetrySink
+
+        sink = HttpTelemetrySink(args.telemetry) if args.telemetry else None
+        edge = EdgeServer(config, sink=sink)
         await edge.start()
         # Thousands of held requests make full collections pause the loop for 100s of ms
         # (MEASUREMENTS.md): keep start-up objects out of the GC's sight.
         gc.freeze()
         print(json.dumps({"edge": edge.name, "url": edge.url}), flush=True)
-        await edge.serve_forever()
+        if sink is None:
+            await edge.serve_forever()
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(sink.serve())
+            await edge.serve_forever()
 
     try:
         uvloop.run(main())

@@ -45,7 +45,7 @@ from mainevent.media.edge.faults import Fault, FaultDecision, FaultError, decide
 from mainevent.media.edge.health import UpstreamHealth
 from mainevent.media.edge.inflight import Transfer, Waiter
 from mainevent.media.edge.metrics import EdgeMetrics
-from mainevent.media.edge.upstream import Upstream, UpstreamError
+from mainevent.media.edge.upstream import FailoverUpstream, Upstream, UpstreamError
 from mainevent.media.shedding import Admission, Budget, LiveEdgeTracker, LoadShedder
 
 __all__ = ["ADMIN_HEADER", "EdgeConfig", "EdgeServer"]
@@ -83,6 +83,9 @@ class EdgeConfig:
     name: str
     upstream: str
     regions: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
+    """Further origins, tried in this order after `upstream` when it fails (a shield in front
+    of several origins, `failover.py`); empty: `upstream` alone."""
     host: str = "127.0.0.1"
     port: int = 0
     max_bytes: int = 256 * 1024 * 1024
@@ -295,7 +298,13 @@ class EdgeServer:
             config.name, self.cache.stats, lambda: self.fault, self.cache.health.stats
         )
         self.verifier = TokenVerifier(dict(config.token_keys)) if config.token_keys else None
-        self.upstream = Upstream(config.upstream, timeout_s=config.upstream_timeout_s)
+        self.upstream: Upstream | FailoverUpstream = (
+            FailoverUpstream(
+                (config.upstream, *config.upstreams), timeout_s=config.upstream_timeout_s
+            )
+            if config.upstreams
+            else Upstream(config.upstream, timeout_s=config.upstream_timeout_s)
+        )
         self.connections: set[_Protocol] = set()
         self.cors = (
             f"Access-Control-Allow-Origin: {config.cors_origin}\r\n"
@@ -806,6 +815,12 @@ class EdgeServer:
                 "upstream": self.config.upstream,
                 "fault": self.fault.to_json() if self.fault else None,
                 "upstream_healthy": not self.cache.health.failing,
+                "upstreams": [
+                    {"url": u.url, "breaker": u.breaker.value, "failovers": u.failovers}
+                    for u in self.upstream.statistics()
+                ]
+                if isinstance(self.upstream, FailoverUpstream)
+                else None,
                 "cache": {"objects": self.cache.stats().objects, "bytes": self.cache.stats().bytes},
             }
             conn.write_simple(

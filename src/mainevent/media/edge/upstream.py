@@ -6,13 +6,17 @@ caller never mistakes a cut-off response for a whole one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["Upstream", "UpstreamError", "UpstreamStream"]
+from mainevent.media.edge.failover import FAILOVER_STATUSES, OriginChoice, UpstreamStatistics
+
+__all__ = ["FailoverUpstream", "Upstream", "UpstreamError", "UpstreamStream"]
 
 # Headers that describe one hop, or that the edge sets itself.
 _HOP = frozenset(
@@ -110,3 +114,66 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class FailoverUpstream:
+    """`Upstream` over several origins in preference order (`failover.OriginChoice`): a fetch
+    that fails on one is tried on the next within the same request."""
+
+    def __init__(
+        self,
+        base_urls: tuple[str, ...],
+        *,
+        timeout_s: float = 15.0,
+        max_connections: int = 2048,
+        open_s: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.choice = OriginChoice(base_urls, open_s)
+        self._ups = [
+            Upstream(u, timeout_s=timeout_s, max_connections=max_connections) for u in base_urls
+        ]
+        self.base_url = self._ups[0].base_url
+        self.monotonic = monotonic
+
+    @asynccontextmanager
+    async def open(self, target: str) -> AsyncIterator[UpstreamStream]:
+        """The first whole answer from the origins, in order (`UpstreamError`: none gave one)."""
+        tried: set[int] = set()
+        errors: list[str] = []
+        while True:
+            i = self.choice.next(self.monotonic(), frozenset(tried))
+            if i is None:
+                raise UpstreamError(
+                    "no origin answered: " + ("; ".join(errors) or "all marked down")
+                )
+            tried.add(i)
+            more = len(tried) < len(self._ups)
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    up = await stack.enter_async_context(self._ups[i].open(target))
+                except UpstreamError as exc:
+                    self.choice.record(i, False, self.monotonic(), moved_on=more)
+                    errors.append(f"{self._ups[i].base_url}: {exc}")
+                    continue
+                broken = up.status in FAILOVER_STATUSES
+                # A 404 may be this origin's gap (it missed the object, or it is hiding a
+                # window it is still catching up on): the next origin may have it.
+                if more and (broken or up.status == 404):
+                    self.choice.record(i, not broken, self.monotonic(), moved_on=True)
+                    errors.append(f"{self._ups[i].base_url}: {up.status}")
+                    continue
+                self.choice.record(i, not broken, self.monotonic())
+                try:
+                    yield up
+                except UpstreamError:
+                    self.choice.record(i, False, self.monotonic())  # cut off mid-body
+                    raise
+                return
+
+    def statistics(self) -> list[UpstreamStatistics]:
+        return self.choice.statistics()
+
+    async def aclose(self) -> None:
+        for up in self._ups:
+            await up.aclose()

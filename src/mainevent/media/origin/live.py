@@ -297,6 +297,8 @@ class LiveEvent:
         self.ready_event = asyncio.Event()  # set once every rendition has published
         self.highlights: tuple[Highlight, ...] = ()
         """Operator-marked points and ranges: EXT-X-DATERANGE / EventStream (`set_highlights`)."""
+        self.on_end: Callable[[LiveEvent], None] | None = None
+        """Called once `end()` has ended the windows (the ingest fan-out tells the origins)."""
 
     # -- queries --------------------------------------------------------------------------
 
@@ -540,6 +542,8 @@ class LiveEvent:
         for r in self._r.values():
             self._changed(r)
         self.apply_retention()
+        if self.on_end is not None:
+            self.on_end(self)
 
     def mpd(self, utc_timing_url: str, steering: SteeringContext | None = None) -> str | None:
         """The live DASH MPD over the same CMAF segments, or None until every rendition published."""
@@ -845,17 +849,23 @@ class LiveEvent:
 
     # -- publication (called by packager adapters) ----------------------------------------
 
-    async def on_init(self, rendition: str, init: InitSection) -> str:
-        """Store an encoder run's init section; returns the name segments refer to."""
+    async def on_init(self, rendition: str, init: InitSection, *, name: str | None = None) -> str:
+        """Store an encoder run's init section; returns the name segments refer to.
+
+        `name`: the name the packager gave it (an origin fed by ingest keeps it, so every
+        origin's playlists name the same bytes the same way)."""
         r = self._r[rendition]
         if self.ended and r.init_name is not None:
             # An encoder still (or again, after a restart) running after the end: nothing it
             # makes is listed, and the VOD and MPD keep naming the init they were made with.
             return r.init_name
         digest = hashlib.sha256(init.data).hexdigest()
-        name = r.init_digests.get(digest)
-        if name is None:
-            name = "init.mp4" if not r.init_digests else f"init-{digest[:12]}.mp4"
+        known = r.init_digests.get(digest)
+        if known is None:
+            name = name or ("init.mp4" if not r.init_digests else f"init-{digest[:12]}.mp4")
+        else:
+            name = known
+        if known is None:
             await self.store.put_init(self.event_id, rendition, name, init.data)
             r.init_digests[digest] = name
             if r.init_name is not None:
