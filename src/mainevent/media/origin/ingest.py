@@ -256,7 +256,7 @@ class IngestReceiver:
             raise IngestError(413, "too_large", f"objects are at most {self.max_bytes} bytes")
         data = await request.body()
         if name == "end":
-            return self._end(event, rendition)
+            return await self._end(event, rendition)
         if len(data) > self.max_bytes:
             raise IngestError(413, "too_large", f"objects are at most {self.max_bytes} bytes")
         if not data:
@@ -272,7 +272,7 @@ class IngestReceiver:
             400, "bad_name", "names are init.mp4, init-<12 hex>.mp4, <msn>.m4s or <msn>.<k>.m4s"
         )
 
-    def _end(self, event: LiveEvent, rendition: str) -> int:
+    async def _end(self, event: LiveEvent, rendition: str) -> int:
         """`end` of one rendition; the event ends (EXT-X-ENDLIST) once every rendition's came,
         so no origin ends a rendition before its last segment arrived."""
         if event.window(rendition).ended:
@@ -280,7 +280,7 @@ class IngestReceiver:
         ended = self._ended.setdefault(event.event_id, set())
         ended.add(rendition)
         if ended >= set(event.rendition_ids):
-            event.end()
+            await event.end()
         return 201
 
     async def _same(self, event: LiveEvent, rendition: str, name: str, data: bytes) -> bool | None:

@@ -320,6 +320,14 @@ class FanoutStore:
     async def read(self, event: str, rendition: str, name: str) -> bytes | None:
         return await self.inner.read(event, rendition, name)
 
+    async def put_event_meta(self, event: str, name: str, data: bytes) -> None:
+        # Event records (the end record) stay with the packager's own store: each origin
+        # persists its own when the `end` of every rendition reached it.
+        await self.inner.put_event_meta(event, name, data)
+
+    def event_meta(self, event: str, name: str) -> bytes | None:
+        return self.inner.event_meta(event, name)
+
     def records(self, event: str, rendition: str) -> list[SegmentRecord]:
         return self.inner.records(event, rendition)
 
