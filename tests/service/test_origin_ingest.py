@@ -205,7 +205,7 @@ async def test_two_origins_fed_by_the_fanout_derive_the_same_playlists_and_hold_
         assert [s["dropped"] for s in stats] == [0, 0]
         # The event ends on the packager: every origin ends it after the last segment.
         await packager.on_segment(RENDITION, nxt)
-        packager.end()
+        await packager.end()
         async with asyncio.timeout(20):
             for event, _ in replicas:
                 while not event.window(RENDITION).ended:  # noqa: ASYNC110 - fan-out in flight

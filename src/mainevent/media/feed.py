@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from mainevent.media.encode.ffmpeg import LOW_DELAY_INPUT, LOW_DELAY_TS, FeedSpec, feed_command
+from mainevent.media.encode.ffmpeg import LOW_DELAY_TS, FeedSpec, feed_command
 from mainevent.media.encode.process import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ def pusher_command(ffmpeg: str, url: str) -> list[str]:
         "-hide_banner",
         "-loglevel",
         "error",
-        *LOW_DELAY_INPUT,
         "-copyts",
         # The input is our own generator's TS (keyframe first): a short probe lets the feed
         # reach the ingest within half a second instead of after ffmpeg's default 5 s.

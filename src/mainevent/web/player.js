@@ -467,10 +467,6 @@
       backBufferLength: 30,
     };
     if (!lowLatency) config.liveSyncDurationCount = 3;
-    // A viewer that fell far behind live (a starved tab, a long stall) seeks back to the live
-    // target instead of staying behind for the rest of the event (hls.js default: never).
-    // Seen in the 60-min soak on a loaded machine: hls.js played 35 s behind live, stall-free.
-    config.liveMaxLatencyDurationCount = 6;
     // Video is independent only at segment starts (2 s GOP), so hls.js starts up to a segment
     // further back than PART-HOLD-BACK; a gentle speed-up brings it to its target latency.
     if (lowLatency) config.maxLiveSyncPlaybackRate = 1.25;

@@ -193,9 +193,6 @@ at least as late has arrived: MPEG-TS needs order within a stream only, and the 
 the video by about a frame). Each hop of the venue feed (generator → pusher → SRT → ingest
 listener) measured 30–40 ms shorter with these; see BENCHMARKS.md, "publish delay"."""
 
-LOW_DELAY_INPUT = ("-fflags", "nobuffer")
-"""Demuxer option of every live hop we read: hand packets on without the probe-time buffering."""
-
 
 @dataclass(frozen=True, slots=True)
 class IngestSpec:
@@ -251,7 +248,6 @@ def ingest_command(ffmpeg: str, spec: IngestSpec) -> list[str]:
     if spec.protocol == "rtmp":
         cmd += ["-listen", "1", "-timeout", "-1"]
     cmd += [
-        *LOW_DELAY_INPUT,
         "-copyts",
         # Relay only (stream copy): half a second of probing finds the streams of any sane
         # contribution feed; ffmpeg's default (5 s) delayed every (re)connection by 5 s.
@@ -374,7 +370,6 @@ def transcode_command(
         # (and still run in parallel on feeds encoded with slices, as low-latency encoders do).
         "-thread_type",
         "slice",
-        *LOW_DELAY_INPUT,
         "-f",
         "mpegts",
         "-i",
