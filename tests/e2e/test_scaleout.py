@@ -50,9 +50,9 @@ def test_playback_survives_an_origin_then_an_edge_killed(tmp_path: Path) -> None
     )
     try:
         origins = stack.info["origins"]
-        edges = [e for e in stack.info["edge_processes"] if e["name"] == "cdn-a"]
-        assert len(origins) == 2
-        assert len(edges) == 2
+        edges = [e for e in stack.info["edge_processes"] if e["cdn"] == "cdn-a"]
+        assert len(origins) == 2, stack.info
+        assert len(edges) == 2, stack.info
         url = stack.edge_master_url("cdn-a")
         rendition = "v180"
         playlist = f"/live/{stack.event}/{rendition}/index.m3u8"

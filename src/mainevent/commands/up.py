@@ -139,7 +139,12 @@ def scaleout_info(stack: Any) -> dict[str, Any]:
         ]
     if stack.edge_fleet is not None:
         out["edge_processes"] = [
-            {"name": c.name, "url": c.health_url.removesuffix("/healthz"), "pid": c.proc.pid}
+            {
+                "name": c.name,
+                "cdn": c.name.rsplit("-", 1)[0],
+                "url": c.health_url.removesuffix("/healthz"),
+                "pid": c.proc.pid,
+            }
             for c in stack.edge_fleet.children
             if c.proc is not None and c.health_url
         ]
