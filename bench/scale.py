@@ -36,6 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+# The fan-out part feeds real CMAF made by the tests' media helpers (tests/service).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from mainevent.control.auth import DevIdentityProvider
 from mainevent.control.db import Account, open_database
 from mainevent.control.settings import DEV_IDP_SECRET

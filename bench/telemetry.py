@@ -299,8 +299,10 @@ def _probe(c: httpx.Client, url: str, k: int, start: float, partial: bool) -> fl
     line = encode_dict(
         {"e": "t", "sid": f"probe-{k}", "sn": 0, "ts": int(sent * 1000), "sta": "s", "v": 2}
     )
+    # `cdn=`: a play request names no media URL, and the attempt is counted under the CDN of
+    # the session's first media response (hls.js); the report URL's default stands in for it.
     c.post(
-        f"{url}/v1/cmcd/probe",
+        f"{url}/v1/cmcd/probe?cdn=cdn-a",
         content=(line + "\n").encode(),
         headers={"content-type": "application/cmcd"},
     )
@@ -342,6 +344,9 @@ def freshness(seconds: float, rate: float, batch: int) -> None:
         d.cleanup()
     for partial, name in ((False, "whole seconds"), (True, "partial=true")):
         got = sorted(lags[partial])
+        if not got:
+            print(f"freshness ({name}): no probe in {seconds:g} s")
+            continue
         p95 = got[min(len(got) - 1, int(0.95 * len(got)))]
         print(
             f"freshness (probe sent → counted by /v1/telemetry/qoe, {name}) at "
