@@ -136,14 +136,9 @@ class RenditionWindow:
                 f"segment {seg.msn} lasts {seg.duration_us / _SECOND:g} s; it must last more than 0 "
                 f"and round to at most the target duration ({self._target_s} s), which never changes"
             )
-        ll = self._ll
-        if ll is not None:
+        if self._ll is not None:
             for part in seg.parts:
-                if not 0 < part.duration_us <= ll.part_target_us:
-                    raise WindowError(
-                        f"part {seg.msn}.{part.index} lasts {part.duration_us} µs; parts last more "
-                        f"than 0 and at most the declared part target ({ll.part_target_us} µs)"
-                    )
+                _check_part_duration(self._ll, seg.msn, part)
         last = self._listed[-1].seg if self._listed else None
         if last is not None:
             if seg.msn <= last.msn:
@@ -184,11 +179,7 @@ class RenditionWindow:
             raise WindowError(
                 f"part {msn}.{part.index} added out of order: expected part {len(self._pending)}"
             )
-        if not 0 < part.duration_us <= ll.part_target_us:
-            raise WindowError(
-                f"part {msn}.{part.index} lasts {part.duration_us} µs; parts last more than 0 "
-                f"and at most the declared part target ({ll.part_target_us} µs)"
-            )
+        _check_part_duration(ll, msn, part)
         self._pending_msn = msn
         self._pending.append(part)
         self._invalidate()
@@ -536,3 +527,12 @@ def _check_low_latency(ll: LowLatency, target_duration_s: int, segment_us: int) 
 def _rounded_s(us: int) -> int:
     """Seconds rounded to nearest, as EXT-X-TARGETDURATION is compared (rfc8216bis §4.4.3.1)."""
     return (us + _SECOND // 2) // _SECOND
+
+
+def _check_part_duration(ll: LowLatency, msn: int, part: PublishedPart) -> None:
+    """`WindowError` unless the part lasts more than 0 and at most the declared PART-TARGET."""
+    if not 0 < part.duration_us <= ll.part_target_us:
+        raise WindowError(
+            f"part {msn}.{part.index} lasts {part.duration_us} µs; parts last more than 0 "
+            f"and at most the declared part target ({ll.part_target_us} µs)"
+        )
