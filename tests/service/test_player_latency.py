@@ -186,6 +186,12 @@ async def test_fresh_stream_starts_hold_back_behind_and_never_stalls() -> None:
     # it waited for segments first+1 and first+2 to be listed (4 s), within one reload interval
     assert report.startup_s is not None
     assert 2 * TD <= report.startup_s <= 3 * TD + 0.5
+    # Where it went: the wait for the hold-back is in the media playlists phase; the three
+    # phases add up to the start-up.
+    multivariant, playlists, media = report.startup_phases_s
+    assert sum(report.startup_phases_s) == pytest.approx(report.startup_s, abs=1e-6)
+    assert playlists >= 2 * TD - 0.5
+    assert multivariant < 0.5 and media < 0.5
     lat = report.latency
     assert lat.p50_s is not None
     assert lat.max_s is not None

@@ -69,6 +69,10 @@ class PlaybackReport:
     pathways: tuple[tuple[float, str], ...] = ()
     """Content steering: (seconds since the play request, pathway) at the start and at each
     switch of pathway (empty without steering)."""
+    startup_phases_s: tuple[float, ...] = ()
+    """Where the start-up went, in order: the multivariant playlist, the media playlists (all
+    tracks in parallel, until the start position is known), then the media (init sections and
+    first segments, tracks in parallel) until the playhead moved. Empty if it never started."""
 
     @property
     def rebuffering_ratio(self) -> float:
@@ -81,6 +85,7 @@ class PlaybackReport:
         data = asdict(self)
         data["http_errors"] = dict(self.http_errors)
         data["renditions"] = [[r.t_s, r.rendition] for r in self.renditions]
+        data["startup_phases_s"] = list(self.startup_phases_s)
         data["rebuffering_ratio"] = self.rebuffering_ratio
         return data
 

@@ -33,6 +33,7 @@ from mainevent.player.model import (
     PlaybackEvent,
     PlaybackModel,
     PlaybackStarted,
+    PlaybackStats,
     StallEnded,
     StallStarted,
 )
@@ -191,6 +192,8 @@ class _Session:
         self._steering: SteeringClient | None = None
         self._multivariant: MultivariantPlaylist | None = None
         self._pathways: list[tuple[float, str]] = []
+        self._phase_marks: list[float] = []
+        """Clock at the end of the multivariant and of the media playlists phases of the start."""
 
     # -- session ---------------------------------------------------------------------------
 
@@ -289,6 +292,7 @@ class _Session:
 
     async def _start(self) -> None:
         response = await self._get("multivariant playlist", lambda: self._urls[self._base])
+        self._phase_marks.append(self._clock())
         variants, audio = _select_renditions(response.text)
         self._variants = variants
         if "#EXT-X-CONTENT-STEERING" in response.text:
@@ -319,6 +323,7 @@ class _Session:
             await self._sleep(max(0.0, main.next_reload_at - self._clock()))
             await self._reload(main)
             start = main.timeline.start_position_us()
+        self._phase_marks.append(self._clock())
         self._model = PlaybackModel(
             [t.name for t in self._tracks], start, self._requested_at, self._cfg.playback
         )
@@ -645,6 +650,18 @@ class _Session:
             resyncs=self._resyncs,
             fatal=self._fatal,
             pathways=tuple(self._pathways),
+            startup_phases_s=self._startup_phases(stats),
+        )
+
+    def _startup_phases(self, stats: PlaybackStats | None) -> tuple[float, ...]:
+        if stats is None or stats.startup_s is None or len(self._phase_marks) != 2:
+            return ()
+        multivariant, playlists = self._phase_marks
+        started = self._requested_at + stats.startup_s
+        return (
+            multivariant - self._requested_at,
+            playlists - multivariant,
+            max(0.0, started - playlists),
         )
 
 

@@ -42,8 +42,17 @@ from mainevent.sim.steering_model import PopHealth, SteeringModel
 __all__ = ["SimResult", "simulate"]
 
 QUANTILES = ((0.5, 0.25), (1.0, 0.5), (1.6, 0.25))
-_POINTS = tuple((2 * k + 1) / 16 for k in range(8))
-"""Quantiles at which a join batch's start-up distribution is sampled (8 equal-weight points)."""
+_BODY, _TAIL, _TAIL_FROM = 7, 10, 0.875
+_POINTS = tuple((2 * k + 1) / (2 * _BODY) * _TAIL_FROM for k in range(_BODY)) + tuple(
+    _TAIL_FROM + (2 * k + 1) / (2 * _TAIL) * (1 - _TAIL_FROM) for k in range(_TAIL)
+)
+"""Quantiles at which a join batch's start-up distribution is sampled: 7 points over the body
+(below the 87.5th percentile), 10 over the tail, so that the p95 of a start-up is read at the
+95th percentile of its parts (within ±0.6 points), not at the top of a coarse grid. The parts
+of one start (control-plane wait, request latencies, transfer) are taken at the same quantile:
+a start that meets a slow control plane meets slow edges too (they share the machine and the
+storm)."""
+_WEIGHTS = (_TAIL_FROM / _BODY,) * _BODY + ((1 - _TAIL_FROM) / _TAIL,) * _TAIL
 _JITTER_POINTS = tuple(math.exp(0.25 * NormalDist().inv_cdf(q) - 0.03125) for q in _POINTS)
 """Log-normal (sigma 0.25) multipliers of the modelled request time at those quantiles."""
 _HIST_BIN_S = 0.01
@@ -178,7 +187,7 @@ def simulate(
         else 0.0
         for q in _POINTS
     ]
-    held_presses: list[tuple[float, float]] = []  # (count, wait until the bell)
+    held_presses = 0.0  # viewers who pressed before the bell, waiting for it
     regions = [r.name for r in sc.regions]
     cdns = [c.name for c in sc.cdns]
     cdn_index = {c: i for i, c in enumerate(cdns)}
@@ -381,18 +390,15 @@ def simulate(
         ]
         joiners: list[tuple[float, list[float]]] = []  # (count, startup offsets before delivery)
         if presses > 0 and t1 <= 0:
-            # pressed before the bell: the grant is valid from T+0, the player waits for it
-            held_presses.append((presses, -(t + t1) / 2))
+            # Pressed before the bell: the grant is valid from T+0 and the player waits for it
+            # (a countdown, not a start-up); its start-up is measured from the bell, as
+            # `mainevent load` measures it.
+            held_presses += presses
         elif presses > 0:
             joiners.append((presses, [0.0] * len(_POINTS)))
         if held_presses and t1 > 0:
-            joiners.append(
-                (
-                    sum(n for n, _ in held_presses),
-                    [_weighted_quantile(list(held_presses_w(held_presses)), q) for q in _POINTS],
-                )
-            )
-            held_presses = []
+            joiners.append((held_presses, [0.0] * len(_POINTS)))
+            held_presses = 0.0
         for p in due:
             ok, bad, retry = frac[p.kind]
             if bad > 0:
@@ -448,18 +454,17 @@ def simulate(
                 waits, nreq, failed = 0.0, 0.0, 0.0
                 for lv, wanted in levels.items():
                     t_pub = t + dl.publish_delay_s
+                    t_late = t_pub + D / 2 + 0.1
+                    # Every viewer also reloads the audio playlist (the audio rendition is
+                    # shared by all rungs: its waves are split across the rungs' loops here).
+                    audio = pop_total / len(levels)
                     for key, size, max_age, count, start, spread in (
                         (f"/v{lv}/{seg_no}.m4s", seg_bytes[lv], 60, wanted, t_pub, D),
-                        (f"/a/{seg_no}.m4s", audio_bytes, 60, pop_total / len(levels), t_pub, D),
+                        (f"/a/{seg_no}.m4s", audio_bytes, 60, audio, t_pub, D),
                         (f"/v{lv}.m3u8", playlist_bytes, D / 2, wanted / 2, t_pub, D / 2),
-                        (
-                            f"/v{lv}.m3u8",
-                            playlist_bytes,
-                            D / 2,
-                            wanted / 2,
-                            t_pub + D / 2 + 0.1,
-                            D / 2,
-                        ),
+                        (f"/v{lv}.m3u8", playlist_bytes, D / 2, wanted / 2, t_late, D / 2),
+                        ("/a.m3u8", playlist_bytes, D / 2, audio / 2, t_pub, D / 2),
+                        ("/a.m3u8", playlist_bytes, D / 2, audio / 2, t_late, D / 2),
                     ):
                         w = delivery.wave(
                             cdns[ci], regions[ri], key, size, max_age, count, start, spread, fails
@@ -532,14 +537,13 @@ def simulate(
                             n_req = dl.startup_requests + switched
                             fixed = wave_wait.get((ci, ri), 0.0) + extra
                             for k, off in enumerate(auth_offsets):
-                                req = (
-                                    request_points[k]
-                                    if request_points is not None
-                                    else rtt * _JITTER_POINTS[k]
-                                )
-                                s = off + n_req * req + first * _JITTER_POINTS[k] + fixed
-                                startup_points.append((s, n / len(_POINTS)))
-                                hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n / len(_POINTS)
+                                if request_points is not None:
+                                    reqs = n_req * request_points[k]
+                                else:
+                                    reqs = n_req * rtt * _JITTER_POINTS[k]
+                                s = off + reqs + first * _JITTER_POINTS[k] + fixed
+                                startup_points.append((s, n * _WEIGHTS[k]))
+                                hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n * _WEIGHTS[k]
                             _merge(co, n, D, dl.hold_back_segments * D, dl.publish_delay_s, lvl)
                             events += 1
         # Each start fetches its own multivariant playlist: it is personal (the session's token
@@ -771,11 +775,6 @@ def simulate(
             entry["headroom_viewers"] = round(a.viewers / u) if u > 0 else None
         tiers[tier] = entry
     return SimResult(sc.name, dict(series), cdn_series, egress, summary, tiers, hist)
-
-
-def held_presses_w(held: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(wait, count) points of the presses held until the bell."""
-    return [(w, n) for n, w in held]
 
 
 def series_last(series: dict[str, list[float]], name: str) -> float:

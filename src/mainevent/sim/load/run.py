@@ -73,8 +73,9 @@ class LoadResult:
     report: Path
     viewers: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, list[float]] = field(default_factory=dict)
-    """Latency samples (ms) of `GET /healthz` to the edges (`edge_ms`) and the control plane
-    (`control_ms`) during the scenario: `sim.calibrate.calibrated` inputs."""
+    """Latency samples (ms) during the scenario, the `sim.calibrate.calibrated` inputs: the
+    players' start-up steps (`startup_step_ms`), and `GET /healthz` to the edges (`edge_ms`) and
+    the control plane (`control_ms`) every second."""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -331,6 +332,17 @@ async def run_load(
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
     summary, panels = _summarise(sc, opts, n, records, ticks, scrapes)
+    # The players' own start-up (play request to the playhead moving, authorisation excluded,
+    # as each player saw it, its event loop included), per step: the service time of the
+    # simulator's start-up sequence of `startup_requests` sequential steps. One sample per
+    # session (its mean step): the steps of one start share the moment and the machine, so the
+    # simulator takes them at one quantile.
+    steps = max(1, sc.delivery.startup_requests)
+    probes["startup_step_ms"] = [
+        sum(r["report"]["startup_phases_s"]) / steps * 1000
+        for r in records
+        if r["type"] == "viewer" and r.get("report") and r["report"]["startup_phases_s"]
+    ]
     for key, samples in probes.items():
         name = key.removesuffix("_ms")
         summary[f"probe_{name}_p50_ms"] = _pct(samples, 0.5)
