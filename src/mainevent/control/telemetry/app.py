@@ -147,7 +147,8 @@ def _error(status: int, error: str, detail: str, headers: dict[str, str] | None 
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-def _outcome(o: Outcome) -> Response:
+def outcome_response(o: Outcome) -> Response:
+    """The answer to an ingest POST (the routes' and the lean front's, ``telemetry/front.py``)."""
     if o.status < 300:
         return Response(
             status_code=204,
@@ -315,14 +316,16 @@ def create_app(
             if failed is not None:
                 return failed
             service.poke()
-        return _outcome(out)
+        return outcome_response(out)
 
     async def _player_post(
         ingest: Callable[..., Outcome], event: str, request: Request, cdn: str | None
     ) -> Response:
         body = await _body(request, limit)
         if body is None:
-            return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
+            return outcome_response(
+                c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes")
+            )
         out = ingest(
             event,
             body,
@@ -375,7 +378,9 @@ def create_app(
     async def access(request: Request) -> Response:
         body = await _body(request, limit)
         if body is None:
-            return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
+            return outcome_response(
+                c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes")
+            )
         out = c.access_batch(body, request.headers.get("content-type"), service.clock())
         return await _ingested(out)
 
