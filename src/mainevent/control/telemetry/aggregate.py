@@ -358,7 +358,11 @@ class Aggregator:
     # --- time ------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When the open window ends (epoch seconds), or None with nothing open."""
+        """When ``tick`` is due next (epoch seconds), or None with nothing open: the end of the
+        oldest window not yet handed out, which is already past when a report for a later
+        second closed it (the timer must not wait for the end of the new one)."""
+        if self._closed:
+            return self._closed[0].start + 1.0
         if self._window is None and not self._sessions:
             return None
         start = self._window.start if self._window is not None else None

@@ -50,6 +50,8 @@ class TelemetryService:
         self.store = store
         self.clock = clock
         self._wake = asyncio.Event()
+        self._armed: float | None = None
+        """The deadline the timer waits for (None: none)."""
         self.expired_at = 0.0
         self.publisher: StreamPublisher | None = None
         """Set in stream mode: admitted inputs are appended to Redis before the 204."""
@@ -80,13 +82,16 @@ class TelemetryService:
             self.expired_at = now
 
     def poke(self) -> None:
-        """New input may have opened a window: re-arm the timer."""
-        self._wake.set()
+        """New input may have moved the core's next deadline earlier: re-arm the timer then
+        (only then: at ~100 POSTs a second, waking the timer for each would cost a task each)."""
+        deadline = self.collector.next_deadline()
+        if deadline is not None and (self._armed is None or deadline < self._armed):
+            self._wake.set()
 
     async def run_timer(self) -> None:
         """Close windows as each second ends: one timer armed at the core's next deadline."""
         while True:
-            deadline = self.collector.next_deadline()
+            deadline = self._armed = self.collector.next_deadline()
             self._wake.clear()
             if deadline is None:
                 await self._wake.wait()
