@@ -8,9 +8,9 @@ latency to 503s, the requests the edge is still holding for the latency are fail
 (``EdgeServer._hold`` decides a held request again when the drill changes), as a failing CDN
 fails what it has in flight. So the error rate shows within 2 s of the error drill itself, not
 only once players whose requests were held 3 s come back with their next request. Rebuffering
-cannot show within 2 s of the latency drill: players stall only once their buffer has run out
-(the bound below is for that, from the drill); the collector's own share of the delay is the
-same fraction of a second as for the errors."""
+cannot show within 2 s of the latency drill: players stall only once their buffer has run out,
+5-6.5 s after the drill on the 2-core test machine (with 8 s of added latency instead of 3 s
+as well), so its bound stays the one from the drill (6 s)."""
 
 from __future__ import annotations
 
