@@ -8,13 +8,19 @@
    ratio survives a loaded machine better than the absolute figure. Rates are per CPU-second
    of this process (what "per core" means on a shared machine) and per wall second.
 2. Over HTTP: a real collector (uvicorn, loopback) in its own process takes batch bodies from
-   a second process as fast as it answers; records per CPU-second of the collector process.
+   a second process (--connections, as fast as it answers), once with every POST on the
+   FastAPI route (``lean_ingest=false``) and once through the lean ingest front (the default);
+   records per CPU-second of the collector process (user + system, so the socket work counts),
+   and, as the reference, the same bodies posted straight to a collector in this process. The
+   loader's 20,000 sessions go on from round to round (sequence numbers move on); ``--churn``
+   makes them new sessions every 50 bodies instead (the loader before 2026-12-07, session 4).
 3. Freshness: the collector is fed at --rate records/s (batches) by a second process; a probe
    session is posted every 0.25 s (CMCD text, as a player does) and the time from sending to
    the query API counting it is measured, for whole seconds (the default query) and for a
    live query of the second in progress (``partial=true``); p50/p95 printed.
 
-    .venv/bin/python bench/telemetry.py [--seconds 10] [--batch 1000] [--rate 100000]
+    .venv/bin/python bench/telemetry.py [--seconds 10] [--batch 1000] [--rate 100000]\
+        [--only throughput|http|freshness] [--connections 2] [--churn]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from mainevent.common.gc_tuning import tune_gc
 from mainevent.common.telemetry import AccessRecord, encode_access_batch
 from mainevent.config import TelemetrySettings
 from mainevent.control.telemetry.batch import encode_report_batch
@@ -212,86 +219,170 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK
 
 
-def _serve(port_q: multiprocessing.Queue[int], db: str) -> None:
+def _serve(port_q: multiprocessing.Queue[int], db: str, lean: bool) -> None:
     from mainevent.control.telemetry.server import TelemetryServer, build_service
 
-    s = settings(db_path=Path(db))
+    s = settings(db_path=Path(db), lean_ingest=lean)
     server = TelemetryServer(build_service(s, {**TIMING, "probe": EventTiming(2000, 0)}))
     server.bind()
+    tune_gc()  # as `mainevent telemetry serve` and `mainevent up` do
     port_q.put(int(server.url.rsplit(":", 1)[1]))
     asyncio.run(server.serve())
 
 
-def _rounds(recs: list[list[dict[str, Any]]], rnd: int) -> list[bytes]:
-    """The bodies again with new session ids (round `rnd`): new sessions, nothing duplicate."""
-    for batch in recs:
-        for r in batch:
-            r["sid"] = f"{rnd:04d}{r['sid'][4:]}"
-    return [encode_report_batch(b) for b in recs]
+def _rounds(recs: list[list[dict[str, Any]]], rnd: int, churn: bool) -> list[bytes]:
+    """The bodies again for round `rnd`, nothing of it a duplicate: the same sessions going on
+    (sequence numbers and timestamps moved past the last round's), or with `churn` new
+    sessions each round (every session lives ~2.5 records)."""
+    if churn:
+        for batch in recs:
+            for r in batch:
+                r["sid"] = f"{rnd:04d}{r['sid'][4:]}"
+        return [encode_report_batch(b) for b in recs]
+    span = (
+        1
+        + max(r["sn"] for batch in recs for r in batch)
+        - min(r["sn"] for batch in recs for r in batch)
+    )
+    shift = rnd * span
+    return [
+        encode_report_batch(
+            [{**r, "sn": r["sn"] + shift, "ts": r["ts"] + 1000 * shift} for r in batch]
+        )
+        for batch in recs
+    ]
 
 
-def _load(url: str, rate: float | None, seconds: float, batch: int, out: Any) -> None:
-    """Post batch bodies at `rate` records/s (None: as fast as the collector answers)."""
-    recs = records(50, batch, 20_000, int(time.time() * 1000))
-    bodies = _rounds(recs, 0)
+def _loader_records(batch: int) -> list[list[dict[str, Any]]]:
+    """The HTTP loader's records: 50 bodies over 20,000 sessions."""
+    return records(50, batch, 20_000, int(time.time() * 1000))
+
+
+def _load(
+    url: str, rate: float | None, seconds: float, batch: int, churn: bool, conns: int, out: Any
+) -> None:
+    """Post batch bodies at `rate` records/s (None: as fast as the collector answers) on
+    `conns` connections; puts (records accepted, seconds) on `out`."""
+    recs = _loader_records(batch)
+    rounds = {0: _rounds(recs, 0, churn)}
     sent = 0
+    nxt = 0
+
+    async def sender(c: httpx.AsyncClient, t0: float) -> None:
+        nonlocal sent, nxt
+        while time.monotonic() - t0 < seconds:
+            i, nxt = nxt, nxt + 1
+            rnd, j = divmod(i, len(recs))
+            if rnd not in rounds:
+                rounds[rnd] = _rounds(recs, rnd, churn)
+                rounds.pop(rnd - 2, None)
+            r = await c.post(
+                f"{url}/v1/cmcd/{EVENT}/batch",
+                content=rounds[rnd][j],
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 204, r.text
+            sent += int(r.headers["x-accepted"])
+            if rate:
+                delay = t0 + (i + 1) * batch / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
 
     async def run() -> None:
-        nonlocal sent, bodies
-        async with httpx.AsyncClient(timeout=30) as c:
+        limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as c:
             t0 = time.monotonic()
-            i = 0
-            while time.monotonic() - t0 < seconds:
-                if i and i % len(bodies) == 0:
-                    bodies = _rounds(recs, i // len(bodies))
-                r = await c.post(
-                    f"{url}/v1/cmcd/{EVENT}/batch",
-                    content=bodies[i % len(bodies)],
-                    headers={"content-type": "application/json"},
-                )
-                assert r.status_code == 204, r.text
-                sent += int(r.headers["x-accepted"])
-                i += 1
-                if rate:
-                    delay = t0 + i * batch / rate - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-            out.put(sent / (time.monotonic() - t0))
+            await asyncio.gather(*(sender(c, t0) for _ in range(conns)))
+            out.put((sent, time.monotonic() - t0))
 
     asyncio.run(run())
 
 
-def _collector() -> tuple[Any, str, tempfile.TemporaryDirectory[str]]:
+def _loader_in_process(seconds: float, batch: int, churn: bool) -> float:
+    """Records per CPU-second of the loader's bodies posted straight to one collector (what
+    the HTTP path costs on top of, same workload); encoding the rounds is not counted."""
+    recs = _loader_records(batch)
+    collector = Collector(settings(), TIMING)
+    n, cpu, rnd = 0, 0.0, 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        bodies = _rounds(recs, rnd, churn)
+        rnd += 1
+        c0 = time.process_time()
+        for i, body in enumerate(bodies):
+            out = collector.cmcd_batch(
+                EVENT,
+                body,
+                "application/json",
+                client="127.0.0.1",
+                user_agent="python-httpx/0.28",
+                region_header=None,
+                now=time.time(),
+            )
+            assert out.status == 204, out.message
+            assert out.duplicates == 0
+            n += out.accepted
+            if i % 10 == 0:
+                collector.tick(time.time())
+        cpu += time.process_time() - c0
+    return n / cpu
+
+
+def _collector(lean: bool = True) -> tuple[Any, str, tempfile.TemporaryDirectory[str]]:
     ctx = multiprocessing.get_context("spawn")
     q: multiprocessing.Queue[int] = ctx.Queue()
     d = tempfile.TemporaryDirectory()
-    srv = ctx.Process(target=_serve, args=(q, f"{d.name}/t.db"), daemon=True)
+    srv = ctx.Process(target=_serve, args=(q, f"{d.name}/t.db", lean), daemon=True)
     srv.start()
     return srv, f"http://127.0.0.1:{q.get(timeout=60)}", d
 
 
-def over_http(seconds: float, batch: int) -> None:
+def _http_run(
+    seconds: float, batch: int, lean: bool, churn: bool, conns: int
+) -> tuple[float, float, float]:
+    """(records/s wall, records per collector CPU-second, share of a core) of one run."""
     ctx = multiprocessing.get_context("spawn")
-    srv, url, d = _collector()
+    srv, url, d = _collector(lean)
     try:
-        out: multiprocessing.Queue[float] = ctx.Queue()
-        load = ctx.Process(target=_load, args=(url, None, seconds, batch, out), daemon=True)
+        out: multiprocessing.Queue[tuple[int, float]] = ctx.Queue()
+        load = ctx.Process(
+            target=_load, args=(url, None, seconds, batch, churn, conns, out), daemon=True
+        )
         c0 = _cpu_s(srv.pid or 0)
-        t0 = time.perf_counter()
         load.start()
-        rate = out.get(timeout=seconds + 120)
-        wall = time.perf_counter() - t0
+        sent, elapsed = out.get(timeout=seconds + 120)
+        # The collector idles while the loader starts: its CPU over the whole run is its
+        # CPU for the records sent.
         cpu = _cpu_s(srv.pid or 0) - c0
         load.join(timeout=30)
     finally:
         srv.terminate()
         srv.join(timeout=10)
         d.cleanup()
+    return sent / elapsed, sent / cpu, cpu / elapsed
+
+
+def over_http(seconds: float, batch: int, churn: bool, conns: int) -> None:
+    workload = "new sessions every 50 bodies" if churn else "20,000 sessions going on"
+    ref = _loader_in_process(min(seconds, 5), batch, churn)
+    route = _http_run(seconds, batch, lean=False, churn=churn, conns=conns)
+    lean = _http_run(seconds, batch, lean=True, churn=churn, conns=conns)
     print(
-        f"over HTTP (uvicorn on loopback, batches of {batch} from another process): "
-        f"{rate:,.0f} records/s wall; {rate * wall / cpu:,.0f} per CPU-second of the collector "
-        f"(it used {cpu / wall:.0%} of a core)"
+        f"over HTTP on loopback, batches of {batch} from another process on {conns} "
+        f"connection(s) ({workload}):"
     )
+    row = "  {:<58} {:>10} {:>12} {:>7} {:>8}"
+    print(row.format("path", "/wall s", "/CPU-second", "core", "÷ ref"))
+    print(row.format("reference: same bodies in process (no HTTP)", "", f"{ref:,.0f}", "", "1.00"))
+    for name, (wall, per_cpu, core) in (
+        ("FastAPI route (lean_ingest=false)", route),
+        ("lean ingest front (the default)", lean),
+    ):
+        print(
+            row.format(
+                name, f"{wall:,.0f}", f"{per_cpu:,.0f}", f"{core:.0%}", f"{per_cpu / ref:.2f}"
+            )
+        )
 
 
 def _probe(c: httpx.Client, url: str, k: int, start: float, partial: bool) -> float:
@@ -319,12 +410,14 @@ def _probe(c: httpx.Client, url: str, k: int, start: float, partial: bool) -> fl
         time.sleep(0.02)
 
 
-def freshness(seconds: float, rate: float, batch: int) -> None:
+def freshness(seconds: float, rate: float, batch: int, conns: int) -> None:
     ctx = multiprocessing.get_context("spawn")
     srv, url, d = _collector()
     try:
-        out: multiprocessing.Queue[float] = ctx.Queue()
-        load = ctx.Process(target=_load, args=(url, rate, seconds, batch, out), daemon=True)
+        out: multiprocessing.Queue[tuple[int, float]] = ctx.Queue()
+        load = ctx.Process(
+            target=_load, args=(url, rate, seconds, batch, False, conns, out), daemon=True
+        )
         load.start()
         lags: dict[bool, list[float]] = {False: [], True: []}
         start = time.time()
@@ -336,7 +429,8 @@ def freshness(seconds: float, rate: float, batch: int) -> None:
                 sent = time.time()
                 lags[partial].append(_probe(c, url, k, start, partial))
                 time.sleep(max(0.0, 0.25 - (time.time() - sent)))
-        offered = out.get(timeout=seconds + 60)
+        sent, elapsed = out.get(timeout=seconds + 60)
+        offered = sent / elapsed
         load.join(timeout=30)
     finally:
         srv.terminate()
@@ -361,14 +455,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=100_000)
     ap.add_argument("--only", choices=["throughput", "http", "freshness"])
+    ap.add_argument("--churn", action="store_true", help="over HTTP: new sessions every 50 bodies")
+    ap.add_argument("--connections", type=int, default=2, help="of the HTTP loader")
     args = ap.parse_args()
+    tune_gc()  # the collector's settings (its process calls it too): the references see the same
     print(f"load average: {Path('/proc/loadavg').read_text().strip()}  (cpus: {os.cpu_count()})")
     if args.only in (None, "throughput"):
         throughput(args.seconds, args.batch)
     if args.only in (None, "http"):
-        over_http(args.seconds, args.batch)
+        over_http(args.seconds, args.batch, args.churn, args.connections)
     if args.only in (None, "freshness"):
-        freshness(args.seconds, args.rate, args.batch)
+        freshness(args.seconds, args.rate, args.batch, args.connections)
     print(f"load average: {Path('/proc/loadavg').read_text().strip()}", file=sys.stdout)
 
 

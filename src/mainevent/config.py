@@ -599,6 +599,10 @@ class TelemetrySettings(_Frozen):
         ge=1,
         description="Sessions tracked at once (least recently seen forgotten first).",
     )
+    lean_ingest: bool = Field(
+        default=True,
+        description="Answer plainly written player report POSTs in the HTTP front, without FastAPI (same responses; off: every request goes through the route).",
+    )
     session_timeout_s: float = Field(
         default=10.0,
         gt=0,

@@ -1,7 +1,16 @@
 """Telemetry during a regional CDN fault: 20 headless players (CMCD v2 reports as hls.js sends
 them) in two regions play through cdn-a and cdn-b; the edge fault drill on cdn-b in region a
 (added latency, then 503s) shows in the QoE API as that series' rebuffering and error rate while
-the other three series stay flat, and the collector's alerts fire and clear."""
+the other three series stay flat, and the collector's alerts fire and clear.
+
+The drill models a CDN that first slows down and then fails: when the drill turns from added
+latency to 503s, the requests the edge is still holding for the latency are failed too, at once
+(``EdgeServer._hold`` decides a held request again when the drill changes), as a failing CDN
+fails what it has in flight. So the error rate shows within 2 s of the error drill itself, not
+only once players whose requests were held 3 s come back with their next request. Rebuffering
+cannot show within 2 s of the latency drill: players stall only once their buffer has run out,
+5-6.5 s after the drill on the 2-core test machine (with 8 s of added latency instead of 3 s
+as well), so its bound stays the one from the drill (6 s)."""
 
 from __future__ import annotations
 
@@ -242,14 +251,12 @@ def test_a_regional_cdn_fault_shows_in_that_series_only_and_alerts_fire_and_clea
     )
     print(timings)
     # The 503s show in region a's cdn-b error rate in the query API (a live poll of the
-    # second in progress), within 2 s of the drill: the collector's part, from the first 503
-    # the edge sent (its access records go out every 0.1 s, the open window is answered at
-    # once), is a fraction of a second; the rest is the drill itself: players whose requests
-    # are held 3 s by the latency drill meet the 503s only at their next request.
+    # second in progress) within 2 s of the drill: the edge fails the requests it was holding
+    # at once, its access records go out every 0.1 s, and the open window is answered at once.
     assert "edge_error" in marks, (timings, table)
     assert "error_rate" in marks, (timings, table)
     assert marks["error_rate"] - marks["edge_error"] <= 1.0, (timings, table)
-    assert marks["error_rate"] - marks["errors"] <= 3.0, (timings, table)
+    assert marks["error_rate"] - marks["errors"] <= 2.0, (timings, table)
     # The stalls the latency drill causes show too.
     assert "rebuffer_ratio" in marks, (timings, table)
     assert marks["rebuffer_ratio"] - marks["latency"] <= 6.0, (timings, table)
@@ -259,7 +266,7 @@ def test_a_regional_cdn_fault_shows_in_that_series_only_and_alerts_fire_and_clea
         for p in series[HIT]
         if (p["error_rate"] or 0) > 0 and p["start"] >= marks["latency"]
     )
-    assert first_err - marks["errors"] <= 3.0, (timings, table)
+    assert first_err - marks["errors"] <= 2.0, (timings, table)
     # Over the drill, that series rebuffers and errs; the other three stay flat.
     rebuf, err = _sum(series[HIT], marks["latency"], marks["cleared"] + 1)
     assert rebuf > 0.05, table

@@ -295,6 +295,28 @@ async def test_latency_throughput_stale_and_blackhole_drills(tier: Tier) -> None
         await tier.client.get(tier.edge.url + SEG, timeout=0.5)
 
 
+async def test_requests_held_by_a_latency_drill_follow_the_next_drill(tier: Tier) -> None:
+    """A CDN that starts failing fails the requests it was holding at once; one that recovers
+    answers them at once (a drill change is not delayed by the latency set before it)."""
+    tier.stub.publish(SEG, StubObject(b"ok"))
+    await tier.get(SEG)
+    await tier.fault(latency_ms=30_000)
+    applied = tier.edge.metrics.faults_applied
+    held = asyncio.create_task(tier.get(SEG))
+    await until(lambda: tier.edge.metrics.faults_applied > applied)  # held by the drill now
+    await tier.fault(error_rate=1.0, error_status=503)
+    r = await asyncio.wait_for(held, 10)  # the 30 s latency is not waited out
+    assert (r.status_code, r.headers["x-edge-fault"]) == (503, "error")
+    await tier.fault(latency_ms=30_000)
+    applied = tier.edge.metrics.faults_applied
+    held = asyncio.create_task(tier.get(SEG))
+    await until(lambda: tier.edge.metrics.faults_applied > applied)  # held by the drill now
+    r = await tier.client.delete(tier.edge.url + "/_edge/fault", headers={ADMIN_HEADER: SECRET})
+    assert r.status_code == 200
+    r = await asyncio.wait_for(held, 10)  # the 30 s latency is not waited out
+    assert (r.status_code, r.content) == (200, b"ok")
+
+
 @pytest.mark.slow
 async def test_origin_down_stale_if_error_then_no_herd(tier: Tier) -> None:
     """Origin down 10 s: cached playlist and segment still served (STALE); on return, no herd."""

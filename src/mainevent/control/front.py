@@ -13,7 +13,8 @@ uvicorn and the app carrying their ticket. They wait in a bounded queue (``max_q
 read in one go cannot admit more work than the worker does in ~10 ms), and
 `AdmissionMiddleware` checks their sojourn again when they start to run.
 
-Whatever the framer is not sure of -- a head or body split across reads, `Transfer-Encoding`,
+The framing (``frame_request``) and the keep-alive bookkeeping of answers written here are the
+shared core in ``control/framing.py``. Whatever the framer is not sure of -- a head or body split across reads, `Transfer-Encoding`,
 `Expect`, `Connection`, `Upgrade`, HTTP/1.0, HEAD, %-encoded or absolute targets, repeated or odd
 Content-Length, anything llhttp would refuse (bare CR/LF, folded headers, control characters),
 operator and health routes, a request pipelined behind a pending response, a client that does not
@@ -28,68 +29,15 @@ requests read and admitted ahead of it in the same iteration.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from mainevent.common.admission import AdmissionController, Admitted, Priority, Shed
 from mainevent.control.admission_http import ADMITTED, ARRIVAL, classify, shed_response
+from mainevent.control.framing import LeanAnswers, frame_request
 from mainevent.control.playback_front import PlaybackFront, playback_event_id
 
 __all__ = ["FrontProtocol", "frame_request", "front_protocol"]
-
-_MAX_LINE = 8192
-_MAX_HEAD = 16384
-_MAX_BODY_DIGITS = 7  # < 10 MB: larger bodies are left to uvicorn
-# HEAD is left to uvicorn: its answer must not carry the canned body.
-_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE"})
-_TARGET = re.compile(rb"/[\x21-\x7e]*")
-# Header lines as RFC 9110 has them (token ":" field-value without control characters), lowered:
-# anything llhttp would refuse is not framed here either, so the front never answers a request
-# the full parser would have rejected, nor frames one differently.
-_HEAD = re.compile(rb"(?:\r\n[-!#$%&'*+.^_`|~0-9a-z]+:[\t\x20-\x7e\x80-\xff]*)*\r\n")
-# Headers that frame the request or change the connection: Content-Length is read (once), a
-# request with any of the others is left to uvicorn.
-_SPECIAL = re.compile(rb"\r\n(content-length|transfer-encoding|expect|connection|upgrade):([^\r]*)")
-
-
-def frame_request(data: bytes, start: int = 0) -> tuple[str, str, int] | None:
-    """``(method, path, end)`` of the complete, plainly framed HTTP/1.1 request at ``data[start:]``.
-
-    ``end`` is the offset just past its body. None when the request is incomplete or anything
-    about its framing is unusual: the caller then hands the bytes to the full parser.
-    """
-    eol = data.find(b"\r\n", start, start + _MAX_LINE)
-    if eol < 0:
-        return None
-    parts = data[start:eol].split(b" ")
-    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
-        return None
-    method, target = parts[0], parts[1]
-    if method not in _METHODS or b"%" in target or _TARGET.fullmatch(target) is None:
-        return None
-    end = data.find(b"\r\n\r\n", eol, start + _MAX_HEAD)
-    if end < 0:
-        return None
-    head = data[eol : end + 2].lower()  # b"\r\nname: value\r\n...\r\n"
-    if _HEAD.fullmatch(head) is None:
-        return None
-    length = 0
-    special = _SPECIAL.findall(head)
-    if special:
-        if len(special) > 1 or special[0][0] != b"content-length":
-            return None
-        value = special[0][1].strip(b" \t")
-        if not value.isdigit() or len(value) > _MAX_BODY_DIGITS:
-            return None
-        length = int(value)
-    stop = end + 4 + length
-    if stop > len(data):
-        return None
-    path = target.partition(b"?")[0]
-    return method.decode("ascii"), path.decode("latin-1"), stop
 
 
 class _ReadBatch:
@@ -117,7 +65,7 @@ class _ReadBatch:
         self.is_open = False
 
 
-class FrontProtocol(HttpToolsProtocol):
+class FrontProtocol(LeanAnswers):
     """uvicorn's httptools protocol with admission control before parsing.
 
     Bind it to a controller with :func:`front_protocol` and pass the result as uvicorn's ``http``.
@@ -133,7 +81,6 @@ class FrontProtocol(HttpToolsProtocol):
     _in_message = False  # the parser is inside a request (its head or body is still coming)
     _shedding = False  # the parser is skipping the body of a request shed at headers-complete
     _ticket: Admitted | None = None  # admitted by the framer, picked up by on_headers_complete
-    _lean_at = 0.0  # loop.time() of the last answer given without uvicorn
 
     def _read_batch(self) -> _ReadBatch:
         batch = type(self)._batch
@@ -205,28 +152,6 @@ class FrontProtocol(HttpToolsProtocol):
         return lean.answer(
             data, start, end, event_id, peer, arrival, ticket, self.server_state.default_headers
         )
-
-    def _answered_here(self) -> None:
-        """Bookkeeping of a response written here: request count and keep-alive timeout.
-
-        Instead of cancelling and re-arming uvicorn's keep-alive timer per request, the
-        timer, when it fires, re-arms itself for what is left since the last answer.
-        """
-        self.server_state.total_requests += 1
-        self._lean_at = self.loop.time()
-        if self.timeout_keep_alive_task is None:
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
-
-    def timeout_keep_alive_handler(self) -> None:
-        left = self._lean_at + self.timeout_keep_alive - self.loop.time()
-        if left > 0 and not self.transport.is_closing():
-            self.timeout_keep_alive_task = self.loop.call_later(
-                left, self.timeout_keep_alive_handler
-            )
-            return
-        super().timeout_keep_alive_handler()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

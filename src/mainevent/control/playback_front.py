@@ -28,7 +28,6 @@ import json
 import time
 
 from pydantic import ValidationError
-from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from mainevent.common.admission import AdmissionController, Admitted, Priority, Shed
@@ -36,6 +35,7 @@ from mainevent.common.shared import complete_now
 from mainevent.control.admission_http import shed_response
 from mainevent.control.app import ControlServices, error_response
 from mainevent.control.errors import ControlError
+from mainevent.control.framing import render_response
 from mainevent.control.schemas import PlaybackGrant, PlaybackRequest
 
 __all__ = ["PlaybackFront", "playback_event_id", "render_grant", "render_response"]
@@ -53,15 +53,6 @@ def playback_event_id(method: str, path: str) -> str | None:
     if not event_id or "/" in event_id:
         return None
     return event_id
-
-
-def render_response(response: Response, default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """``response`` as uvicorn's httptools protocol writes it on a keep-alive connection."""
-    out = [STATUS_LINE[response.status_code]]
-    for name, value in (*default_headers, *response.raw_headers):
-        out += (name.lower(), b": ", value, b"\r\n")
-    out += (b"\r\n", bytes(response.body))
-    return b"".join(out)
 
 
 def render_grant(grant: PlaybackGrant, default_headers: list[tuple[bytes, bytes]]) -> bytes:

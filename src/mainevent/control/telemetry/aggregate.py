@@ -173,6 +173,10 @@ class Aggregator:
         last_dims: Dims | None = None
         agg = QoeAggregate()  # replaced at the first report (last_dims is None)
         inherited: dict[tuple[int, str], Dims] = {}
+        # Enum members and module constants as locals: the loop runs once per report.
+        error, play_state = ReportKind.ERROR, ReportKind.PLAY_STATE
+        bitrate_change, response = ReportKind.BITRATE_CHANGE, ReportKind.RESPONSE_RECEIVED
+        keep_states, ended, unknown = KEEP_STATES, _ENDED, UNKNOWN
         for dims, r, weight in zip(dims_of, reports, weights, strict=True):
             sid = r.sid
             s = sessions.get(sid)
@@ -183,9 +187,9 @@ class Aggregator:
                     self._evicted += 1
             else:
                 sessions.move_to_end(sid)
-                if dims.cdn == UNKNOWN:
+                if dims.cdn == unknown:
                     cdn = s.dims.cdn
-                    if cdn != UNKNOWN:
+                    if cdn != unknown:
                         # A heartbeat names no URL: the session's CDN (one Dims per batch).
                         key = (id(dims), cdn)
                         d = inherited.get(key)
@@ -200,17 +204,17 @@ class Aggregator:
                 agg = self._series(series, dims)
                 last_dims = dims
             kind = r.kind
-            if not s.attempt_counted and (dims.cdn != UNKNOWN or kind is ReportKind.ERROR):
+            if not s.attempt_counted and (dims.cdn != unknown or kind is error):
                 # hls.js's first report (the play request) names no URL: the attempt is counted
                 # under the CDN of the session's first media response (or where it fails/ends).
                 s.attempt_counted = True
                 agg.play_attempts += 1
             sta = r.sta
             if not (
-                kind is ReportKind.ERROR
-                or kind is ReportKind.PLAY_STATE
+                kind is error
+                or kind is play_state
                 or r.sn == 0
-                or sta in KEEP_STATES
+                or sta in keep_states
                 or r.error is not None
             ):  # Priority.SAMPLE (see PlayerReport.priority)
                 agg.heartbeats_offered += 1
@@ -219,7 +223,7 @@ class Aggregator:
             if not s.started and ts < s.first_ms:
                 s.first_ms = ts  # reports of one batch may arrive out of order
             bitrate = r.bitrate_kbps
-            if bitrate is None and kind is ReportKind.BITRATE_CHANGE:
+            if bitrate is None and kind is bitrate_change:
                 bitrate = r.object_bitrate_kbps
             if bitrate is not None:
                 s.bitrate_kbps = bitrate
@@ -230,7 +234,7 @@ class Aggregator:
             ):
                 s.bitrate_kbps = r.object_bitrate_kbps
             obs = ts
-            if kind is ReportKind.RESPONSE_RECEIVED and r.ttlb_ms is not None:
+            if kind is response and r.ttlb_ms is not None:
                 obs = ts + r.ttlb_ms  # written when the response ended (ts = request start)
             last_obs = s.last_obs_ms
             if last_obs is not None and obs > last_obs and s.started:
@@ -246,7 +250,7 @@ class Aggregator:
                     s.started = True
                     if r.start_delay_ms is not None:
                         startup = r.start_delay_ms
-                    elif kind is ReportKind.PLAY_STATE or last_obs is None:
+                    elif kind is play_state or last_obs is None:
                         startup = obs - s.first_ms
                     else:
                         # The first frame came between the last non-playing observation and
@@ -260,7 +264,7 @@ class Aggregator:
                     agg.rebuffers += 1
                 s.last_sta = sta
                 s.last_obs_ms = obs
-            if kind is ReportKind.ERROR:
+            if kind is error:
                 agg.player_errors += 1
                 if not s.failed:
                     s.failed = True
@@ -268,7 +272,7 @@ class Aggregator:
                         agg.playback_failures += 1
                     else:
                         agg.start_failures += 1
-            if sta in _ENDED:
+            if sta in ended:
                 if sta == "f" and not s.failed:
                     s.failed = True
                     if s.started:
@@ -286,7 +290,7 @@ class Aggregator:
                     agg.latency.add(r.latency_ms, weight)
                     if dims.event not in detail_off:
                         s.latencies.append(r.latency_ms)
-                elif kind is ReportKind.RESPONSE_RECEIVED and r.url is not None:
+                elif kind is response and r.url is not None:
                     self._latency(s, r, agg, weight, obs)
 
     def _pdt(self, url: str, timing: EventTiming) -> float | None:
@@ -358,7 +362,11 @@ class Aggregator:
     # --- time ------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When the open window ends (epoch seconds), or None with nothing open."""
+        """When ``tick`` is due next (epoch seconds), or None with nothing open: the end of the
+        oldest window not yet handed out, which is already past when a report for a later
+        second closed it (the timer must not wait for the end of the new one)."""
+        if self._closed:
+            return self._closed[0].start + 1.0
         if self._window is None and not self._sessions:
             return None
         start = self._window.start if self._window is not None else None
@@ -397,13 +405,25 @@ class Aggregator:
 
     def _count_sessions(self, w: _Window) -> None:
         end = w.start + 1
+        timeout = self.session_timeout_s
+        # Counted per Dims object first (sessions of one batch share one): hashing a Dims
+        # dataclass per session per window cost a fifth of a busy collector's time.
+        alive: dict[int, tuple[Dims, list[int]]] = {}
         for s in self._sessions.values():
-            if s.failed or s.last_seen > end or end - s.last_seen > self.session_timeout_s:
+            seen = s.last_seen
+            if s.failed or seen > end or end - seen > timeout:
                 continue
-            agg = w.series.get(s.dims)
+            d = s.dims
+            entry = alive.get(id(d))
+            if entry is None:
+                alive[id(d)] = (d, [1])  # holds d: its id is not reused meanwhile
+            else:
+                entry[1][0] += 1
+        for d, (n,) in alive.values():
+            agg = w.series.get(d)
             if agg is None:
-                agg = w.series[s.dims] = QoeAggregate()
-            agg.session_seconds += 1
+                agg = w.series[d] = QoeAggregate()
+            agg.session_seconds += n
 
     def _expire(self, now: float) -> None:
         while self._sessions:

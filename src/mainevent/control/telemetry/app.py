@@ -50,6 +50,8 @@ class TelemetryService:
         self.store = store
         self.clock = clock
         self._wake = asyncio.Event()
+        self._armed: float | None = None
+        """The deadline the timer waits for (None: none)."""
         self.expired_at = 0.0
         self.publisher: StreamPublisher | None = None
         """Set in stream mode: admitted inputs are appended to Redis before the 204."""
@@ -80,13 +82,16 @@ class TelemetryService:
             self.expired_at = now
 
     def poke(self) -> None:
-        """New input may have opened a window: re-arm the timer."""
-        self._wake.set()
+        """New input may have moved the core's next deadline earlier: re-arm the timer then
+        (only then: at ~100 POSTs a second, waking the timer for each would cost a task each)."""
+        deadline = self.collector.next_deadline()
+        if deadline is not None and (self._armed is None or deadline < self._armed):
+            self._wake.set()
 
     async def run_timer(self) -> None:
         """Close windows as each second ends: one timer armed at the core's next deadline."""
         while True:
-            deadline = self.collector.next_deadline()
+            deadline = self._armed = self.collector.next_deadline()
             self._wake.clear()
             if deadline is None:
                 await self._wake.wait()
@@ -147,7 +152,8 @@ def _error(status: int, error: str, detail: str, headers: dict[str, str] | None 
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-def _outcome(o: Outcome) -> Response:
+def outcome_response(o: Outcome) -> Response:
+    """The answer to an ingest POST (the routes' and the lean front's, ``telemetry/front.py``)."""
     if o.status < 300:
         return Response(
             status_code=204,
@@ -315,14 +321,16 @@ def create_app(
             if failed is not None:
                 return failed
             service.poke()
-        return _outcome(out)
+        return outcome_response(out)
 
     async def _player_post(
         ingest: Callable[..., Outcome], event: str, request: Request, cdn: str | None
     ) -> Response:
         body = await _body(request, limit)
         if body is None:
-            return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
+            return outcome_response(
+                c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes")
+            )
         out = ingest(
             event,
             body,
@@ -375,7 +383,9 @@ def create_app(
     async def access(request: Request) -> Response:
         body = await _body(request, limit)
         if body is None:
-            return _outcome(c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes"))
+            return outcome_response(
+                c._reject(Rejected.OVERSIZE, 413, f"body larger than {limit} bytes")
+            )
         out = c.access_batch(body, request.headers.get("content-type"), service.clock())
         return await _ingested(out)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mainevent.common.ratelimit import TokenBucket
-from mainevent.control.telemetry.events import PlayerReport, Priority
+from mainevent.control.telemetry.events import KEEP_STATES, PlayerReport, ReportKind
 
 __all__ = ["Admission", "Intake", "IntakeStats", "Verdict"]
 
@@ -39,6 +39,8 @@ class Admission:
     """> 0: the whole batch was refused (429); nothing of it was used."""
     reason: str = ""
     """Why the batch was refused: ``session_rate`` or ``overloaded``."""
+    all_accepted: bool = False
+    """Every report accepted (none duplicate or shed): ``verdicts`` need not be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,9 @@ class IntakeStats:
     shed: int
     refused_batches: int
     sample_rate: float
+
+
+_MASK = 0xFFFF_FFFF_FFFF_FFFF
 
 
 class _Seen:
@@ -75,7 +80,7 @@ class _Seen:
     def mark(self, sn: int) -> None:
         if sn > self.high:
             shift = sn - self.high
-            self.mask = ((self.mask << shift) | 1) & 0xFFFF_FFFF_FFFF_FFFF if shift < 64 else 1
+            self.mask = ((self.mask << shift) | 1) & _MASK if shift < 64 else 1
             self.high = sn
         else:
             self.mask |= 1 << (self.high - sn)
@@ -121,18 +126,6 @@ class Intake:
                 self._rate = 1.0
             self._second, self._offered, self._kept = second, 0, 0
 
-    def _session_wait(self, touched: list[_Seen], now: float) -> float:
-        """Seconds until every session of the batch has tokens for its reports (0: now)."""
-        rate, burst = self._session_rate, self._session_burst
-        wait = 0.0
-        for st in touched:
-            if now > st.updated:
-                st.tokens = min(burst, st.tokens + (now - st.updated) * rate)
-                st.updated = now
-            if st.tokens < st.pending:
-                wait = max(wait, (st.pending - st.tokens) / rate)
-        return wait
-
     def admit(self, reports: Sequence[PlayerReport], now: float) -> Admission:
         """Decide a whole batch at ``now`` (monotonic or epoch seconds, consistently).
 
@@ -141,32 +134,54 @@ class Intake:
         """
         self._roll(now)
         seen = self._seen
+        burst = self._session_burst
         states: list[_Seen] = []
         touched: list[_Seen] = []
         fresh: list[bool] = []
         kept: list[bool] = []
         keep = 0
+        all_fresh = True
+        error, play_state = ReportKind.ERROR, ReportKind.PLAY_STATE
+        rate = self._session_rate
+        short = 0.0  # the most reports one session of the batch has beyond its tokens
         for r in reports:
             sid = r.sid
             st = seen.get(sid)
             if st is None:
-                st = seen[sid] = _Seen(self._session_burst, now)
+                st = seen[sid] = _Seen(burst, now)
                 if len(seen) > self._max_sessions:
                     seen.popitem(last=False)
+                touched.append(st)
             elif not st.pending:
                 seen.move_to_end(sid)
-            if not st.pending:
                 touched.append(st)
-            st.pending += 1
+                if now > st.updated:  # the session's bucket refills once per batch
+                    st.tokens = min(burst, st.tokens + (now - st.updated) * rate)
+                    st.updated = now
+            pending = st.pending = st.pending + 1
+            if pending > st.tokens and pending - st.tokens > short:
+                short = pending - st.tokens
             states.append(st)
             sn = r.sn
-            f = sn is None or not st.seen(sn)
+            f = sn is None or sn > st.high or not st.seen(sn)
             fresh.append(f)
-            k = r.priority is Priority.KEEP
+            kind = r.kind
+            # PlayerReport.priority is KEEP, inlined (the hot loop of the collector).
+            k = (
+                kind is error
+                or kind is play_state
+                or sn == 0
+                or r.sta in KEEP_STATES
+                or r.error is not None
+            )
             kept.append(k)
-            if f and k:
-                keep += 1
-        wait = self._session_wait(touched, now)
+            if f:
+                if k:
+                    keep += 1
+            else:
+                all_fresh = False
+        # Seconds until every session of the batch has tokens for its reports (0: now).
+        wait = short / rate
         reason = "session_rate"
         if not wait and keep:
             wait = self._keep.take(now, keep)
@@ -185,14 +200,37 @@ class Intake:
             cap.updated = now
         tokens = cap.tokens
         weight = 1.0 / self._rate  # re-weight by the sample rate of the last full second
+        n = len(reports)
+        if all_fresh and tokens >= n:
+            # Nothing duplicate, room for all: every report accepted (the usual batch).
+            for r, st in zip(reports, states, strict=True):
+                sn = r.sn
+                if sn is not None:
+                    high = st.high
+                    if sn > high:  # _Seen.mark's usual case, inlined
+                        shift = sn - high
+                        st.mask = ((st.mask << shift) | 1) & _MASK if shift < 64 else 1
+                        st.high = sn
+                    else:
+                        st.mark(sn)
+            cap.tokens = tokens - n
+            sampled = n - keep
+            self._offered += sampled
+            self._kept += sampled
+            self.accepted += n
+            if weight == 1.0 or not sampled:
+                weights: tuple[float, ...] = (1.0,) * n
+            else:
+                weights = tuple(1.0 if k else weight for k in kept)
+            return Admission((Verdict.ACCEPT,) * n, weights, all_accepted=True)
         verdicts: list[Verdict] = []
-        weights: list[float] = []
+        weight_list: list[float] = []
         accept, dup, shed = Verdict.ACCEPT, Verdict.DUPLICATE, Verdict.SHED
         n_dup = n_offered = n_kept = n_shed = 0
         for r, st, f, k in zip(reports, states, fresh, kept, strict=True):
             if not f:
                 verdicts.append(dup)
-                weights.append(0.0)
+                weight_list.append(0.0)
                 n_dup += 1
                 continue
             if r.sn is not None:
@@ -202,24 +240,24 @@ class Intake:
                 tokens -= 1.0
             if k:
                 verdicts.append(accept)
-                weights.append(1.0)
+                weight_list.append(1.0)
                 continue
             n_offered += 1
             if room:
                 n_kept += 1
                 verdicts.append(accept)
-                weights.append(weight)
+                weight_list.append(weight)
             else:
                 n_shed += 1
                 verdicts.append(shed)
-                weights.append(0.0)
+                weight_list.append(0.0)
         cap.tokens = tokens
         self._offered += n_offered
         self._kept += n_kept
         self.duplicates += n_dup
         self.shed_count += n_shed
         self.accepted += len(reports) - n_dup - n_shed
-        return Admission(tuple(verdicts), tuple(weights))
+        return Admission(tuple(verdicts), tuple(weight_list))
 
     def stats(self) -> IntakeStats:
         return IntakeStats(

@@ -1,5 +1,6 @@
-"""Run the collector: build it from settings, serve it with uvicorn on a bound socket, scrape the
-platform's ``/metrics`` for health, all under one TaskGroup.
+"""Run the collector: build it from settings, serve it with uvicorn on a bound socket (report
+POSTs answered by the lean front, ``telemetry/front.py``), scrape the platform's ``/metrics`` for
+health, all under one TaskGroup.
 
 Platform health is scraped (see :mod:`.health`).
 """
@@ -21,6 +22,7 @@ from mainevent.config import TelemetrySettings
 from mainevent.control.telemetry.app import TelemetryService, create_app
 from mainevent.control.telemetry.collector import Collector
 from mainevent.control.telemetry.events import EventTiming
+from mainevent.control.telemetry.front import IngestFront, ingest_protocol
 from mainevent.control.telemetry.health import HealthScraper
 from mainevent.control.telemetry.store import TelemetryStore
 from mainevent.control.telemetry.stream import StreamAggregator, StreamPublisher, WindowConsumer
@@ -93,8 +95,16 @@ class TelemetryServer:
             on_round=lambda h: service.collector.health(h.samples, h.up, service.clock()),
         )
         app = create_app(self.service, background=False, health=scraper)
+        # The lean front only without the stream: there an answer waits for Redis.
+        lean = service.collector.settings.lean_ingest and service.publisher is None
         self._server = _Server(
-            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                http=ingest_protocol(IngestFront(service) if lean else None),
+            )
         )
         try:
             async with asyncio.TaskGroup() as tg:

@@ -294,6 +294,8 @@ class EdgeServer:
             health=UpstreamHealth(config.upstream_backoff_s, config.upstream_max_backoff_s),
         )
         self.fault: Fault | None = None
+        self._drill_changed = asyncio.Event()
+        """Set (and replaced) whenever the drill changes: wakes the requests it is holding."""
         self.metrics = EdgeMetrics(
             config.name, self.cache.stats, lambda: self.fault, self.cache.health.stats
         )
@@ -733,11 +735,35 @@ class EdgeServer:
         m.bytes_sent[entry.kind] += len(body)
         conn.write(head, body, req.keep_alive)
 
+    def _set_fault(self, fault: Fault | None) -> None:
+        self.fault = fault
+        changed, self._drill_changed = self._drill_changed, asyncio.Event()
+        changed.set()
+
+    async def _hold(self, req: _Request, decision: FaultDecision) -> FaultDecision:
+        """Hold a request for the drill's added latency, and decide it again if the drill
+        changes meanwhile: a CDN that starts failing fails the requests it is holding too (the
+        new drill's errors answer them at once), and one that recovers stops holding them. The
+        added latency counts from the request's arrival under whichever drill is set."""
+        arrived = time.monotonic()
+        while True:
+            left = decision.delay_s - (time.monotonic() - arrived)
+            if left <= 0:
+                return decision
+            try:
+                await asyncio.wait_for(self._drill_changed.wait(), left)
+            except TimeoutError:
+                return decision
+            decision = decide(self.fault, req.region, self._random.random())
+
     async def _faulted(
         self, conn: _Protocol, req: _Request, key: str, decision: FaultDecision
     ) -> None:
         if decision.delay_s:
-            await asyncio.sleep(decision.delay_s)
+            decision = await self._hold(req, decision)
+            if decision.blackhole:
+                conn.busy = True  # the new drill never answers
+                return
         kind = object_type(req.path)
         if decision.error_status:
             self.metrics.requests[(kind, "FAULT")] += 1
@@ -877,10 +903,10 @@ class EdgeServer:
             except (json.JSONDecodeError, FaultError) as exc:
                 conn.write_simple(400, f"bad fault: {exc}\n".encode(), keep_alive=req.keep_alive)
                 return
-            self.fault = fault
+            self._set_fault(fault)
             log.warning("edge %s: fault set %s", self.name, fault)
         elif req.method == "DELETE":
-            self.fault = None
+            self._set_fault(None)
             log.warning("edge %s: fault cleared", self.name)
         elif req.method != "GET":
             conn.write_simple(405, b"GET, POST or DELETE\n", keep_alive=req.keep_alive)
