@@ -8,9 +8,11 @@ latency to 503s, the requests the edge is still holding for the latency are fail
 (``EdgeServer._hold`` decides a held request again when the drill changes), as a failing CDN
 fails what it has in flight. So the error rate shows within 2 s of the error drill itself, not
 only once players whose requests were held 3 s come back with their next request. Rebuffering
-cannot show within 2 s of the latency drill: players stall only once their buffer has run out,
-5-6.5 s after the drill on the 2-core test machine (with 8 s of added latency instead of 3 s
-as well), so its bound stays the one from the drill (6 s)."""
+cannot show within 2 s of the latency drill itself: players stall only once their buffer has run
+out, 5-6.5 s after the drill on the 2-core test machine (with 8 s of added latency instead of 3 s
+as well). So its 2 s are counted from the players' stalls (the second player of the series to
+stall, from its `PlaybackReport.stall_starts_s`) to the API showing them, and the drill must
+cause them within 10 s."""
 
 from __future__ import annotations
 
@@ -145,7 +147,7 @@ async def _scenario(stack: RunningStack) -> tuple[list[PlaybackReport], dict[str
                 clients.append(c)
                 url = stack.edge_master_url(cdn)
                 tasks.append(asyncio.create_task(play(url, duration_s=75, client=c, cmcd=target)))
-    marks: dict[str, Any] = {}
+    marks: dict[str, Any] = {"requested": time.time()}
     async with httpx.AsyncClient(timeout=10) as ops:
         try:
             started = time.monotonic()
@@ -200,6 +202,11 @@ async def _scenario(stack: RunningStack) -> tuple[list[PlaybackReport], dict[str
                 await c.aclose()
             _fault(stack)  # never leave the drill on for the next test
     return reports, marks
+
+
+def _series_of(index: int) -> tuple[str, str]:
+    """The (region, CDN) of the `index`-th player started by `_scenario`."""
+    return SERIES[index // PER_SERIES]
 
 
 def _table(series: dict[Any, list[dict[str, Any]]], t0: float) -> str:
@@ -257,9 +264,24 @@ def test_a_regional_cdn_fault_shows_in_that_series_only_and_alerts_fire_and_clea
     assert "error_rate" in marks, (timings, table)
     assert marks["error_rate"] - marks["edge_error"] <= 1.0, (timings, table)
     assert marks["error_rate"] - marks["errors"] <= 2.0, (timings, table)
-    # The stalls the latency drill causes show too.
+    # The stalls the latency drill causes show too: within 2 s of the players stalling (the
+    # second of the series' five players to stall: a ratio above 0.2 needs more than one), and
+    # the drill makes them stall once their buffers are gone (5-6.5 s here, see above).
+    hit = [r for i, r in enumerate(reports) if _series_of(i) == HIT]
+    stalled = sorted(
+        marks["requested"]
+        + min(t for t in r.stall_starts_s if marks["requested"] + t >= marks["latency"])
+        for r in hit
+        if any(marks["requested"] + t >= marks["latency"] for t in r.stall_starts_s)
+    )
     assert "rebuffer_ratio" in marks, (timings, table)
-    assert marks["rebuffer_ratio"] - marks["latency"] <= 6.0, (timings, table)
+    assert len(stalled) >= 2, (stalled, timings, table)
+    print(
+        f"second stall of the series {stalled[1] - marks['latency']:.2f} s after the latency "
+        f"drill, rebuffering in the API {marks['rebuffer_ratio'] - stalled[1]:.2f} s after it"
+    )
+    assert marks["rebuffer_ratio"] - stalled[1] <= 2.0, (stalled, timings, table)
+    assert stalled[1] - marks["latency"] <= 10.0, (stalled, timings, table)
     # The errors are counted in the 1 s windows in which they arrived (stored when they end).
     first_err = min(
         p["start"]

@@ -73,6 +73,8 @@ class PlaybackReport:
     """Where the start-up went, in order: the multivariant playlist, the media playlists (all
     tracks in parallel, until the start position is known), then the media (init sections and
     first segments, tracks in parallel) until the playhead moved. Empty if it never started."""
+    stall_starts_s: tuple[float, ...] = ()
+    """When each stall began, in seconds since the play request."""
 
     @property
     def rebuffering_ratio(self) -> float:
@@ -86,6 +88,7 @@ class PlaybackReport:
         data["http_errors"] = dict(self.http_errors)
         data["renditions"] = [[r.t_s, r.rendition] for r in self.renditions]
         data["startup_phases_s"] = list(self.startup_phases_s)
+        data["stall_starts_s"] = list(self.stall_starts_s)
         data["rebuffering_ratio"] = self.rebuffering_ratio
         return data
 

@@ -193,6 +193,7 @@ class _Session:
         self._multivariant: MultivariantPlaylist | None = None
         self._pathways: list[tuple[float, str]] = []
         self._phase_marks: list[float] = []
+        self._stall_starts: list[float] = []
         """Clock at the end of the multivariant and of the media playlists phases of the start."""
 
     # -- session ---------------------------------------------------------------------------
@@ -372,6 +373,7 @@ class _Session:
                 self._cmcd_state(PlayerState.PLAYING)
             elif isinstance(event, StallStarted):
                 log.info("stalled at position %d us", event.position_us)
+                self._stall_starts.append(event.at - self._requested_at)
                 self._cmcd_state(PlayerState.REBUFFERING)
             elif isinstance(event, StallEnded):
                 log.info("resumed after a %.3f s stall", event.duration_s)
@@ -651,6 +653,7 @@ class _Session:
             fatal=self._fatal,
             pathways=tuple(self._pathways),
             startup_phases_s=self._startup_phases(stats),
+            stall_starts_s=tuple(self._stall_starts),
         )
 
     def _startup_phases(self, stats: PlaybackStats | None) -> tuple[float, ...]:
