@@ -69,6 +69,8 @@ class PlaybackReport:
     pathways: tuple[tuple[float, str], ...] = ()
     """Content steering: (seconds since the play request, pathway) at the start and at each
     switch of pathway (empty without steering)."""
+    longest_stall_s: float = 0.0
+    """The longest single stall (0 without stalls)."""
 
     @property
     def rebuffering_ratio(self) -> float:

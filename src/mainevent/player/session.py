@@ -645,6 +645,7 @@ class _Session:
             resyncs=self._resyncs,
             fatal=self._fatal,
             pathways=tuple(self._pathways),
+            longest_stall_s=stats.longest_stall_s if stats else 0.0,
         )
 
 
