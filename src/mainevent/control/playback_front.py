@@ -147,10 +147,7 @@ class PlaybackFront:
         raw = complete_now(
             self._answer(data, start, end, event_id, peer, arrival, ticket, default_headers)
         )
-        if raw is None:
-            self.passed += 1
-        else:
-            self.answered += 1
+        self._count(raw)
         return raw
 
     async def answer_async(
@@ -169,11 +166,17 @@ class PlaybackFront:
         Cancelled before it committed, it withdraws ``ticket`` (nobody else will).
         """
         raw = await self._answer(data, start, end, event_id, peer, arrival, ticket, default_headers)
+        self._count(raw)
+        return raw
+
+    def _count(self, raw: bytes | None) -> None:
+        stats = self._services.playback.stats
         if raw is None:
             self.passed += 1
+            stats.front_passed += 1
         else:
             self.answered += 1
-        return raw
+            stats.front_answered += 1
 
     async def _answer(
         self,
