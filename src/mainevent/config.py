@@ -415,6 +415,12 @@ class DeliverySettings(_Frozen):
         le=8,
         description="Edge processes per CDN in `mainevent up`. 1: one in-process edge per CDN. N ≥ 2: N `mainevent edge serve` processes per CDN behind a Debian nginx on the CDN's address (passive health checks, next edge on error), each collapsing its misses to the shield.",
     )
+    shields: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Shield processes in `mainevent up`. 1: one in-process shield. N ≥ 2 (needs `edges_per_cdn` ≥ 2): N `mainevent edge serve` shield processes (restarted when they exit), each failing over between the origins in order; each edge process prefers one shield (round robin) and fails over to the others within the request, so a killed shield costs no viewer a fetch.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DeliverySettings:
@@ -427,6 +433,11 @@ class DeliverySettings(_Frozen):
             ("http://", "https://")
         ):
             raise ValueError("steering_url must start with http:// or https://")
+        if self.shields > 1 and self.edges_per_cdn < 2:
+            raise ValueError(
+                "delivery.shields > 1 needs delivery.edges_per_cdn ≥ 2 (in-process edges use "
+                "the in-process shield): set both, e.g. --shields 2 --edges-per-cdn 2"
+            )
         return self
 
 

@@ -8,6 +8,7 @@ the FastAPI route. Both share the database and one fake clock; their responses m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -109,24 +110,34 @@ class _Server:
 
     def stop(self) -> None:
         self.sock.close()
+        # What the lifespan (off here) would close: the Redis clients, on the server's loop.
+        loop = self.server.servers[0].get_loop()
+        asyncio.run_coroutine_threadsafe(self._aclose(), loop).result(10)
         self.server.should_exit = True
         self.thread.join(10)
+
+    async def _aclose(self) -> None:
+        await self.services.playback.aclose()
+        if self.services.console is not None:
+            await self.services.console.sessions.store.aclose()
 
 
 class Pair:
     """The lean server and the route server, driven in lockstep."""
 
-    def __init__(self, database: Database, **overrides: Any) -> None:
+    def __init__(self, database: Database, redis_url: str | None = None, **overrides: Any) -> None:
         self.clock = FakeClock()
-        settings = make_settings(**overrides)
 
-        def services() -> ControlServices:
+        def services(prefix: str) -> ControlServices:
+            # On Redis each server keeps its state under its own prefix: they must not share it.
+            shared = {"redis_url": redis_url, "redis_prefix": prefix} if redis_url else {}
+            settings = make_settings(**(overrides | shared))
             s = build_services(settings, db=database, clock=self.clock)
             s.admission = AdmissionController(_NO_SHEDDING)
             return s
 
-        self.lean = _Server(services(), lean=True)
-        self.route = _Server(services(), lean=False)
+        self.lean = _Server(services("lean:"), lean=True)
+        self.route = _Server(services("route:"), lean=False)
         assert self.lean.front is not None
         self.front = self.lean.front
         idp = self.lean.services.dev_idp
@@ -185,13 +196,17 @@ def _normalise(status: int, headers: list[tuple[str, str]], body: bytes) -> Answ
     return Answer(status, [h for h in headers if h[0] != "date"], parsed)
 
 
-@pytest.fixture
-def make_pair(database: Database) -> Iterator[Callable[..., Pair]]:
-    """Builds a lean/route server pair on the test database, with settings overrides."""
+@pytest.fixture(params=["embedded", "redis"])
+def make_pair(request: pytest.FixtureRequest, database: Database) -> Iterator[Callable[..., Pair]]:
+    """Builds a lean/route server pair on the test database, with settings overrides; its
+    sessions, buckets and decisions embedded, or on Redis (the lean path then awaits them)."""
     pairs: list[Pair] = []
+    redis_url = None
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_server").url
 
     def make(**overrides: Any) -> Pair:
-        pairs.append(Pair(database, **overrides))
+        pairs.append(Pair(database, redis_url, **overrides))
         return pairs[-1]
 
     try:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mainevent.common.ratelimit import KeyedRateLimiter
+from mainevent.common.ratelimit import KeyedRateLimiter, MemoryRateLimitStore
 from mainevent.control.decisions import DecisionCache
 from mainevent.control.entitlement import Denial
 from mainevent.control.redis_state import (
@@ -125,6 +125,47 @@ def test_token_buckets_on_redis_answer_as_the_limiter(redis_url: str, ops: list[
                 now += dt
                 assert await store.take(key, now, cost) == pytest.approx(
                     core.take(key, now, cost), abs=1e-9
+                )
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+@EXAMPLES
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["10.0.0.1", "10.0.0.2"]),
+            st.sampled_from(["acc1", "acc2"]),
+            st.sampled_from([0.0, 0.1, 0.5, 2.0]),
+        ),
+        max_size=40,
+    )
+)
+def test_two_buckets_in_one_script_answer_as_two_takes_in_memory(
+    redis_url: str, ops: list[Any]
+) -> None:
+    """Address then account bucket in one round trip: the same refusals, waits and spending as
+    two takes in memory (the account is not charged when the address is refused)."""
+    _flush(redis_url)
+
+    async def run() -> None:
+        client = connect(redis_url, timeout_s=5)
+        mem_addr, mem_acc = MemoryRateLimitStore(3.0, 4.0), MemoryRateLimitStore(1.0, 2.0)
+        addr = RedisRateLimitStore(client, "address", 3.0, 4.0)
+        acc = RedisRateLimitStore(client, "account", 1.0, 2.0)
+        now = T0
+        try:
+            for address, account, dt in ops:
+                now += dt
+                want = await mem_addr.take_in_turn(address, mem_acc, account, now)
+                refused, wait = await addr.take_in_turn(address, acc, account, now)
+                names = {id(mem_addr): "address", id(mem_acc): "account"}
+                got = {id(addr): "address", id(acc): "account"}
+                assert (got.get(id(refused)), wait) == (
+                    names.get(id(want[0])),
+                    pytest.approx(want[1], abs=1e-9),
                 )
         finally:
             await client.aclose()

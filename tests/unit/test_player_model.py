@@ -70,6 +70,23 @@ def test_stall_is_counted_with_its_duration() -> None:
     assert (stats.stalls, stats.state) == (1, "playing")
     assert stats.stall_time_s == pytest.approx(1.5)
     assert stats.played_s == pytest.approx(2.5)
+    assert stats.longest_stall_s == pytest.approx(1.5)
+
+
+def test_longest_stall_is_the_longest_single_one() -> None:
+    """Two stalls of 1 s and 0.5 s: 1.5 s stalled in all, the longest 1 s (an ongoing one counts)."""
+    m = model()
+    m.append("main", EPOCH_US, 2 * S, T0 + 1.0)  # plays until T0 + 3
+    m.append("main", EPOCH_US + 2 * S, 2 * S, T0 + 4.0)  # 1 s stall, plays until T0 + 6
+    m.append("main", EPOCH_US + 4 * S, 2 * S, T0 + 6.5)  # 0.5 s stall
+    stats = m.statistics()
+    assert (stats.stalls, stats.stall_time_s, stats.longest_stall_s) == (
+        2,
+        pytest.approx(1.5),
+        pytest.approx(1.0),
+    )
+    m.advance(T0 + 10.5)  # out of media at T0 + 8.5: 2 s into a third stall
+    assert m.statistics().longest_stall_s == pytest.approx(2.0)
 
 
 def test_stall_needs_resume_buffer() -> None:

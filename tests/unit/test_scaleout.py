@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from mainevent.cli import build_parser
-from mainevent.commands.scaleout import CdnPool, edge_lb_config, replica_settings
+from mainevent.commands.scaleout import (
+    CdnPool,
+    EdgeFleet,
+    edge_lb_config,
+    replica_settings,
+    shield_processes,
+)
 from mainevent.commands.up import overrides_from_args
 from mainevent.common.breaker import BreakerState
 from mainevent.common.nginx import find_nginx
@@ -120,3 +126,37 @@ def test_scaleout_settings_are_validated() -> None:
         "origin": {"replicas": 2},
         "delivery": {"edges_per_cdn": 2},
     }
+
+
+def test_shield_processes_need_an_edge_fleet_and_each_edge_prefers_its_own_shield(
+    tmp_path: Path,
+) -> None:
+    """`--shields 2` needs `--edges-per-cdn ≥ 2`; edge i misses to shield i mod N first, then
+    to the others, and every shield fails over between the origins in order."""
+    with pytest.raises(ConfigError, match=r"delivery\.shields > 1 needs"):
+        load_settings(overrides={"delivery": {"shields": 2}})
+    args = build_parser().parse_args(["up", "--shields", "2", "--edges-per-cdn", "2"])
+    assert overrides_from_args(args) == {"delivery": {"edges_per_cdn": 2, "shields": 2}}
+    origins = ["http://o0", "http://o1", "http://packager"]
+    shields = shield_processes("127.0.0.1", [7001, 7002], origins, admin_secret=None)
+    for s in shields:
+        ups = [s.argv[i + 1] for i, a in enumerate(s.argv) if a == "--upstream"]
+        assert ups == origins
+    if find_nginx() is None:
+        pytest.skip("Debian nginx is not installed")
+    fleet = EdgeFleet.plan(
+        ["cdn-a"],
+        per_cdn=2,
+        host="127.0.0.1",
+        listen_ports=[7000],
+        edge_ports=[[7010, 7011]],
+        shield_urls=["http://127.0.0.1:7001", "http://127.0.0.1:7002"],
+        regions={},
+        workdir=tmp_path,
+        admin_secret=None,
+        token_keys=None,
+        shields=shields,
+    )
+    firsts = [c.argv[c.argv.index("--upstream") + 1] for c in fleet.children]
+    assert firsts == ["http://127.0.0.1:7001", "http://127.0.0.1:7002"]
+    assert fleet.shield_urls == ["http://127.0.0.1:7001", "http://127.0.0.1:7002"]

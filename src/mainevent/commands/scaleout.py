@@ -1,5 +1,6 @@
 """`mainevent up` scaled out on one machine: N origin processes fed by the ingest fan-out
-(`origin.replicas`), and N edge processes per CDN behind one Debian nginx (`delivery.edges_per_cdn`).
+(`origin.replicas`), N edge processes per CDN behind one Debian nginx (`delivery.edges_per_cdn`)
+and N shield processes between them (`delivery.shields`).
 
 Each child is a real `mainevent origin serve` / `mainevent edge serve` process, restarted when it
 exits (a `kill -9` drill included) and stopped with the stack. The nginx config is rendered here
@@ -35,6 +36,7 @@ __all__ = [
     "Supervised",
     "edge_lb_config",
     "replica_settings",
+    "shield_processes",
 ]
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,32 @@ class ReplicaOrigins:
             )
 
 
+# -- shields --------------------------------------------------------------------------------
+
+
+def shield_processes(
+    host: str,
+    ports: Sequence[int],
+    origins: Sequence[str],
+    *,
+    admin_secret: str | None,
+    telemetry_url: str = "",
+) -> list[Supervised]:
+    """`len(ports)` shield processes, each failing over between `origins` in order."""
+    out = []
+    for i, port in enumerate(ports):
+        argv = [*_cli(), "edge", "serve", "--name", "shield"]
+        for url in origins:
+            argv += ["--upstream", url]
+        argv += ["--host", host, "--port", str(port), "--log-level", "warning"]
+        if admin_secret:
+            argv += ["--admin-secret", admin_secret]
+        if telemetry_url:
+            argv += ["--telemetry", telemetry_url]
+        out.append(Supervised(f"shield-{i}", argv, health_url=f"http://{host}:{port}/healthz"))
+    return out
+
+
 # -- edges -----------------------------------------------------------------------------------
 
 
@@ -231,6 +259,8 @@ class EdgeFleet:
     workdir: Path
     children: list[Supervised] = field(default_factory=list)
     nginx: str = ""
+    shields: list[Supervised] = field(default_factory=list)
+    """Shield processes (`delivery.shields` ≥ 2); empty: the edges miss to the stack's shield."""
 
     @classmethod
     def plan(
@@ -241,13 +271,16 @@ class EdgeFleet:
         host: str,
         listen_ports: Sequence[int],
         edge_ports: Sequence[Sequence[int]],
-        shield_url: str,
+        shield_urls: Sequence[str],
         regions: Mapping[str, tuple[str, ...]],
         workdir: Path,
         admin_secret: str | None,
         token_keys: dict[str, str] | None,
         telemetry_url: str = "",
+        shields: Sequence[Supervised] = (),
     ) -> EdgeFleet:
+        """Edge `i` of each CDN prefers shield `i mod len(shield_urls)`, then the others in turn:
+        every shield carries load and a dead one is skipped within the request."""
         nginx = find_nginx()
         if nginx is None:
             raise RuntimeError(
@@ -258,7 +291,10 @@ class EdgeFleet:
             assert len(ports) == per_cdn
             pools.append(CdnPool(name, host, port, tuple(f"{host}:{p}" for p in ports)))
             for i, p in enumerate(ports):
-                argv = [*_cli(), "edge", "serve", "--name", name, "--upstream", shield_url]
+                argv = [*_cli(), "edge", "serve", "--name", name]
+                k = i % len(shield_urls)
+                for url in [*shield_urls[k:], *shield_urls[:k]]:
+                    argv += ["--upstream", url]
                 argv += ["--host", host, "--port", str(p), "--log-level", "warning"]
                 for r in regions.get(name, ()):
                     argv += ["--region", r]
@@ -271,7 +307,11 @@ class EdgeFleet:
                 children.append(
                     Supervised(f"{name}-{i}", argv, health_url=f"http://{host}:{p}/healthz")
                 )
-        return cls(pools, workdir, children, nginx)
+        return cls(pools, workdir, children, nginx, list(shields))
+
+    @property
+    def shield_urls(self) -> list[str]:
+        return [c.health_url.removesuffix("/healthz") for c in self.shields if c.health_url]
 
     @property
     def urls(self) -> dict[str, str]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from mainevent.commands.scaleout import EdgeFleet, ReplicaOrigins, run_all
+from mainevent.commands.scaleout import EdgeFleet, ReplicaOrigins, run_all, shield_processes
 from mainevent.media.origin.fanout import FanoutCore
 from mainevent.media.origin.ingest_client import FanoutPublisher, FanoutStore
 from mainevent.media.origin.live import LiveEvent
@@ -83,14 +83,16 @@ def end_on_origins(stack: Stack, event: LiveEvent) -> None:
         event.on_end = lambda ev: fanout.ended(ev.event_id, ev.rendition_ids)
 
 
-def plan_edge_fleet(stack: Stack, host: str, regions: Mapping[str, tuple[str, ...]]) -> EdgeFleet:
-    """`delivery.edges_per_cdn` edge processes per CDN behind nginx, missing to the shield."""
-    assert stack.shield is not None
+def plan_edge_fleet(
+    stack: Stack, host: str, regions: Mapping[str, tuple[str, ...]], origins: Sequence[str]
+) -> EdgeFleet:
+    """`delivery.edges_per_cdn` edge processes per CDN behind nginx, missing to the stack's
+    shield, or (`delivery.shields` ≥ 2) to shield processes in front of `origins`."""
     per_cdn = stack.settings.delivery.edges_per_cdn
     base = stack.edge_port_base
     names = list(stack.edge_names)
     try:
-        return _plan_fleet(stack, host, regions, per_cdn, base, names)
+        return _plan_fleet(stack, host, regions, per_cdn, base, names, origins)
     except RuntimeError as exc:
         from mainevent.commands.stack import StackError
 
@@ -104,20 +106,36 @@ def _plan_fleet(
     per_cdn: int,
     base: int,
     names: list[str],
+    origins: Sequence[str],
 ) -> EdgeFleet:
-    assert stack.shield is not None
+    n = stack.settings.delivery.shields
+    shields = []
+    if n > 1:
+        ports = [base if base and i == 0 else _free_port(host) for i in range(n)]
+        shields = shield_processes(
+            host,
+            ports,
+            origins,
+            admin_secret=stack.edge_admin_secret,
+            telemetry_url=stack.telemetry_url,
+        )
+        shield_urls = [f"http://{host}:{p}" for p in ports]
+    else:
+        assert stack.shield is not None
+        shield_urls = [stack.shield.url]
     return EdgeFleet.plan(
         names,
         per_cdn=per_cdn,
         host=host,
         listen_ports=[base + i if base else _free_port(host) for i in range(1, len(names) + 1)],
         edge_ports=[[_free_port(host) for _ in range(per_cdn)] for _ in names],
-        shield_url=stack.shield.url,
+        shield_urls=shield_urls,
         regions=regions,
         workdir=(stack.settings.origin.data_dir / "edge-lb").resolve(),
         admin_secret=stack.edge_admin_secret,
         token_keys=stack.edge_token_keys,
         telemetry_url=stack.telemetry_url,
+        shields=shields,
     )
 
 
@@ -142,7 +160,7 @@ def scaleout_tasks(stack: Stack) -> list[Coroutine[Any, Any, None]]:
         out.append(_serve_replicas(stack))
     fleet = stack.edge_fleet
     if fleet is not None:
-        out.append(run_all([*fleet.children, fleet.balancer()]))
+        out.append(run_all([*fleet.shields, *fleet.children, fleet.balancer()]))
     return out
 
 
@@ -165,7 +183,7 @@ async def scaleout_ready(stack: Stack) -> None:
             await asyncio.sleep(0.05)
         children += stack.replicas.children
     if stack.edge_fleet is not None:
-        children += stack.edge_fleet.children
+        children += [*stack.edge_fleet.shields, *stack.edge_fleet.children]
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             for c in children:

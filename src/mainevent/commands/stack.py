@@ -334,6 +334,10 @@ class Stack:
         base = self.edge_port_base
         regions = {"cdn-a": ("eu",), "cdn-b": ("us",), "cdn-c": ("apac",)}
         origins = [*(self.replicas.urls if self.replicas is not None else ()), self.base_url]
+        if self.settings.delivery.shields > 1:
+            # Shield processes instead of this one (a kill -9 drill must not take the stack).
+            self.edge_fleet = plan_edge_fleet(self, host, regions, origins)
+            return
         self.shield = EdgeServer(
             EdgeConfig(
                 name="shield",
@@ -355,7 +359,7 @@ class Stack:
         )
         await self.shield.start()
         if self.settings.delivery.edges_per_cdn > 1:
-            self.edge_fleet = plan_edge_fleet(self, host, regions)
+            self.edge_fleet = plan_edge_fleet(self, host, regions, origins)
             return
         for i, name in enumerate(self.edge_names, start=1):
             edge = EdgeServer(

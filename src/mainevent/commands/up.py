@@ -127,6 +127,12 @@ def _add_scaleout_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="edge processes per CDN behind nginx (delivery.edges_per_cdn; 1 = in-process)",
     )
+    p.add_argument(
+        "--shields",
+        type=int,
+        metavar="N",
+        help="shield processes (delivery.shields; 1 = in-process; N ≥ 2 needs --edges-per-cdn ≥ 2)",
+    )
 
 
 def scaleout_info(stack: Any) -> dict[str, Any]:
@@ -148,6 +154,12 @@ def scaleout_info(stack: Any) -> dict[str, Any]:
             for c in stack.edge_fleet.children
             if c.proc is not None and c.health_url
         ]
+        if stack.edge_fleet.shields:
+            out["shield_processes"] = [
+                {"name": c.name, "url": c.health_url.removesuffix("/healthz"), "pid": c.proc.pid}
+                for c in stack.edge_fleet.shields
+                if c.proc is not None and c.health_url
+            ]
     return out
 
 
@@ -217,6 +229,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         o["origin"]["replicas"] = args.origins
     if getattr(args, "edges_per_cdn", None) is not None:
         o["delivery"] = {"edges_per_cdn": args.edges_per_cdn}
+    if getattr(args, "shields", None) is not None:
+        o["delivery"] = o.get("delivery", {}) | {"shields": args.shields}
     return {k: v for k, v in o.items() if v}
 
 
@@ -356,7 +370,11 @@ def run(args: argparse.Namespace) -> int:
         )
         return control | {
             "edges": stack.edge_urls,
-            "shield_url": stack.shield.url if stack.shield else None,
+            "shield_url": stack.shield.url
+            if stack.shield
+            else next(iter(stack.edge_fleet.shield_urls), None)
+            if stack.edge_fleet is not None
+            else None,
             "edge_admin_secret": stack.edge_admin_secret,
         }
 

@@ -97,6 +97,15 @@ class RateLimitStore(Protocol):
         """
         ...
 
+    async def take_in_turn(
+        self, key: str, then: RateLimitStore, then_key: str, now: float
+    ) -> tuple[RateLimitStore | None, float]:
+        """Spend one from ``key``'s bucket and, only if that was allowed, from ``then_key``'s
+        bucket of ``then``: ``(None, 0.0)`` if both allowed, else the store that refused and
+        its wait. A distributed store does both in one round trip where it can.
+        """
+        ...
+
 
 class MemoryRateLimitStore:
     """The embedded store: a :class:`KeyedRateLimiter` in this process (never suspends)."""
@@ -119,3 +128,20 @@ class MemoryRateLimitStore:
     async def take(self, key: str, now: float, cost: float = 1.0) -> float:
         """See :meth:`RateLimitStore.take`."""
         return self.core.take(key, now, cost)
+
+    async def take_in_turn(
+        self, key: str, then: RateLimitStore, then_key: str, now: float
+    ) -> tuple[RateLimitStore | None, float]:
+        """See :meth:`RateLimitStore.take_in_turn`."""
+        return await take_in_turn(self, key, then, then_key, now)
+
+
+async def take_in_turn(
+    first: RateLimitStore, key: str, then: RateLimitStore, then_key: str, now: float
+) -> tuple[RateLimitStore | None, float]:
+    """:meth:`RateLimitStore.take_in_turn` as two takes, one after the other."""
+    wait = await first.take(key, now)
+    if wait > 0:
+        return first, wait
+    wait = await then.take(then_key, now)
+    return (then, wait) if wait > 0 else (None, 0.0)

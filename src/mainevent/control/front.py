@@ -29,6 +29,7 @@ requests read and admitted ahead of it in the same iteration.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import ClassVar
 
@@ -38,6 +39,8 @@ from mainevent.control.framing import LeanAnswers, frame_request
 from mainevent.control.playback_front import PlaybackFront, playback_event_id
 
 __all__ = ["FrontProtocol", "frame_request", "front_protocol"]
+
+log = logging.getLogger(__name__)
 
 
 class _ReadBatch:
@@ -81,6 +84,7 @@ class FrontProtocol(LeanAnswers):
     _in_message = False  # the parser is inside a request (its head or body is still coming)
     _shedding = False  # the parser is skipping the body of a request shed at headers-complete
     _ticket: Admitted | None = None  # admitted by the framer, picked up by on_headers_complete
+    _lean_task: asyncio.Task[None] | None = None  # a lean answer awaiting shared stores
 
     def _read_batch(self) -> _ReadBatch:
         batch = type(self)._batch
@@ -101,8 +105,16 @@ class FrontProtocol(LeanAnswers):
         ):
             super().data_received(data)
             return
+        self._feed(controller, data, 0, arrival)
+
+    def _feed(
+        self, controller: AdmissionController, data: bytes, start: int, arrival: float
+    ) -> None:
+        """Frame, admit and answer what can be answered here from ``data[start:]``; the rest goes
+        to uvicorn. A playback start that must await shared stores pauses reading and goes on in
+        `_answer_later`, which calls back here for what follows it."""
         waited = time.monotonic() - arrival
-        start, size = 0, len(data)
+        size = len(data)
         transport, flow = self.transport, self.flow
         while start < size and not (flow.write_paused or transport.is_closing()):
             framed = frame_request(data, start)
@@ -114,6 +126,19 @@ class FrontProtocol(LeanAnswers):
                 break
             decision = controller.enqueue(priority, waited)
             if isinstance(decision, Admitted):
+                lean = self.playback
+                if (
+                    lean is not None
+                    and not lean.inline
+                    and self._lean_start(method, path, decision)
+                ):
+                    transport.pause_reading()
+                    self._lean_task = self.loop.create_task(
+                        self._answer_later(
+                            controller, data, start, end, method, path, arrival, decision
+                        )
+                    )
+                    return
                 raw = self._answer_playback(data, start, end, method, path, arrival, decision)
                 if raw is None:
                     self._ticket = decision
@@ -131,6 +156,65 @@ class FrontProtocol(LeanAnswers):
                 controller.withdraw(self._ticket)
                 self._ticket = None
 
+    @staticmethod
+    def _lean_start(method: str, path: str, ticket: Admitted) -> bool:
+        return ticket.priority is Priority.NEW_START and playback_event_id(method, path) is not None
+
+    async def _answer_later(
+        self,
+        controller: AdmissionController,
+        data: bytes,
+        start: int,
+        end: int,
+        method: str,
+        path: str,
+        arrival: float,
+        ticket: Admitted,
+    ) -> None:
+        """The lean answer awaited (shared stores), then the rest of ``data``, then reading again.
+
+        Owned by the connection: `connection_lost` cancels it (the answer then withdraws its
+        ticket). Reading stays paused meanwhile, so responses keep the requests' order.
+        """
+        lean = self.playback
+        assert lean is not None
+        event_id = playback_event_id(method, path)
+        assert event_id is not None
+        peer = self.client[0] if self.client else None
+        try:
+            raw = await lean.answer_async(
+                data, start, end, event_id, peer, arrival, ticket, self.server_state.default_headers
+            )
+        except Exception:  # a bug, not a store outage (those are answers): drop the connection
+            log.exception("lean playback answer failed")
+            self._lean_task = None
+            self.transport.close()
+            return
+        self._lean_task = None
+        if self.transport.is_closing():
+            if raw is None:
+                controller.withdraw(ticket)
+            return
+        if raw is None:  # not decided here: uvicorn and the route answer it, ticket attached
+            self._ticket = ticket
+            super().data_received(data[start:] if start else data)
+            if self._ticket is not None:
+                controller.withdraw(self._ticket)
+                self._ticket = None
+        else:
+            self.transport.write(raw)
+            self._answered_here()
+            if end < len(data):
+                self._feed(controller, data, end, arrival)
+        if self._lean_task is None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        task, self._lean_task = self._lean_task, None
+        if task is not None:
+            task.cancel()
+        super().connection_lost(exc)
+
     def _answer_playback(
         self,
         data: bytes,
@@ -143,7 +227,7 @@ class FrontProtocol(LeanAnswers):
     ) -> bytes | None:
         """The lean answer to an admitted playback start, or None (uvicorn and the app answer)."""
         lean = self.playback
-        if lean is None or ticket.priority is not Priority.NEW_START:
+        if lean is None or not lean.inline or ticket.priority is not Priority.NEW_START:
             return None
         event_id = playback_event_id(method, path)
         if event_id is None:

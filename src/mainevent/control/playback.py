@@ -116,6 +116,10 @@ class PlaybackStats:
     store_lookups: int = 0
     store_failures: int = 0
     shared_state_failures: int = 0
+    front_answered: int = 0
+    """Admitted playback starts the HTTP front answered itself (``playback_front.py``)."""
+    front_passed: int = 0
+    """Admitted playback starts it handed on to the FastAPI route."""
     denials: dict[str, int] = field(default_factory=dict)
 
 
@@ -215,6 +219,14 @@ class PlaybackService:
         with a retryable 503.
         """
         try:
+            if address is not None and not refresh and account_id is not None:
+                # Both buckets in one round trip on Redis; the account's only if the address's allowed.
+                refused, wait = await self.address_limits.take_in_turn(
+                    address, self.account_limits, account_id, now
+                )
+                if refused is not None:
+                    raise self._deny(Denial.RATE_LIMITED, retry_after=wait)
+                return
             if address is not None and not refresh:
                 wait = await self.address_limits.take(address, now)
                 if wait > 0:

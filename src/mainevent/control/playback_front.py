@@ -17,9 +17,12 @@ side effect*, and the request goes on to uvicorn and the FastAPI route unchanged
 answers it exactly as before (tests run the same cases through both paths). The route stays the
 one documented in OpenAPI.
 
-It runs only with the embedded stores (one worker), whose operations never suspend and so can be
-completed inline (:func:`~mainevent.common.shared.complete_now`); with shared stores on Redis
-every start goes through the route, which awaits them.
+With the embedded stores (one worker), whose operations never suspend, the answer is completed
+inline (:func:`~mainevent.common.shared.complete_now`, :meth:`PlaybackFront.answer`). With the
+shared stores on Redis (N workers) it has to await them: :meth:`PlaybackFront.answer_async` is
+the same steps awaited -- the decision read, the buckets and the session start are the stores'
+atomic Lua scripts, as on the route -- and the front pauses reading the connection meanwhile.
+Either way the decision code is one coroutine (`_answer`), so both paths answer alike.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class PlaybackFront:
         "_services",
         "_wanted",
         "answered",
+        "inline",
         "passed",
     )
 
@@ -91,6 +95,8 @@ class PlaybackFront:
         #: Requests answered here, and admitted playback starts passed on to the route.
         self.answered = 0
         self.passed = 0
+        #: The stores never suspend (embedded): :meth:`answer`; else :meth:`answer_async`.
+        self.inline = services.playback.stores.embedded
         self._services = services
         self._admission: AdmissionController = services.admission
         self._latency = services.latency[Priority.NEW_START]
@@ -129,14 +135,41 @@ class PlaybackFront:
         None leaves everything as it was (the ticket still queued): the caller hands the request
         to uvicorn. Bytes mean the request was run here and ``ticket`` released.
         """
-        raw = self._answer(data, start, end, event_id, peer, arrival, ticket, default_headers)
-        if raw is None:
-            self.passed += 1
-        else:
-            self.answered += 1
+        raw = complete_now(
+            self._answer(data, start, end, event_id, peer, arrival, ticket, default_headers)
+        )
+        self._count(raw)
         return raw
 
-    def _answer(
+    async def answer_async(
+        self,
+        data: bytes,
+        start: int,
+        end: int,
+        event_id: str,
+        peer: str | None,
+        arrival: float,
+        ticket: Admitted,
+        default_headers: list[tuple[bytes, bytes]],
+    ) -> bytes | None:
+        """:meth:`answer` with stores that suspend (Redis): the same steps, awaited.
+
+        Cancelled before it committed, it withdraws ``ticket`` (nobody else will).
+        """
+        raw = await self._answer(data, start, end, event_id, peer, arrival, ticket, default_headers)
+        self._count(raw)
+        return raw
+
+    def _count(self, raw: bytes | None) -> None:
+        stats = self._services.playback.stats
+        if raw is None:
+            self.passed += 1
+            stats.front_passed += 1
+        else:
+            self.answered += 1
+            stats.front_answered += 1
+
+    async def _answer(
         self,
         data: bytes,
         start: int,
@@ -168,7 +201,11 @@ class PlaybackFront:
         address, region = playback.region_of(
             peer, headers.get(b"x-forwarded-for"), headers.get(self._edge_header)
         )
-        plan = complete_now(playback.cached_start(account, event_id, region, now))
+        try:
+            plan = await playback.cached_start(account, event_id, region, now)
+        except BaseException:  # cancelled while Redis answered: the ticket is nobody's now
+            self._admission.withdraw(ticket)
+            raise
         if plan is None:
             return None
         # Committed from here on: what the route would do, in its order.
@@ -176,10 +213,8 @@ class PlaybackFront:
         if isinstance(decision, Shed):
             return shed_response(Priority.NEW_START, decision.retry_after)
         try:
-            complete_now(playback.rate_limit(account, address, now))
-            grant = complete_now(
-                playback.open_session(account, plan, body.device, playback.clock())
-            )
+            await playback.rate_limit(account, address, now)
+            grant = await playback.open_session(account, plan, body.device, playback.clock())
         except ControlError as exc:
             raw = render_response(error_response(exc), default_headers)
         else:

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from mainevent.common.ratelimit import RateLimitStore, take_in_turn
 from mainevent.common.shared import SharedStateUnavailable
 from mainevent.control.decisions import CachedDecision
 from mainevent.control.entitlement import Denial
@@ -247,6 +248,33 @@ return string.format('%.17g', wait)
 """
 
 
+# Two buckets in turn (_TAKE twice, the second only if the first allowed): one round trip.
+# KEYS[1], KEYS[2] buckets; ARGV: rate, burst, gc_ms of each (1-3, 4-6), now (7).
+_TAKE_IN_TURN = """
+local function take(key, rate, burst, gc, now)
+  local v = redis.call('HMGET', key, 't', 'u')
+  local tokens = tonumber(v[1])
+  local updated = tonumber(v[2])
+  if tokens == nil then tokens = burst; updated = now end
+  if now > updated then
+    tokens = math.min(burst, tokens + (now - updated) * rate)
+    updated = now
+  end
+  local wait = 0
+  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+  redis.call('HSET', key, 't', string.format('%.17g', tokens), 'u', string.format('%.17g', updated))
+  redis.call('PEXPIRE', key, gc)
+  return wait
+end
+local now = tonumber(ARGV[7])
+local wait = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], now)
+if wait > 0 then return {1, string.format('%.17g', wait)} end
+wait = take(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], now)
+if wait > 0 then return {2, string.format('%.17g', wait)} end
+return {0, '0'}
+"""
+
+
 class RedisRateLimitStore:
     """:class:`~mainevent.common.ratelimit.RateLimitStore` on Redis: one bucket per key for all."""
 
@@ -260,13 +288,30 @@ class RedisRateLimitStore:
         self._p = f"{prefix}rl:{name}:"
         # A bucket left alone refills in burst/rate seconds; after that it is as good as absent.
         self._gc_ms = str(math.ceil(burst / rate * 1000) + _GC_MARGIN_MS)
+        self._client = client
         self._take = client.register_script(_TAKE)
+        self._take_in_turn = client.register_script(_TAKE_IN_TURN)
 
     async def take(self, key: str, now: float, cost: float = 1.0) -> float:
         """See :meth:`KeyedRateLimiter.take`."""
         args = [_f(self.rate), _f(self.burst), _f(now), _f(cost), self._gc_ms]
         wait = await _call(lambda: self._take(keys=[self._p + key], args=args))
         return float(wait)
+
+    async def take_in_turn(
+        self, key: str, then: RateLimitStore, then_key: str, now: float
+    ) -> tuple[RateLimitStore | None, float]:
+        """See :meth:`RateLimitStore.take_in_turn`: one script when both buckets are on this
+        Redis (a playback start's address and account buckets), else two takes."""
+        if not isinstance(then, RedisRateLimitStore) or then._client is not self._client:
+            return await take_in_turn(self, key, then, then_key, now)
+        keys = [self._p + key, then._p + then_key]
+        args = [_f(self.rate), _f(self.burst), self._gc_ms]
+        args += [_f(then.rate), _f(then.burst), then._gc_ms, _f(now)]
+        which, wait = await _call(lambda: self._take_in_turn(keys=keys, args=args))
+        if int(which) == 0:
+            return None, 0.0
+        return (self if int(which) == 1 else then), float(wait)
 
 
 # -- decisions ------------------------------------------------------------------------------------

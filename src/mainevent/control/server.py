@@ -202,9 +202,7 @@ def serve(settings: ControlSettings) -> int:
         loop="uvloop",
         http=front_protocol(
             services.admission,
-            PlaybackFront(services)
-            if settings.lean_playback and services.playback.stores.embedded
-            else None,
+            PlaybackFront(services) if settings.lean_playback else None,
         ),
         log_level="warning",
         access_log=False,

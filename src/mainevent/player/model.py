@@ -80,6 +80,8 @@ class PlaybackStats:
     stalls: int
     stall_time_s: float
     latency_s: float | None
+    longest_stall_s: float = 0.0
+    """The longest single stall so far (an ongoing one counted up to the last `advance()`)."""
 
 
 class PlaybackModel:
@@ -110,6 +112,7 @@ class PlaybackModel:
         self._stalls = 0
         self._stall_started_at: float | None = None
         self._stall_time_s = 0.0
+        self._longest_stall_s = 0.0
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -218,8 +221,11 @@ class PlaybackModel:
 
     def statistics(self) -> PlaybackStats:
         stall_time = self._stall_time_s
+        longest = self._longest_stall_s
         if self._state == "stalled" and self._stall_started_at is not None:
-            stall_time += max(0.0, self._last_now - self._stall_started_at)
+            ongoing = max(0.0, self._last_now - self._stall_started_at)
+            stall_time += ongoing
+            longest = max(longest, ongoing)
         return PlaybackStats(
             state=self._state,
             position_us=self._position_us,
@@ -229,6 +235,7 @@ class PlaybackModel:
             stalls=self._stalls,
             stall_time_s=stall_time,
             latency_s=self.latency_s(),
+            longest_stall_s=longest,
         )
 
     # -- internals ------------------------------------------------------------------------
@@ -278,6 +285,7 @@ class PlaybackModel:
         started = self._stall_started_at if self._stall_started_at is not None else now
         duration = max(0.0, now - started)
         self._stall_time_s += duration
+        self._longest_stall_s = max(self._longest_stall_s, duration)
         self._stall_started_at = None
         return [StallEnded(now, duration)]
 

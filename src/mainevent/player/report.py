@@ -75,6 +75,8 @@ class PlaybackReport:
     first segments, tracks in parallel) until the playhead moved. Empty if it never started."""
     stall_starts_s: tuple[float, ...] = ()
     """When each stall began, in seconds since the play request."""
+    longest_stall_s: float = 0.0
+    """The longest single stall (0 without stalls)."""
 
     @property
     def rebuffering_ratio(self) -> float:

@@ -654,6 +654,7 @@ class _Session:
             pathways=tuple(self._pathways),
             startup_phases_s=self._startup_phases(stats),
             stall_starts_s=tuple(self._stall_starts),
+            longest_stall_s=stats.longest_stall_s if stats else 0.0,
         )
 
     def _startup_phases(self, stats: PlaybackStats | None) -> tuple[float, ...]:

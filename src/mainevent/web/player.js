@@ -59,6 +59,7 @@
   var stallStartCt = 0;
   var stalls = 0;
   var stallTimeMs = 0;
+  var longestStallMs = 0;
 
   var errors = [];
   var errorCount = 0;
@@ -148,6 +149,7 @@
     if (!stalled) return;
     stalled = false;
     stallTimeMs += now() - stallStartedAt;
+    longestStallMs = Math.max(longestStallMs, now() - stallStartedAt);
   }
 
   function onPlaying() {
@@ -271,6 +273,7 @@
       bufferSec: round(bufferAhead(), 3),
       stalls: stalls,
       stallTimeSec: round(stallMs / 1000, 3),
+      longestStallSec: round(Math.max(longestStallMs, stalled ? now() - stallStartedAt : 0) / 1000, 3),
       errors: errors.slice(),
       errorCount: errorCount,
       fatal: fatal,
