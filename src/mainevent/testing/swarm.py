@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -108,13 +109,16 @@ async def _run(cfg: dict[str, Any]) -> None:
     urls: list[str] = cfg["urls"]
     indices: list[int] = cfg["indices"]
     ramp = float(cfg["ramp_s"]) / max(1, int(cfg["players"]))
-    limits = httpx.Limits(max_connections=4 * len(indices) + 16, max_keepalive_connections=None)
-    async with httpx.AsyncClient(limits=limits, timeout=10.0, trust_env=False) as client:
+    # Each player its own client, as each viewer is a device with its own connections: one
+    # client shared by hundreds of players is one pool that httpcore scans on every request
+    # (see `mainevent.sim.load.worker._Clients`), and the players, not the platform, starve.
+    tls = ssl.create_default_context()
 
-        async def one(i: int) -> None:
-            await asyncio.sleep(i * ramp)
-            k = i % len(urls)
-            url, fallbacks = urls[k], [*urls[k + 1 :], *urls[:k]]
+    async def one(i: int) -> None:
+        await asyncio.sleep(i * ramp)
+        k = i % len(urls)
+        url, fallbacks = urls[k], [*urls[k + 1 :], *urls[:k]]
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False, verify=tls) as client:
             report = await play(
                 url,
                 duration_s=float(cfg["duration_s"]),
@@ -122,16 +126,16 @@ async def _run(cfg: dict[str, Any]) -> None:
                 fallback_urls=fallbacks,
                 config=PlayerConfig(startup_timeout_s=float(cfg["startup_timeout_s"])),
             )
-            record = {"index": i, "url": url, "report": report.to_dict()}
-            sys.stdout.write(json.dumps(record) + "\n")
-            sys.stdout.flush()
+        record = {"index": i, "url": url, "report": report.to_dict()}
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
 
-        async with asyncio.TaskGroup() as tg:
-            for i in indices:
-                tg.create_task(one(i))
-            await asyncio.sleep(float(cfg["ramp_s"]))
-            sys.stdout.write(json.dumps({"started": len(indices)}) + "\n")
-            sys.stdout.flush()
+    async with asyncio.TaskGroup() as tg:
+        for i in indices:
+            tg.create_task(one(i))
+        await asyncio.sleep(float(cfg["ramp_s"]))
+        sys.stdout.write(json.dumps({"started": len(indices)}) + "\n")
+        sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
