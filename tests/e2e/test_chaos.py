@@ -6,10 +6,9 @@ ingest fan-out → 2 shield processes → 2 edge processes per CDN behind nginx)
 control serve --workers 2` behind nginx, sessions and rate buckets on one redis-server. Every
 process is real; every killed one is restarted by its launcher (Redis by the test).
 
-`CHAOS_PLAYERS` (default 200, the issue's figure) sets the number of headless players. On the
-shared 2-core machine 200 of them starve their own event loops even without faults (every one
-stalls while hls.js on the same edges does not; measured in BENCHMARKS.md, session 4); 40 pass.
-The stall bound is not relaxed for that.
+`CHAOS_PLAYERS` (default 200, the issue's figure) sets the number of headless players. Each has
+its own HTTP client (`mainevent.testing.swarm`): with one client per process, 200 players starved
+their own event loops even without faults (httpcore scans the whole pool on every request).
 """
 
 from __future__ import annotations
