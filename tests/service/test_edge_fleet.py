@@ -43,7 +43,7 @@ async def test_a_cdn_keeps_answering_when_one_of_its_edges_is_killed(tmp_path: P
         host="127.0.0.1",
         listen_ports=[free_port()],
         edge_ports=[[free_port(), free_port()]],
-        shield_url=shield.url,
+        shield_urls=[shield.url],
         regions={"cdn-a": ("eu",)},
         workdir=tmp_path / "edge-lb",
         admin_secret=None,

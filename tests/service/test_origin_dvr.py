@@ -185,6 +185,28 @@ async def test_vod_leaves_the_slate_run_out(client: httpx.AsyncClient) -> None:
     assert 'mediaPresentationDuration="PT34S"' in mpd
 
 
+async def test_a_segment_one_rendition_lost_splits_the_vod_mpd(client: httpx.AsyncClient) -> None:
+    """A segment the audio rendition alone lost (rejected, never stored) leaves that second out
+    of the static MPD as a cut between two Periods; the video's HLS VOD still lists it. (Before,
+    the MPD listed only runs identical in every rendition, so one lost segment left it empty:
+    404.)"""
+    ev: LiveEvent = client.event  # type: ignore[attr-defined]
+    await publish(ev, range(FIRST, FIRST + 10))
+    video = segment(FIRST + 10, 150_000)
+    for part in video.parts:
+        ev.on_part("v360", part)
+    await ev.on_segment("v360", video)  # the audio of this second never arrives
+    await publish(ev, range(FIRST + 11, FIRST + 20))
+    await ev.end()
+    v = parse_media_playlist((await client.get("/live/final/v360/vod.m3u8")).text)
+    assert len(v.segments) == 20
+    mpd = await client.get("/live/final/vod.mpd")
+    assert mpd.status_code == 200, mpd.text
+    assert mpd.text.count("<Period ") == 2
+    assert 'mediaPresentationDuration="PT38S"' in mpd.text
+    assert f'startNumber="{FIRST + 11}"' in mpd.text
+
+
 async def test_dvr_requests_are_shed_first_and_counted(tmp_path: Path, wall: Wall) -> None:
     """With the budget used up, a DVR segment gets 503 + Retry-After while a live-edge one is
     served; both outcomes are in the metrics."""

@@ -53,7 +53,7 @@ from mainevent.media.manifest.pathways import (
     SteeringContext,
     steered_multivariant,
 )
-from mainevent.media.origin.archive import END_RECORD, EndRecord, EventArchive
+from mainevent.media.origin.archive import END_RECORD, EndRecord, EventArchive, VodRun
 from mainevent.media.origin.blocking import Hold, Waiters
 from mainevent.media.origin.retention import RetentionPolicy, StoredSegment
 from mainevent.media.shedding import Budget, LoadShedder, RequestClass, classify
@@ -658,21 +658,27 @@ class LiveEvent:
         reps = self._dash_representations()
         if reps is None:
             return None
-        per = {
-            r: {run.first: run for run in archive.vod_runs(r, now, _msn_of_uri)} for r in self._r
-        }
-        # Periods list the runs every rendition has the same (they do unless one rendition
-        # alone lost segments: such a run is left out of the MPD, still in its HLS playlist).
-        first, *others = per.values()
-        runs = [
-            MpdRun(
-                run.first,
-                run.count,
-                {rid: f"{rid}/{per[rid][run.first].init_uri}" for rid in per},
-            )
-            for start, run in sorted(first.items())
-            if all(start in o and o[start].count == run.count for o in others)
-        ]
+        # Periods list the segments every rendition has: a segment one rendition alone lost
+        # (still in the other renditions' HLS playlists) splits the Period there, and a new run
+        # of any rendition (a cut, a new init section) starts a new Period.
+        at: dict[str, dict[int, VodRun]] = {}
+        for r in self._r:
+            at[r] = {
+                msn: run
+                for run in archive.vod_runs(r, now, _msn_of_uri)
+                for msn in range(run.first, run.first + run.count)
+            }
+        first, *others = at.values()
+        runs: list[MpdRun] = []
+        previous: tuple[int, ...] | None = None
+        for msn in sorted(set(first).intersection(*others)):
+            key = tuple(at[r][msn].first for r in at)
+            last = runs[-1] if runs else None
+            if last is not None and key == previous and last.first + last.count == msn:
+                runs[-1] = MpdRun(last.first, last.count + 1, last.inits)
+            else:
+                runs.append(MpdRun(msn, 1, {r: f"{r}/{at[r][msn].init_uri}" for r in at}))
+            previous = key
         if not runs:
             return None
         return render_vod_mpd(runs, reps, self.segment_duration_ms)
