@@ -217,6 +217,9 @@ def test_feed_cut_mid_segment_then_back(bare_stack: RunningStack) -> None:
         feed.wait()
 
 
+# Exclusive: how many segments the pipeline publishes in 20 s of garbage (each corrupt burst
+# costs the decoder time) depends on the CPU it gets; beside another e2e file it published 3.
+@pytest.mark.exclusive
 def test_garbage_in_feed_publishes_nothing_corrupt(bare_stack: RunningStack) -> None:
     """Garbage bytes in the contribution feed never reach viewers as a corrupt segment."""
     stack = bare_stack
