@@ -123,6 +123,18 @@ class LeanAnswers(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus the bookkeeping of responses written without it."""
 
     _lean_at = 0.0  # loop.time() of the last answer given without uvicorn
+    _in_message = False  # the parser is inside a request (its head or body is still coming)
+
+    def _parser_owns_connection(self) -> bool:
+        """Bytes must go to uvicorn's parser: it is inside a request, requests are pipelined
+        or a response is unfinished, or writing is paused or the connection closing."""
+        return (
+            self._in_message
+            or bool(self.pipeline)
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or self.flow.write_paused
+            or self.transport.is_closing()
+        )
 
     def _answered_here(self) -> None:
         """Bookkeeping of a response written here: request count and keep-alive timeout.

@@ -95,14 +95,7 @@ class FrontProtocol(LeanAnswers):
     def data_received(self, data: bytes) -> None:
         self._arrival = arrival = self._read_batch().arrival()
         controller = self.admission
-        if (
-            controller is None
-            or self._in_message
-            or self.pipeline
-            or (self.cycle is not None and not self.cycle.response_complete)
-            or self.flow.write_paused
-            or self.transport.is_closing()
-        ):
+        if controller is None or self._parser_owns_connection():
             super().data_received(data)
             return
         self._feed(controller, data, 0, arrival)

@@ -140,14 +140,7 @@ class IngestProtocol(LeanAnswers):
             if len(self._pending) < self._need:
                 return
             data, self._pending = bytes(self._pending), None
-        elif (
-            front is None
-            or self._in_message
-            or self.pipeline
-            or (self.cycle is not None and not self.cycle.response_complete)
-            or self.flow.write_paused
-            or self.transport.is_closing()
-        ):
+        elif front is None or self._parser_owns_connection():
             super().data_received(data)
             return
         start, size = 0, len(data)
