@@ -60,14 +60,16 @@ async def test_hold_times_out_once_and_cancel_is_silent() -> None:
 
 async def test_bound_refuses_at_once_and_frees_on_release() -> None:
     """Beyond `limit` held requests the next one is refused immediately; released room is reusable."""
-    w = Waiters(2)
+    seen: list[object] = []
+    w = Waiters(2, on_hold=seen.append)
     w.hold("k", 10, lambda ok: None)
     w.hold("k", 10, lambda ok: None)
     with pytest.raises(HoldLimitReached):
         w.hold("k", 10, lambda ok: None)
     w.release_if(lambda k: True)
-    w.hold("k", 10, lambda ok: None)
+    w.hold("j", 10, lambda ok: None)
     assert w.held == 1
+    assert seen == ["k", "k", "j"]  # every request held, not the one refused
 
 
 async def test_a_failing_answer_does_not_keep_others_waiting(

@@ -189,8 +189,10 @@ class Waiters:
     of players without a single coroutine switch. `wait` is the awaitable form for ASGI.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_hold: Callable[[Hashable], None] | None = None) -> None:
+        """`on_hold(key)` is called for every request held (not for one refused at the limit)."""
         self.limit = limit
+        self._on_hold = on_hold
         self.held = 0
         self.peak = 0
         self.generation = 0  # counts `release_if` calls: answers prepared once per release
@@ -216,6 +218,8 @@ class Waiters:
         self.held += 1
         if self.held > self.peak:
             self.peak = self.held
+        if self._on_hold is not None:
+            self._on_hold(key)
         return h
 
     async def wait(self, key: Hashable, hold_s: float) -> bool:

@@ -146,6 +146,12 @@ class Metrics:
             ["event"],
             registry=registry,
         )
+        self.holds = Counter(
+            "mainevent_origin_holds_total",
+            "LL-HLS requests held (blocking playlist reloads, parts not produced yet) since start",
+            ["event", "kind"],
+            registry=registry,
+        )
         self.media_by_class = Counter(
             "mainevent_origin_media_requests_by_class_total",
             "Segment and part requests by distance from the live edge (live, dvr) and outcome "
@@ -279,7 +285,13 @@ class LiveEvent:
         self._end_persisted = False
         self._end_lock = asyncio.Lock()
         self._refused_after_end: set[str] = set()
-        self.waiters = Waiters(max_held_requests)
+        holds = {k: self.metrics.holds.labels(event_id, k) for k in ("playlist", "part")}
+
+        def held(key: Hashable) -> None:  # keys are ("playlist" | "part", rendition, msn, part)
+            assert isinstance(key, tuple)
+            holds[key[0]].inc()
+
+        self.waiters = Waiters(max_held_requests, on_hold=held)
         waiters = self.waiters
         self.metrics.held.labels(event_id).set_function(lambda: waiters.held)
         self.metrics.degraded.labels(event_id, "dvr").set(0)
