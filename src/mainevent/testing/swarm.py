@@ -3,9 +3,10 @@
 `PlayerSwarm` starts `processes` children (`python -m mainevent.testing.swarm CONFIG.json`), each
 running its share of the players on its own asyncio loop, so hundreds of players neither starve
 the test's loop nor share one GIL with it. Player `i` plays `urls[i % len(urls)]` with the other
-URLs as fallbacks; players join over `ramp_s`. Each child prints one JSON line per player when it
-ends (`{"index": i, "url": ..., "report": PlaybackReport.to_dict()}`) and `{"started": n}` once
-all of its players have been launched.
+URLs as fallbacks; players join over `ramp_s`. Their HTTP transport is `LeanTransport`, or httpx's
+own with `transport="httpx"` (`bench/player_cost.py` compares the two). Each child prints one JSON line per player when it
+ends (`{"index": i, "url": ..., "report": PlaybackReport.to_dict()}`), `{"started": n}` once
+all of its players have been launched and `{"cpu_s": s}` at the end: the CPU its players took.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ class PlayerSwarm:
         processes: int = 2,
         ramp_s: float = 10.0,
         startup_timeout_s: float = 30.0,
+        transport: str = "lean",
     ) -> None:
+        if transport not in ("lean", "httpx"):
+            raise ValueError(f"transport must be 'lean' or 'httpx', not {transport!r}")
         workdir.mkdir(parents=True, exist_ok=True)
         self.players = players
         self._procs: list[subprocess.Popen[str]] = []
@@ -51,6 +55,7 @@ class PlayerSwarm:
                 "duration_s": duration_s,
                 "ramp_s": ramp_s,
                 "startup_timeout_s": startup_timeout_s,
+                "transport": transport,
             }
             path = workdir / f"swarm-{k}.json"
             path.write_text(json.dumps(cfg))
@@ -87,6 +92,16 @@ class PlayerSwarm:
                     out.append(json.loads(line))
         return out
 
+    def cpu_s(self) -> float:
+        """CPU seconds the children spent running their players (imports and set-up excluded),
+        summed over the children that finished."""
+        total = 0.0
+        for log in self._logs:
+            for line in log.read_text().splitlines():
+                if line.startswith('{"cpu_s"'):
+                    total += float(json.loads(line)["cpu_s"])
+        return total
+
     def returncodes(self) -> list[int | None]:
         return [p.poll() for p in self._procs]
 
@@ -105,6 +120,7 @@ class PlayerSwarm:
 
 async def _run(cfg: dict[str, Any]) -> None:
     from mainevent.player import PlayerConfig, play
+    from mainevent.player.transport import LeanTransport
 
     urls: list[str] = cfg["urls"]
     indices: list[int] = cfg["indices"]
@@ -112,13 +128,16 @@ async def _run(cfg: dict[str, Any]) -> None:
     # Each player its own client, as each viewer is a device with its own connections: one
     # client shared by hundreds of players is one pool that httpcore scans on every request
     # (see `mainevent.sim.load.worker._Clients`), and the players, not the platform, starve.
+    # `LeanTransport` (httptools) costs a third of httpx's own transport per request.
     tls = ssl.create_default_context()
 
     async def one(i: int) -> None:
         await asyncio.sleep(i * ramp)
         k = i % len(urls)
         url, fallbacks = urls[k], [*urls[k + 1 :], *urls[:k]]
-        async with httpx.AsyncClient(timeout=10.0, trust_env=False, verify=tls) as client:
+        lean = cfg.get("transport", "lean") == "lean"
+        transport = LeanTransport(verify=tls) if lean else httpx.AsyncHTTPTransport(verify=tls)
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False, transport=transport) as client:
             report = await play(
                 url,
                 duration_s=float(cfg["duration_s"]),
@@ -130,12 +149,15 @@ async def _run(cfg: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(record) + "\n")
         sys.stdout.flush()
 
+    cpu0 = time.process_time()
     async with asyncio.TaskGroup() as tg:
         for i in indices:
             tg.create_task(one(i))
         await asyncio.sleep(float(cfg["ramp_s"]))
         sys.stdout.write(json.dumps({"started": len(indices)}) + "\n")
         sys.stdout.flush()
+    sys.stdout.write(json.dumps({"cpu_s": time.process_time() - cpu0}) + "\n")
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
