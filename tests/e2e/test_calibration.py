@@ -55,12 +55,21 @@ def test_load_generator_and_simulator_agree(tmp_path: Path) -> None:
     # scenario.
     assert len(cal["startup_step_ms"]) >= 0.95 * PLAYERS, len(cal["startup_step_ms"])
     assert len(cal["control_ms"]) >= 10, cal["control_ms"]
-    sim = simulate(calibrated(sc, cal["startup_step_ms"], cal["control_ms"])).summary
+    assert len(cal["new_start_ms"]) == 1, cal.get("new_start_ms")
+    sim = simulate(
+        calibrated(sc, cal["startup_step_ms"], cal["control_ms"], cal["new_start_ms"][0])
+    ).summary
     rows = {
         k: (real[k], sim[k])
         for k in ("startup_p50_s", "startup_p95_s", "rebuffer_ratio", "origin_fetches")
     }
     print("calibration (real, simulated):", rows)
+    print("auth p50/p95 s (real):", real["auth_p50_s"], real["auth_p95_s"])
+    print(
+        "origin fetches by type (real, simulated):",
+        real["origin_fetches_by_type"],
+        sim["origin_fetches_by_type"],
+    )
     print(
         "probes p50/p95 ms: edge",
         real["probe_edge_p50_ms"],

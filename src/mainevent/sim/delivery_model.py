@@ -7,7 +7,9 @@ second one while the fetch is in flight (`Wait`: collapsed), and one after it fi
 or `Stale` when the upstream is failing). The wave's other requests are counted as their
 position in time says: before the fetch completes they are collapsed waiters, after it hits.
 Media playlists (`max-age` = D/2) are looked up twice per segment per edge, init sections once
-per edge. Model error: each edge is one cache (a CDN's region is one POP) and requests inside a
+per edge (a wave per tick per rendition a POP plays: a hit once the edge has it). Origin fetches
+are counted by object type too (`origin_by_type`: playlist, segment, init), as the shield's
+`edge_upstream_fetches_total{type}` counts them in a real run. Model error: each edge is one cache (a CDN's region is one POP) and requests inside a
 wave are uniform in time.
 """
 
@@ -19,6 +21,13 @@ from mainevent.media.edge.cache import Fetch, Hit, Stale, Wait
 from mainevent.sim.policies import Cache, UpstreamResponse
 
 __all__ = ["DeliveryModel", "WaveResult"]
+
+
+def _type(key: str) -> str:
+    """The shield metrics' object type of a model key (`/v2/init.mp4`, `/a/7.m4s`, `/v1.m3u8`)."""
+    if key.endswith(".m3u8"):
+        return "playlist"
+    return "init" if key.endswith("init.mp4") else "segment"
 
 
 @dataclass(slots=True)
@@ -42,6 +51,9 @@ class DeliveryModel:
     origin_fetches_tick: int = 0
     shield_fetches_tick: int = 0
     origin_down: bool = False
+    origin_by_type: dict[str, int] = field(
+        default_factory=lambda: {"playlist": 0, "segment": 0, "init": 0}
+    )
     edges: dict[tuple[str, str], Cache] = field(default_factory=dict)
     shield: Cache = field(default_factory=lambda: Cache(max_bytes=2 << 30))
     _bodies: dict[int, bytes] = field(default_factory=dict)
@@ -75,6 +87,7 @@ class DeliveryModel:
         assert isinstance(d, Fetch)
         self.origin_fetches += 1
         self.origin_fetches_tick += 1
+        self.origin_by_type[_type(key)] += 1
         if self.origin_down:
             fin = self.shield.finish(key, None, now + self.origin_rtt_s)
             return took + self.origin_rtt_s, fin.response is not None

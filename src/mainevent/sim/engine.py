@@ -55,6 +55,8 @@ storm)."""
 _WEIGHTS = (_TAIL_FROM / _BODY,) * _BODY + ((1 - _TAIL_FROM) / _TAIL,) * _TAIL
 _JITTER_POINTS = tuple(math.exp(0.25 * NormalDist().inv_cdf(q) - 0.03125) for q in _POINTS)
 """Log-normal (sigma 0.25) multipliers of the modelled request time at those quantiles."""
+INIT_BYTES = 900
+"""An init section (ftyp + moov of one track): under a kilobyte."""
 _HIST_BIN_S = 0.001  # 1 ms: start-ups on loopback are tens of ms (10 ms bins were ±17 % there)
 _HIST_BINS = 120_000
 
@@ -458,6 +460,15 @@ def simulate(
                     # Every viewer also reloads the audio playlist (the audio rendition is
                     # shared by all rungs: its waves are split across the rungs' loops here).
                     audio = pop_total / len(levels)
+                    # The renditions' init sections: each edge fetches one once, the first time
+                    # a viewer there plays that rung (a hit from then on, so not counted as
+                    # requests: a player loads an init section once per rung).
+                    for key in (f"/v{lv}/init.mp4", "/a/init.mp4"):
+                        w = delivery.wave(
+                            cdns[ci], regions[ri], key, INIT_BYTES, 3600, 1, t_pub, D, fails
+                        )
+                        totals["edge_fetches"] += w.fetches
+                        events += 1
                     for key, size, max_age, count, start, spread in (
                         (f"/v{lv}/{seg_no}.m4s", seg_bytes[lv], 60, wanted, t_pub, D),
                         (f"/a/{seg_no}.m4s", audio_bytes, 60, audio, t_pub, D),
@@ -469,7 +480,7 @@ def simulate(
                         w = delivery.wave(
                             cdns[ci], regions[ri], key, size, max_age, count, start, spread, fails
                         )
-                        events += 6
+                        events += 1
                         waits += w.wait_s * count
                         nreq += count
                         failed += w.failed
@@ -538,10 +549,13 @@ def simulate(
                             fixed = wave_wait.get((ci, ri), 0.0) + extra
                             for k, off in enumerate(auth_offsets):
                                 if request_points is not None:
-                                    reqs = n_req * request_points[k]
+                                    # Calibrated: a measured player start per step, which has
+                                    # the transfers, the ABR's extra request and the cache
+                                    # waits of that start in it already.
+                                    s = off + dl.startup_requests * request_points[k] + extra
                                 else:
                                     reqs = n_req * rtt * _JITTER_POINTS[k]
-                                s = off + reqs + first * _JITTER_POINTS[k] + fixed
+                                    s = off + reqs + first * _JITTER_POINTS[k] + fixed
                                 startup_points.append((s, n * _WEIGHTS[k]))
                                 hist[min(_HIST_BINS - 1, int(s / _HIST_BIN_S))] += n * _WEIGHTS[k]
                             _merge(co, n, D, dl.hold_back_segments * D, dl.publish_delay_s, lvl)
@@ -743,6 +757,11 @@ def simulate(
         "origin_fetches": round(totals["origin_fetches"]),
         "origin_media_fetches": round(totals["origin_media_fetches"]),
         "origin_manifests": round(totals["origin_manifests"]),
+        "origin_fetches_by_type": {
+            "playlist": delivery.origin_by_type["playlist"] + round(totals["origin_manifests"]),
+            "segment": delivery.origin_by_type["segment"],
+            "init": delivery.origin_by_type["init"],
+        },
         "edge_fetches": int(totals["edge_fetches"]),
         "edge_hits": round(totals["edge_hits"]),
         "edge_collapsed": round(totals["edge_collapsed"]),

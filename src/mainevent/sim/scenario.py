@@ -176,9 +176,11 @@ class Delivery:
     the first segment (tracks in parallel). A rendition switch before the first segment (the
     real ABR's second answer differs from its first) adds a playlist reload."""
     request_latency_ms: tuple[float, ...] = ()
-    """Measured latency of one player request (send → response), as samples from a real run
-    (`sim.calibrate`); when given, start-up requests take its quantiles instead of the modelled
-    region RTT + edge service time. Calibration input, empty by default."""
+    """Measured start-up per step, as samples from a real run (`sim.calibrate`): each a player's
+    own start (play request to the playhead moving, authorisation excluded) divided by
+    `startup_requests`. When given, a start's media part is `startup_requests` × its quantile,
+    in place of the modelled RTTs, edge service, first-segment transfer, ABR reload and cache
+    waits (the measurement has them in it). Calibration input, empty by default."""
     retry_s: tuple[float, ...] = (0.5, 1.0, 2.0)
     """The player's retries before it fails over to the next CDN (headless player: 3 attempts)."""
 

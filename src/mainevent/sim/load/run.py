@@ -42,6 +42,26 @@ __all__ = ["LoadOptions", "LoadResult", "StackTargets", "run_load"]
 ADMIN_KEY = "mainevent-load-admin"
 
 
+@dataclass(slots=True)
+class _Window:
+    """The first and the last of a series of metric snapshots (taken inside a time window)."""
+
+    first: dict[str, float] | None = None
+    last: dict[str, float] | None = None
+
+    def see(self, snap: dict[str, float]) -> None:
+        if self.first is None:
+            self.first = snap
+        else:
+            self.last = snap
+
+    def delta(self) -> dict[str, float]:
+        """last − first per key; empty without two snapshots."""
+        if self.first is None or self.last is None:
+            return {}
+        return {k: self.last[k] - self.first[k] for k in self.first}
+
+
 @dataclass(frozen=True, slots=True)
 class StackTargets:
     """The running stack the players are sent to."""
@@ -169,6 +189,10 @@ async def run_load(
     ticks: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     scrapes: list[tuple[float, float, float, float]] = []  # t, origin fetches, shed, admitted
     probes: dict[str, list[float]] = {"edge_ms": [], "control_ms": []}
+    # first and last scrape inside the scenario window: the shield's origin fetches by object
+    # type, and the control plane's own time for new starts (sum and count)
+    by_type = _Window()
+    served = _Window()
     try:
         workers = []
         per = math.ceil(n / max(1, opts.processes))
@@ -265,7 +289,25 @@ async def run_load(
                         if targets.shield_url:
                             text = (await c.get(f"{targets.shield_url}/metrics")).text
                             origin = metric(text, "edge_upstream_fetches_total")
+                            if sc.start_s <= (time.time() - bell) * opts.compress <= sc.end_s:
+                                by_type.see(
+                                    {
+                                        t: metric(text, "edge_upstream_fetches_total", type=t)
+                                        for t in ("playlist", "segment", "init")
+                                    }
+                                )
                         text = (await c.get(f"{control_url}/metrics")).text
+                        if sc.start_s <= (time.time() - bell) * opts.compress <= sc.end_s:
+                            served.see(
+                                {
+                                    k: metric(
+                                        text,
+                                        f"mainevent_control_request_seconds_{k}",
+                                        priority="new_start",
+                                    )
+                                    for k in ("sum", "count")
+                                }
+                            )
                         shed = metric(text, "mainevent_control_shed_total")
                         admitted = metric(text, "mainevent_control_admitted_total")
                     except httpx.HTTPError:
@@ -332,6 +374,14 @@ async def run_load(
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
     summary, panels = _summarise(sc, opts, n, records, ticks, scrapes)
+    summary["origin_fetches_by_type"] = {t: round(v) for t, v in by_type.delta().items()}
+    # The control plane's own time per new start (arrival to end of response, its entitlement
+    # lookup included), mean over the window: the simulator's `control.new_start_ms` when
+    # calibrated (a light run: nothing queues, so it is the service time).
+    d = served.delta()
+    if d.get("count", 0) > 0:
+        probes["new_start_ms"] = [d["sum"] / d["count"] * 1000]
+        summary["control_new_start_ms"] = probes["new_start_ms"][0]
     # The players' own start-up (play request to the playhead moving, authorisation excluded,
     # as each player saw it, its event loop included), per step: the service time of the
     # simulator's start-up sequence of `startup_requests` sequential steps. One sample per
