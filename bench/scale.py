@@ -2,7 +2,7 @@
 
 Both runs are the same deployment but for the worker count: `mainevent control serve --workers N`
 (nginx in front, sessions, rate-limit buckets and decisions on a private `redis-server`, SQLite
-with 2,000 premium accounts). Load is `wrk` (one thread, 16 connections) posting playback starts
+with 2,000 premium accounts). Load is `wrk` (one thread, 16 connections per worker) posting playback starts
 for random accounts and one of four devices each, so the stream limit is checked and sessions
 replaced in Redis on every request. A warm-up run first caches every account's decision (each
 account in turn; in Redis, so the second worker finds them too); the measured run counts 200
@@ -11,6 +11,13 @@ answers per second.
 Starts are answered by the workers' lean front (`control/playback_front.py`: no FastAPI, the
 decision read, both rate-limit buckets and the session start as Redis Lua scripts); the share it
 answered is printed, from each worker's `mainevent_control_lean_playback_total`.
+
+Offered load grows with the fleet: `--connections` per worker (1 worker: wrk -c16, 2 workers:
+-c32), so each run saturates its fleet and every worker sees the same concurrency; a capacity
+is a saturated throughput. With the same 16 connections for both (`--same-connections`, the
+figure recorded before 2026-12-07 14:00), each of two capped workers had 8 requests in flight
+against the single worker's 16 and did 0.88× as much per CPU-second: its event loop batches
+fewer requests per wake-up, and the fleet was measured below saturation.
 
 Two ratios are printed, because on a 2-core machine wrk, nginx and Redis share the two cores with
 the workers:
@@ -40,8 +47,8 @@ and the time from storing a segment to every origin having listed it (segments p
 another, as fast as the origins take them). Media: a real 320x180 x264 test pattern, cut again
 at later epoch offsets.
 
-Run: `.venv/bin/python bench/scale.py [--seconds 10] [--connections 64] [--cap 0.4]
-[--edge-cap 0.05] [--only control|fanout|edge]`.
+Run: `.venv/bin/python bench/scale.py [--seconds 10] [--connections 16] [--same-connections]
+[--cap 0.4] [--edge-cap 0.05] [--only control|fanout|edge]`.
 """
 
 from __future__ import annotations
@@ -252,7 +259,8 @@ def measure(
                     caps.confine(pid)
             answered0, passed0 = _front_answers(fleet.worker_urls)
             cpu0, t0 = sum(_cpu_s(p) for p in pids), time.monotonic()
-            ok, bad = run_wrk(wrk, fleet.url, script, args.seconds, args.connections)
+            conns = args.connections * (workers if args.per_worker else 1)
+            ok, bad = run_wrk(wrk, fleet.url, script, args.seconds, conns)
             cores = (sum(_cpu_s(p) for p in pids) - cpu0) / (time.monotonic() - t0)
             answered, passed = _front_answers(fleet.worker_urls)
             answered, passed = answered - answered0, passed - passed0
@@ -263,6 +271,7 @@ def measure(
     rate = ok / args.seconds
     share = answered / (answered + passed) if answered + passed else 0.0
     what = f"each capped at {cap:.2f} cores" if cap is not None else "uncapped"
+    what += f", wrk -c{args.connections * (workers if args.per_worker else 1)}"
     print(
         f"  {workers} worker(s), {what}: {rate:,.0f} grants/s ({bad} other answers), workers used "
         f"{cores:.2f} cores ({rate / max(cores, 1e-9):,.0f} grants per worker CPU-second), "
@@ -502,6 +511,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--same-connections",
+        dest="per_worker",
+        action="store_false",
+        help="control: both fleets get --connections in all (by default the offered load grows "
+        "with the fleet: --connections per worker, so each worker sees the same concurrency)",
+    )
     parser.add_argument("--only", choices=["control", "fanout", "edge"], help="run one part only")
     parser.add_argument(
         "--cap",
@@ -569,7 +585,9 @@ def main() -> None:
         )
         print(
             f"scale: playback starts through nginx, Redis-backed state, {ACCOUNTS} accounts, "
-            f"wrk -t1 -c{args.connections}; {os.cpu_count()} cores; load {loadavg()}",
+            f"wrk -t1 -c{args.connections}"
+            + (" per worker" if args.per_worker else " for both fleets")
+            + f"; {os.cpu_count()} cores; load {loadavg()}",
             flush=True,
         )
         one = measure(1, tmp, template, script, warm, args, wrk)
