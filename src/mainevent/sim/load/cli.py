@@ -133,4 +133,12 @@ def _load(args: argparse.Namespace) -> int:
         f"{s['rebuffer_ratio']:.2%}; origin fetches {s['origin_fetches']:.0f}; auth p95 "
         f"{s['auth_p95_s']:.3f} s; shed {s['shed']}\nreport: {result.report}"
     )
+    if s["generator_saturated"]:
+        print(
+            f"warning: the load generator itself ran out of CPU (its processes' CPU p95 "
+            f"{s['generator_cpu_p95']:.0%}, event-loop lag p95 {s['generator_lag_p95_ms']:.0f} ms):"
+            " the figures above measure this machine's players as much as the platform; use "
+            "fewer players, more machines, or more --processes if cores are free",
+            file=sys.stderr,
+        )
     return 0

@@ -40,6 +40,10 @@ from mainevent.testing.probes import metric
 __all__ = ["LoadOptions", "LoadResult", "StackTargets", "run_load"]
 
 ADMIN_KEY = "mainevent-load-admin"
+GENERATOR_CPU_LIMIT = 0.9
+"""A worker process busier than this (p95 of its per-second CPU share) is saturated."""
+GENERATOR_LAG_LIMIT_MS = 250.0
+"""A worker whose event loop wakes this late (p95) is saturated: its players' timings are its own."""
 
 
 @dataclass(slots=True)
@@ -493,6 +497,15 @@ def _summarise(
         "shed": sum(1 for a in auths if a["status"] == 503 and a.get("reason") == "overloaded"),
         "http_errors": dict(sum((Counter(r["http_errors"]) for r in reports), Counter())),
     }
+    # The load generator's own health: CPU share and event-loop lag of its worker processes.
+    cpu = [rec["cpu"] for t in ticks.values() for rec in t.values() if "cpu" in rec]
+    lag = [rec["lag_ms"] for t in ticks.values() for rec in t.values() if "lag_ms" in rec]
+    summary["generator_cpu_p95"] = _pct(cpu, 0.95)
+    summary["generator_lag_p95_ms"] = _pct(lag, 0.95)
+    summary["generator_saturated"] = bool(
+        (cpu and _pct(cpu, 0.95) >= GENERATOR_CPU_LIMIT)
+        or (lag and _pct(lag, 0.95) >= GENERATOR_LAG_LIMIT_MS)
+    )
     secs = sorted(ticks)
     cdns = sorted({c for t in ticks.values() for rec in t.values() for c in rec["playing"]})
     split = {
@@ -546,6 +559,20 @@ def _summarise(
             "requests/s",
             xs,
             {"admitted": adm_rate, "shed (503 overloaded)": shed_rate},
+            xlabel=xlabel,
+        ),
+        Panel(
+            "generator",
+            "Load generator's own health: event-loop lag per worker process (a lagging or "
+            "CPU-bound generator measures itself)",
+            "ms",
+            [float(s) for s in secs],
+            {
+                f"worker {w} loop lag": [
+                    float(ticks[s].get(w, {}).get("lag_ms", 0.0)) for s in secs
+                ]
+                for w in sorted({w for t in ticks.values() for w in t})
+            },
             xlabel=xlabel,
         ),
         Panel(

@@ -250,7 +250,15 @@ async def _viewer(
 
 
 async def _ticker(st: _State, total: int) -> None:
+    """Every second: players per CDN, and how this process itself is doing (its CPU share over
+    the last second, and how late this tick woke: the event loop's lag). A load generator that
+    is out of CPU measures itself, not the platform; the report says so."""
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    cpu0, wall0 = time.process_time(), loop.time()
     while True:
+        now = loop.time()
+        cpu = time.process_time()
         _emit(
             {
                 "type": "tick",
@@ -259,8 +267,12 @@ async def _ticker(st: _State, total: int) -> None:
                 "waiting": st.waiting,
                 "done": st.done,
                 "total": total,
+                "cpu": (cpu - cpu0) / max(1e-9, now - wall0),
+                "lag_ms": max(0.0, now - due) * 1000,
             }
         )
+        cpu0, wall0 = cpu, now
+        due = now + 1.0
         await asyncio.sleep(1.0)
 
 
