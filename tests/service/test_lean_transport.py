@@ -200,3 +200,28 @@ async def test_refused_port_and_malformed_answer(serve: Serve) -> None:
             await c.get(srv.url + "/")
         with pytest.raises(httpx.UnsupportedProtocol):
             await c.get("ftp://127.0.0.1/")
+
+
+async def test_a_cancellation_as_the_connection_completes_is_not_lost(serve: Serve) -> None:
+    """The task is cancelled just as its connection is made (the race Python 3.11's `wait_for`
+    loses): the request ends cancelled instead of carrying on as if nothing happened."""
+    srv = await serve(lambda head: _ok(b"late"))
+    loop = asyncio.get_running_loop()
+    real = loop.create_connection
+    victim: list[asyncio.Task[object]] = []
+
+    async def connect_then_cancel(*args: object, **kw: object) -> object:
+        made = await real(*args, **kw)  # type: ignore[arg-type]
+        victim[0].cancel()  # arrives as the connection completes
+        return made
+
+    async with _client() as c:
+        loop.create_connection = connect_then_cancel  # type: ignore[method-assign]
+        try:
+            task: asyncio.Task[object] = asyncio.ensure_future(c.get(srv.url + "/x"))
+            victim.append(task)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            loop.create_connection = real  # type: ignore[method-assign]
+    assert task.cancelled()

@@ -289,7 +289,8 @@ class _Session:
         body = rep.take(self._clock() + 3600, flush=True)  # ignore any back-off: last chance
         if body is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._post_cmcd(rep, body), 5.0)
+                async with asyncio.timeout(5.0):  # not wait_for: it can lose a cancellation
+                    await self._post_cmcd(rep, body)
 
     async def _start(self) -> None:
         response = await self._get("multivariant playlist", lambda: self._urls[self._base])

@@ -240,17 +240,19 @@ class LeanTransport(httpx.AsyncBaseTransport):
         tls: ssl.SSLContext | None = None
         if scheme == "https":
             tls = self._ssl or ssl.create_default_context()
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows a cancellation
+        # that arrives as the connection completes, and a player's track task cancelled at its
+        # end then lived on (a stalled zombie spinning on its full buffer, its session never
+        # returning: seen in a 2,000-player run).
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
+            async with asyncio.timeout(connect_s):
+                _, conn = await loop.create_connection(
                     lambda: _Connection(loop),
                     host,
                     port,
                     ssl=tls,
                     server_hostname=host if tls else None,
-                ),
-                connect_s,
-            )
+                )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -197,6 +197,7 @@ async def run_load(
     # type, and the control plane's own time for new starts (sum and count)
     by_type = _Window()
     served = _Window()
+    err_logs: list[BinaryIO] = []
     try:
         workers = []
         per = math.ceil(n / max(1, opts.processes))
@@ -217,6 +218,7 @@ async def run_load(
                     }
                 )
             )
+            err_logs.append((opts.out_dir / f"worker{w}.err").open("wb"))
             workers.append(
                 await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -225,7 +227,8 @@ async def run_load(
                     str(cfg_path),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.DEVNULL,
+                    # its warnings and tracebacks (and a task dump on SIGUSR1) stay readable
+                    stderr=err_logs[-1],
                     limit=1 << 24,
                 )
             )
@@ -368,6 +371,8 @@ async def run_load(
             for h in helpers:
                 h.cancel()
     finally:
+        for log in err_logs:
+            log.close()
         async with httpx.AsyncClient(timeout=5) as c:
             for f, on in _fault_steps(sc):
                 if not on:

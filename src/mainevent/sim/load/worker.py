@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import sys
 import time
@@ -323,12 +324,22 @@ async def run(cfg: dict[str, Any]) -> None:
         secret=DEV_IDP_SECRET, issuer="mainevent-dev-idp", audience="mainevent"
     )
     clients = _Clients(cfg["control_url"], ssl.create_default_context())
+    # `kill -USR1 <worker>` prints where every task is waiting (a stuck viewer shows here).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     async with asyncio.TaskGroup() as tg:
         ticker = tg.create_task(_ticker(st, len(plans)))
         async with asyncio.TaskGroup() as viewers:
             for plan in plans:
                 viewers.create_task(_one(clients, st, plan, idp))
         ticker.cancel()
+
+
+def _dump_tasks() -> None:
+    tasks = asyncio.all_tasks()
+    sys.stderr.write(f"--- {len(tasks)} tasks at {time.time():.3f}\n")
+    for task in tasks:
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
 
 
 async def _one(clients: _Clients, st: _State, plan: ViewerPlan, idp: DevIdentityProvider) -> None:
