@@ -511,13 +511,20 @@ def _summarise(
         (cpu and _pct(cpu, 0.95) >= GENERATOR_CPU_LIMIT)
         or (lag and _pct(lag, 0.95) >= GENERATOR_LAG_LIMIT_MS)
     )
-    secs = sorted(ticks)
+    secs = list(range(min(ticks), max(ticks) + 1)) if ticks else []
+    # Each worker's latest tick at every second: a worker whose loop lags skips seconds, and a
+    # plain per-second sum would read those as players gone (a sawtooth in a loaded run).
+    filled: list[dict[int, dict[str, Any]]] = []
+    latest: dict[int, dict[str, Any]] = {}
+    for sec in secs:
+        latest.update(ticks.get(sec, {}))
+        filled.append(dict(latest))
     cdns = sorted({c for t in ticks.values() for rec in t.values() for c in rec["playing"]})
     split = {
-        c: [float(sum(rec["playing"].get(c, 0) for rec in ticks[s].values())) for s in secs]
+        c: [float(sum(rec["playing"].get(c, 0) for rec in f.values())) for f in filled]
         for c in cdns
     }
-    waiting = [float(sum(rec["waiting"] for rec in ticks[s].values())) for s in secs]
+    waiting = [float(sum(rec["waiting"] for rec in f.values())) for f in filled]
     xs = [s[0] for s in scrapes]
     origin_rate = [0.0] + [max(0.0, b[1] - a[1]) for a, b in itertools.pairwise(scrapes)]
     shed_rate = [0.0] + [max(0.0, b[2] - a[2]) for a, b in itertools.pairwise(scrapes)]
@@ -568,8 +575,7 @@ def _summarise(
         ),
         Panel(
             "generator",
-            "Load generator's own health: event-loop lag per worker process (a lagging or "
-            "CPU-bound generator measures itself)",
+            "Load generator's own event-loop lag, per worker (lagging: it measures itself)",
             "ms",
             [float(s) for s in secs],
             {
