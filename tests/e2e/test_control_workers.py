@@ -43,6 +43,8 @@ def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[ControlFleet]:
         yield f
     finally:
         f.close()
+    # SIGTERM stops the workers and nginx and the launcher exits 0 (not SIGKILLed after 30 s)
+    assert f.proc.returncode == 0, f.log_tail()
 
 
 def _viewer(account: str) -> dict[str, str]:

@@ -206,12 +206,16 @@ class _Fleet:
                 readies = [asyncio.Event() for _ in self.ports]
                 for i, port in enumerate(self.ports):
                     tg.create_task(self.worker(i, port, readies[i]))
-                tg.create_task(self._announce(readies))
+                announce = tg.create_task(self._announce(readies))
                 lb_exit = tg.create_task(lb.wait())
                 stop = tg.create_task(self.stopping.wait())
                 await asyncio.wait({lb_exit, stop}, return_when=asyncio.FIRST_COMPLETED)
                 self.stopping.set()
                 await self._stop_workers()
+                # nginx is stopped below, once the group is done: waiting for it here kept
+                # every shutdown until the caller's SIGKILL (30 s in `testing.fleet`).
+                lb_exit.cancel()
+                announce.cancel()
         finally:
             if lb.returncode is None:
                 lb.send_signal(signal.SIGQUIT)
