@@ -714,10 +714,15 @@ class Settings(_Frozen):
     dvr: DvrSettings = DvrSettings()
 
 
+_NOT_SETTINGS = frozenset({"MAINEVENT_EDGE_ADMIN_SECRET", "MAINEVENT_EDGE_TOKEN_KEYS"})
+"""`MAINEVENT_` variables that are no settings: the edges' own (`commands/up.py`, README), also
+in the environment of every process `mainevent up` starts."""
+
+
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         node = tree

@@ -6,8 +6,16 @@ ingest fan-out → 2 shield processes → 2 edge processes per CDN behind nginx)
 control serve --workers 2` behind nginx, sessions and rate buckets on one redis-server. Every
 process is real; every killed one is restarted by its launcher (Redis by the test).
 
+The headless players play through the playback API as viewers do (`PlaybackApi`, each with its
+own account): a grant from the fleet, whose CDNs are the stack's edges, then the granted CDN, a
+token refresh every `REFRESH_S` through the worker kill and the Redis outage, the session ended
+at the end. The edges require tokens signed with the key the fleet signs with, and tokens live
+`TOKEN_TTL_S`, less than a player's time: only a player whose refreshes work plays to the end.
+hls.js plays a token the test signs with that key for the whole drill (the page does not
+refresh tokens).
+
 `CHAOS_PLAYERS` (default 200, the issue's figure) sets the number of headless players. Each has
-its own HTTP client (`mainevent.testing.swarm`): with one client per process, 200 players starved
+its own HTTP clients (`mainevent.testing.swarm`): with one client per process, 200 players starved
 their own event loops even without faults (httpcore scans the whole pool on every request).
 """
 
@@ -15,17 +23,21 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 
+from mainevent.common.tokens import TokenSigner
 from mainevent.control.auth import DevIdentityProvider
 from mainevent.control.fleet import find_nginx
 from mainevent.control.settings import DEV_IDP_SECRET
@@ -34,7 +46,7 @@ from mainevent.testing.browser import CHROMIUM, player_page
 from mainevent.testing.fleet import ControlFleet
 from mainevent.testing.redis import RedisServer, redis_server_binary
 from mainevent.testing.stack import alive, start_stack
-from mainevent.testing.swarm import PlayerSwarm
+from mainevent.testing.swarm import PlaybackApi, PlayerSwarm
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,11 +58,20 @@ pytestmark = [
 ]
 
 PLAYERS = int(os.environ.get("CHAOS_PLAYERS", "200"))
+EVENT = "final"
 SEGMENT_S = 2.0
 PLAY_S = 95.0
 RAMP_S = 15.0
 # Seconds after the last player joined; one fault every 15 s, each given time to show.
 KILLS_AT_S = {"origin": 10.0, "shield": 25.0, "edge": 40.0, "worker": 55.0, "redis": 70.0}
+REFRESH_S = 8.0
+"""Players refresh their tokens this often: a dozen refreshes each (within the account burst),
+several of them while worker 0 is down."""
+REDIS_DOWN_S = REFRESH_S + 1.0
+"""Redis stays down this long: every player playing through the outage refreshes in it."""
+TOKEN_TTL_S = 60
+"""The fleet's token lifetime (its least): a player's first token expires mid-play."""
+TOKEN_KID = "chaos"
 RENDITION = "v180"
 IDP = DevIdentityProvider(secret=DEV_IDP_SECRET, issuer="mainevent-dev-idp", audience="mainevent")
 BURST = 20
@@ -63,19 +84,18 @@ def _viewer(account: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {IDP.mint(account, ttl_s=3600)}"}
 
 
-def _account(fleet: ControlFleet, account: str) -> None:
-    r = httpx.put(
-        f"{fleet.url}/v1/accounts/{account}",
-        json={},
-        headers={"Authorization": f"Bearer {fleet.admin_key}", "Idempotency-Key": account},
-        timeout=10,
-    )
-    assert r.status_code in (200, 201), r.text
+def _accounts(fleet: ControlFleet, names: list[str]) -> None:
+    """Create one account per name (entitled to the event: its policy asks for nothing else)."""
+    op = {"Authorization": f"Bearer {fleet.admin_key}"}
+    with httpx.Client(base_url=fleet.url, timeout=10) as c:
+        for name in names:
+            r = c.put(f"/v1/accounts/{name}", json={}, headers=op | {"Idempotency-Key": name})
+            assert r.status_code in (200, 201), r.text
 
 
 def _play(url: str, account: str, device: str) -> httpx.Response:
     return httpx.post(
-        f"{url}/v1/events/final/playback",
+        f"{url}/v1/events/{EVENT}/playback",
         json={"device": {"id": device}},
         headers=_viewer(account),
         timeout=10,
@@ -103,8 +123,7 @@ def _limits_hold(fleet: ControlFleet, urls: tuple[str, str], phase: str) -> None
     burst spent across both URLs together, then refused by each."""
     a, b = urls
     streams, rated = f"s-{phase}", f"r-{phase}"
-    _account(fleet, streams)
-    _account(fleet, rated)
+    _accounts(fleet, [streams, rated])
     tv, phone = _play(a, streams, "tv"), _play(b, streams, "phone")
     assert (tv.status_code, phone.status_code) == (200, 200), (phase, tv.text, phone.text)
     for url in (a, b):
@@ -225,30 +244,50 @@ def _wait(what: str, ok: Any, timeout: float = 60.0) -> None:
 def test_players_keep_playing_and_limits_hold_through_five_kills(
     tmp_path: Path, redis: RedisServer
 ) -> None:
-    """0 stalls longer than one segment for 200 headless players and hls.js, no MSN lost or
-    reused on either origin, stream and rate limits held by two workers on one account after
-    every kill, and every killed process back."""
-    fleet = ControlFleet(
-        workers=2,
-        redis_url=redis.url,
-        data_dir=tmp_path / "control",
-        settings={"account_rate": 0.01, "account_burst": BURST, "address_burst": 100000},
+    """0 stalls longer than one segment for 200 headless players playing through grants and
+    for hls.js, every player's token refreshes answered through the worker kill and the Redis
+    outage, no MSN lost or reused on either origin, stream and rate limits held by two workers
+    on one account after every kill, and every killed process back."""
+    key = secrets.token_hex(32)
+    stack = start_stack(
+        tmp_path / "data",
+        extra_args=("--event", EVENT, "--origins", "2", "--shields", "2", "--edges-per-cdn", "2"),
+        env={
+            # The edges require tokens of this key; the origins accept them too (a viewer's
+            # multivariant playlist goes to them with its token).
+            "MAINEVENT_EDGE_TOKEN_KEYS": f"{TOKEN_KID}:{key}",
+            "MAINEVENT_ORIGIN__TOKEN_KEYS": json.dumps({TOKEN_KID: key}),
+        },
+        wait_ready=False,
+        log_path=tmp_path / "stack.log",
     )
     try:
-        stack = start_stack(
-            tmp_path / "data",
-            extra_args=("--origins", "2", "--shields", "2", "--edges-per-cdn", "2"),
-            timeout=120,
+        fleet = ControlFleet(
+            workers=2,
+            redis_url=redis.url,
+            data_dir=tmp_path / "control",
+            settings={
+                "account_rate": 0.01,
+                "account_burst": BURST,
+                "address_burst": 100000,
+                # Grants name the stack's edges, with tokens they accept.
+                "cdns": stack.edges,
+                "token_keys": [{"kid": TOKEN_KID, "secret_hex": key}],
+                "signing_kid": TOKEN_KID,
+                "token_ttl_s": TOKEN_TTL_S,
+            },
         )
     except BaseException:
-        fleet.close()
+        stack.stop()
         raise
     swarm: PlayerSwarm | None = None
     watch: PlaylistWatch | None = None
     notes: list[str] = []
+    marks: dict[str, float] = {}  # when the control-plane faults began and ended (time.time())
     try:
+        stack.wait_ready(120)
         fleet.wait_ready()
-        fleet.live_event("final", {"max_streams": 2})
+        fleet.live_event(EVENT, {"max_streams": 2})
         origins = stack.info["origins"]
         shields = stack.info["shield_processes"]
         edges = [e for e in stack.info["edge_processes"] if e["cdn"] == "cdn-a"]
@@ -263,14 +302,22 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
         watcher.start()
 
         # A session opened before the faults, refreshed after each one.
-        _account(fleet, "long")
+        _accounts(fleet, ["long"])
         long_grant = _play(fleet.url, "long", "tv").json()
+        assert long_grant["cdn"]["manifest_url"].startswith(stack.edges["cdn-a"]), long_grant
         _limits_hold(fleet, (fleet.worker_urls[0], fleet.worker_urls[1]), "before")
+        # The edges take no request without a token.
+        r = httpx.get(stack.edge_master_url("cdn-a"), timeout=5)
+        assert (r.status_code, r.headers.get("x-token-denied")) == (403, "missing"), r.text
 
-        masters = [stack.edge_master_url(c) for c in ("cdn-a", "cdn-b", "cdn-c")]
+        # Each player its own account: the stream limit (2) and burst stay the probes'.
+        viewers = [f"viewer-{i}" for i in range(PLAYERS)]
+        _accounts(fleet, viewers)
         total_s = RAMP_S + max(KILLS_AT_S.values()) + 15.0
         swarm = PlayerSwarm(
-            masters,
+            api=PlaybackApi(
+                fleet.url, EVENT, [IDP.mint(v, ttl_s=3600) for v in viewers], REFRESH_S
+            ),
             players=PLAYERS,
             duration_s=PLAY_S,
             workdir=tmp_path / "swarm",
@@ -278,14 +325,21 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
             ramp_s=RAMP_S,
             startup_timeout_s=60.0,
         )
+        t0 = time.monotonic() + RAMP_S
+        now = int(time.time())
+        hls_token = TokenSigner({TOKEN_KID: key}).sign(
+            acl=f"/live/{EVENT}/*", start=now - 30, expires=now + 3600
+        )
+        hls_src = f"{stack.edges['cdn-a']}/t/{hls_token}/live/{EVENT}/master.m3u8"
         browser = BrowserWatch(
-            f"{stack.base_url}/player/?src={masters[0]}", tmp_path / "profile", total_s
+            f"{stack.base_url}/player/?src={quote(hls_src, safe='')}",
+            tmp_path / "profile",
+            total_s,
         )
         bthread = threading.Thread(target=browser.run, daemon=True)
         bthread.start()
         assert browser.playing.wait(90), "the player page never opened"
         assert browser.error is None, browser.error
-        t0 = time.monotonic() + RAMP_S
 
         def at(s: float) -> None:
             delay = t0 + s - time.monotonic()
@@ -307,6 +361,7 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
 
         at(KILLS_AT_S["worker"])
         restarts = fleet.state()["workers"][0]["restarts"]
+        marks["worker_killed"] = time.time()
         fleet.kill_worker(0)
         notes.append("API worker 0 killed")
         # While it is down, nginx sends everything to the survivor: the limits are Redis's.
@@ -315,15 +370,22 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
         _limits_hold(fleet, (fleet.url, fleet.url), "worker-down")
         _wait("API worker 0 restarted", lambda: fleet.state()["workers"][0]["restarts"] > restarts)
         fleet.wait_ready()
+        marks["worker_back"] = time.time()
         _limits_hold(fleet, (fleet.worker_urls[0], fleet.worker_urls[1]), "worker-back")
 
         at(KILLS_AT_S["redis"])
         redis.stop(kill=True)
+        marks["redis_killed"] = time.time()
         notes.append("redis-server killed")
         r = _refresh(fleet.url, "long", long_grant)
         assert (r.status_code, r.json().get("degraded")) == (200, True), r.text
+        # Held down (not waited on) for a refresh period: each player refreshes in the outage.
+        time.sleep(max(0.0, marks["redis_killed"] + REDIS_DOWN_S - time.time()))
+        marks["redis_back"] = time.time()
         redis.start()
-        notes.append("redis-server restarted")
+        notes.append(
+            f"redis-server restarted after {marks['redis_back'] - marks['redis_killed']:.1f} s"
+        )
         _wait(
             "refreshes no longer degraded",
             lambda: _refresh(fleet.url, "long", long_grant).json().get("degraded") is False,
@@ -335,7 +397,12 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
         watch.stop()
         watcher.join(5)
 
-        reports = [r["report"] for r in records]
+        reports = [r["report"] for r in records if r["report"] is not None]
+        refreshes = [c for r in records for c in r["calls"] if c["kind"] == "refresh"]
+
+        def sent(since: str, until: str) -> list[dict[str, Any]]:
+            return [c for c in refreshes if marks[since] <= c["t"] < marks[until]]
+
         summary = {
             "players": len(records),
             "longest_stall_s": max((r["longest_stall_s"] for r in reports), default=None),
@@ -345,6 +412,19 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
             "failovers": sum(r["failovers"] for r in reports),
             "http_errors": sum(sum(r["http_errors"].values()) for r in reports),
             "max_startup_s": max((r["startup_s"] or 0 for r in reports), default=None),
+            "grant_retries": sum(
+                1 for r in records for c in r["calls"] if c["kind"] == "start" and c["attempt"]
+            ),
+            "refreshes": {
+                "sent": len(refreshes),
+                "statuses": dict(Counter(str(c["status"]) for c in refreshes)),
+                "retries": sum(1 for c in refreshes if c["attempt"]),
+                "failed_for_good": sum(1 for c in refreshes if c["final"] and c["status"] != 200),
+                "degraded": sum(1 for c in refreshes if c["degraded"]),
+                "min_per_player": min((len(_rounds(r)) for r in records), default=None),
+                "worker_down": len(sent("worker_killed", "worker_back")),
+                "redis_down": len(sent("redis_killed", "redis_back")),
+            },
             "hlsjs": {
                 k: browser.samples[-1].get(k)
                 for k in ("stalls", "longestStallSec", "stallTimeSec", "errorCount", "fatal")
@@ -355,8 +435,11 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
         }
         print("chaos summary:", json.dumps(summary))  # the run's figures, for BENCHMARKS.md
 
-        # Every headless player played its whole time with no stall longer than one segment.
+        # Every headless player was granted and played its whole time with no stall longer
+        # than one segment.
         assert len(records) == PLAYERS, (swarm.returncodes(), len(records))
+        refused = [(r["index"], r["calls"]) for r in records if r["report"] is None]
+        assert not refused, (len(refused), refused[:3])
         bad = [
             (r["index"], r["url"], r["report"])
             for r in records
@@ -366,6 +449,39 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
         ]
         worst = max(r["report"]["longest_stall_s"] for r in records)
         assert not bad, (len(bad), worst, bad[:3], notes)
+
+        # Every player's refreshes were answered: none failed for good, one per period all its
+        # time (their tokens carried it to the end: the first ones expired mid-play), some
+        # while worker 0 was down, and one while Redis was down (degraded 200) from each player
+        # that played through the outage.
+        failed = [(r["index"], c) for r in records for c in _rounds(r) if c["status"] != 200]
+        assert not failed, (len(failed), failed[:5], notes)
+        few = [
+            (r["index"], len(_rounds(r)))
+            for r in records
+            if len(_rounds(r)) < r["report"]["played_s"] // REFRESH_S - 1
+        ]
+        assert not few, few[:5]
+        assert sent("worker_killed", "worker_back"), marks
+        through = [
+            r
+            for r in records
+            if r["began"] <= marks["redis_killed"] and r["ended"] >= marks["redis_back"]
+        ]
+        assert len(through) >= PLAYERS // 2, (len(through), marks)
+        missed = [
+            r["index"]
+            for r in through
+            if not any(
+                c["status"] == 200 and marks["redis_killed"] <= c["t"] < marks["redis_back"]
+                for c in r["calls"]
+                if c["kind"] == "refresh"
+            )
+        ]
+        assert not missed, (len(missed), missed[:10], marks)
+        assert summary["refreshes"]["degraded"] > 0, summary["refreshes"]
+        r = httpx.get(long_grant["cdn"]["manifest_url"], timeout=5)
+        assert (r.status_code, r.headers.get("x-token-denied")) == (403, "expired"), r.text
 
         # hls.js too.
         assert browser.error is None, browser.error
@@ -403,6 +519,11 @@ def test_players_keep_playing_and_limits_hold_through_five_kills(
         fleet.close()
         leftovers = stack.stop()
     assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def _rounds(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A swarm player's refreshes, each as its last try (the answer it was left with)."""
+    return [c for c in record["calls"] if c["kind"] == "refresh" and c["final"]]
 
 
 def _listed(url: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -10,13 +11,16 @@ from pathlib import Path
 import pytest
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mainevent.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=cwd,
+        env=None if env is None else os.environ | env,
     )
 
 
@@ -32,6 +36,22 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     assert p.returncode == 1
     assert f"origin cannot listen on 127.0.0.1:{port}" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_edge_variables_are_not_taken_for_settings(tmp_path: Path) -> None:
+    """`MAINEVENT_EDGE_TOKEN_KEYS` and `MAINEVENT_EDGE_ADMIN_SECRET` (the edges' own, README)
+    are no settings: `mainevent up` gets as far as listening (here: a busy port)."""
+    env = {
+        "MAINEVENT_EDGE_TOKEN_KEYS": "k1:00112233445566778899aabbccddeeff",
+        "MAINEVENT_EDGE_ADMIN_SECRET": "s3cret",
+    }
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = run("up", "--no-feed", "--port", str(port), cwd=tmp_path, env=env)
+    assert (p.returncode, "invalid configuration" in p.stderr) == (1, False), p.stderr
+    assert f"origin cannot listen on 127.0.0.1:{port}" in p.stderr
 
 
 def test_bad_settings_are_named(tmp_path: Path) -> None:

@@ -44,6 +44,13 @@ def test_ladder_from_env_json() -> None:
     assert s.event.ladder[0].id == "v240"
 
 
+def test_edge_variables_are_not_settings() -> None:
+    """The edges' MAINEVENT_EDGE_TOKEN_KEYS and MAINEVENT_EDGE_ADMIN_SECRET (README) do not stop
+    the processes that inherit them (`mainevent up`, its `origin serve` replicas)."""
+    env = {"MAINEVENT_EDGE_TOKEN_KEYS": "k1:00112233", "MAINEVENT_EDGE_ADMIN_SECRET": "s"}
+    assert load_settings(environ=env) == load_settings(environ={})
+
+
 @pytest.mark.parametrize(
     ("env", "needle"),
     [

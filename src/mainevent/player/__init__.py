@@ -2,6 +2,7 @@
 
 `play()` fetches a live stream like hls.js does and returns a `PlaybackReport` (startup time,
 stalls, live latency, renditions, errors); the load generator and latency benchmarks run it.
+`mainevent.player.grants` plays what the playback API grants, refreshing its token as it goes.
 """
 
 from mainevent.player.abr import AbrConfig, AbrController, ThroughputEstimator, choose_level

@@ -89,6 +89,7 @@ async def play(
     cmcd: CmcdTarget | None = None,
     content_id: str | None = None,
     session_id: str | None = None,
+    rewrite_url: Callable[[str], str] | None = None,
 ) -> PlaybackReport:
     """Play the HLS stream at `url` for `duration_s` seconds after playback starts.
 
@@ -99,8 +100,10 @@ async def play(
     `fallback_urls` are tried in turn (wrapping around) after repeated failures: each is
     another multivariant playlist URL, or a bare origin (`http://edge-b:8080`) to which the
     path of `url` is appended. `clock` returns epoch seconds (latency is measured against the
-    PDT in the playlists); `sleep` waits that clock's seconds. Never raises for stream
-    problems: they end up in the report (`fatal`, `http_errors`).
+    PDT in the playlists); `sleep` waits that clock's seconds. `rewrite_url` is applied to
+    the URL of every playlist, init section and segment request just before it is sent (a
+    player app's hook, e.g. `mainevent.player.grants.CurrentToken` for the newest playback
+    token). Never raises for stream problems: they end up in the report (`fatal`, `http_errors`).
     """
     if duration_s < 0:
         raise ValueError("duration_s must not be negative")
@@ -112,8 +115,10 @@ async def play(
         reporting = (cmcd, session_id or str(uuid.uuid4()), cid)
     if client is None:
         async with httpx.AsyncClient(timeout=cfg.request_timeout_s, follow_redirects=True) as own:
-            return await _Session(urls, duration_s, own, clock, sleep, cfg, reporting).run()
-    return await _Session(urls, duration_s, client, clock, sleep, cfg, reporting).run()
+            return await _Session(
+                urls, duration_s, own, clock, sleep, cfg, reporting, rewrite_url
+            ).run()
+    return await _Session(urls, duration_s, client, clock, sleep, cfg, reporting, rewrite_url).run()
 
 
 def event_of_url(url: str) -> str | None:
@@ -163,8 +168,10 @@ class _Session:
         sleep: Sleep,
         config: PlayerConfig,
         reporting: tuple[CmcdTarget, str, str] | None = None,
+        rewrite_url: Callable[[str], str] | None = None,
     ) -> None:
         self._reporting = reporting
+        self._rewrite_url = rewrite_url
         self._cmcd: CmcdReporter | None = None
         self._cmcd_wake = asyncio.Event()
         self._urls = urls
@@ -602,6 +609,8 @@ class _Session:
         while True:
             base = self._base
             url = url_of()
+            if self._rewrite_url is not None:
+                url = self._rewrite_url(url)
             started = self._clock()
             try:
                 async with self._client.stream("GET", url) as response:

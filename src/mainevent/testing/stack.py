@@ -82,9 +82,10 @@ class RunningStack:
         return f"{self.edges[name]}/live/{self.event}/master.m3u8"
 
     def wait_ready(self, timeout: float) -> None:
-        """Wait until every rendition has published (the `ready` line)."""
+        """Wait until every rendition has published (the `ready` line, which names the event)."""
         if not self.ready_event.wait(timeout):
             raise AssertionError("stack not ready:\n" + "\n".join(self.log))
+        self.event = self.info.get("event", self.event)
 
     def wait_window(self, segments: int = 4, timeout: float = 30.0) -> None:
         """Wait until every media playlist lists ≥ `segments` segments.

@@ -2,11 +2,16 @@
 
 `PlayerSwarm` starts `processes` children (`python -m mainevent.testing.swarm CONFIG.json`), each
 running its share of the players on its own asyncio loop, so hundreds of players neither starve
-the test's loop nor share one GIL with it. Player `i` plays `urls[i % len(urls)]` with the other
-URLs as fallbacks; players join over `ramp_s`. Their HTTP transport is `LeanTransport`, or httpx's
-own with `transport="httpx"` (`bench/player_cost.py` compares the two). Each child prints one JSON line per player when it
-ends (`{"index": i, "url": ..., "report": PlaybackReport.to_dict()}`), `{"started": n}` once
-all of its players have been launched and `{"cpu_s": s}` at the end: the CPU its players took.
+the test's loop nor share one GIL with it. Players join over `ramp_s`. Player `i` plays
+`urls[i % len(urls)]` with the other URLs as fallbacks or, with `api=PlaybackApi(...)`, what the
+playback API grants it, as a viewer does (`mainevent.player.grants`): a grant, its CDN with the
+grant's fallbacks, a token refresh every `refresh_every_s`, the session ended at the end. Their
+HTTP transport is `LeanTransport`, or httpx's own with `transport="httpx"` (`bench/
+player_cost.py` compares the two). Each child prints one JSON line per player when it ends
+(`{"index": i, "url": ..., "report": PlaybackReport.to_dict()}`; with the API also `"cdn"`,
+`"calls"`: every `ApiCall.to_dict()`, and `"began"`/`"ended"`: epoch seconds of the grant request
+and of the end of play; the report is None if no grant came), `{"started": n}` once all of its
+players have been launched and `{"cpu_s": s}` at the end: the CPU its players took.
 """
 
 from __future__ import annotations
@@ -18,12 +23,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-__all__ = ["PlayerSwarm"]
+__all__ = ["PlaybackApi", "PlayerSwarm"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackApi:
+    """Where swarm players get their grants."""
+
+    url: str
+    """Base URL of the playback API (e.g. a control fleet's load balancer)."""
+    event: str
+    viewers: Sequence[str]
+    """Viewer JWTs (their accounts must be entitled): player `i` is `viewers[i % len(viewers)]`."""
+    refresh_every_s: float = 8.0
 
 
 class PlayerSwarm:
@@ -31,8 +49,9 @@ class PlayerSwarm:
 
     def __init__(
         self,
-        urls: Sequence[str],
+        urls: Sequence[str] = (),
         *,
+        api: PlaybackApi | None = None,
         players: int,
         duration_s: float,
         workdir: Path,
@@ -43,6 +62,8 @@ class PlayerSwarm:
     ) -> None:
         if transport not in ("lean", "httpx"):
             raise ValueError(f"transport must be 'lean' or 'httpx', not {transport!r}")
+        if bool(urls) == (api is not None):
+            raise ValueError("give the players either urls or a playback api")
         workdir.mkdir(parents=True, exist_ok=True)
         self.players = players
         self._procs: list[subprocess.Popen[str]] = []
@@ -56,6 +77,7 @@ class PlayerSwarm:
                 "ramp_s": ramp_s,
                 "startup_timeout_s": startup_timeout_s,
                 "transport": transport,
+                "api": None if api is None else asdict(api) | {"viewers": list(api.viewers)},
             }
             path = workdir / f"swarm-{k}.json"
             path.write_text(json.dumps(cfg))
@@ -119,33 +141,71 @@ class PlayerSwarm:
 
 
 async def _run(cfg: dict[str, Any]) -> None:
-    from mainevent.player import PlayerConfig, play
+    from mainevent.player import PlayerConfig, grants, play
+    from mainevent.player.grants import ApiCall
     from mainevent.player.transport import LeanTransport
 
     urls: list[str] = cfg["urls"]
+    api: dict[str, Any] | None = cfg["api"]
     indices: list[int] = cfg["indices"]
     ramp = float(cfg["ramp_s"]) / max(1, int(cfg["players"]))
+    duration_s = float(cfg["duration_s"])
+    config = PlayerConfig(startup_timeout_s=float(cfg["startup_timeout_s"]))
     # Each player its own client, as each viewer is a device with its own connections: one
     # client shared by hundreds of players is one pool that httpcore scans on every request
     # (see `mainevent.sim.load.worker._Clients`), and the players, not the platform, starve.
     # `LeanTransport` (httptools) costs a third of httpx's own transport per request.
     tls = ssl.create_default_context()
+    lean = cfg.get("transport", "lean") == "lean"
+
+    def client(base_url: str = "") -> httpx.AsyncClient:
+        transport = LeanTransport(verify=tls) if lean else httpx.AsyncHTTPTransport(verify=tls)
+        return httpx.AsyncClient(
+            base_url=base_url, timeout=10.0, trust_env=False, transport=transport
+        )
+
+    async def fixed(i: int) -> dict[str, Any]:
+        k = i % len(urls)
+        url, fallbacks = urls[k], [*urls[k + 1 :], *urls[:k]]
+        async with client() as media:
+            report = await play(
+                url, duration_s=duration_s, client=media, fallback_urls=fallbacks, config=config
+            )
+        return {"index": i, "url": url, "report": report.to_dict()}
+
+    async def granted(i: int, api: dict[str, Any]) -> dict[str, Any]:
+        jwt = api["viewers"][i % len(api["viewers"])]
+        calls: list[ApiCall] = []
+        record: dict[str, Any] = {"index": i, "url": None, "cdn": None, "report": None}
+        began = time.time()
+        async with client(api["url"]) as control, client() as media:
+            device = {"id": f"swarm-{i}", "type": "other"}
+            grant = await grants.authorise(control, api["event"], device, jwt, calls.append)
+            if grant is not None:
+                report = await grants.play_granted(
+                    control,
+                    media,
+                    jwt,
+                    grant,
+                    calls.append,
+                    duration_s=duration_s,
+                    refresh_every_s=float(api["refresh_every_s"]),
+                    config=config,
+                )
+                ended = time.time()
+                await grants.end(control, jwt, grant)
+                record |= {
+                    "began": began,
+                    "ended": ended,
+                    "url": grant["cdn"]["manifest_url"],
+                    "cdn": grant["cdn"]["name"],
+                    "report": report.to_dict(),
+                }
+        return record | {"calls": [c.to_dict() for c in calls]}
 
     async def one(i: int) -> None:
         await asyncio.sleep(i * ramp)
-        k = i % len(urls)
-        url, fallbacks = urls[k], [*urls[k + 1 :], *urls[:k]]
-        lean = cfg.get("transport", "lean") == "lean"
-        transport = LeanTransport(verify=tls) if lean else httpx.AsyncHTTPTransport(verify=tls)
-        async with httpx.AsyncClient(timeout=10.0, trust_env=False, transport=transport) as client:
-            report = await play(
-                url,
-                duration_s=float(cfg["duration_s"]),
-                client=client,
-                fallback_urls=fallbacks,
-                config=PlayerConfig(startup_timeout_s=float(cfg["startup_timeout_s"])),
-            )
-        record = {"index": i, "url": url, "report": report.to_dict()}
+        record = await (fixed(i) if api is None else granted(i, api))
         sys.stdout.write(json.dumps(record) + "\n")
         sys.stdout.flush()
 

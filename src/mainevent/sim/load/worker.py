@@ -1,9 +1,10 @@
-"""One load-generator process: many real headless players (`mainevent.player.play`) in asyncio.
+"""One load-generator process: many real headless players in asyncio, each playing what the
+playback API grants it (`mainevent.player.grants`).
 
 Run by `mainevent load` as `python -m mainevent.sim.load.worker CONFIG.json`; prints JSON lines
-on stdout: `tick` (every second: players playing per CDN, waiting, joined), `auth` (each
-playback-API request: kind, status, latency) and `viewer` (one per play session: start-up,
-stalls, latency, CDN, the player's report).
+on stdout: `tick` (every second: players playing per CDN, waiting, joined), `auth` (each try of
+a playback-API request: `mainevent.player.grants.ApiCall`, kind, status, latency, attempt...) and
+`viewer` (one per play session: start-up, stalls, latency, CDN, the player's report).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import httpx
 
 from mainevent.control.auth import DevIdentityProvider
 from mainevent.control.settings import DEV_IDP_SECRET
-from mainevent.player import PlayerConfig, play
+from mainevent.player import PlayerConfig, grants
+from mainevent.player.grants import ApiCall
 from mainevent.player.transport import LeanTransport
 from mainevent.sim.load.plan import JoinKind, ViewerPlan
 
-MAX_AUTH_ATTEMPTS = 12
 _DEVICE_TYPES = {
     "web": "web",
     "desktop": "web",
@@ -67,89 +68,16 @@ async def _sleep_until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
+def _auth_record(call: ApiCall) -> None:
+    _emit({"type": "auth", **call.to_dict()})
+
+
 async def _authorise(
     api: httpx.AsyncClient, st: _State, plan: ViewerPlan, jwt: str, kind: str
 ) -> dict[str, Any] | None:
     """POST playback until granted (honouring Retry-After), or None after repeated refusals."""
-    url = f"/v1/events/{st.cfg['event']}/playback"
-    body = {
-        "device": {"id": plan.device_id, "type": _device_type(plan.device), "model": plan.device}
-    }
-    for attempt in range(MAX_AUTH_ATTEMPTS):
-        sent = time.time()
-        try:
-            r = await api.post(url, json=body, headers={"Authorization": f"Bearer {jwt}"})
-            status = r.status_code
-        except httpx.HTTPError as exc:
-            status, r = 0, None
-            _emit(
-                {
-                    "type": "auth",
-                    "kind": kind,
-                    "status": 0,
-                    "error": type(exc).__name__,
-                    "t": sent,
-                    "latency_s": time.time() - sent,
-                }
-            )
-        if r is not None:
-            reason = ""
-            if status != 200:
-                try:
-                    reason = r.json()["error"]["reason"]
-                except (ValueError, KeyError, TypeError):
-                    reason = ""
-            _emit(
-                {
-                    "type": "auth",
-                    "kind": kind,
-                    "status": status,
-                    "reason": reason,
-                    "t": sent,
-                    "latency_s": time.time() - sent,
-                    "attempt": attempt,
-                }
-            )
-            if status == 200:
-                grant: dict[str, Any] = r.json()
-                return grant
-            if status not in (429, 503):
-                return None
-            retry = float(r.headers.get("retry-after", "1") or 1)
-        else:
-            retry = 1.0
-        await asyncio.sleep(min(retry, 10.0))
-    return None
-
-
-async def _refresh_loop(
-    api: httpx.AsyncClient, jwt: str, grant: dict[str, Any], every_s: float
-) -> None:
-    token = grant["token"]
-    sid = grant["session_id"]
-    while True:
-        await asyncio.sleep(every_s)
-        sent = time.time()
-        try:
-            r = await api.post(
-                f"/v1/sessions/{sid}/refresh",
-                json={"token": token},
-                headers={"Authorization": f"Bearer {jwt}"},
-            )
-            status = r.status_code
-            if status == 200:
-                token = r.json()["token"]
-        except httpx.HTTPError:
-            status = 0
-        _emit(
-            {
-                "type": "auth",
-                "kind": "refresh",
-                "status": status,
-                "t": sent,
-                "latency_s": time.time() - sent,
-            }
-        )
+    device = {"id": plan.device_id, "type": _device_type(plan.device), "model": plan.device}
+    return await grants.authorise(api, st.cfg["event"], device, jwt, _auth_record, kind=kind)
 
 
 async def _session(
@@ -164,21 +92,21 @@ async def _session(
     joined: str,
 ) -> None:
     cdn = grant["cdn"]["name"]
-    fallbacks = [f["manifest_url"] for f in grant.get("fallbacks", [])]
     duration = max(1.0, st.at(until_s) - time.time())
     st.playing[cdn] += 1
-    refresher = asyncio.create_task(_refresh_loop(api, jwt, grant, st.cfg["refresh_every_s"]))
     requested = time.time()
     try:
-        report = await play(
-            grant["cdn"]["manifest_url"],
+        report = await grants.play_granted(
+            api,
+            media,
+            jwt,
+            grant,
+            _auth_record,
             duration_s=duration,
-            client=media,
-            fallback_urls=fallbacks,
+            refresh_every_s=st.cfg["refresh_every_s"],
             config=PlayerConfig(startup_timeout_s=30.0),
         )
     finally:
-        refresher.cancel()
         st.playing[cdn] -= 1
     startup = None if report.startup_s is None else (requested - pressed) + report.startup_s
     _emit(
@@ -197,12 +125,7 @@ async def _session(
             "report": report.to_dict(),
         }
     )
-    try:
-        await api.delete(
-            f"/v1/sessions/{grant['session_id']}", headers={"Authorization": f"Bearer {jwt}"}
-        )
-    except httpx.HTTPError:
-        pass
+    await grants.end(api, jwt, grant)
 
 
 async def _viewer(
