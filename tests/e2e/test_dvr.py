@@ -36,6 +36,8 @@ from tests.e2e.hls import rendition_urls
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 D_S = 1.0
+AAC_SLACK_S = 0.05
+"""Two AAC frames at 48 kHz: how far the audio track of a remux may outlast the video."""
 DVR_S = 90
 BEHIND_S = 60
 FPS = 30
@@ -213,7 +215,9 @@ def test_after_the_end_vod_plays_and_remuxes_to_the_event_length(
     m = re.search(r"Duration: (\d+):(\d+):(\d+\.\d+)", info)
     assert m is not None, info
     mp4_s = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
-    assert abs(mp4_s - event_s) <= D_S, (mp4_s, event_s, listed_s)
+    # ± 1 segment, plus the audio's frame alignment: the MP4 spans both tracks, and an AAC
+    # frame (21 ms at 48 kHz) can stick out past the video's end (CI: 99.01 s for 98.0 s).
+    assert abs(mp4_s - event_s) <= D_S + AAC_SLACK_S, (mp4_s, event_s, listed_s)
     url = f"{stack.base_url}/player/?src=/live/{stack.event}/vod.m3u8"
     with player_page(url, tmp_path / "profile") as page:
         samples = sample_stats(page, 3)
