@@ -47,3 +47,13 @@ def test_healthy_generator_is_not_flagged(tmp_path: Path) -> None:
 def test_cpu_bound_or_lagging_generator_is_flagged(tmp_path: Path) -> None:
     assert _summary(tmp_path, GENERATOR_CPU_LIMIT + 0.05, 2.0)[0]["generator_saturated"] is True
     assert _summary(tmp_path, 0.3, GENERATOR_LAG_LIMIT_MS * 2)[0]["generator_saturated"] is True
+
+
+def test_a_worker_that_skips_a_second_still_counts_its_players(tmp_path: Path) -> None:
+    """A lagging worker's tick missing from a second: its players are carried over, not gone."""
+    ticks = _ticks(0.3, 2.0)
+    del ticks[10][1]  # worker 1 woke late and skipped second 10
+    sc = load_scenario("calibration-500")
+    _, panels = _summarise(sc, LoadOptions(sc, tmp_path), 20, [], ticks, [])
+    (split,) = [p for p in panels if p.name == "cdn_split"]
+    assert list(split.series["cdn-a"]) == [20.0] * 30
