@@ -228,10 +228,15 @@ def _sum(points: list[dict[str, Any]], start: float, end: float) -> tuple[float,
     """Rebuffer ratio and error rate over the 1 s points in [start, end)."""
     pts = [p for p in points if start <= p["start"] < end]
     played = sum(p["played_s"] for p in pts)
+    # Stall time from (played, ratio); a window with ratio 1 played nothing, so its stall time
+    # is its watching time: the sessions' seconds in it (skipping those windows read a series
+    # stalled for whole seconds as flat: CI, 2026-12-07).
     stalled = sum(
-        p["played_s"] * p["rebuffer_ratio"] / (1 - p["rebuffer_ratio"])
+        p["played_s"] * r / (1 - r)
+        if r < 1
+        else (p.get("concurrent_sessions") or 1.0) * p.get("step_s", 1.0)
         for p in pts
-        if p["rebuffer_ratio"] is not None and p["rebuffer_ratio"] < 1
+        if (r := p["rebuffer_ratio"]) is not None
     )
     requests = sum(p["requests"] for p in pts)
     errors = sum(p["requests"] * (p["error_rate"] or 0) for p in pts)
