@@ -93,36 +93,31 @@ class PlayerSwarm:
                     )
                 )
 
+    def _records(self, key: str) -> list[dict[str, Any]]:
+        """The children's JSON lines whose first key is `key`, in order."""
+        prefix = '{"' + key + '"'
+        return [
+            json.loads(line)
+            for log in self._logs
+            for line in log.read_text().splitlines()
+            if line.startswith(prefix)
+        ]
+
     def started(self) -> int:
         """Players launched so far (all children)."""
-        n = 0
-        for log in self._logs:
-            for line in log.read_text().splitlines():
-                if line.startswith('{"started"'):
-                    n += int(json.loads(line)["started"])
-        return n
+        return sum(int(r["started"]) for r in self._records("started"))
 
     def wait(self, timeout_s: float) -> list[dict[str, Any]]:
         """Wait for every child to finish; one record per player (fewer if a child died)."""
         deadline = time.monotonic() + timeout_s
         for p in self._procs:
             p.wait(max(1.0, deadline - time.monotonic()))
-        out: list[dict[str, Any]] = []
-        for log in self._logs:
-            for line in log.read_text().splitlines():
-                if line.startswith('{"index"'):
-                    out.append(json.loads(line))
-        return out
+        return self._records("index")
 
     def cpu_s(self) -> float:
         """CPU seconds the children spent running their players (imports and set-up excluded),
         summed over the children that finished."""
-        total = 0.0
-        for log in self._logs:
-            for line in log.read_text().splitlines():
-                if line.startswith('{"cpu_s"'):
-                    total += float(json.loads(line)["cpu_s"])
-        return total
+        return sum(float(r["cpu_s"]) for r in self._records("cpu_s"))
 
     def returncodes(self) -> list[int | None]:
         return [p.poll() for p in self._procs]
