@@ -280,6 +280,8 @@ async def run_load(
             async with httpx.AsyncClient(timeout=5) as c:
                 while True:
                     origin = shed = admitted = math.nan
+                    # this scrape falls inside the scenario window (decided once, at its start)
+                    inside = sc.start_s <= (time.time() - bell) * opts.compress <= sc.end_s
                     # calibration inputs: how long a trivial request takes on this machine now
                     for base, into in [
                         *((e, probes["edge_ms"]) for e in targets.edges.values()),
@@ -290,13 +292,13 @@ async def run_load(
                             (await c.get(f"{base.rstrip('/')}/healthz")).raise_for_status()
                         except httpx.HTTPError:
                             continue
-                        if sc.start_s <= (time.time() - bell) * opts.compress <= sc.end_s:
+                        if inside:
                             into.append((time.perf_counter() - t_probe) * 1000)
                     try:
                         if targets.shield_url:
                             text = (await c.get(f"{targets.shield_url}/metrics")).text
                             origin = metric(text, "edge_upstream_fetches_total")
-                            if sc.start_s <= (time.time() - bell) * opts.compress <= sc.end_s:
+                            if inside:
                                 by_type.see(
                                     {
                                         t: metric(text, "edge_upstream_fetches_total", type=t)
@@ -304,7 +306,7 @@ async def run_load(
                                     }
                                 )
                         text = (await c.get(f"{control_url}/metrics")).text
-                        if sc.start_s <= (time.time() - bell) * opts.compress <= sc.end_s:
+                        if inside:
                             served.see(
                                 {
                                     k: metric(
