@@ -479,13 +479,15 @@
     if (lowLatency) config.liveSyncOnStallIncrease = 0.5;
     if (telemetry) {
       // CMCD v2 entirely by hls.js: keys on every request (query), event reports POSTed as
-      // application/cmcd to the collector: heartbeats, errors, bitrate changes, responses.
+      // application/cmcd to the collector: play-state changes (their `ts` is the media
+      // element's `playing`/`waiting` instant, so start-up and stalls are exact, not known
+      // only to the heartbeat bracket), heartbeats, errors, bitrate changes, responses.
       config.cmcd = {
         version: 2,
         contentId: eventId,
         eventTargets: [{
           url: telemetry.replace(/\/$/, "") + "/v1/cmcd/" + encodeURIComponent(eventId),
-          events: ["t", "e", "bc", "rr"],
+          events: ["ps", "t", "e", "bc", "rr"],
           interval: reportInterval,
         }],
       };
