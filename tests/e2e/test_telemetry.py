@@ -34,6 +34,15 @@ def _poll(fn: Any, timeout_s: float, every_s: float = 0.1) -> Any:
         time.sleep(every_s)
 
 
+def _target_duration_s(client: httpx.Client, master_url: str) -> float:
+    """EXT-X-TARGETDURATION of the first media playlist `master_url` lists."""
+    master = client.get(master_url).text
+    media = next(ln for ln in master.splitlines() if ln and not ln.startswith("#"))
+    playlist = client.get(httpx.URL(master_url).join(media)).text
+    tag = "#EXT-X-TARGETDURATION:"
+    return float(next(ln for ln in playlist.splitlines() if ln.startswith(tag))[len(tag) :])
+
+
 @pytest.mark.browser
 def test_hls_js_session_shows_in_the_api_as_the_page_shows_it(
     stack: RunningStack, tmp_path: Path
@@ -68,6 +77,28 @@ def test_hls_js_session_shows_in_the_api_as_the_page_shows_it(
         assert view["dims"]["cdn"] == "cdn-a"
         assert view["dims"]["region"] == "local"
         assert view["dims"]["device"] == "headless"
+
+        # Bitrate within 2 s of the first frame as well (the test's own 0.1 s poll counts
+        # against it). Live latency: hls.js sends no `ltc`, and the collector's estimate needs
+        # a media response after the first frame (docs/telemetry.md), so it is known at most
+        # one segment duration later than that; those 2 s are counted from there.
+        def known(key: str) -> Any:
+            def probe() -> dict[str, Any] | None:
+                body: dict[str, Any] = client.get(f"{tele}/v1/telemetry/sessions/{sid}").json()
+                return body if body[key] is not None else None
+
+            return probe
+
+        first_frame_s = stats["firstFrameAtMs"] / 1000
+        assert _poll(known("bitrate_kbps"), 10.0), "the API never showed the session's bitrate"
+        bitrate_after = time.time() - first_frame_s
+        assert bitrate_after <= 2.0, f"bitrate visible {bitrate_after:.2f} s after the first frame"
+        assert _poll(known("live_latency_ms"), 10.0), "the API never showed the live latency"
+        latency_after = time.time() - first_frame_s
+        segment_s = _target_duration_s(client, src)
+        assert latency_after <= segment_s + 2.0, (
+            f"live latency visible {latency_after:.2f} s after the first frame"
+        )
         page_startup_ms = stats["startupSec"] * 1000
         # hls.js's play-state report (`e=ps`, `sta=p`) carries the `playing` instant as its
         # `ts`, and its first report the instant the page handed it the source: the start time
@@ -99,13 +130,22 @@ def test_hls_js_session_shows_in_the_api_as_the_page_shows_it(
         assert point["requests"] > 5  # access records posted by the cdn-a edge
         assert point["error_rate"] == 0
         assert point["live_latency_p50_ms"] is not None
+        # The series' average bitrate: the rendition the page plays, or (had hls.js switched
+        # level meanwhile) a time-weighted mean between the ladder's rungs.
+        avg_kbps = point["average_bitrate_kbps"]
+        rungs = [lv["bitrate"] / 1000 for lv in stats["levels"] if lv["bitrate"]]
+        assert avg_kbps is not None
+        assert abs(avg_kbps - page_kbps) <= 0.1 * page_kbps or (
+            min(rungs) * 0.9 <= avg_kbps <= max(rungs) * 1.1
+        ), (point, stats)
         metrics = client.get(f"{tele}/metrics").text
         assert 'mainevent_qoe_concurrent_sessions{cdn="cdn-a"' in metrics
         print(
             f"start API {view['video_start_time_ms']:.0f} ms / page {page_startup_ms:.0f} ms;"
             f" bitrate API {view['bitrate_kbps']:.0f} / page {page_kbps:.0f} kbps;"
             f" latency API {api_latency_ms:.0f} / page {page_latency_ms:.0f} ms;"
-            f" start visible {shown_after:.2f} s after the first frame"
+            f" start visible {shown_after:.2f} s, bitrate {bitrate_after:.2f} s, latency"
+            f" {latency_after:.2f} s after the first frame"
         )
         # hls.js 1.7.4 sends no `ltc`: the collector estimates it from response records
         # (docs/telemetry.md, "Live latency from hls.js reports").
