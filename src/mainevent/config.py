@@ -641,7 +641,7 @@ class TelemetrySettings(_Frozen):
     )
     scrape_targets: dict[str, str] = Field(
         default={},
-        description="Name → `/metrics` URL scraped every second for platform health (`mainevent up` adds its origin and edges).",
+        description="Name → `/metrics` URL scraped every second for platform health (`mainevent up` adds its origin, shield, edges, control plane as `control`, and with scale-out each edge, shield and origin process, e.g. `cdn-a-0`); a name given here replaces the stack's target of that name.",
     )
     alerts: tuple[AlertRuleSetting, ...] = Field(
         default=DEFAULT_ALERTS, description="Alert rules (see `AlertRuleSetting`)."

@@ -38,7 +38,8 @@ class HealthScraper:
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self.interval_s) as client:
             while True:
-                await asyncio.gather(*(self._scrape(client, n, u) for n, u in self.targets.items()))
+                targets = list(self.targets.items())  # targets may be added between rounds
+                await asyncio.gather(*(self._scrape(client, n, u) for n, u in targets))
                 if self.on_round is not None:
                     self.on_round(self)
                 await asyncio.sleep(self.interval_s)

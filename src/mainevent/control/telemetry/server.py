@@ -90,8 +90,10 @@ class TelemetryServer:
             self.bind()
         assert self._sock is not None
         service = self.service
+        # The same dict: targets known only later (the control plane's port, edge processes)
+        # are added to it while the collector runs and scraped from the next round on.
         scraper = HealthScraper(
-            dict(self.scrape_targets),
+            self.scrape_targets,
             on_round=lambda h: service.collector.health(h.samples, h.up, service.clock()),
         )
         app = create_app(self.service, background=False, health=scraper)
@@ -109,7 +111,7 @@ class TelemetryServer:
         try:
             async with asyncio.TaskGroup() as tg:
                 timer = tg.create_task(self.service.run_timer())
-                scrape = tg.create_task(scraper.run()) if scraper.targets else None
+                scrape = tg.create_task(scraper.run())
                 windows = None
                 if service.publisher is not None:
                     consumer = WindowConsumer(service.publisher.client, service.collector.settings)
