@@ -298,7 +298,14 @@ class Stack:
             ev.segment_duration_ms, ev.part_target_ms if ev.latency == "low" else 0
         )
         self.telemetry = TelemetryServer(
-            build_service(t, {ev.id: timing}), host=t.host, port=t.port
+            # One client-address table: the control plane's (unless `telemetry.networks`).
+            build_service(
+                t,
+                {ev.id: timing},
+                regions=self.control.regions if self.control is not None else None,
+            ),
+            host=t.host,
+            port=t.port,
         )
         self.telemetry.bind()
         self.telemetry_sink = HttpTelemetrySink(self.telemetry.url)
