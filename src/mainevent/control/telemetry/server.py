@@ -98,6 +98,7 @@ class TelemetryServer:
         scraper = HealthScraper(
             self.scrape_targets,
             on_round=lambda h: service.collector.health(h.samples, h.up, service.clock()),
+            clock=service.clock,
         )
         app = create_app(self.service, background=False, health=scraper)
         # The lean front only without the stream: there an answer waits for Redis.
