@@ -330,3 +330,43 @@ async def test_a_target_going_down_is_reported_and_alerts_fire(tmp_path: Path) -
 async def _up(rig: Rig, name: str) -> bool:
     t = await rig.health(target=name)
     return bool(t.get(name, {}).get("up"))
+
+
+async def test_a_target_added_while_the_collector_runs_is_scraped_and_shedding_alerts(
+    tmp_path: Path,
+) -> None:
+    """As under `mainevent up` (the control plane's port is known only once it listens): a
+    control plane added to a running collector is scraped, and its shedding fires
+    `authorisation-shedding`."""
+    from mainevent.common.admission import Priority
+    from mainevent.control.telemetry.server import TelemetryServer, build_service
+
+    server = TelemetryServer(build_service(TelemetrySettings(db_path=tmp_path / "t.db")))
+    url = server.bind()
+    task = asyncio.create_task(server.serve())
+    try:
+        async with (
+            control_plane(tmp_path) as (services, control_url),
+            httpx.AsyncClient(base_url=url, timeout=5) as api,
+        ):
+            server.scrape_targets["control"] = control_url
+
+            async def scraped() -> bool:
+                r = await api.get("/v1/telemetry/health", params={"target": "control"})
+                return bool(r.json()["targets"].get("control", {}).get("up"))
+
+            await until(scraped, "the control plane scraped")
+
+            async def shedding() -> bool:
+                for _ in range(5):  # requests a real admission controller sheds (waited too long)
+                    services.admission.admit(Priority.NEW_START, waited=1e9)
+                firing = (await api.get("/v1/telemetry/alerts")).json()["firing"]
+                return any(
+                    f["rule"] == "authorisation-shedding" and f["labels"]["target"] == "control"
+                    for f in firing
+                )
+
+            await until(shedding, "authorisation-shedding firing")
+    finally:
+        server.stop()
+        await task
