@@ -625,15 +625,12 @@ class TelemetrySettings(_Frozen):
         description="CMCD time-interval (`t`) reporting period given to the web player.",
     )
     networks: tuple[NetworkRange, ...] = Field(
-        default=(
-            NetworkRange(cidr="127.0.0.0/8", region="local", isp="loopback"),
-            NetworkRange(cidr="::1/128", region="local", isp="loopback"),
-        ),
-        description="Client address → region and ISP (same shape as `control.regions`, plus the ISP).",
+        default=(),
+        description="Override of the client address → region and ISP table (rows as in `control.regions`). Empty (the default): the collector uses the control plane's `control.regions`, so viewers are placed in the same region for entitlement and for QoE.",
     )
     trusted_proxies: tuple[str, ...] = Field(
         default=(),
-        description="CIDRs whose `X-Client-Region` header on reports is trusted as the viewer's region.",
+        description="CIDRs of proxies whose `X-Client-Region` header is trusted as the viewer's region: on a player report when the report's peer is one, on an edge access record when the viewer-side peer of the edge is one. From anyone else the header is ignored and the region comes from the address. Empty (the default): never trusted. For a one-machine demo `127.0.0.0/8` trusts every local process.",
     )
     cdn_hosts: dict[str, str] = Field(
         default={},
@@ -641,7 +638,7 @@ class TelemetrySettings(_Frozen):
     )
     scrape_targets: dict[str, str] = Field(
         default={},
-        description="Name → `/metrics` URL scraped every second for platform health (`mainevent up` adds its origin and edges).",
+        description="Name → `/metrics` URL scraped every second for platform health (`mainevent up` adds its origin, shield, edges, control plane as `control`, and with scale-out each edge, shield and origin process, e.g. `cdn-a-0`); a name given here replaces the stack's target of that name.",
     )
     alerts: tuple[AlertRuleSetting, ...] = Field(
         default=DEFAULT_ALERTS, description="Alert rules (see `AlertRuleSetting`)."
@@ -797,7 +794,7 @@ def settings_reference() -> str:
                 shown = ", ".join(f"{r.id} {r.width}x{r.height} {r.bitrate_kbps}k" for r in default)
             elif name == "alerts":
                 shown = ", ".join(f"{r.name}: {r.metric} > {r.threshold}" for r in default)
-            elif name == "networks":
+            elif name == "networks" and default:
                 shown = ", ".join(f"{r.cidr} → {r.region}/{r.isp}" for r in default)
             elif default is None:
                 shown = "—"

@@ -160,3 +160,27 @@ def test_shield_processes_need_an_edge_fleet_and_each_edge_prefers_its_own_shiel
     firsts = [c.argv[c.argv.index("--upstream") + 1] for c in fleet.children]
     assert firsts == ["http://127.0.0.1:7001", "http://127.0.0.1:7002"]
     assert fleet.shield_urls == ["http://127.0.0.1:7001", "http://127.0.0.1:7002"]
+
+
+def test_every_edge_and_shield_process_of_a_fleet_is_a_health_scrape_target(
+    tmp_path: Path,
+) -> None:
+    """Telemetry scrapes each fleet process itself (a dead edge shows as target-down), not
+    only the CDN's nginx address."""
+    from mainevent.commands.scaleout import CdnPool, Supervised
+    from mainevent.commands.scaleout_stack import metrics_targets
+
+    shields = shield_processes("127.0.0.1", [7001, 7002], ["http://o0"], admin_secret=None)
+    edges = [
+        Supervised(f"cdn-a-{i}", ["edge"], health_url=f"http://127.0.0.1:{7010 + i}/healthz")
+        for i in range(2)
+    ]
+    pool = CdnPool("cdn-a", "127.0.0.1", 7000, ("127.0.0.1:7010", "127.0.0.1:7011"))
+    fleet = EdgeFleet([pool], tmp_path, edges, "nginx", shields)
+    assert metrics_targets(fleet, None) == {
+        "shield-0": "http://127.0.0.1:7001/metrics",
+        "shield-1": "http://127.0.0.1:7002/metrics",
+        "cdn-a-0": "http://127.0.0.1:7010/metrics",
+        "cdn-a-1": "http://127.0.0.1:7011/metrics",
+    }
+    assert metrics_targets(None, None) == {}

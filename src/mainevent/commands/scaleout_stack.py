@@ -29,6 +29,7 @@ __all__ = [
     "end_on_origins",
     "fanout_store",
     "forward_metrics",
+    "metrics_targets",
     "plan_edge_fleet",
     "scaleout_ready",
     "scaleout_tasks",
@@ -137,6 +138,23 @@ def _plan_fleet(
         telemetry_url=stack.telemetry_url,
         shields=shields,
     )
+
+
+def metrics_targets(fleet: EdgeFleet | None, replicas: ReplicaOrigins | None) -> dict[str, str]:
+    """Name → `/metrics` URL of every scale-out process: each edge and shield process of the
+    fleet (by its supervised name, e.g. `cdn-a-0`, `shield-1`) and each origin replica.
+
+    Each process is scraped itself, not through nginx: the balancer would answer from any one
+    edge, and a dead edge would vanish instead of showing as a failed scrape."""
+    out: dict[str, str] = {}
+    if fleet is not None:
+        for child in [*fleet.shields, *fleet.children]:
+            if child.health_url:
+                out[child.name] = child.health_url.removesuffix("/healthz") + "/metrics"
+    if replicas is not None:
+        for i, url in enumerate(replicas.urls):
+            out[f"origin-{i}"] = f"{url}/metrics"
+    return out
 
 
 async def _serve_replicas(stack: Stack) -> None:

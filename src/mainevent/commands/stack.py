@@ -26,6 +26,7 @@ from mainevent.commands.scaleout_stack import (
     end_on_origins,
     fanout_store,
     forward_metrics,
+    metrics_targets,
     plan_edge_fleet,
     scaleout_ready,
     scaleout_tasks,
@@ -297,7 +298,14 @@ class Stack:
             ev.segment_duration_ms, ev.part_target_ms if ev.latency == "low" else 0
         )
         self.telemetry = TelemetryServer(
-            build_service(t, {ev.id: timing}), host=t.host, port=t.port
+            # One client-address table: the control plane's (unless `telemetry.networks`).
+            build_service(
+                t,
+                {ev.id: timing},
+                regions=self.control.regions if self.control is not None else None,
+            ),
+            host=t.host,
+            port=t.port,
         )
         self.telemetry.bind()
         self.telemetry_sink = HttpTelemetrySink(self.telemetry.url)
@@ -317,6 +325,7 @@ class Stack:
         if self.edge_fleet is not None:
             for name, url in self.edge_fleet.urls.items():
                 c.cdn_hosts[url.removeprefix("http://")] = name
+        targets.update(metrics_targets(self.edge_fleet, self.replicas))
         self.telemetry.scrape_targets.update(targets)
         self.telemetry.scrape_targets.update(self.settings.telemetry.scrape_targets)
 
@@ -648,6 +657,10 @@ class Stack:
         if built is None:
             return
         server, sock = built
+        if self.telemetry is not None:  # on the loop: the scraper reads the dict each round
+            # The control plane's authorisations, denials and shedding (its port is known only
+            # now); a configured target of the same name wins, as in `_point_telemetry`.
+            self.telemetry.scrape_targets.setdefault("control", f"{self.control_url}/metrics")
         task = asyncio.create_task(server.serve(sockets=[sock]))
         supervisor_task = None
         try:

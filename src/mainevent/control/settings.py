@@ -66,12 +66,18 @@ class TokenKeySetting(_Frozen):
 
 
 class RegionRange(_Frozen):
-    """One row of the client-address → region table."""
+    """One row of the client-address → region table (the telemetry collector's too)."""
 
     cidr: str = Field(description="IPv4 or IPv6 network, e.g. `203.0.113.0/24`.")
     region: str = Field(
         pattern=r"^[A-Za-z0-9_-]{1,32}$",
         description="Region code (ISO country or a custom region).",
+    )
+    isp: str = Field(
+        default="unknown",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Network operator of addresses in the network (telemetry's ISP dimension; "
+        "the control plane does not use it).",
     )
 
     @field_validator("cidr")
@@ -249,10 +255,10 @@ class ControlSettings(_Frozen):
     )
     regions: tuple[RegionRange, ...] = Field(
         default=(
-            RegionRange(cidr="127.0.0.0/8", region="local"),
-            RegionRange(cidr="::1/128", region="local"),
+            RegionRange(cidr="127.0.0.0/8", region="local", isp="loopback"),
+            RegionRange(cidr="::1/128", region="local", isp="loopback"),
         ),
-        description="Client address → region table (longest prefix wins).",
+        description="Client address → region (and ISP) table, longest prefix wins; the telemetry collector uses it too unless `telemetry.networks` is set.",
     )
     trusted_edges: tuple[str, ...] = Field(
         default=(),

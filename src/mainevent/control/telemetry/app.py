@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from mainevent.control.telemetry.aggregate import ClosedWindow
 from mainevent.control.telemetry.collector import Collector, Outcome, Rejected
-from mainevent.control.telemetry.health import HealthScraper
+from mainevent.control.telemetry.health import HEALTH_KINDS, HealthScraper, of_kind
 from mainevent.control.telemetry.model import DIMENSIONS, QoeAggregate, QoePoint
 from mainevent.control.telemetry.store import TelemetryStore
 from mainevent.control.telemetry.stream import StreamPublisher
@@ -518,25 +518,67 @@ def create_app(
             ],
         }
 
-    @app.get("/v1/telemetry/health", tags=["query"], summary="Latest scraped platform health")
+    @app.get(
+        "/v1/telemetry/health",
+        tags=["query"],
+        summary="Scraped platform health: latest samples per target, and (from/to) their history",
+        description=(
+            "Every scrape target (`telemetry.scrape_targets`; under `mainevent up` the origin, "
+            "shield, edges, control plane and scale-out processes) with `up` (its last scrape "
+            "answered), `scraped_at` and `samples` (`name{labels}` → value). With `from`/`to`, "
+            "also `history`: each scrape in that range (the last 5 minutes are kept), `up` and "
+            "samples. `kind` keeps only the samples of one kind of health:\n\n"
+            + "\n".join(
+                f"- `{k}`: {what} ({', '.join(f'`{n}`' for n in names)})"
+                for k, (what, names) in HEALTH_KINDS.items()
+            )
+        ),
+        responses={400: {"model": ErrorOut}},
+    )
     def platform_health(
         target: Annotated[str | None, Query(description="Only this target.")] = None,
         match: Annotated[str | None, Query(description="Only samples containing this.")] = None,
-    ) -> dict[str, Any]:
+        kind: Annotated[
+            str | None, Query(description="Only samples of this kind (listed above).")
+        ] = None,
+        from_: Annotated[
+            float | None, Query(alias="from", description="History from (epoch seconds).")
+        ] = None,
+        to: Annotated[
+            float | None, Query(description="History to (epoch seconds; default: now).")
+        ] = None,
+    ) -> Any:
+        if kind is not None and kind not in HEALTH_KINDS:
+            return _error(400, "bad_kind", f"unknown kind {kind!r} (use {', '.join(HEALTH_KINDS)})")
         if health is None:
             return {"targets": {}}
+        history = from_ is not None or to is not None
+        end = service.clock() if to is None else to
+        start = (end - 300) if from_ is None else from_
+        if history and (not (math.isfinite(start) and math.isfinite(end)) or end < start):
+            return _error(400, "bad_range", "from must not be after to")
+
+        def pick(samples: Mapping[str, float]) -> dict[str, float]:
+            return {
+                k: v
+                for k, v in samples.items()
+                if (match is None or match in k) and (kind is None or of_kind(kind, k))
+            }
+
         out: dict[str, Any] = {}
-        for name, samples in health.samples.items():
+        for name in [*health.targets, *(n for n in health.samples if n not in health.targets)]:
             if target is not None and name != target:
                 continue
             out[name] = {
                 "up": health.up.get(name, False),
                 "scraped_at": health.scraped_at.get(name),
-                "samples": {k: v for k, v in samples.items() if match is None or match in k},
+                "samples": pick(health.samples.get(name, {})),
             }
-        for name in health.targets:
-            if name not in out and (target is None or name == target):
-                out[name] = {"up": health.up.get(name, False), "scraped_at": None, "samples": {}}
+            if history:
+                out[name]["history"] = [
+                    {"at": r.at, "up": r.up, "samples": pick(r.samples)}
+                    for r in health.rounds(name, start, end)
+                ]
         return {"targets": out}
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from mainevent.config import ConfigError, load_settings
+from mainevent.control.settings import load_control_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,6 +73,8 @@ def serve(args: argparse.Namespace) -> int:
         settings = load_settings(
             file=args.config, environ=os.environ, overrides={"telemetry": over}
         )
+        # The control plane's region table, from the same file and environment.
+        regions = load_control_settings(file=args.config, environ=os.environ).regions
     except ConfigError as exc:
         print(f"mainevent telemetry serve: {exc}", file=sys.stderr)
         return 2
@@ -79,7 +82,10 @@ def serve(args: argparse.Namespace) -> int:
     if events:
         t = t.model_copy(update={"events": {**t.events, **events}})
     server = TelemetryServer(
-        build_service(t), host=t.host, port=t.port, scrape_targets=dict(t.scrape_targets)
+        build_service(t, regions=regions),
+        host=t.host,
+        port=t.port,
+        scrape_targets=dict(t.scrape_targets),
     )
     url = server.bind()
     # Sessions, dedupe state and windows are many long-lived small objects: full collections

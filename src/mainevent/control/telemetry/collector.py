@@ -17,8 +17,9 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from mainevent.common.telemetry import AccessRecord, decode_access_batch
-from mainevent.config import TelemetrySettings
+from mainevent.config import NetworkRange, TelemetrySettings
 from mainevent.control.entitlement import RegionTable
+from mainevent.control.settings import ControlSettings, RegionRange
 from mainevent.control.telemetry.aggregate import Aggregator, ClosedWindow
 from mainevent.control.telemetry.alerts import (
     AlertEngine,
@@ -112,7 +113,10 @@ class Collector:
         settings: TelemetrySettings,
         events: Mapping[str, EventTiming],
         sink: AggregateSink | None = None,
+        regions: Sequence[RegionRange] | None = None,
     ) -> None:
+        """``regions``: the control plane's client-address table (``control.regions``), used
+        unless ``settings.networks`` overrides it; None: the control plane's default table."""
         self.settings = settings
         timings = {
             ev: EventTiming(ms, settings.part_target_ms) for ev, ms in settings.events.items()
@@ -153,8 +157,11 @@ class Collector:
                 for h in settings.health_alerts
             ]
         )
-        self.regions = RegionTable((n.cidr, n.region) for n in settings.networks)
-        self.isps = RegionTable((n.cidr, n.isp) for n in settings.networks)
+        table: Sequence[RegionRange | NetworkRange] = settings.networks or (
+            ControlSettings().regions if regions is None else regions
+        )
+        self.regions = RegionTable((n.cidr, n.region) for n in table)
+        self.isps = RegionTable((n.cidr, n.isp) for n in table)
         self.cdn_hosts = dict(settings.cdn_hosts)
         self.rejected: dict[Rejected, int] = dict.fromkeys(Rejected, 0)
         self.unknown_keys = 0
@@ -172,6 +179,8 @@ class Collector:
         return Outcome(status, message, reason=reason, **kw)  # type: ignore[arg-type]
 
     def _where(self, client: str | None, region_header: str | None) -> tuple[str, str]:
+        """(region, ISP) of a client address by the CIDR table (longest prefix wins; unknown
+        without a match); a region header counts only from a ``trusted_proxies`` address."""
         region = None
         if region_header and client and self.settings.trusted_proxies:
             if self.regions.contains(client, self.settings.trusted_proxies):
@@ -383,9 +392,9 @@ class Collector:
             event = event_of_path(rec.path)
             if event is None or event not in self.events:
                 continue
-            region, isp = self._where(rec.client, None)
-            if rec.region:
-                region = rec.region  # set by the trusted front of the edge
+            # The viewer's region header reached the edge unverified: it counts only when the
+            # edge's own peer (rec.client) is a trusted proxy, as on player reports.
+            region, isp = self._where(rec.client, rec.region)
             dims = Dims(event, region, rec.cdn, isp, device_class(rec.user_agent))
             agg.access(dims, rec, now)
             if rec.cmcd:

@@ -12,13 +12,14 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 import uvicorn
 
 from mainevent.config import TelemetrySettings
+from mainevent.control.settings import RegionRange
 from mainevent.control.telemetry.app import TelemetryService, create_app
 from mainevent.control.telemetry.collector import Collector
 from mainevent.control.telemetry.events import EventTiming
@@ -36,8 +37,10 @@ def build_service(
     settings: TelemetrySettings,
     events: Mapping[str, EventTiming] | None = None,
     clock: Callable[[], float] = time.time,
+    regions: Sequence[RegionRange] | None = None,
 ) -> TelemetryService:
-    """Collector + store from settings (``events``: the stack's own events and their timing).
+    """Collector + store from settings (``events``: the stack's own events and their timing;
+    ``regions``: the control plane's client-address table, unless ``networks`` overrides it).
 
     With ``stream.mode = "redis"`` the collector publishes to Redis Streams instead of
     aggregating (``mainevent telemetry aggregate`` workers consume them) and the service serves
@@ -46,11 +49,11 @@ def build_service(
     if settings.stream.mode == "redis":
         publisher = StreamPublisher(aioredis.from_url(settings.stream.redis_url), settings)
         service = TelemetryService(
-            Collector(settings, events or {}, sink=publisher.sink), store, clock
+            Collector(settings, events or {}, sink=publisher.sink, regions=regions), store, clock
         )
         service.publisher = publisher
         return service
-    return TelemetryService(Collector(settings, events or {}), store, clock)
+    return TelemetryService(Collector(settings, events or {}, regions=regions), store, clock)
 
 
 class _Server(uvicorn.Server):
@@ -90,9 +93,12 @@ class TelemetryServer:
             self.bind()
         assert self._sock is not None
         service = self.service
+        # The same dict: targets known only later (the control plane's port, edge processes)
+        # are added to it while the collector runs and scraped from the next round on.
         scraper = HealthScraper(
-            dict(self.scrape_targets),
+            self.scrape_targets,
             on_round=lambda h: service.collector.health(h.samples, h.up, service.clock()),
+            clock=service.clock,
         )
         app = create_app(self.service, background=False, health=scraper)
         # The lean front only without the stream: there an answer waits for Redis.
@@ -109,7 +115,7 @@ class TelemetryServer:
         try:
             async with asyncio.TaskGroup() as tg:
                 timer = tg.create_task(self.service.run_timer())
-                scrape = tg.create_task(scraper.run()) if scraper.targets else None
+                scrape = tg.create_task(scraper.run())
                 windows = None
                 if service.publisher is not None:
                     consumer = WindowConsumer(service.publisher.client, service.collector.settings)
