@@ -198,12 +198,23 @@ async def test_edge_access_batches_give_cdn_figures(harness: Harness) -> None:
     assert p["cache_hit_ratio"] == 0.5
 
 
+async def test_access_records_without_ttlb_from_older_edges_are_taken(harness: Harness) -> None:
+    """A batch of 11-field records (an edge from before ttlb_ms) is accepted as before."""
+    row = [T0, "cdn-a", f"/live/{EVENT}/v720/1.m4s", 200, 1, 5.0, "HIT", "127.0.0.3"]
+    r = await harness.client.post(
+        "/v1/access",
+        content=json.dumps({"records": [[*row, None, None, None]]}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
         (b"{", "not JSON"),
         (b'{"rows": []}', '"records" list'),
-        (b'{"records": [[1, 2]]}', "record 0: expected a list of 11 fields"),
+        (b'{"records": [[1, 2]]}', "record 0: expected a list of 12 fields"),
         (
             json.dumps(
                 {"records": [[1.0, "a", "/p", 999, 1, 1.0, "HIT", "c", None, None, None]]}
