@@ -214,3 +214,47 @@ async def test_ttfb_of_a_blocking_reload_includes_the_hold() -> None:
     assert rec.path == playlist
     assert rec.ttlb_ms is not None
     assert hold_s * 1000 * 0.9 <= rec.ttfb_ms <= rec.ttlb_ms
+
+
+async def test_header_mode_cmcd_is_recorded_like_query_mode() -> None:
+    """CMCD sent as CMCD-* request headers (CTA-5004 header mode) is in the access record, in
+    the same percent-encoded form as query CMCD, and the collector reads it as CMCD."""
+    stub = StubUpstream()
+    await stub.start()
+    edge, sink = await _edge_with_sink(stub)
+    stub.publish(SEG, StubObject(b"s" * 100))
+    headers = {
+        "CMCD-Request": "bl=2100,mtp=25400",
+        "CMCD-Object": "br=2500,d=2000,ot=v",
+        "CMCD-Session": 'cid="final",sid="6e2f%ab"',
+        "CMCD-Status": "",
+    }
+    try:
+        async with httpx.AsyncClient(timeout=10) as c:
+            assert (await c.get(edge.url + SEG, headers=headers)).status_code == 200
+            assert (
+                await c.get(edge.url + SEG + "?CMCD=sid%3D%22q%22", headers=headers)
+            ).status_code == 200
+    finally:
+        await edge.close()
+        await stub.stop()
+    headers_only, both = sink.records
+    assert headers_only.cmcd is not None
+    assert set(headers_only.cmcd.split(",")) == {
+        "bl=2100",
+        "mtp=25400",
+        "br=2500",
+        "d=2000",
+        "ot=v",
+        'cid="final"',
+        'sid="6e2f%25ab"',
+    }
+    assert both.cmcd is not None
+    assert both.cmcd.startswith("sid%3D%22q%22,")
+    from urllib.parse import unquote
+
+    from mainevent.control.telemetry.cmcd import decode_dict
+
+    decoded = decode_dict(unquote(headers_only.cmcd))
+    assert decoded.data["sid"] == "6e2f%ab"
+    assert decoded.data["br"] == 2500

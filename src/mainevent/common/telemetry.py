@@ -60,7 +60,9 @@ class AccessRecord:
     user_agent: str | None
     """User-Agent header, for the device class."""
     cmcd: str | None
-    """Raw CMCD of the request: the ``CMCD=`` query value (URL-decoded) or joined headers."""
+    """Raw CMCD of the request, percent-encoded as in a query: the ``CMCD=`` query value as sent
+    and/or the ``CMCD-Request/Object/Status/Session`` header values (``%`` escaped), joined with
+    commas."""
     ttlb_ms: float | None = None
     """Request arrival → last body byte written (the whole response); None from an edge that
     did not measure it."""

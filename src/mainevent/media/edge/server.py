@@ -74,6 +74,7 @@ _REASONS = {
 _SMALL = 16 * 1024
 _SPECIAL = ("/_edge/", "/metrics", "/healthz")
 _MAX_QUEUED = 32
+_CMCD_HEADERS = (b"cmcd-request", b"cmcd-object", b"cmcd-status", b"cmcd-session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,8 @@ class _Request:
     client: str = ""
     received: float = 0.0
     """Monotonic time the request was read whole (only with a telemetry sink; 0 otherwise)."""
+    cmcd_headers: str | None = None
+    """CMCD-Request/Object/Status/Session values, `%` escaped, joined (only with a sink)."""
     # Filled in as the response is sent, for the access record (only with a telemetry sink).
     status: int = 0
     cache_result: str = ""
@@ -146,6 +149,7 @@ class _Protocol(asyncio.Protocol):
     region: str | None = None
     admin: str | None = None
     user_agent: str | None = None
+    cmcd: list[str] = field(default_factory=list)
     peer: str = ""
     body: list[bytes] = field(default_factory=list)
     queue: deque[_Request] = field(default_factory=deque)
@@ -188,6 +192,8 @@ class _Protocol(asyncio.Protocol):
         self.region = None
         self.admin = None
         self.user_agent = None
+        if self.cmcd:
+            self.cmcd.clear()
         self.body.clear()
 
     def on_url(self, url: bytes) -> None:
@@ -200,6 +206,16 @@ class _Protocol(asyncio.Protocol):
             self.admin = value.decode("latin-1")
         elif len(name) == 10 and self.server.sink is not None and name.lower() == b"user-agent":
             self.user_agent = value.decode("latin-1")
+        elif (
+            len(name) >= 11
+            and self.server.sink is not None
+            and name[:5].lower() == b"cmcd-"
+            and name.lower() in _CMCD_HEADERS
+            and value.strip()
+        ):
+            # CTA-5004 header mode. Escaped so the record's CMCD is in one form, the query's:
+            # the collector percent-decodes it whichever way it came.
+            self.cmcd.append(value.decode("latin-1").strip().replace("%", "%25"))
 
     def on_body(self, body: bytes) -> None:
         if sum(map(len, self.body)) < 65536:
@@ -221,6 +237,8 @@ class _Protocol(asyncio.Protocol):
         )
         if self.server.sink is not None:
             req.received = time.monotonic()
+            if self.cmcd:
+                req.cmcd_headers = ",".join(self.cmcd)
         if self.busy or self.queue:
             self.queue.append(req)
             if len(self.queue) > _MAX_QUEUED and self.transport is not None:
@@ -415,10 +433,11 @@ class EdgeServer:
         # Responses written in one piece (errors, denials, simple answers) leave `head_at`
         # unset: their head went out in this same step.
         head = req.head_at or end
-        cmcd = None
+        cmcd = req.cmcd_headers
         q = req.query
         if q is not None and "CMCD=" in q:
-            cmcd = q[q.index("CMCD=") + 5 :].split("&", 1)[0]
+            query = q[q.index("CMCD=") + 5 :].split("&", 1)[0]
+            cmcd = query if cmcd is None else f"{query},{cmcd}"
         path = req.path
         if path.startswith("/t/"):
             path = split_token_path(path)[1] or path
