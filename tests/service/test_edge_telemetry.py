@@ -258,3 +258,36 @@ async def test_header_mode_cmcd_is_recorded_like_query_mode() -> None:
     decoded = decode_dict(unquote(headers_only.cmcd))
     assert decoded.data["sid"] == "6e2f%ab"
     assert decoded.data["br"] == 2500
+
+
+async def test_a_pipelined_request_waits_in_its_ttfb() -> None:
+    """A request pipelined behind a slow one on its connection is answered after it: its TTFB
+    counts that wait, as its client sees it."""
+    stub = StubUpstream()
+    await stub.start()
+    edge, sink = await _edge_with_sink(stub)
+    slow, quick = SEG, "/live/final/v360/101.m4s"
+    stub.publish(slow, StubObject(b"s" * 5000, pause_after=100))
+    stub.publish(quick, StubObject(b"q" * 100))
+    pause_s = 0.6
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    try:
+        writer.write(
+            f"GET {slow} HTTP/1.1\r\nHost: e\r\n\r\nGET {quick} HTTP/1.1\r\nHost: e\r\n\r\n".encode()
+        )
+        await writer.drain()
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(pause_s)  # the slow body's stall
+        stub.release(slow)
+        deadline = time.monotonic() + 10
+        while len(sink.records) < 2:
+            assert time.monotonic() < deadline, "the pipelined request was never answered"
+            await asyncio.sleep(0.02)
+    finally:
+        writer.close()
+        await edge.close()
+        await stub.stop()
+    first, second = sink.records
+    assert (first.path, second.path) == (slow, quick)
+    assert second.ttfb_ms >= pause_s * 1000 * 0.9
+    assert second.ts <= first.ts + pause_s / 2  # it arrived with the first, not after it
