@@ -199,6 +199,7 @@ def throughput(seconds: float, batch: int) -> None:
             "eu",
             "Mozilla/5.0",
             None,
+            40.0,
         )
         for i in range(batch)
     ]

@@ -199,12 +199,48 @@ async def test_edge_access_batches_give_cdn_figures(harness: Harness) -> None:
     assert p["cache_hit_ratio"] == 0.5
 
 
+async def test_request_cmcd_of_access_records_is_checked_and_counted(harness: Harness) -> None:
+    """Request CMCD that does not parse is counted (the record still counts); query and header
+    forms of good CMCD are taken alike, their unknown keys counted."""
+    good = ['br=2500,ot=v,sid="q"', 'bl=2000,br=2500,foo=1,ot=v,sid="a%25b"']
+    bad = ["br=2500,sid=%22unterminated", "br==1"]
+
+    def rec(cmcd: str) -> AccessRecord:
+        return AccessRecord(
+            T0, "cdn-a", f"/live/{EVENT}/v720/1.m4s", 200, 1, 5.0, "HIT", "127.0.0.3", None,
+            None, cmcd, 6.0,
+        )  # fmt: skip
+
+    r = await harness.client.post(
+        "/v1/access",
+        content=encode_access_batch([rec(c) for c in good + bad]),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+    metrics = (await harness.client.get("/metrics")).text
+    assert "mainevent_telemetry_access_records_total 4.0" in metrics
+    assert "mainevent_telemetry_access_cmcd_malformed_total 2.0" in metrics
+    assert "mainevent_telemetry_unknown_keys_total 1.0" in metrics
+    assert 'mainevent_telemetry_rejected_total{reason="malformed"} 0.0' in metrics
+
+
+async def test_access_records_without_ttlb_from_older_edges_are_taken(harness: Harness) -> None:
+    """A batch of 11-field records (an edge from before ttlb_ms) is accepted as before."""
+    row = [T0, "cdn-a", f"/live/{EVENT}/v720/1.m4s", 200, 1, 5.0, "HIT", "127.0.0.3"]
+    r = await harness.client.post(
+        "/v1/access",
+        content=json.dumps({"records": [[*row, None, None, None]]}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
         (b"{", "not JSON"),
         (b'{"rows": []}', '"records" list'),
-        (b'{"records": [[1, 2]]}', "record 0: expected a list of 11 fields"),
+        (b'{"records": [[1, 2]]}', "record 0: expected a list of 12 fields"),
         (
             json.dumps(
                 {"records": [[1.0, "a", "/p", 999, 1, 1.0, "HIT", "c", None, None, None]]}

@@ -4,7 +4,8 @@ Shared by both planes: ``media/edge`` produces :class:`AccessRecord` values and 
 :class:`TelemetrySink`; the collector (``control/telemetry``) decodes the same wire format.
 Wire format: ``POST /v1/access`` with ``Content-Type: application/json`` and a body
 ``{"records": [[field, ...], ...]}``, each record a list in :data:`ACCESS_FIELDS` order (compact
-enough for tens of thousands of records per second).
+enough for tens of thousands of records per second). A record of an edge from before
+``ttlb_ms`` (its last field) has one field fewer and decodes with ``ttlb_ms`` None.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class AccessRecord:
     bytes: int
     """Body bytes sent."""
     ttfb_ms: float
-    """Request arrival → response head written."""
+    """Request arrival → response head (with the body bytes in hand) written to the client.
+    Includes anything the CDN made the request wait for: a fault drill's added latency, an
+    upstream fetch on a miss, an LL-HLS blocking reload or preload-hint part held upstream
+    (docs/telemetry.md, *CDN TTFB*)."""
     cache: str
     """HIT, STALE, MISS, COLLAPSED, FAULT, DENIED, ERROR."""
     client: str
@@ -56,10 +60,16 @@ class AccessRecord:
     user_agent: str | None
     """User-Agent header, for the device class."""
     cmcd: str | None
-    """Raw CMCD of the request: the ``CMCD=`` query value (URL-decoded) or joined headers."""
+    """Raw CMCD of the request, percent-encoded as in a query: the ``CMCD=`` query value as sent
+    and/or the ``CMCD-Request/Object/Status/Session`` header values (``%`` escaped), joined with
+    commas."""
+    ttlb_ms: float | None = None
+    """Request arrival → last body byte written (the whole response); None from an edge that
+    did not measure it."""
 
 
 ACCESS_FIELDS = tuple(f.name for f in fields(AccessRecord))
+_OLD_FIELDS = ACCESS_FIELDS.index("ttlb_ms")
 
 
 def encode_access_batch(records: list[AccessRecord]) -> bytes:
@@ -80,9 +90,13 @@ def decode_access_batch(body: bytes, max_records: int) -> list[AccessRecord]:
         raise ValueError(f"more than {max_records} records in one batch")
     out = []
     for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != len(ACCESS_FIELDS):
-            raise ValueError(f"record {i}: expected a list of {len(ACCESS_FIELDS)} fields")
-        ts, cdn, path, status, nbytes, ttfb, cache, client, region, ua, cmcd = row
+        if not isinstance(row, list) or not _OLD_FIELDS <= len(row) <= len(ACCESS_FIELDS):
+            raise ValueError(
+                f"record {i}: expected a list of {len(ACCESS_FIELDS)} fields "
+                f"({_OLD_FIELDS} from an edge without ttlb_ms)"
+            )
+        ts, cdn, path, status, nbytes, ttfb, cache, client, region, ua, cmcd = row[:_OLD_FIELDS]
+        ttlb = row[_OLD_FIELDS] if len(row) > _OLD_FIELDS else None
         if not isinstance(ts, int | float) or isinstance(ts, bool):
             raise ValueError(f"record {i}: ts must be a number")
         if not isinstance(status, int) or not 100 <= status <= 599:
@@ -91,6 +105,10 @@ def decode_access_batch(body: bytes, max_records: int) -> list[AccessRecord]:
             raise ValueError(f"record {i}: bytes must be a non-negative integer")
         if not isinstance(ttfb, int | float) or isinstance(ttfb, bool) or ttfb < 0:
             raise ValueError(f"record {i}: ttfb_ms must be a non-negative number")
+        if ttlb is not None and (
+            not isinstance(ttlb, int | float) or isinstance(ttlb, bool) or ttlb < 0
+        ):
+            raise ValueError(f"record {i}: ttlb_ms must be a non-negative number or null")
         for name, v in (("cdn", cdn), ("path", path), ("cache", cache), ("client", client)):
             if not isinstance(v, str):
                 raise ValueError(f"record {i}: {name} must be a string")
@@ -99,7 +117,18 @@ def decode_access_batch(body: bytes, max_records: int) -> list[AccessRecord]:
                 raise ValueError(f"record {i}: {name} must be a string or null")
         out.append(
             AccessRecord(
-                float(ts), cdn, path, status, nbytes, float(ttfb), cache, client, region, ua, cmcd
+                float(ts),
+                cdn,
+                path,
+                status,
+                nbytes,
+                float(ttfb),
+                cache,
+                client,
+                region,
+                ua,
+                cmcd,
+                None if ttlb is None else float(ttlb),
             )
         )
     return out

@@ -245,6 +245,12 @@ class _QoeMetrics(PromCollector):
         yield CounterMetricFamily(
             "mainevent_telemetry_access_records", "Edge access records", value=c.access_records
         )
+        yield CounterMetricFamily(
+            "mainevent_telemetry_access_cmcd_malformed",
+            "Edge access records whose request CMCD did not parse (the record counted, its CMCD "
+            "dropped)",
+            value=c.access_cmcd_malformed,
+        )
         yield GaugeMetricFamily(
             "mainevent_telemetry_sample_rate", "Heartbeat sample rate", value=st.sample_rate
         )

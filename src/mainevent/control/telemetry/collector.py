@@ -166,6 +166,9 @@ class Collector:
         self.rejected: dict[Rejected, int] = dict.fromkeys(Rejected, 0)
         self.unknown_keys = 0
         self.access_records = 0
+        self.access_cmcd_malformed = 0
+        """Access records whose request CMCD (query or headers) did not parse: the record
+        still counts, its CMCD is dropped."""
         self.alert_log: deque[AlertEvent] = deque(maxlen=10_000)
         self.recent: deque[list[ClosedWindow]] = deque(maxlen=10)
         """The last 10 s of closed windows (for /metrics)."""
@@ -402,12 +405,13 @@ class Collector:
             self.access_records += 1
 
     def _request_cmcd(self, dims: Dims, rec: AccessRecord) -> None:
-        # CMCD on a media request (v1, or v2 request mode as hls.js sends with version 2): the
-        # keys are validated and counted; unknown keys are ignored.
+        # CMCD on a media request (v1, or v2 request mode as hls.js sends with version 2), from
+        # the query or the CMCD-* headers: the keys are validated and counted; unknown keys are
+        # ignored. A bad one is counted apart from refused POSTs: the record itself was taken.
         try:
             d = decode_dict(unquote(rec.cmcd or ""))
         except CmcdError:
-            self.rejected[Rejected.MALFORMED] += 1
+            self.access_cmcd_malformed += 1
             return
         self.unknown_keys += d.unknown_keys
 

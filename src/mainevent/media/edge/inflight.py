@@ -41,6 +41,8 @@ class Waiter:
     """`MISS` (the request that started the fetch) or `COLLAPSED`."""
     started: float
     streamed: bool = False
+    head_at: float = 0.0
+    """When the head (and the body bytes so far) was written, once `streamed`."""
 
 
 class Transfer:
@@ -161,6 +163,7 @@ class Transfer:
         m.requests[(self.kind, result)] += 1
         m.latency[self.kind].observe(now - w.started)
         w.streamed = True
+        w.head_at = now
         conn = w.conn
         t = conn.transport
         if t is None or conn.closed or t.is_closing():

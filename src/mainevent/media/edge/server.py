@@ -74,6 +74,7 @@ _REASONS = {
 _SMALL = 16 * 1024
 _SPECIAL = ("/_edge/", "/metrics", "/healthz")
 _MAX_QUEUED = 32
+_CMCD_HEADERS = (b"cmcd-request", b"cmcd-object", b"cmcd-status", b"cmcd-session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +125,16 @@ class _Request:
     started: float = 0.0
     user_agent: str | None = None
     client: str = ""
+    received: float = 0.0
+    """Monotonic time the request was read whole (only with a telemetry sink; 0 otherwise)."""
+    cmcd_headers: str | None = None
+    """CMCD-Request/Object/Status/Session values, `%` escaped, joined (only with a sink)."""
     # Filled in as the response is sent, for the access record (only with a telemetry sink).
     status: int = 0
     cache_result: str = ""
     nbytes: int = 0
+    head_at: float = 0.0
+    """Monotonic time the response head was written (0: written whole when it finished)."""
 
 
 _PERSONAL_MANIFESTS = ("/master.m3u8", "/manifest.mpd")
@@ -142,6 +149,7 @@ class _Protocol(asyncio.Protocol):
     region: str | None = None
     admin: str | None = None
     user_agent: str | None = None
+    cmcd: list[str] = field(default_factory=list)
     peer: str = ""
     body: list[bytes] = field(default_factory=list)
     queue: deque[_Request] = field(default_factory=deque)
@@ -184,6 +192,8 @@ class _Protocol(asyncio.Protocol):
         self.region = None
         self.admin = None
         self.user_agent = None
+        if self.cmcd:
+            self.cmcd.clear()
         self.body.clear()
 
     def on_url(self, url: bytes) -> None:
@@ -196,6 +206,16 @@ class _Protocol(asyncio.Protocol):
             self.admin = value.decode("latin-1")
         elif len(name) == 10 and self.server.sink is not None and name.lower() == b"user-agent":
             self.user_agent = value.decode("latin-1")
+        elif (
+            len(name) >= 11
+            and self.server.sink is not None
+            and name[:5].lower() == b"cmcd-"
+            and name.lower() in _CMCD_HEADERS
+            and value.strip()
+        ):
+            # CTA-5004 header mode. Escaped so the record's CMCD is in one form, the query's:
+            # the collector percent-decodes it whichever way it came.
+            self.cmcd.append(value.decode("latin-1").strip().replace("%", "%25"))
 
     def on_body(self, body: bytes) -> None:
         if sum(map(len, self.body)) < 65536:
@@ -215,6 +235,10 @@ class _Protocol(asyncio.Protocol):
             user_agent=self.user_agent,
             client=self.peer,
         )
+        if self.server.sink is not None:
+            req.received = time.monotonic()
+            if self.cmcd:
+                req.cmcd_headers = ",".join(self.cmcd)
         if self.busy or self.queue:
             self.queue.append(req)
             if len(self.queue) > _MAX_QUEUED and self.transport is not None:
@@ -382,8 +406,11 @@ class EdgeServer:
         each `/live/` response also becomes an access record."""
         if self.sink is None or "/live/" not in req.path:
             return self._handle(conn, req)
-        wall = time.time()
-        t0 = time.monotonic()
+        # Timed from when the request was read, so a pipelined request's wait behind the one
+        # before it on its connection counts, as the client sees it.
+        now = time.monotonic()
+        t0 = req.received or now
+        wall = time.time() - (now - t0)
         pending = self._handle(conn, req)
         if pending is None:
             self._access(req, wall, t0)
@@ -399,12 +426,18 @@ class EdgeServer:
             self._access(req, wall, t0)
 
     def _access(self, req: _Request, wall: float, t0: float) -> None:
+        """The record of a response that has been written whole (now)."""
         if not req.status or self.sink is None:
             return
-        cmcd = None
+        end = time.monotonic()
+        # Responses written in one piece (errors, denials, simple answers) leave `head_at`
+        # unset: their head went out in this same step.
+        head = req.head_at or end
+        cmcd = req.cmcd_headers
         q = req.query
         if q is not None and "CMCD=" in q:
-            cmcd = q[q.index("CMCD=") + 5 :].split("&", 1)[0]
+            query = q[q.index("CMCD=") + 5 :].split("&", 1)[0]
+            cmcd = query if cmcd is None else f"{query},{cmcd}"
         path = req.path
         if path.startswith("/t/"):
             path = split_token_path(path)[1] or path
@@ -415,12 +448,13 @@ class EdgeServer:
                 path,
                 req.status,
                 req.nbytes,
-                (time.monotonic() - t0) * 1000,
+                max(0.0, head - t0) * 1000,
                 req.cache_result,
                 req.client,
                 req.region,
                 req.user_agent,
                 cmcd,
+                (end - t0) * 1000,
             )
         )
 
@@ -638,6 +672,7 @@ class EdgeServer:
         if waiter.result == "COLLAPSED":
             self.metrics.collapsed[kind] += 1
         if waiter.streamed and finished.response is not None:
+            req.head_at = waiter.head_at
             req.status = finished.response.status
             req.cache_result = "STALE" if finished.stale else waiter.result
             req.nbytes = len(finished.response.body)
@@ -705,6 +740,7 @@ class EdgeServer:
         m = self.metrics
         m.requests[wire.kind_keys[result]] += 1
         req.status, req.cache_result, req.nbytes = entry.response.status, result, len(body)
+        req.head_at = now
         if req.started:
             m.latency[entry.kind].observe(now - req.started)
         else:
@@ -813,6 +849,7 @@ class EdgeServer:
         sink = _Capture()
         self._send_finished(sink, req, key, finished, "HIT", kind)  # type: ignore[arg-type]
         data = sink.data
+        req.head_at = time.monotonic()  # the first paced chunk carries the head
         chunk = max(1024, int(decision.rate_bytes_s / 20))
         for i in range(0, len(data), chunk):
             if conn.closed or conn.transport is None:
