@@ -149,6 +149,34 @@ def test_concurrency_counts_live_sessions_every_second() -> None:
     assert per_second == {int(T0): 2, int(T0) + 1: 2, int(T0) + 2: 2}
 
 
+def test_sessions_reporting_again_before_tick_still_count_in_the_closed_second() -> None:
+    """10 live sessions that report again at +1.05 s are 10 concurrent sessions in second 0."""
+    agg = Aggregator(TIMING, session_timeout_s=10)
+    for i in range(10):
+        agg.player(DIMS, rep(f"s{i}", 0, ReportKind.TIME_INTERVAL, T0, sta="p"), 1, T0 + 0.2)
+    for i in range(10):  # the first of these closes window 0; tick() has not run yet
+        agg.player(DIMS, rep(f"s{i}", 1, ReportKind.TIME_INTERVAL, T0 + 1, sta="p"), 1, T0 + 1.05)
+    partial = {w.start: w.agg.session_seconds for w in agg.open_windows()}
+    windows = agg.tick(T0 + 1.1)
+    assert {w.start: w.agg.session_seconds for w in windows} == {int(T0): 10}
+    assert partial == {int(T0): 10, int(T0) + 1: 10}  # a partial query agrees
+    assert {w.start: w.agg.session_seconds for w in agg.tick(T0 + 2.01)} == {int(T0) + 1: 10}
+
+
+def test_seconds_without_a_tick_still_count_live_sessions() -> None:
+    """A late tick: each second between a session's reports counts it, up to its timeout."""
+    agg = Aggregator(TIMING, session_timeout_s=3)
+    agg.player(DIMS, rep("a", 0, ReportKind.TIME_INTERVAL, T0, sta="p"), 1, T0 + 0.5)
+    agg.player(DIMS, rep("b", 0, ReportKind.TIME_INTERVAL, T0, sta="p"), 1, T0 + 0.6)
+    agg.player(DIMS, rep("a", 1, ReportKind.TIME_INTERVAL, T0 + 2, sta="p"), 1, T0 + 2.5)
+    per_second = {w.start - int(T0): w.agg.session_seconds for w in agg.tick(T0 + 2.6)}
+    assert per_second == {0: 2, 1: 2}
+    later = {w.start - int(T0): w.agg.session_seconds for w in agg.tick(T0 + 9.2)}
+    # b is alive until 3 s after its report (0.6 + 3 ≥ end of second 2, < end of second 3);
+    # a until 2.5 + 3: seconds 2 to 4, then nobody.
+    assert later == {2: 2, 3: 1, 4: 1}
+
+
 def test_access_records_give_status_ttfb_cache_and_origin_fetches() -> None:
     """Edge records count errors by status, TTFB percentiles, hit ratio and shield origin fetches."""
     agg = Aggregator(TIMING)
