@@ -236,6 +236,36 @@ def test_duplicates_are_dropped_by_session_and_sequence_number() -> None:
     )
 
 
+def test_a_report_repeated_within_one_batch_is_a_duplicate() -> None:
+    """The same sid+sn twice in one POST is taken once and counted as a duplicate."""
+    intake = Intake(
+        capacity_per_s=1e6, keep_capacity_per_s=1e6, session_rate=1e6, session_burst=1e6
+    )
+    hb = ReportKind.TIME_INTERVAL
+    batch = [
+        rep("s", 1, hb, T0, sta="p"),
+        rep("t", 1, hb, T0, sta="p"),
+        rep("s", 2, hb, T0, sta="p"),
+        rep("s", 1, hb, T0, sta="p"),  # a repeat, below the batch's high-water mark
+        rep("s", 2, hb, T0, sta="p"),  # a repeat, at it
+        rep("t", 0, hb, T0, sta="p"),  # out of order but new: accepted
+        rep("t", 0, hb, T0, sta="p"),  # ...and its repeat
+        rep("u", 7, hb, T0, sta="p"),
+    ]
+    a = intake.admit(batch, T0)
+    accept, dup = Verdict.ACCEPT, Verdict.DUPLICATE
+    assert a.verdicts == (accept, accept, accept, dup, dup, accept, dup, accept)
+    assert not a.all_accepted
+    assert [w for w, v in zip(a.weights, a.verdicts, strict=True) if v is dup] == [0.0] * 3
+    stats = intake.stats()
+    assert (stats.accepted, stats.duplicates) == (5, 3)
+    # The repeats were never taken: a retransmission of the batch is all duplicates.
+    assert set(intake.admit(batch, T0 + 1).verdicts) == {dup}
+    # Batches without repeats (heartbeats of one session in order) stay on the fast path.
+    fresh = intake.admit([rep("s", n, hb, T0 + 2, sta="p") for n in range(3, 8)], T0 + 2)
+    assert fresh.all_accepted
+
+
 def test_per_session_rate_limit_refuses_the_whole_batch() -> None:
     """A session over its rate gets Retry-After and nothing of its batch is used."""
     intake = Intake(capacity_per_s=1e6, keep_capacity_per_s=1e6, session_rate=5, session_burst=10)
