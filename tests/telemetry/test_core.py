@@ -12,7 +12,7 @@ from mainevent.control.telemetry.aggregate import Aggregator, ClosedWindow
 from mainevent.control.telemetry.alerts import AlertEngine, AlertRule
 from mainevent.control.telemetry.events import EventTiming, PlayerReport, ReportKind
 from mainevent.control.telemetry.intake import Intake, Verdict
-from mainevent.control.telemetry.model import AlertState, Dims, QoeAggregate
+from mainevent.control.telemetry.model import AlertState, Dims, QoeAggregate, QoePoint
 from mainevent.control.telemetry.sketch import RELATIVE_ACCURACY, Sketch
 from mainevent.control.telemetry.store import Retention, TelemetryStore
 
@@ -398,8 +398,48 @@ def test_store_downsamples_without_changing_the_totals(tmp_path: Path) -> None:
     assert abs(p95 - all_startups[int(0.95 * 119)]) <= 0.011 * p95
     # Retention: 1 s rows past the hour are deleted, the coarser ones stay.
     store.expire(t0 + 3600 + 200)
-    assert store.query("final", [], t0, t0 + 120, 1, t0 + 3600 + 200)[0].points[0].step_s == 1
+    assert store.query("final", [], t0, t0 + 120, 1, t0 + 3600 + 200)[0].points[0].step_s == 10
     assert store.resolution_for(t0, 1, t0 + 3600 + 200) == 10
+    store.close()
+
+
+def test_a_step_finer_than_the_stored_rows_does_not_inflate_the_figures(tmp_path: Path) -> None:
+    """Past the 1 s and then the 10 s retention, 3 sessions stay 3 and attempts keep their sum."""
+    store = TelemetryStore(tmp_path / "t.db", Retention(fine_s=3600, event_s=86400))
+    t0 = int(T0) - int(T0) % 60
+    for s in range(120):
+        a = QoeAggregate(played_ms=900, stalled_ms=100, play_attempts=1, session_seconds=3)
+        store.write([ClosedWindow(t0 + s, DIMS, a)])
+
+    def points(step: int, now: float, start: float = t0) -> list[QoePoint]:
+        (one,) = store.query("final", [], start, t0 + 120, step, now)
+        return list(one.points)
+
+    hours2 = t0 + 2 * 3600
+    store.expire(hours2)  # 1 s rows gone: the 10 s rows answer
+    assert store.step_for(t0, 1, hours2) == (10, 10)
+    assert store.step_for(t0, 15, hours2) == (10, 20)  # not a multiple: rounded up
+    for step, want in ((1, 10), (10, 10), (15, 20), (60, 60)):
+        got = points(step, hours2)
+        assert {p.step_s for p in got} == {want}
+        assert len(got) == 120 // want
+        assert [p.concurrent_sessions for p in got] == [3.0] * len(got)
+        assert [p.play_attempts for p in got] == [want] * len(got)
+        assert all(p.rebuffer_ratio is not None and abs(p.rebuffer_ratio - 0.1) < 1e-9 for p in got)
+    # A start inside a 10 s row: the steps follow the rows, no row split or counted twice.
+    got = points(10, hours2, start=t0 + 5)
+    assert [p.start for p in got] == [float(t0 + 10 * i) for i in range(12)]
+    assert sum(p.play_attempts for p in got) == 120
+    days2 = t0 + 2 * 86400
+    store.expire(days2)  # past "the event" (a day): only the 1 min rows are left
+    assert store.step_for(t0, 1, days2) == (60, 60)
+    assert store.step_for(t0, 10, days2) == (60, 60)
+    for step in (1, 10, 60):
+        got = points(step, days2)
+        assert [(p.step_s, p.concurrent_sessions, p.play_attempts) for p in got] == [
+            (60, 3.0, 60),
+            (60, 3.0, 60),
+        ]
     store.close()
 
 

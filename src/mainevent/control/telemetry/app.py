@@ -457,13 +457,14 @@ def create_app(
             open_windows=c.aggregator.open_windows() if partial else (),
             partial=partial,
         )
+        resolution, effective = service.store.step_for(start, step, now)
         return {
             "event": event,
             "by": dims,
             "from": start,
             "to": end,
-            "step": step,
-            "resolution_s": service.store.resolution_for(start, step, now),
+            "step": effective,  # at least the resolution read (the step asked for may be finer)
+            "resolution_s": resolution,
             "series": [
                 {"labels": s.labels, "points": [asdict(p) for p in s.points]} for s in series
             ],
