@@ -221,6 +221,84 @@ async def test_bad_access_batches_get_400(harness: Harness, content: bytes, need
     assert needle in r.json()["detail"]
 
 
+def access(path: str, cmcd: str | None = None) -> AccessRecord:
+    return AccessRecord(T0, "cdn-a", path, 200, 1000, 5.0, "HIT", "127.0.0.3", "eu", None, cmcd)
+
+
+async def test_access_records_for_an_unknown_event_are_counted_not_used(harness: Harness) -> None:
+    """Records naming an unknown event (or no event) are dropped, counted on /metrics; the rest count."""
+    recs = [
+        access(f"/live/{EVENT}/v720/1.m4s"),
+        access("/live/nosuch/v720/1.m4s"),
+        access("/live/nosuch/v720/2.m4s"),
+        access("/favicon.ico"),
+    ]
+    r = await harness.client.post(
+        "/v1/access",
+        content=encode_access_batch(recs),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+    metrics = (await harness.client.get("/metrics")).text
+    assert 'mainevent_telemetry_access_dropped_total{reason="unknown_event"} 2.0' in metrics
+    assert 'mainevent_telemetry_access_dropped_total{reason="no_event"} 1.0' in metrics
+    assert "mainevent_telemetry_access_records_total 1.0" in metrics
+    harness.clock.advance(1)
+    harness.tick()
+    out = await harness.qoe(**{"from": T0 - 1, "to": harness.clock.now})
+    assert [p["requests"] for s in out["series"] for p in s["points"]] == [1]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "n_records", "status", "reason"),
+    [
+        ("application/json", 11, 413, "oversize"),  # more records than max_records (10)
+        ("application/json", 40, 413, "oversize"),  # a body past max_body_bytes (2048)
+        ("text/plain", 1, 415, "content_type"),
+        (None, 1, 415, "content_type"),
+    ],
+)
+async def test_oversize_and_mistyped_access_batches_are_refused_and_counted(
+    make_harness: object, content_type: str | None, n_records: int, status: int, reason: str
+) -> None:
+    """An access batch too large gets 413, one not JSON-typed 415; counted, nothing of it used."""
+    import httpx
+
+    from mainevent.control.telemetry.app import create_app
+
+    settings = TelemetrySettings(db_path=Path(":memory:"), max_body_bytes=2048, max_records=10)
+    service = make_harness(settings)  # type: ignore[operator]
+    app = create_app(service, background=False)
+    content = encode_access_batch([access(f"/live/{EVENT}/v720/{i}.m4s") for i in range(n_records)])
+    assert (len(content) > 2048) == (n_records == 40)
+    headers = {} if content_type is None else {"content-type": content_type}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+        r = await c.post("/v1/access", content=content, headers=headers)
+        assert r.status_code == status, r.text
+        assert r.json()["error"] == reason
+        metrics = (await c.get("/metrics")).text
+    assert f'mainevent_telemetry_rejected_total{{reason="{reason}"}} 1.0' in metrics
+    assert "mainevent_telemetry_access_records_total 0.0" in metrics
+
+
+async def test_malformed_request_cmcd_on_access_records_is_counted(harness: Harness) -> None:
+    """A record whose request-mode CMCD does not parse is still a request; the bad CMCD is counted."""
+    recs = [
+        access(f"/live/{EVENT}/v720/1.m4s", 'br=2500,sid="x"'),
+        access(f"/live/{EVENT}/v720/2.m4s", 'br=2500,sid="unterminated'),
+        access(f"/live/{EVENT}/v720/3.m4s", "br=%ZZ,=="),
+    ]
+    r = await harness.client.post(
+        "/v1/access",
+        content=encode_access_batch(recs),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+    metrics = (await harness.client.get("/metrics")).text
+    assert 'mainevent_telemetry_rejected_total{reason="malformed"} 2.0' in metrics
+    assert "mainevent_telemetry_access_records_total 3.0" in metrics
+
+
 @pytest.mark.parametrize(
     ("params", "status", "needle"),
     [

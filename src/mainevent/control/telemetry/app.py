@@ -245,6 +245,14 @@ class _QoeMetrics(PromCollector):
         yield CounterMetricFamily(
             "mainevent_telemetry_access_records", "Edge access records", value=c.access_records
         )
+        dropped = CounterMetricFamily(
+            "mainevent_telemetry_access_dropped",
+            "Edge access records not aggregated: unknown event, or a path naming no event",
+            labels=["reason"],
+        )
+        for why, n in c.access_dropped.items():
+            dropped.add_metric([why], n)
+        yield dropped
         yield GaugeMetricFamily(
             "mainevent_telemetry_sample_rate", "Heartbeat sample rate", value=st.sample_rate
         )

@@ -159,6 +159,9 @@ class Collector:
         self.rejected: dict[Rejected, int] = dict.fromkeys(Rejected, 0)
         self.unknown_keys = 0
         self.access_records = 0
+        self.access_dropped: dict[str, int] = {"unknown_event": 0, "no_event": 0}
+        """Access records not aggregated: for an event this collector does not know, or for a
+        path that names no event (an admitted batch's other records are still used)."""
         self.alert_log: deque[AlertEvent] = deque(maxlen=10_000)
         self.recent: deque[list[ClosedWindow]] = deque(maxlen=10)
         """The last 10 s of closed windows (for /metrics)."""
@@ -382,6 +385,7 @@ class Collector:
         for rec in records:
             event = event_of_path(rec.path)
             if event is None or event not in self.events:
+                self.access_dropped["no_event" if event is None else "unknown_event"] += 1
                 continue
             region, isp = self._where(rec.client, None)
             if rec.region:
