@@ -280,55 +280,158 @@ def test_per_session_rate_limit_refuses_the_whole_batch() -> None:
     assert later.verdicts == (Verdict.ACCEPT,)
 
 
-def test_three_times_capacity_keeps_every_startup_and_error_and_reweights_heartbeats() -> None:
-    """At 3× capacity: 100 % of start-up/error reports kept, heartbeats sampled ~1/3 with weight ~3."""
-    cap = 1000.0
-    intake = Intake(
-        capacity_per_s=cap,
-        keep_capacity_per_s=cap,
-        session_rate=1e6,
-        session_burst=1e6,
-        max_sessions=2000,
-    )
-    agg = Aggregator(TIMING, max_sessions=2000)
-    rng = random.Random(1)
-    keep_offered = keep_kept = hb_offered = 0
-    weight_sum = 0.0
-    n_sessions = 3000  # more than max_sessions: memory stays bounded
-    sn = dict.fromkeys(range(n_sessions), 0)
-    windows: list[ClosedWindow] = []
-    for second in range(20):
-        now = T0 + second
-        for i in range(int(3 * cap / 50)):  # 60 batches of 50 per second = 3× capacity
-            batch = []
-            for _ in range(50):
-                s = rng.randrange(n_sessions)
-                kind = ReportKind.ERROR if rng.random() < 0.05 else ReportKind.TIME_INTERVAL
-                sn[s] += 1
-                batch.append(rep(f"s{s}", sn[s], kind, now, sta="p"))
-            t = now + i / 60
-            adm = intake.admit(batch, t)
-            assert not adm.retry_after_s
-            for r, v, w in zip(batch, adm.verdicts, adm.weights, strict=True):
-                if r.kind is ReportKind.ERROR:
-                    keep_offered += 1
-                    keep_kept += v is Verdict.ACCEPT
+_EU = Dims("final", "eu", "cdn-a", "isp1", "desktop")
+_US = Dims("final", "us", "cdn-b", "isp2", "mobile")
+_KEEP_TAGS = ("first", "start", "stall", "resume", "fail", "error", "end")
+
+
+def _viewers(n: int, seed: int) -> list[tuple[float, Dims, list[tuple[str, PlayerReport]]]]:
+    """Batches (arrival, series, tagged reports) of ``n`` viewers, as hls.js posts them: a
+    first report (sn=0, sta=s), start (ps sta=p), heartbeats every 0.5 s with latency, stalls
+    (ps sta=r, then ps sta=p), errors (e=e), some failing to start (sta=f), ended (ps sta=e).
+    The two series differ in latency, bitrate, stalls and failures."""
+    rng = random.Random(seed)
+    batches = []
+    hb, ps = ReportKind.TIME_INTERVAL, ReportKind.PLAY_STATE
+    for v in range(n):
+        dims = _EU if v % 2 else _US
+        eu = dims is _EU
+        sid = f"v{v}"
+        t = T0 + rng.uniform(0, 30)
+        end = t + rng.uniform(8, 14)
+        out: list[tuple[float, str, PlayerReport]] = []
+        sn = iter(range(1_000_000))
+
+        def add(at: float, tag: str, kind: ReportKind, **kw: object) -> None:
+            out.append((at, tag, rep(sid, next(sn), kind, at, **kw)))  # noqa: B023
+
+        add(t, "first", hb, sta="s")
+        t += rng.uniform(0.5, 2.5)
+        if rng.random() < (0.02 if eu else 0.06):
+            add(t, "fail", ReportKind.ERROR, sta="f", error="MEDIA_ERR")
+        else:
+            bitrate = 2500.0 if eu else 1200.0
+            add(t, "start", ps, sta="p", bitrate_kbps=bitrate)
+            while t < end:
+                t += 0.5
+                if rng.random() < (0.01 if eu else 0.04):
+                    add(t, "stall", ps, sta="r")
+                    t += rng.uniform(0.3, 1.5)
+                    add(t, "resume", ps, sta="p")
+                elif rng.random() < 0.005:
+                    add(t, "error", ReportKind.ERROR, sta="p", error="FRAG_LOAD")
                 else:
-                    hb_offered += 1
-                    weight_sum += w
-                if v is Verdict.ACCEPT:
-                    agg.player(DIMS, r, w, t)
-                elif v is Verdict.SHED:
-                    agg.shed(DIMS, t)
-        windows += agg.tick(now + 1)
-    assert keep_kept == keep_offered > 0
-    total = merged(windows)
-    rate = total.heartbeats_kept / total.heartbeats_offered
-    assert 0.25 < rate < 0.40
-    assert total.heartbeats_offered == hb_offered
-    # Re-weighting: the weights of the kept heartbeats add up to what was offered (±10 %).
-    assert abs(weight_sum - hb_offered) < 0.1 * hb_offered
-    assert agg.stats().sessions <= 2000
+                    lat = rng.gauss(3000, 400) if eu else rng.gauss(6000, 1200)
+                    add(t, "heartbeat", hb, sta="p", latency_ms=lat)
+            add(t, "end", ps, sta="e")
+        # One POST per viewer per second (hls.js batches its event-mode reports).
+        per_post: dict[int, list[tuple[str, PlayerReport]]] = {}
+        for at, tag, r in out:
+            per_post.setdefault(int((at - T0) * 1), []).append((tag, r))
+        for k, tagged in per_post.items():
+            batches.append((T0 + k + 0.999 * rng.random(), dims, tagged))
+    batches.sort(key=lambda b: b[0])
+    return batches
+
+
+def test_three_times_capacity_keeps_every_startup_and_error_and_reweights_heartbeats() -> None:
+    """At 3x capacity every start-up, stall, failure, error and end report is kept; heartbeats
+    are sampled with the rate recorded, and each series' figures match an unshed run."""
+    batches = _viewers(3000, seed=1)
+    offered = sum(len(b[2]) for b in batches)
+    seconds = int(max(b[0] for b in batches) - T0) + 1
+    cap = offered / seconds / 3  # a third of the mean offered rate: 3x capacity
+
+    def run(
+        capacity: float,
+    ) -> tuple[dict[Dims, QoeAggregate], Intake, dict[str, list[int]]]:
+        intake = Intake(
+            capacity_per_s=capacity,
+            keep_capacity_per_s=1e9,
+            session_rate=1e6,
+            session_burst=1e6,
+            max_sessions=2000,  # fewer than the 3000 viewers: the table is bounded
+        )
+        agg = Aggregator(TIMING, max_sessions=2500, max_series=100)
+        tally: dict[str, list[int]] = {tag: [0, 0] for tag in (*_KEEP_TAGS, "heartbeat")}
+        per: dict[Dims, QoeAggregate] = {}
+        weights: dict[Dims, float] = {}
+        second = int(T0)
+        peak_sessions = peak_intake = 0
+        for at, dims, tagged in batches:
+            while at >= second + 1:
+                second += 1
+                for w in agg.tick(second):
+                    per.setdefault(w.dims, QoeAggregate()).merge(w.agg)
+            reports = [r for _, r in tagged]
+            adm = intake.admit(reports, at)
+            assert not adm.retry_after_s
+            for (tag, r), verdict, weight in zip(tagged, adm.verdicts, adm.weights, strict=True):
+                tally[tag][0] += 1
+                if verdict is Verdict.ACCEPT:
+                    tally[tag][1] += 1
+                    agg.player(dims, r, weight, at)
+                    if tag == "heartbeat":
+                        weights[dims] = weights.get(dims, 0.0) + weight
+                else:
+                    assert verdict is Verdict.SHED
+                    agg.shed(dims, at, r.sid)
+            peak_sessions = max(peak_sessions, agg.stats().sessions)
+            peak_intake = max(peak_intake, intake.stats().sessions)
+        for w in agg.tick(second + 30):
+            per.setdefault(w.dims, QoeAggregate()).merge(w.agg)
+        assert peak_sessions <= 2500
+        assert peak_intake <= 2000
+        assert agg.stats().evicted_sessions == 0
+        assert agg.stats().overflow_series == 0
+        # The kept heartbeats' weights add up to what each series offered (within 5 %).
+        for d, a in per.items():
+            assert abs(weights[d] - a.heartbeats_offered) <= 0.05 * a.heartbeats_offered, d
+        return per, intake, tally
+
+    shed_run, _, tally = run(cap)
+    full_run, full_intake, _ = run(1e9)
+    assert full_intake.stats().shed == 0
+    for tag in _KEEP_TAGS:
+        assert tally[tag][1] == tally[tag][0] > 0, tag  # 100 % of them kept
+    hb_offered, hb_kept = tally["heartbeat"]
+    assert 0.15 < hb_kept / hb_offered < 0.5  # heavily sampled at 3x capacity
+    assert set(shed_run) == set(full_run) == {_EU, _US}
+    for d in (_EU, _US):
+        shed_f = shed_run[d].figures(T0, seconds)
+        full_f = full_run[d].figures(T0, seconds)
+        assert full_f.heartbeat_sample_rate == 1.0
+        assert shed_f.heartbeat_sample_rate == pytest.approx(
+            shed_run[d].heartbeats_kept / full_run[d].heartbeats_offered
+        )
+        assert shed_run[d].heartbeats_offered == full_run[d].heartbeats_offered
+        # Counted from kept reports: exact.
+        for name in (
+            "play_attempts",
+            "started_sessions",
+            "video_start_failures",
+            "video_playback_failures",
+            "player_errors",
+        ):
+            assert getattr(shed_f, name) == getattr(full_f, name), (d, name)
+        assert shed_f.video_start_time_p50_ms == full_f.video_start_time_p50_ms
+        # Integrated between kept observations (a session ends with a kept report): exact
+        # up to float sums.
+        assert shed_f.played_s == pytest.approx(full_f.played_s, rel=1e-9)
+        assert shed_f.rebuffer_ratio == pytest.approx(full_f.rebuffer_ratio, rel=1e-9)
+        assert shed_f.average_bitrate_kbps == pytest.approx(full_f.average_bitrate_kbps, rel=1e-9)
+        assert shed_f.concurrent_sessions == pytest.approx(full_f.concurrent_sessions, rel=1e-9)
+        # Sampled: latency quantiles within 2 % (sampling noise plus the sketch's 1 %), and the
+        # weighted sample count within 5 % of the unshed one.
+        for q in ("live_latency_p50_ms", "live_latency_p95_ms"):
+            got, want = getattr(shed_f, q), getattr(full_f, q)
+            assert got == pytest.approx(want, rel=0.02), (d, q)
+        assert shed_run[d].latency.count == pytest.approx(full_run[d].latency.count, rel=0.05)
+    # The two series really differ (a check that the comparison can tell them apart).
+    eu, us = (shed_run[d].figures(T0, seconds) for d in (_EU, _US))
+    assert eu.rebuffer_ratio is not None
+    assert us.rebuffer_ratio is not None
+    assert us.rebuffer_ratio > 2 * eu.rebuffer_ratio
 
 
 def test_past_the_keep_budget_a_batch_is_refused_whole_with_retry_after() -> None:

@@ -363,9 +363,19 @@ class Aggregator:
                 s.latencies.append(latency)
             agg.latency.add(latency, weight)
 
-    def shed(self, dims: Dims, now: float) -> None:
-        """A heartbeat dropped under pressure: counted so the kept ones are re-weighted."""
+    def shed(self, dims: Dims, now: float, sid: str | None = None) -> None:
+        """A heartbeat dropped under pressure: counted so the kept ones are re-weighted.
+
+        With its ``sid``, it also says the session is alive: at 3x capacity a viewer's
+        heartbeats can all be shed for longer than the session timeout, and the session then
+        expired while playing (its next report a new attempt that never started: an extra
+        play attempt, an exit before start, its played time lost)."""
         self._agg(dims, now).heartbeats_offered += 1
+        if sid is not None:
+            s = self._sessions.get(sid)
+            if s is not None:
+                s.last_seen = now
+                self._sessions.move_to_end(sid)
 
     def access(self, dims: Dims, rec: AccessRecord, now: float) -> None:
         """One edge or shield response."""

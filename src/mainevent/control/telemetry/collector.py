@@ -85,7 +85,7 @@ class AggregateSink(Protocol):
         now: float,
     ) -> None: ...
 
-    def shed(self, dims: Dims, now: float) -> None: ...
+    def shed(self, dims: Dims, now: float, sid: str | None = None) -> None: ...
 
     def access(self, dims: Dims, rec: AccessRecord, now: float) -> None: ...
 
@@ -331,7 +331,7 @@ class Collector:
         dims_of: list[Dims] = []
         taken: list[PlayerReport] = []
         weights: list[float] = []
-        shed: list[Dims] = []
+        shed: list[tuple[Dims, str]] = []
         accept, shed_verdict = Verdict.ACCEPT, Verdict.SHED
         for r, c, verdict, weight in zip(reports, cdns, adm.verdicts, adm.weights, strict=True):
             if c == UNKNOWN:
@@ -344,11 +344,11 @@ class Collector:
                 taken.append(r)
                 weights.append(weight)
             elif verdict is shed_verdict:
-                shed.append(dims)
+                shed.append((dims, r.sid))
         if taken:
             sink.players(dims_of, taken, weights, now)
-        for dims in shed:
-            sink.shed(dims, now)
+        for dims, sid in shed:
+            sink.shed(dims, now, sid)
         return Outcome(
             204,
             "ok",

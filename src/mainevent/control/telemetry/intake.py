@@ -52,6 +52,8 @@ class IntakeStats:
     shed: int
     refused_batches: int
     sample_rate: float
+    sessions: int = 0
+    """Sessions whose admission state is held (at most ``max_sessions``)."""
 
 
 _MASK = 0xFFFF_FFFF_FFFF_FFFF
@@ -278,5 +280,10 @@ class Intake:
 
     def stats(self) -> IntakeStats:
         return IntakeStats(
-            self.accepted, self.duplicates, self.shed_count, self.refused, self._rate
+            self.accepted,
+            self.duplicates,
+            self.shed_count,
+            self.refused,
+            self._rate,
+            len(self._seen),
         )
