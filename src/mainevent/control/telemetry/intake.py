@@ -170,9 +170,9 @@ class Intake:
             sn = r.sn
             if sn is None:
                 f = True
-            elif pending == 1 or sn > st.batch_high:
-                # Its first report in the batch, or higher than any before it: no repeat of
-                # one in the batch (the usual case; one compare).
+            elif sn > st.batch_high:
+                # Higher than any of the session's before it in the batch (-1 at its first): no
+                # repeat of one in the batch (the usual case; one compare).
                 st.batch_high = sn
                 f = sn > st.high or not st.seen(sn)
             else:
@@ -208,11 +208,13 @@ class Intake:
         if wait:
             for st in touched:
                 st.pending = 0
+                st.batch_high = -1
             self.refused += 1
             return Admission((), (), max(1.0, wait), reason)
         for st in touched:
             st.tokens -= st.pending
             st.pending = 0
+            st.batch_high = -1
         cap = self._capacity
         if now > cap.updated:
             cap.tokens = min(cap.burst, cap.tokens + (now - cap.updated) * cap.rate)
