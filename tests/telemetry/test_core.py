@@ -597,3 +597,24 @@ def test_latency_from_parallel_audio_and_video_responses_is_not_off_by_a_segment
     # Within the append delay and the 100 ms rounding of bl, never a segment off.
     assert abs(f.live_latency_p50_ms - latency_ms) <= 150, f
     assert abs(f.live_latency_p95_ms - latency_ms) <= 150, f
+
+
+def test_a_shed_heartbeat_keeps_its_session_alive_in_process_and_through_the_stream() -> None:
+    """A viewer whose heartbeats are all shed past the timeout is still one live session."""
+    from mainevent.control.telemetry.stream import StreamSink, apply_entry
+
+    sink = StreamSink(shards=3)
+    direct = Aggregator(TIMING, session_timeout_s=5)
+    shards = [Aggregator(TIMING, session_timeout_s=5) for _ in range(3)]
+    first = rep("v", 0, ReportKind.PLAY_STATE, T0, sta="p")
+    direct.player(DIMS, first, 1, T0)
+    sink.player(DIMS, first, 1, T0)
+    for s in range(1, 9):  # 8 s of heartbeats, every one shed
+        direct.shed(DIMS, T0 + s, "v")
+        sink.shed(DIMS, T0 + s, "v")
+    for shard, payload in sink.drain():
+        apply_entry(shards[shard], payload)
+    for agg in (direct, *shards):
+        agg.tick(T0 + 10)
+    assert direct.session("v") is not None
+    assert [a.session("v") is not None for a in shards].count(True) == 1
