@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mainevent.common.telemetry import AccessRecord, encode_access_batch
 from mainevent.config import TelemetrySettings
+from mainevent.control.telemetry.events import PlayerReport, ReportKind
+from mainevent.control.telemetry.model import Dims
 from tests.telemetry.conftest import EVENT, T0, Harness, body, record
 
 pytestmark = pytest.mark.anyio
@@ -258,6 +261,84 @@ async def test_bad_access_batches_get_400(harness: Harness, content: bytes, need
     assert needle in r.json()["detail"]
 
 
+def access(path: str, cmcd: str | None = None) -> AccessRecord:
+    return AccessRecord(T0, "cdn-a", path, 200, 1000, 5.0, "HIT", "127.0.0.3", "eu", None, cmcd)
+
+
+async def test_access_records_for_an_unknown_event_are_counted_not_used(harness: Harness) -> None:
+    """Records naming an unknown event (or no event) are dropped, counted on /metrics; the rest count."""
+    recs = [
+        access(f"/live/{EVENT}/v720/1.m4s"),
+        access("/live/nosuch/v720/1.m4s"),
+        access("/live/nosuch/v720/2.m4s"),
+        access("/favicon.ico"),
+    ]
+    r = await harness.client.post(
+        "/v1/access",
+        content=encode_access_batch(recs),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+    metrics = (await harness.client.get("/metrics")).text
+    assert 'mainevent_telemetry_access_dropped_total{reason="unknown_event"} 2.0' in metrics
+    assert 'mainevent_telemetry_access_dropped_total{reason="no_event"} 1.0' in metrics
+    assert "mainevent_telemetry_access_records_total 1.0" in metrics
+    harness.clock.advance(1)
+    harness.tick()
+    out = await harness.qoe(**{"from": T0 - 1, "to": harness.clock.now})
+    assert [p["requests"] for s in out["series"] for p in s["points"]] == [1]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "n_records", "status", "reason"),
+    [
+        ("application/json", 11, 413, "oversize"),  # more records than max_records (10)
+        ("application/json", 40, 413, "oversize"),  # a body past max_body_bytes (2048)
+        ("text/plain", 1, 415, "content_type"),
+        (None, 1, 415, "content_type"),
+    ],
+)
+async def test_oversize_and_mistyped_access_batches_are_refused_and_counted(
+    make_harness: object, content_type: str | None, n_records: int, status: int, reason: str
+) -> None:
+    """An access batch too large gets 413, one not JSON-typed 415; counted, nothing of it used."""
+    import httpx
+
+    from mainevent.control.telemetry.app import create_app
+
+    settings = TelemetrySettings(db_path=Path(":memory:"), max_body_bytes=2048, max_records=10)
+    service = make_harness(settings)  # type: ignore[operator]
+    app = create_app(service, background=False)
+    content = encode_access_batch([access(f"/live/{EVENT}/v720/{i}.m4s") for i in range(n_records)])
+    assert (len(content) > 2048) == (n_records == 40)
+    headers = {} if content_type is None else {"content-type": content_type}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+        r = await c.post("/v1/access", content=content, headers=headers)
+        assert r.status_code == status, r.text
+        assert r.json()["error"] == reason
+        metrics = (await c.get("/metrics")).text
+    assert f'mainevent_telemetry_rejected_total{{reason="{reason}"}} 1.0' in metrics
+    assert "mainevent_telemetry_access_records_total 0.0" in metrics
+
+
+async def test_malformed_request_cmcd_on_access_records_is_counted(harness: Harness) -> None:
+    """A record whose request-mode CMCD does not parse is still a request; the bad CMCD is counted."""
+    recs = [
+        access(f"/live/{EVENT}/v720/1.m4s", 'br=2500,sid="x"'),
+        access(f"/live/{EVENT}/v720/2.m4s", 'br=2500,sid="unterminated'),
+        access(f"/live/{EVENT}/v720/3.m4s", "br=%ZZ,=="),
+    ]
+    r = await harness.client.post(
+        "/v1/access",
+        content=encode_access_batch(recs),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+    metrics = (await harness.client.get("/metrics")).text
+    assert 'mainevent_telemetry_rejected_total{reason="malformed"} 2.0' in metrics
+    assert "mainevent_telemetry_access_records_total 3.0" in metrics
+
+
 @pytest.mark.parametrize(
     ("params", "status", "needle"),
     [
@@ -282,3 +363,154 @@ async def test_the_query_api_is_in_the_openapi_document(harness: Harness) -> Non
     params = {p["name"] for p in doc["paths"]["/v1/telemetry/qoe"]["get"]["parameters"]}
     assert {"event", "by", "from", "to", "step"} <= params
     assert "/v1/cmcd/{event}" in doc["paths"]
+
+
+def _report(sid: str, sn: int, kind: str, at: float, **kw: object) -> PlayerReport:
+    return PlayerReport(sid=sid, sn=sn, kind=ReportKind(kind), ts_ms=at * 1000, **kw)  # type: ignore[arg-type]
+
+
+async def _run(harness: Harness, seconds: int, feed: Any) -> list[float]:
+    """Drive the collector's core second by second (``feed(second, now)`` puts reports in),
+    ticking at each second's end as the timer does; returns the tick times."""
+    ticks = []
+    for s in range(seconds):
+        feed(s, harness.clock.now)
+        harness.clock.advance(1)
+        harness.tick()
+        ticks.append(harness.clock.now)
+    return ticks
+
+
+async def _alerts(harness: Harness) -> tuple[dict[str, Any], str]:
+    r = await harness.client.get("/v1/telemetry/alerts")
+    assert r.status_code == 200, r.text
+    return r.json(), (await harness.client.get("/metrics")).text
+
+
+async def test_default_cdn_rebuffering_alert_fires_for_one_cdn_in_one_region(
+    harness: Harness,
+) -> None:
+    """Default rule: cdn-b in eu rebuffering 5 % for a while fires (start), then resolves (end)."""
+    rules = {r.name: r for r in harness.service.collector.alerts.rules}
+    rule = rules["cdn-rebuffering"]
+    assert (rule.metric, rule.threshold, rule.for_s) == ("rebuffer_ratio", 0.02, 10)
+    assert rule.by == ("event", "region", "cdn")
+    agg = harness.service.collector.aggregator
+    series = {
+        "eu-b": Dims(EVENT, "eu", "cdn-b", "isp1", "desktop"),
+        "eu-a": Dims(EVENT, "eu", "cdn-a", "isp1", "desktop"),
+        "us-b": Dims(EVENT, "us", "cdn-b", "isp1", "desktop"),
+    }
+    fault = range(10, 20)
+    sn: dict[str, int] = {}
+
+    def feed(second: int, now: float) -> None:
+        for name, dims in series.items():
+            for v in range(10):
+                sid = f"{name}-{v}"
+                n = sn[sid] = sn.get(sid, -1) + 1
+                if n == 0:
+                    agg.player(dims, _report(sid, 0, "ps", now, sta="s", bitrate_kbps=2500), 1, now)
+                    n = sn[sid] = 1
+                agg.player(dims, _report(sid, n, "ps", now + 0.01, sta="p"), 1, now + 0.01)
+                if name == "eu-b" and second in fault:  # stalled 0.955 s → next 0.01 s: 5.5 %
+                    sn[sid] += 1
+                    agg.player(
+                        dims, _report(sid, sn[sid], "ps", now + 0.955, sta="r"), 1, now + 0.955
+                    )
+
+    fault_start = T0 + fault.start
+    await _run(harness, 20, feed)
+    out, metrics = await _alerts(harness)
+    (firing,) = out["firing"]
+    assert firing["rule"] == "cdn-rebuffering"
+    assert firing["labels"] == {"event": EVENT, "region": "eu", "cdn": "cdn-b"}
+    # A stall is counted in the window of the report that ends it (the next second's): the
+    # 10 s ratio exceeds 2 % once 4 such seconds are in it (2.2 %; 3 give 1.65 %).
+    assert firing["at"] == fault_start + 5
+    assert firing["value"] > 0.02
+    assert (
+        'mainevent_telemetry_alert_firing{rule="cdn-rebuffering",series="event=final,region=eu,cdn=cdn-b"} 1.0'
+        in metrics
+    )
+    assert (
+        'mainevent_telemetry_alert_events_total{rule="cdn-rebuffering",state="firing"} 1.0'
+        in metrics
+    )
+    await _run(harness, 12, lambda s, now: feed(s + 20, now))
+    out, metrics = await _alerts(harness)
+    assert out["firing"] == []
+    assert [
+        (e["rule"], e["labels"]["region"], e["labels"]["cdn"], e["state"]) for e in out["events"]
+    ] == [
+        ("cdn-rebuffering", "eu", "cdn-b", "firing"),
+        ("cdn-rebuffering", "eu", "cdn-b", "resolved"),
+    ]
+    start, end = (e["at"] for e in out["events"])
+    assert start == fault_start + 5
+    # Resolved once no more than 3 stalled seconds remain in the 10 s window.
+    assert end == T0 + fault.stop + 8
+    assert end > start
+    assert out["events"][1]["value"] <= 0.02
+    assert (
+        'mainevent_telemetry_alert_events_total{rule="cdn-rebuffering",state="resolved"} 1.0'
+        in metrics
+    )
+    assert 'mainevent_telemetry_alert_firing{rule="cdn-rebuffering"' not in metrics
+
+
+async def test_default_video_start_failures_alert_fires_above_one_percent(
+    harness: Harness,
+) -> None:
+    """Default rule: 5 % of attempts failing to start fires for the event, then resolves."""
+    rules = {r.name: r for r in harness.service.collector.alerts.rules}
+    rule = rules["video-start-failures"]
+    assert (rule.metric, rule.threshold, rule.for_s, rule.by) == (
+        "video_start_failure_ratio",
+        0.01,
+        30,
+        ("event",),
+    )
+    agg = harness.service.collector.aggregator
+    dims = Dims(EVENT, "eu", "cdn-a", "isp1", "desktop")
+    fault = range(30, 40)
+
+    def feed(second: int, now: float) -> None:
+        for v in range(20):  # 20 attempts a second, one failing during the fault
+            sid = f"{second}-{v}"
+            agg.player(dims, _report(sid, 0, "t", now, sta="s"), 1, now)
+            if v == 0 and second in fault:
+                agg.player(
+                    dims, _report(sid, 1, "e", now + 0.5, sta="f", error="MEDIA_ERR"), 1, now + 0.5
+                )
+            else:
+                agg.player(
+                    dims, _report(sid, 1, "ps", now + 0.5, sta="p", bitrate_kbps=2500), 1, now + 0.5
+                )
+                agg.player(dims, _report(sid, 2, "ps", now + 0.9, sta="e"), 1, now + 0.9)
+
+    await _run(harness, 40, feed)
+    out, metrics = await _alerts(harness)
+    (firing,) = out["firing"]
+    assert firing["rule"] == "video-start-failures"
+    assert firing["labels"] == {"event": EVENT}
+    # 600 attempts in 30 s: more than 6 failures (1 %) from the 7th faulty second.
+    assert firing["at"] == T0 + fault.start + 7
+    assert (
+        'mainevent_telemetry_alert_events_total{rule="video-start-failures",state="firing"} 1.0'
+        in metrics
+    )
+    await _run(harness, 30, lambda s, now: feed(s + 40, now))
+    out, metrics = await _alerts(harness)
+    assert out["firing"] == []
+    assert [(e["rule"], e["state"]) for e in out["events"]] == [
+        ("video-start-failures", "firing"),
+        ("video-start-failures", "resolved"),
+    ]
+    # Resolved once 6 failures (exactly 1 %) are left in the window: 4 faulty seconds out.
+    assert out["events"][1]["at"] == T0 + fault.start + 30 + 4
+    assert out["events"][1]["value"] <= 0.01
+    assert (
+        'mainevent_telemetry_alert_events_total{rule="video-start-failures",state="resolved"} 1.0'
+        in metrics
+    )

@@ -12,7 +12,7 @@ from mainevent.control.telemetry.aggregate import Aggregator, ClosedWindow
 from mainevent.control.telemetry.alerts import AlertEngine, AlertRule
 from mainevent.control.telemetry.events import EventTiming, PlayerReport, ReportKind
 from mainevent.control.telemetry.intake import Intake, Verdict
-from mainevent.control.telemetry.model import AlertState, Dims, QoeAggregate
+from mainevent.control.telemetry.model import AlertState, Dims, QoeAggregate, QoePoint
 from mainevent.control.telemetry.sketch import RELATIVE_ACCURACY, Sketch
 from mainevent.control.telemetry.store import Retention, TelemetryStore
 
@@ -149,6 +149,34 @@ def test_concurrency_counts_live_sessions_every_second() -> None:
     assert per_second == {int(T0): 2, int(T0) + 1: 2, int(T0) + 2: 2}
 
 
+def test_sessions_reporting_again_before_tick_still_count_in_the_closed_second() -> None:
+    """10 live sessions that report again at +1.05 s are 10 concurrent sessions in second 0."""
+    agg = Aggregator(TIMING, session_timeout_s=10)
+    for i in range(10):
+        agg.player(DIMS, rep(f"s{i}", 0, ReportKind.TIME_INTERVAL, T0, sta="p"), 1, T0 + 0.2)
+    for i in range(10):  # the first of these closes window 0; tick() has not run yet
+        agg.player(DIMS, rep(f"s{i}", 1, ReportKind.TIME_INTERVAL, T0 + 1, sta="p"), 1, T0 + 1.05)
+    partial = {w.start: w.agg.session_seconds for w in agg.open_windows()}
+    windows = agg.tick(T0 + 1.1)
+    assert {w.start: w.agg.session_seconds for w in windows} == {int(T0): 10}
+    assert partial == {int(T0): 10, int(T0) + 1: 10}  # a partial query agrees
+    assert {w.start: w.agg.session_seconds for w in agg.tick(T0 + 2.01)} == {int(T0) + 1: 10}
+
+
+def test_seconds_without_a_tick_still_count_live_sessions() -> None:
+    """A late tick: each second between a session's reports counts it, up to its timeout."""
+    agg = Aggregator(TIMING, session_timeout_s=3)
+    agg.player(DIMS, rep("a", 0, ReportKind.TIME_INTERVAL, T0, sta="p"), 1, T0 + 0.5)
+    agg.player(DIMS, rep("b", 0, ReportKind.TIME_INTERVAL, T0, sta="p"), 1, T0 + 0.6)
+    agg.player(DIMS, rep("a", 1, ReportKind.TIME_INTERVAL, T0 + 2, sta="p"), 1, T0 + 2.5)
+    per_second = {w.start - int(T0): w.agg.session_seconds for w in agg.tick(T0 + 2.6)}
+    assert per_second == {0: 2, 1: 2}
+    later = {w.start - int(T0): w.agg.session_seconds for w in agg.tick(T0 + 9.2)}
+    # b is alive until 3 s after its report (0.6 + 3 ≥ end of second 2, < end of second 3);
+    # a until 2.5 + 3: seconds 2 to 4, then nobody.
+    assert later == {2: 2, 3: 1, 4: 1}
+
+
 def test_access_records_give_status_ttfb_cache_and_origin_fetches() -> None:
     """Edge records count errors by status, TTFB percentiles, hit ratio and shield origin fetches."""
     agg = Aggregator(TIMING)
@@ -208,6 +236,36 @@ def test_duplicates_are_dropped_by_session_and_sequence_number() -> None:
     )
 
 
+def test_a_report_repeated_within_one_batch_is_a_duplicate() -> None:
+    """The same sid+sn twice in one POST is taken once and counted as a duplicate."""
+    intake = Intake(
+        capacity_per_s=1e6, keep_capacity_per_s=1e6, session_rate=1e6, session_burst=1e6
+    )
+    hb = ReportKind.TIME_INTERVAL
+    batch = [
+        rep("s", 1, hb, T0, sta="p"),
+        rep("t", 1, hb, T0, sta="p"),
+        rep("s", 2, hb, T0, sta="p"),
+        rep("s", 1, hb, T0, sta="p"),  # a repeat, below the batch's high-water mark
+        rep("s", 2, hb, T0, sta="p"),  # a repeat, at it
+        rep("t", 0, hb, T0, sta="p"),  # out of order but new: accepted
+        rep("t", 0, hb, T0, sta="p"),  # ...and its repeat
+        rep("u", 7, hb, T0, sta="p"),
+    ]
+    a = intake.admit(batch, T0)
+    accept, dup = Verdict.ACCEPT, Verdict.DUPLICATE
+    assert a.verdicts == (accept, accept, accept, dup, dup, accept, dup, accept)
+    assert not a.all_accepted
+    assert [w for w, v in zip(a.weights, a.verdicts, strict=True) if v is dup] == [0.0] * 3
+    stats = intake.stats()
+    assert (stats.accepted, stats.duplicates) == (5, 3)
+    # The repeats were never taken: a retransmission of the batch is all duplicates.
+    assert set(intake.admit(batch, T0 + 1).verdicts) == {dup}
+    # Batches without repeats (heartbeats of one session in order) stay on the fast path.
+    fresh = intake.admit([rep("s", n, hb, T0 + 2, sta="p") for n in range(3, 8)], T0 + 2)
+    assert fresh.all_accepted
+
+
 def test_per_session_rate_limit_refuses_the_whole_batch() -> None:
     """A session over its rate gets Retry-After and nothing of its batch is used."""
     intake = Intake(capacity_per_s=1e6, keep_capacity_per_s=1e6, session_rate=5, session_burst=10)
@@ -222,55 +280,158 @@ def test_per_session_rate_limit_refuses_the_whole_batch() -> None:
     assert later.verdicts == (Verdict.ACCEPT,)
 
 
-def test_three_times_capacity_keeps_every_startup_and_error_and_reweights_heartbeats() -> None:
-    """At 3× capacity: 100 % of start-up/error reports kept, heartbeats sampled ~1/3 with weight ~3."""
-    cap = 1000.0
-    intake = Intake(
-        capacity_per_s=cap,
-        keep_capacity_per_s=cap,
-        session_rate=1e6,
-        session_burst=1e6,
-        max_sessions=2000,
-    )
-    agg = Aggregator(TIMING, max_sessions=2000)
-    rng = random.Random(1)
-    keep_offered = keep_kept = hb_offered = 0
-    weight_sum = 0.0
-    n_sessions = 3000  # more than max_sessions: memory stays bounded
-    sn = dict.fromkeys(range(n_sessions), 0)
-    windows: list[ClosedWindow] = []
-    for second in range(20):
-        now = T0 + second
-        for i in range(int(3 * cap / 50)):  # 60 batches of 50 per second = 3× capacity
-            batch = []
-            for _ in range(50):
-                s = rng.randrange(n_sessions)
-                kind = ReportKind.ERROR if rng.random() < 0.05 else ReportKind.TIME_INTERVAL
-                sn[s] += 1
-                batch.append(rep(f"s{s}", sn[s], kind, now, sta="p"))
-            t = now + i / 60
-            adm = intake.admit(batch, t)
-            assert not adm.retry_after_s
-            for r, v, w in zip(batch, adm.verdicts, adm.weights, strict=True):
-                if r.kind is ReportKind.ERROR:
-                    keep_offered += 1
-                    keep_kept += v is Verdict.ACCEPT
+_EU = Dims("final", "eu", "cdn-a", "isp1", "desktop")
+_US = Dims("final", "us", "cdn-b", "isp2", "mobile")
+_KEEP_TAGS = ("first", "start", "stall", "resume", "fail", "error", "end")
+
+
+def _viewers(n: int, seed: int) -> list[tuple[float, Dims, list[tuple[str, PlayerReport]]]]:
+    """Batches (arrival, series, tagged reports) of ``n`` viewers, as hls.js posts them: a
+    first report (sn=0, sta=s), start (ps sta=p), heartbeats every 0.5 s with latency, stalls
+    (ps sta=r, then ps sta=p), errors (e=e), some failing to start (sta=f), ended (ps sta=e).
+    The two series differ in latency, bitrate, stalls and failures."""
+    rng = random.Random(seed)
+    batches = []
+    hb, ps = ReportKind.TIME_INTERVAL, ReportKind.PLAY_STATE
+    for v in range(n):
+        dims = _EU if v % 2 else _US
+        eu = dims is _EU
+        sid = f"v{v}"
+        t = T0 + rng.uniform(0, 30)
+        end = t + rng.uniform(8, 14)
+        out: list[tuple[float, str, PlayerReport]] = []
+        sn = iter(range(1_000_000))
+
+        def add(at: float, tag: str, kind: ReportKind, **kw: object) -> None:
+            out.append((at, tag, rep(sid, next(sn), kind, at, **kw)))  # noqa: B023
+
+        add(t, "first", hb, sta="s")
+        t += rng.uniform(0.5, 2.5)
+        if rng.random() < (0.02 if eu else 0.06):
+            add(t, "fail", ReportKind.ERROR, sta="f", error="MEDIA_ERR")
+        else:
+            bitrate = 2500.0 if eu else 1200.0
+            add(t, "start", ps, sta="p", bitrate_kbps=bitrate)
+            while t < end:
+                t += 0.5
+                if rng.random() < (0.01 if eu else 0.04):
+                    add(t, "stall", ps, sta="r")
+                    t += rng.uniform(0.3, 1.5)
+                    add(t, "resume", ps, sta="p")
+                elif rng.random() < 0.005:
+                    add(t, "error", ReportKind.ERROR, sta="p", error="FRAG_LOAD")
                 else:
-                    hb_offered += 1
-                    weight_sum += w
-                if v is Verdict.ACCEPT:
-                    agg.player(DIMS, r, w, t)
-                elif v is Verdict.SHED:
-                    agg.shed(DIMS, t)
-        windows += agg.tick(now + 1)
-    assert keep_kept == keep_offered > 0
-    total = merged(windows)
-    rate = total.heartbeats_kept / total.heartbeats_offered
-    assert 0.25 < rate < 0.40
-    assert total.heartbeats_offered == hb_offered
-    # Re-weighting: the weights of the kept heartbeats add up to what was offered (±10 %).
-    assert abs(weight_sum - hb_offered) < 0.1 * hb_offered
-    assert agg.stats().sessions <= 2000
+                    lat = rng.gauss(3000, 400) if eu else rng.gauss(6000, 1200)
+                    add(t, "heartbeat", hb, sta="p", latency_ms=lat)
+            add(t, "end", ps, sta="e")
+        # One POST per viewer per second (hls.js batches its event-mode reports).
+        per_post: dict[int, list[tuple[str, PlayerReport]]] = {}
+        for at, tag, r in out:
+            per_post.setdefault(int((at - T0) * 1), []).append((tag, r))
+        for k, tagged in per_post.items():
+            batches.append((T0 + k + 0.999 * rng.random(), dims, tagged))
+    batches.sort(key=lambda b: b[0])
+    return batches
+
+
+def test_three_times_capacity_keeps_every_startup_and_error_and_reweights_heartbeats() -> None:
+    """At 3x capacity every start-up, stall, failure, error and end report is kept; heartbeats
+    are sampled with the rate recorded, and each series' figures match an unshed run."""
+    batches = _viewers(3000, seed=1)
+    offered = sum(len(b[2]) for b in batches)
+    seconds = int(max(b[0] for b in batches) - T0) + 1
+    cap = offered / seconds / 3  # a third of the mean offered rate: 3x capacity
+
+    def run(
+        capacity: float,
+    ) -> tuple[dict[Dims, QoeAggregate], Intake, dict[str, list[int]]]:
+        intake = Intake(
+            capacity_per_s=capacity,
+            keep_capacity_per_s=1e9,
+            session_rate=1e6,
+            session_burst=1e6,
+            max_sessions=2000,  # fewer than the 3000 viewers: the table is bounded
+        )
+        agg = Aggregator(TIMING, max_sessions=2500, max_series=100)
+        tally: dict[str, list[int]] = {tag: [0, 0] for tag in (*_KEEP_TAGS, "heartbeat")}
+        per: dict[Dims, QoeAggregate] = {}
+        weights: dict[Dims, float] = {}
+        second = int(T0)
+        peak_sessions = peak_intake = 0
+        for at, dims, tagged in batches:
+            while at >= second + 1:
+                second += 1
+                for w in agg.tick(second):
+                    per.setdefault(w.dims, QoeAggregate()).merge(w.agg)
+            reports = [r for _, r in tagged]
+            adm = intake.admit(reports, at)
+            assert not adm.retry_after_s
+            for (tag, r), verdict, weight in zip(tagged, adm.verdicts, adm.weights, strict=True):
+                tally[tag][0] += 1
+                if verdict is Verdict.ACCEPT:
+                    tally[tag][1] += 1
+                    agg.player(dims, r, weight, at)
+                    if tag == "heartbeat":
+                        weights[dims] = weights.get(dims, 0.0) + weight
+                else:
+                    assert verdict is Verdict.SHED
+                    agg.shed(dims, at, r.sid)
+            peak_sessions = max(peak_sessions, agg.stats().sessions)
+            peak_intake = max(peak_intake, intake.stats().sessions)
+        for w in agg.tick(second + 30):
+            per.setdefault(w.dims, QoeAggregate()).merge(w.agg)
+        assert peak_sessions <= 2500
+        assert peak_intake <= 2000
+        assert agg.stats().evicted_sessions == 0
+        assert agg.stats().overflow_series == 0
+        # The kept heartbeats' weights add up to what each series offered (within 5 %).
+        for d, a in per.items():
+            assert abs(weights[d] - a.heartbeats_offered) <= 0.05 * a.heartbeats_offered, d
+        return per, intake, tally
+
+    shed_run, _, tally = run(cap)
+    full_run, full_intake, _ = run(1e9)
+    assert full_intake.stats().shed == 0
+    for tag in _KEEP_TAGS:
+        assert tally[tag][1] == tally[tag][0] > 0, tag  # 100 % of them kept
+    hb_offered, hb_kept = tally["heartbeat"]
+    assert 0.15 < hb_kept / hb_offered < 0.5  # heavily sampled at 3x capacity
+    assert set(shed_run) == set(full_run) == {_EU, _US}
+    for d in (_EU, _US):
+        shed_f = shed_run[d].figures(T0, seconds)
+        full_f = full_run[d].figures(T0, seconds)
+        assert full_f.heartbeat_sample_rate == 1.0
+        assert shed_f.heartbeat_sample_rate == pytest.approx(
+            shed_run[d].heartbeats_kept / full_run[d].heartbeats_offered
+        )
+        assert shed_run[d].heartbeats_offered == full_run[d].heartbeats_offered
+        # Counted from kept reports: exact.
+        for name in (
+            "play_attempts",
+            "started_sessions",
+            "video_start_failures",
+            "video_playback_failures",
+            "player_errors",
+        ):
+            assert getattr(shed_f, name) == getattr(full_f, name), (d, name)
+        assert shed_f.video_start_time_p50_ms == full_f.video_start_time_p50_ms
+        # Integrated between kept observations (a session ends with a kept report): exact
+        # up to float sums.
+        assert shed_f.played_s == pytest.approx(full_f.played_s, rel=1e-9)
+        assert shed_f.rebuffer_ratio == pytest.approx(full_f.rebuffer_ratio, rel=1e-9)
+        assert shed_f.average_bitrate_kbps == pytest.approx(full_f.average_bitrate_kbps, rel=1e-9)
+        assert shed_f.concurrent_sessions == pytest.approx(full_f.concurrent_sessions, rel=1e-9)
+        # Sampled: latency quantiles within 2 % (sampling noise plus the sketch's 1 %), and the
+        # weighted sample count within 5 % of the unshed one.
+        for q in ("live_latency_p50_ms", "live_latency_p95_ms"):
+            got, want = getattr(shed_f, q), getattr(full_f, q)
+            assert got == pytest.approx(want, rel=0.02), (d, q)
+        assert shed_run[d].latency.count == pytest.approx(full_run[d].latency.count, rel=0.05)
+    # The two series really differ (a check that the comparison can tell them apart).
+    eu, us = (shed_run[d].figures(T0, seconds) for d in (_EU, _US))
+    assert eu.rebuffer_ratio is not None
+    assert us.rebuffer_ratio is not None
+    assert us.rebuffer_ratio > 2 * eu.rebuffer_ratio
 
 
 def test_past_the_keep_budget_a_batch_is_refused_whole_with_retry_after() -> None:
@@ -340,8 +501,48 @@ def test_store_downsamples_without_changing_the_totals(tmp_path: Path) -> None:
     assert abs(p95 - all_startups[int(0.95 * 119)]) <= 0.011 * p95
     # Retention: 1 s rows past the hour are deleted, the coarser ones stay.
     store.expire(t0 + 3600 + 200)
-    assert store.query("final", [], t0, t0 + 120, 1, t0 + 3600 + 200)[0].points[0].step_s == 1
+    assert store.query("final", [], t0, t0 + 120, 1, t0 + 3600 + 200)[0].points[0].step_s == 10
     assert store.resolution_for(t0, 1, t0 + 3600 + 200) == 10
+    store.close()
+
+
+def test_a_step_finer_than_the_stored_rows_does_not_inflate_the_figures(tmp_path: Path) -> None:
+    """Past the 1 s and then the 10 s retention, 3 sessions stay 3 and attempts keep their sum."""
+    store = TelemetryStore(tmp_path / "t.db", Retention(fine_s=3600, event_s=86400))
+    t0 = int(T0) - int(T0) % 60
+    for s in range(120):
+        a = QoeAggregate(played_ms=900, stalled_ms=100, play_attempts=1, session_seconds=3)
+        store.write([ClosedWindow(t0 + s, DIMS, a)])
+
+    def points(step: int, now: float, start: float = t0) -> list[QoePoint]:
+        (one,) = store.query("final", [], start, t0 + 120, step, now)
+        return list(one.points)
+
+    hours2 = t0 + 2 * 3600
+    store.expire(hours2)  # 1 s rows gone: the 10 s rows answer
+    assert store.step_for(t0, 1, hours2) == (10, 10)
+    assert store.step_for(t0, 15, hours2) == (10, 20)  # not a multiple: rounded up
+    for step, want in ((1, 10), (10, 10), (15, 20), (60, 60)):
+        got = points(step, hours2)
+        assert {p.step_s for p in got} == {want}
+        assert len(got) == 120 // want
+        assert [p.concurrent_sessions for p in got] == [3.0] * len(got)
+        assert [p.play_attempts for p in got] == [want] * len(got)
+        assert all(p.rebuffer_ratio is not None and abs(p.rebuffer_ratio - 0.1) < 1e-9 for p in got)
+    # A start inside a 10 s row: the steps follow the rows, no row split or counted twice.
+    got = points(10, hours2, start=t0 + 5)
+    assert [p.start for p in got] == [float(t0 + 10 * i) for i in range(12)]
+    assert sum(p.play_attempts for p in got) == 120
+    days2 = t0 + 2 * 86400
+    store.expire(days2)  # past "the event" (a day): only the 1 min rows are left
+    assert store.step_for(t0, 1, days2) == (60, 60)
+    assert store.step_for(t0, 10, days2) == (60, 60)
+    for step in (1, 10, 60):
+        got = points(step, days2)
+        assert [(p.step_s, p.concurrent_sessions, p.play_attempts) for p in got] == [
+            (60, 3.0, 60),
+            (60, 3.0, 60),
+        ]
     store.close()
 
 
@@ -396,3 +597,24 @@ def test_latency_from_parallel_audio_and_video_responses_is_not_off_by_a_segment
     # Within the append delay and the 100 ms rounding of bl, never a segment off.
     assert abs(f.live_latency_p50_ms - latency_ms) <= 150, f
     assert abs(f.live_latency_p95_ms - latency_ms) <= 150, f
+
+
+def test_a_shed_heartbeat_keeps_its_session_alive_in_process_and_through_the_stream() -> None:
+    """A viewer whose heartbeats are all shed past the timeout is still one live session."""
+    from mainevent.control.telemetry.stream import StreamSink, apply_entry
+
+    sink = StreamSink(shards=3)
+    direct = Aggregator(TIMING, session_timeout_s=5)
+    shards = [Aggregator(TIMING, session_timeout_s=5) for _ in range(3)]
+    first = rep("v", 0, ReportKind.PLAY_STATE, T0, sta="p")
+    direct.player(DIMS, first, 1, T0)
+    sink.player(DIMS, first, 1, T0)
+    for s in range(1, 9):  # 8 s of heartbeats, every one shed
+        direct.shed(DIMS, T0 + s, "v")
+        sink.shed(DIMS, T0 + s, "v")
+    for shard, payload in sink.drain():
+        apply_entry(shards[shard], payload)
+    for agg in (direct, *shards):
+        agg.tick(T0 + 10)
+    assert direct.session("v") is not None
+    assert [a.session("v") is not None for a in shards].count(True) == 1

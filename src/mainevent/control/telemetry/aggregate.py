@@ -132,9 +132,30 @@ class Aggregator:
         if w is None or second > w.start:
             # A report for a later second closes the open window (tick() returns it).
             if w is not None:
-                self._closed.append(w)
+                self._close(w, second)
             w = self._window = _Window(second)
         return w.series  # an earlier second (a clock step back) joins the open window
+
+    def _close(self, w: _Window, until: int) -> None:
+        """Close ``w`` (and the empty seconds up to ``until``) with their concurrent sessions.
+
+        Counted now, before the report that closes it touches any session: every session's
+        last report is then the one before the window ended, so a session counts in each
+        second it was active (CTA-2066), however soon it reports again. Counted at ``tick()``
+        instead, sessions that had already reported in the next second were missing.
+        """
+        self._count_sessions(w)
+        self._closed.append(w)
+        # Seconds nobody reported in (tick() ran late) still had live sessions: a window each,
+        # as far as a silent session stays alive (none counts after its timeout).
+        second = w.start + 1
+        last = min(until, second + int(self.session_timeout_s) + 1)
+        while second < last and self._sessions:
+            gap = _Window(second)
+            self._count_sessions(gap)
+            if gap.series:
+                self._closed.append(gap)
+            second += 1
 
     def _series(self, series: dict[Dims, QoeAggregate], dims: Dims) -> QoeAggregate:
         agg = series.get(dims)
@@ -342,9 +363,19 @@ class Aggregator:
                 s.latencies.append(latency)
             agg.latency.add(latency, weight)
 
-    def shed(self, dims: Dims, now: float) -> None:
-        """A heartbeat dropped under pressure: counted so the kept ones are re-weighted."""
+    def shed(self, dims: Dims, now: float, sid: str | None = None) -> None:
+        """A heartbeat dropped under pressure: counted so the kept ones are re-weighted.
+
+        With its ``sid``, it also says the session is alive: at 3x capacity a viewer's
+        heartbeats can all be shed for longer than the session timeout, and the session then
+        expired while playing (its next report a new attempt that never started: an extra
+        play attempt, an exit before start, its played time lost)."""
         self._agg(dims, now).heartbeats_offered += 1
+        if sid is not None:
+            s = self._sessions.get(sid)
+            if s is not None:
+                s.last_seen = now
+                self._sessions.move_to_end(sid)
 
     def access(self, dims: Dims, rec: AccessRecord, now: float) -> None:
         """One edge or shield response."""
@@ -376,14 +407,13 @@ class Aggregator:
         """Close every window that ended by ``now``; expire silent sessions."""
         second = int(now)
         if self._window is not None and self._window.start < second:
-            self._closed.append(self._window)
+            self._close(self._window, second)
             self._window = _Window(second)
         elif self._window is None and self._sessions:
             self._window = _Window(second)
         out: list[ClosedWindow] = []
         closed, self._closed = self._closed, []
         for w in closed:
-            self._count_sessions(w)
             for d, a in w.series.items():
                 a.settle()  # its sketches are read from other threads from now on
                 out.append(ClosedWindow(w.start, d, a))
@@ -399,7 +429,8 @@ class Aggregator:
             for d, a in w.series.items():
                 copy = snap.series[d] = QoeAggregate()
                 copy.merge(a)
-            self._count_sessions(snap)
+            if w is self._window:
+                self._count_sessions(snap)  # closed ones were counted when they closed
             out.extend(ClosedWindow(snap.start, d, a) for d, a in snap.series.items())
         return out
 

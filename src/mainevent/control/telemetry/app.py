@@ -251,6 +251,14 @@ class _QoeMetrics(PromCollector):
             "dropped)",
             value=c.access_cmcd_malformed,
         )
+        dropped = CounterMetricFamily(
+            "mainevent_telemetry_access_dropped",
+            "Edge access records not aggregated: unknown event, or a path naming no event",
+            labels=["reason"],
+        )
+        for why, n in c.access_dropped.items():
+            dropped.add_metric([why], n)
+        yield dropped
         yield GaugeMetricFamily(
             "mainevent_telemetry_sample_rate", "Heartbeat sample rate", value=st.sample_rate
         )
@@ -463,13 +471,14 @@ def create_app(
             open_windows=c.aggregator.open_windows() if partial else (),
             partial=partial,
         )
+        resolution, effective = service.store.step_for(start, step, now)
         return {
             "event": event,
             "by": dims,
             "from": start,
             "to": end,
-            "step": step,
-            "resolution_s": service.store.resolution_for(start, step, now),
+            "step": effective,  # at least the resolution read (the step asked for may be finer)
+            "resolution_s": resolution,
             "series": [
                 {"labels": s.labels, "points": [asdict(p) for p in s.points]} for s in series
             ],

@@ -86,7 +86,7 @@ class AggregateSink(Protocol):
         now: float,
     ) -> None: ...
 
-    def shed(self, dims: Dims, now: float) -> None: ...
+    def shed(self, dims: Dims, now: float, sid: str | None = None) -> None: ...
 
     def access(self, dims: Dims, rec: AccessRecord, now: float) -> None: ...
 
@@ -169,6 +169,9 @@ class Collector:
         self.access_cmcd_malformed = 0
         """Access records whose request CMCD (query or headers) did not parse: the record
         still counts, its CMCD is dropped."""
+        self.access_dropped: dict[str, int] = {"unknown_event": 0, "no_event": 0}
+        """Access records not aggregated: for an event this collector does not know, or for a
+        path that names no event (an admitted batch's other records are still used)."""
         self.alert_log: deque[AlertEvent] = deque(maxlen=10_000)
         self.recent: deque[list[ClosedWindow]] = deque(maxlen=10)
         """The last 10 s of closed windows (for /metrics)."""
@@ -340,7 +343,7 @@ class Collector:
         dims_of: list[Dims] = []
         taken: list[PlayerReport] = []
         weights: list[float] = []
-        shed: list[Dims] = []
+        shed: list[tuple[Dims, str]] = []
         accept, shed_verdict = Verdict.ACCEPT, Verdict.SHED
         for r, c, verdict, weight in zip(reports, cdns, adm.verdicts, adm.weights, strict=True):
             if c == UNKNOWN:
@@ -353,11 +356,11 @@ class Collector:
                 taken.append(r)
                 weights.append(weight)
             elif verdict is shed_verdict:
-                shed.append(dims)
+                shed.append((dims, r.sid))
         if taken:
             sink.players(dims_of, taken, weights, now)
-        for dims in shed:
-            sink.shed(dims, now)
+        for dims, sid in shed:
+            sink.shed(dims, now, sid)
         return Outcome(
             204,
             "ok",
@@ -394,6 +397,7 @@ class Collector:
         for rec in records:
             event = event_of_path(rec.path)
             if event is None or event not in self.events:
+                self.access_dropped["no_event" if event is None else "unknown_event"] += 1
                 continue
             # The viewer's region header reached the edge unverified: it counts only when the
             # edge's own peer (rec.client) is a trusted proxy, as on player reports.

@@ -52,6 +52,8 @@ class IntakeStats:
     shed: int
     refused_batches: int
     sample_rate: float
+    sessions: int = 0
+    """Sessions whose admission state is held (at most ``max_sessions``)."""
 
 
 _MASK = 0xFFFF_FFFF_FFFF_FFFF
@@ -61,7 +63,7 @@ class _Seen:
     """One session's admission state: its sequence numbers (the highest, and a 64-bit mask of
     the ones below it) and its rate-limit token bucket, so one lookup serves both."""
 
-    __slots__ = ("high", "mask", "pending", "tokens", "updated")
+    __slots__ = ("batch_high", "high", "mask", "pending", "tokens", "updated")
 
     def __init__(self, burst: float, now: float) -> None:
         self.high = -1
@@ -70,6 +72,8 @@ class _Seen:
         self.updated = now
         self.pending = 0
         """Reports of this session in the batch being admitted."""
+        self.batch_high = -1
+        """The highest sequence number of this session so far in the batch being admitted."""
 
     def seen(self, sn: int) -> bool:
         if sn > self.high:
@@ -144,6 +148,7 @@ class Intake:
         error, play_state = ReportKind.ERROR, ReportKind.PLAY_STATE
         rate = self._session_rate
         short = 0.0  # the most reports one session of the batch has beyond its tokens
+        batch_sns: set[tuple[str, int | None]] | None = None
         for r in reports:
             sid = r.sid
             st = seen.get(sid)
@@ -163,7 +168,21 @@ class Intake:
                 short = pending - st.tokens
             states.append(st)
             sn = r.sn
-            f = sn is None or sn > st.high or not st.seen(sn)
+            if sn is None:
+                f = True
+            elif sn > st.batch_high:
+                # Higher than any of the session's before it in the batch (-1 at its first): no
+                # repeat of one in the batch (the usual case; one compare).
+                st.batch_high = sn
+                f = sn > st.high or not st.seen(sn)
+            else:
+                # At or below one this batch already holds for the session: a repeat if that
+                # very number is among them (rare: the batch's (sid, sn) set is built once).
+                if batch_sns is None:
+                    batch_sns = {(q.sid, q.sn) for q, qf in zip(reports, fresh, strict=False) if qf}
+                f = (sid, sn) not in batch_sns and (sn > st.high or not st.seen(sn))
+            if batch_sns is not None and f:
+                batch_sns.add((sid, sn))
             fresh.append(f)
             kind = r.kind
             # PlayerReport.priority is KEEP, inlined (the hot loop of the collector).
@@ -189,11 +208,13 @@ class Intake:
         if wait:
             for st in touched:
                 st.pending = 0
+                st.batch_high = -1
             self.refused += 1
             return Admission((), (), max(1.0, wait), reason)
         for st in touched:
             st.tokens -= st.pending
             st.pending = 0
+            st.batch_high = -1
         cap = self._capacity
         if now > cap.updated:
             cap.tokens = min(cap.burst, cap.tokens + (now - cap.updated) * cap.rate)
@@ -261,5 +282,10 @@ class Intake:
 
     def stats(self) -> IntakeStats:
         return IntakeStats(
-            self.accepted, self.duplicates, self.shed_count, self.refused, self._rate
+            self.accepted,
+            self.duplicates,
+            self.shed_count,
+            self.refused,
+            self._rate,
+            len(self._seen),
         )

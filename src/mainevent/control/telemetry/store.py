@@ -25,7 +25,13 @@ RESOLUTIONS = (1, 10, 60)
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long rows of each resolution are kept, in seconds."""
+    """How long rows of each resolution are kept, in seconds.
+
+    ``event_s`` is a fixed age, not the event's end: the collector knows an event by its
+    segment grid only (``EventTiming``), not when it ends, so "10 s rows for the event" means
+    for a day after each row (longer than any event we run); tie it to the event's end once
+    the collector learns it.
+    """
 
     fine_s: float = 3600.0
     event_s: float = 86_400.0
@@ -124,6 +130,14 @@ class TelemetryStore:
             best = next((r for r in RESOLUTIONS if start >= now - self.retention.of(r)), 60)
         return best
 
+    def step_for(self, start: float, step_s: int, now: float) -> tuple[int, int]:
+        """The resolution a query reads and the step it answers: ``step_s`` rounded up to a
+        whole number of rows of that resolution (a point cannot be finer than its rows: 10 s
+        rows under a 1 s step would count each row's session-seconds and attempts as one
+        second's)."""
+        res = self.resolution_for(start, step_s, now)
+        return res, max(res, -(-step_s // res) * res)
+
     def query(
         self,
         event: str,
@@ -137,13 +151,15 @@ class TelemetryStore:
         open_windows: Sequence[ClosedWindow] = (),
         partial: bool = False,
     ) -> list[QoeSeries]:
-        """Series grouped by ``by`` with one point per ``step_s`` from ``start`` to ``end``.
+        """Series grouped by ``by`` with one point per step from ``start`` to ``end``.
 
-        Only whole steps are answered unless ``partial``: then the step still in progress is
-        too, with what it has so far, ``open_windows`` (the collector's windows not yet
-        closed and stored) included.
+        The step is ``step_s`` or, finer than or not a multiple of the stored rows, the one
+        :meth:`step_for` gives (each point says its ``step_s``); steps are aligned to the rows,
+        from ``start`` rounded down to the resolution. Only whole steps are answered unless
+        ``partial``: then the step still in progress is too, with what it has so far,
+        ``open_windows`` (the collector's windows not yet closed and stored) included.
         """
-        res = self.resolution_for(start, step_s, now)
+        res, step_s = self.step_for(start, step_s, now)
         first = int(start) - int(start) % res
         sql = (
             "SELECT t, region, cdn, isp, device, agg FROM qoe WHERE res=? AND event=?"
@@ -157,7 +173,7 @@ class TelemetryStore:
         groups: dict[tuple[str, ...], dict[int, QoeAggregate]] = {}
 
         def add(t: int, dims: Dims, agg: QoeAggregate) -> None:
-            bucket = t - (t - int(start)) % step_s
+            bucket = t - (t - first) % step_s
             per = groups.setdefault(dims.project(by), {})
             acc = per.get(bucket)
             if acc is None:

@@ -103,10 +103,13 @@ class StreamSink:
         for dims, r, weight in zip(dims_of, reports, weights, strict=True):
             self.player(dims, r, weight, now)
 
-    def shed(self, dims: Dims, now: float) -> None:
-        # Counts only (no session state): any shard will do.
-        self._rr = (self._rr + 1) % self.shards
-        self._pending[self._rr].append(["s", now, astuple(dims)])
+    def shed(self, dims: Dims, now: float, sid: str | None = None) -> None:
+        # To the session's shard: it keeps the session alive there (see Aggregator.shed).
+        if sid is None:
+            self._rr = shard = (self._rr + 1) % self.shards
+        else:
+            shard = shard_of(sid, self.shards)
+        self._pending[shard].append(["s", now, astuple(dims), sid])
 
     def access(self, dims: Dims, rec: AccessRecord, now: float) -> None:
         self._rr = (self._rr + 1) % self.shards
@@ -129,7 +132,7 @@ def apply_entry(agg: Aggregator, payload: bytes) -> int:
         if tag == "p":
             agg.player(dims, _report_in(item[3]), float(item[4]), now)
         elif tag == "s":
-            agg.shed(dims, now)
+            agg.shed(dims, now, item[3] if len(item) > 3 else None)
         elif tag == "a":
             agg.access(dims, AccessRecord(*item[3]), now)
         else:
