@@ -618,3 +618,34 @@ def test_a_shed_heartbeat_keeps_its_session_alive_in_process_and_through_the_str
         agg.tick(T0 + 10)
     assert direct.session("v") is not None
     assert [a.session("v") is not None for a in shards].count(True) == 1
+
+
+def test_at_the_session_cap_the_least_recently_seen_are_forgotten_first() -> None:
+    """Both session tables are bounded: at the cap the stalest eighth goes at once (plain dicts,
+    no recency order kept per report), never a session of the batch in hand; a session seen
+    recently keeps its dedupe state and its aggregate state."""
+    cap = 16
+    intake = Intake(
+        capacity_per_s=1e9, keep_capacity_per_s=1e9, session_rate=1e9, session_burst=1e9,
+        max_sessions=cap,
+    )  # fmt: skip
+    agg = Aggregator(TIMING, max_sessions=cap)
+    for i in range(40):
+        now = T0 + i * 0.1
+        # Session "keep" reports every round: always among the most recently seen.
+        batch = [rep(f"s{i}", 1, ReportKind.TIME_INTERVAL, now, sta="p")]
+        batch.append(rep("keep", i + 1, ReportKind.TIME_INTERVAL, now, sta="p"))
+        adm = intake.admit(batch, now)
+        assert adm.all_accepted
+        agg.players([DIMS] * len(batch), batch, adm.weights, now)
+        assert intake.stats().sessions <= cap
+        assert agg.stats().sessions <= cap
+    # "keep" was never forgotten: its old sequence numbers are still duplicates, and the
+    # aggregator still knows it; the oldest one-off sessions are gone from both.
+    now = T0 + 4.0
+    again = intake.admit([rep("keep", 3, ReportKind.TIME_INTERVAL, now, sta="p")], now)
+    assert again.verdicts == (Verdict.DUPLICATE,)
+    assert agg.session("keep") is not None
+    assert agg.session("s0") is None
+    assert agg.session("s39") is not None
+    assert agg.stats().evicted_sessions >= 40 - cap

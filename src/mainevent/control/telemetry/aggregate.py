@@ -15,7 +15,7 @@ no start-up figure of their own) and ``session()`` says the detail is degraded.
 from __future__ import annotations
 
 import statistics
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -103,7 +103,9 @@ class Aggregator:
         self.session_timeout_s = session_timeout_s
         self.max_sessions = max_sessions
         self.max_series = max_series
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._sessions: dict[str, _Session] = {}
+        self._swept = float("-inf")
+        """When `_expire` last scanned the session table."""
         self._window: _Window | None = None
         self._closed: list[_Window] = []
         self._evicted = 0
@@ -202,12 +204,10 @@ class Aggregator:
             sid = r.sid
             s = sessions.get(sid)
             if s is None:
+                if len(sessions) >= self.max_sessions:
+                    self._evict(now)
                 s = sessions[sid] = _Session(dims, r.ts_ms, now)
-                if len(sessions) > self.max_sessions:
-                    sessions.popitem(last=False)
-                    self._evicted += 1
             else:
-                sessions.move_to_end(sid)
                 if dims.cdn == unknown:
                     cdn = s.dims.cdn
                     if cdn != unknown:
@@ -375,7 +375,6 @@ class Aggregator:
             s = self._sessions.get(sid)
             if s is not None:
                 s.last_seen = now
-                self._sessions.move_to_end(sid)
 
     def access(self, dims: Dims, rec: AccessRecord, now: float) -> None:
         """One edge or shield response."""
@@ -456,12 +455,27 @@ class Aggregator:
                 agg = w.series[d] = QoeAggregate()
             agg.session_seconds += n
 
+    def _evict(self, now: float) -> None:
+        """At the session cap: evict the least recently seen eighth of the sessions at once
+        (one sort per cap/8 new sessions; a plain dict keeps no recency order, and keeping one
+        cost a linked-list move per report), never one seen at ``now`` (the batch in hand)."""
+        sessions = self._sessions
+        n = max(1, len(sessions) // 8)
+        cutoff = sorted(s.last_seen for s in sessions.values())[n - 1]
+        gone = [sid for sid, s in sessions.items() if s.last_seen <= cutoff and s.last_seen < now]
+        for sid in gone:
+            del sessions[sid]
+        self._evicted += len(gone)
+
     def _expire(self, now: float) -> None:
-        while self._sessions:
-            sid, s = next(iter(self._sessions.items()))
-            if now - s.last_seen <= self.session_timeout_s:
-                break
-            del self._sessions[sid]
+        """Sessions silent past the timeout end (a scan of the table, at most once a second)."""
+        if now - self._swept < 1.0 and now >= self._swept:
+            return
+        self._swept = now
+        timeout = self.session_timeout_s
+        sessions = self._sessions
+        for sid in [sid for sid, s in sessions.items() if now - s.last_seen > timeout]:
+            s = sessions.pop(sid)
             if not s.attempt_counted:
                 self._agg(s.dims, now).play_attempts += 1
             if not s.started and not s.failed:

@@ -10,7 +10,6 @@ taken only while the capacity budget has room, and each kept one carries the wei
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -108,8 +107,9 @@ class Intake:
         self._keep = TokenBucket(keep_capacity_per_s, max(1.0, keep_capacity_per_s / 2))
         self._session_rate = session_rate
         self._session_burst = session_burst
-        self._seen: OrderedDict[str, _Seen] = OrderedDict()
-        """Per session, least recently seen first; forgetting one hands it a full bucket."""
+        self._seen: dict[str, _Seen] = {}
+        """Per session; forgetting one hands it a full bucket. A plain dict, not an LRU: keeping
+        recency order cost a linked-list move per report (see `_forget`)."""
         self._max_sessions = max_sessions
         # Sample-rate estimate: offered/kept sampleable reports in the current and last second.
         self._second = -1
@@ -129,6 +129,15 @@ class Intake:
             elif second > self._second + 1:
                 self._rate = 1.0
             self._second, self._offered, self._kept = second, 0, 0
+
+    def _forget(self, now: float) -> None:
+        """At the session cap: forget the least recently seen eighth of the sessions at once
+        (one sort per cap/8 new sessions), never one of the batch being admitted."""
+        seen = self._seen
+        n = max(1, len(seen) // 8)
+        cutoff = sorted(st.updated for st in seen.values())[n - 1]
+        for sid in [sid for sid, st in seen.items() if st.updated <= cutoff and not st.pending]:
+            del seen[sid]
 
     def admit(self, reports: Sequence[PlayerReport], now: float) -> Admission:
         """Decide a whole batch at ``now`` (monotonic or epoch seconds, consistently).
@@ -153,12 +162,11 @@ class Intake:
             sid = r.sid
             st = seen.get(sid)
             if st is None:
+                if len(seen) >= self._max_sessions:
+                    self._forget(now)
                 st = seen[sid] = _Seen(burst, now)
-                if len(seen) > self._max_sessions:
-                    seen.popitem(last=False)
                 touched.append(st)
             elif not st.pending:
-                seen.move_to_end(sid)
                 touched.append(st)
                 if now > st.updated:  # the session's bucket refills once per batch
                     st.tokens = min(burst, st.tokens + (now - st.updated) * rate)
