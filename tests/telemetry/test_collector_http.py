@@ -26,6 +26,16 @@ def session(sid: str, start_ms: int = TS) -> bytes:
     )
 
 
+async def post_access(harness: Harness, recs: list[AccessRecord]) -> None:
+    """Post `recs` as one edge access batch; the collector takes it (204)."""
+    r = await harness.client.post(
+        "/v1/access",
+        content=encode_access_batch(recs),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+
+
 async def test_reports_become_qoe_points_after_the_second_closes(harness: Harness) -> None:
     """A session's start-up time and bitrate show in the query API once its window closes."""
     ua = {"user-agent": "Mozilla/5.0 (X11; Linux) Chrome/156"}
@@ -183,12 +193,7 @@ async def test_edge_access_batches_give_cdn_figures(harness: Harness) -> None:
             T0, "cdn-b", "/live/other/v720/1.m4s", 200, 1, 1.0, "HIT", "127.0.0.3", None, None, None
         )
     )
-    r = await harness.client.post(
-        "/v1/access",
-        content=encode_access_batch(recs),
-        headers={"content-type": "application/json"},
-    )
-    assert r.status_code == 204, r.text
+    await post_access(harness, recs)
     harness.clock.advance(1)
     harness.tick()
     out = await harness.qoe(by="cdn,region", **{"from": T0 - 1, "to": harness.clock.now})
@@ -214,12 +219,7 @@ async def test_request_cmcd_of_access_records_is_checked_and_counted(harness: Ha
             None, cmcd, 6.0,
         )  # fmt: skip
 
-    r = await harness.client.post(
-        "/v1/access",
-        content=encode_access_batch([rec(c) for c in good + bad]),
-        headers={"content-type": "application/json"},
-    )
-    assert r.status_code == 204, r.text
+    await post_access(harness, [rec(c) for c in good + bad])
     metrics = (await harness.client.get("/metrics")).text
     assert "mainevent_telemetry_access_records_total 4.0" in metrics
     assert "mainevent_telemetry_access_cmcd_malformed_total 2.0" in metrics
@@ -273,12 +273,7 @@ async def test_access_records_for_an_unknown_event_are_counted_not_used(harness:
         access("/live/nosuch/v720/2.m4s"),
         access("/favicon.ico"),
     ]
-    r = await harness.client.post(
-        "/v1/access",
-        content=encode_access_batch(recs),
-        headers={"content-type": "application/json"},
-    )
-    assert r.status_code == 204, r.text
+    await post_access(harness, recs)
     metrics = (await harness.client.get("/metrics")).text
     assert 'mainevent_telemetry_access_dropped_total{reason="unknown_event"} 2.0' in metrics
     assert 'mainevent_telemetry_access_dropped_total{reason="no_event"} 1.0' in metrics
