@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mainevent.cli import main
 from mainevent.common.telemetry import HttpTelemetrySink, MemoryTelemetrySink
 from mainevent.config import TelemetrySettings
 from mainevent.control.telemetry.events import EventTiming
@@ -291,3 +292,44 @@ async def test_a_pipelined_request_waits_in_its_ttfb() -> None:
     assert (first.path, second.path) == (slow, quick)
     assert second.ttfb_ms >= pause_s * 1000 * 0.9
     assert second.ts <= first.ts + pause_s / 2  # it arrived with the first, not after it
+
+
+async def test_behind_a_trusted_balancer_the_viewer_is_the_forwarded_address() -> None:
+    """An edge of a fleet sits behind nginx: from a peer in `forwarded_from` its access records
+    name the viewer (the last `X-Forwarded-For` entry); from any other peer the header is
+    ignored, and a malformed entry falls back to the peer."""
+    stub = StubUpstream()
+    await stub.start()
+    stub.publish(SEG, StubObject(b"s" * 100))
+    behind = MemoryTelemetrySink()
+    edge = EdgeServer(EdgeConfig("cdn-a", stub.url, forwarded_from=("127.0.0.0/8",)), sink=behind)
+    direct = MemoryTelemetrySink()
+    other = EdgeServer(EdgeConfig("cdn-b", stub.url, forwarded_from=("10.0.0.0/8",)), sink=direct)
+    await edge.start()
+    await other.start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as c:
+            for forwarded in ("203.0.113.9", "198.51.100.1, 192.0.2.7", "not-an-address"):
+                h = {"x-forwarded-for": forwarded}
+                assert (await c.get(edge.url + SEG, headers=h)).status_code == 200
+                assert (await c.get(other.url + SEG, headers=h)).status_code == 200
+            assert (await c.get(edge.url + SEG)).status_code == 200
+    finally:
+        await edge.close()
+        await other.close()
+        await stub.stop()
+    assert [r.client for r in behind.records] == [
+        "203.0.113.9",
+        "192.0.2.7",
+        "127.0.0.1",
+        "127.0.0.1",
+    ]
+    assert [r.client for r in direct.records] == ["127.0.0.1"] * 3
+
+
+def test_a_forwarded_from_that_is_not_a_cidr_is_refused_at_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["edge", "serve", "--name", "cdn-a", "--upstream", "http://127.0.0.1:1"]
+    assert main([*argv, "--forwarded-from", "nginx"]) == 2
+    assert "--forwarded-from 'nginx' is not a CIDR" in capsys.readouterr().err

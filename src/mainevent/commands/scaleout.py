@@ -296,6 +296,9 @@ class EdgeFleet:
                 for url in [*shield_urls[k:], *shield_urls[:k]]:
                     argv += ["--upstream", url]
                 argv += ["--host", host, "--port", str(p), "--log-level", "warning"]
+                # The fleet's nginx (on this host) writes the viewer's address into
+                # X-Forwarded-For: the edge's access records place the viewer by it.
+                argv += ["--forwarded-from", f"{host}/32"]
                 for r in regions.get(name, ()):
                     argv += ["--region", r]
                 if admin_secret:

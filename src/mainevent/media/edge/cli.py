@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import sys
@@ -51,6 +52,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="longest such interval, i.e. how late a returning upstream may be noticed",
     )
     s.add_argument("--admin-secret", help="shared secret for the fault admin endpoint")
+    s.add_argument(
+        "--forwarded-from",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a balancer in front of this edge: from it, access records take the viewer's "
+        "address from the last X-Forwarded-For entry (repeatable)",
+    )
     s.add_argument(
         "--token-key",
         action="append",
@@ -102,6 +111,12 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"mainevent edge serve: --token-key {item!r} is not KID:HEX", file=sys.stderr)
             return 2
         keys[kid] = hexkey
+    for cidr in args.forwarded_from:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            print(f"mainevent edge serve: --forwarded-from {cidr!r} is not a CIDR", file=sys.stderr)
+            return 2
     config = EdgeConfig(
         name=args.name,
         upstream=args.upstream[0],
@@ -115,6 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
         upstream_max_backoff_s=args.upstream_max_backoff,
         admin_secret=args.admin_secret,
         token_keys=keys or None,
+        forwarded_from=tuple(args.forwarded_from),
     )
 
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import random
@@ -110,6 +111,10 @@ class EdgeConfig:
     """Upstream fetches in progress (and bytes fetched per second) before a cache miss for a
     DVR segment gets 503 + Retry-After (a live-edge miss never does). None: nothing is shed."""
     live_edge_segments: int = 6
+    forwarded_from: tuple[str, ...] = ()
+    """CIDRs of balancers in front of this edge (an edge fleet's nginx): from a peer in one, the
+    viewer's address for the access record is the last `X-Forwarded-For` entry (the one that
+    balancer wrote), not the balancer's own. Empty: the peer address always."""
     """Segments or parts more than this many segments behind the newest one requested are DVR."""
 
 
@@ -151,6 +156,10 @@ class _Protocol(asyncio.Protocol):
     user_agent: str | None = None
     cmcd: list[str] = field(default_factory=list)
     peer: str = ""
+    forwarded: str | None = None
+    """This request's `X-Forwarded-For`, kept only from a peer in `forwarded_from`."""
+    peer_forwards: bool = False
+    """The peer is a balancer of `forwarded_from` (decided once per connection)."""
     body: list[bytes] = field(default_factory=list)
     queue: deque[_Request] = field(default_factory=deque)
     busy: bool = False
@@ -164,6 +173,7 @@ class _Protocol(asyncio.Protocol):
         if self.server.sink is not None:
             peer = transport.get_extra_info("peername")
             self.peer = str(peer[0]) if peer else ""
+            self.peer_forwards = self.server.forwards(self.peer)
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -192,6 +202,7 @@ class _Protocol(asyncio.Protocol):
         self.region = None
         self.admin = None
         self.user_agent = None
+        self.forwarded = None
         if self.cmcd:
             self.cmcd.clear()
         self.body.clear()
@@ -200,8 +211,12 @@ class _Protocol(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) == 15 and name.lower() == b"x-client-region":
-            self.region = value.decode("latin-1")
+        if len(name) == 15:
+            low = name.lower()
+            if low == b"x-client-region":
+                self.region = value.decode("latin-1")
+            elif low == b"x-forwarded-for" and self.peer_forwards:
+                self.forwarded = value.decode("latin-1")
         elif len(name) == 19 and name.lower() == b"x-edge-admin-secret":
             self.admin = value.decode("latin-1")
         elif len(name) == 10 and self.server.sink is not None and name.lower() == b"user-agent":
@@ -233,7 +248,7 @@ class _Protocol(asyncio.Protocol):
             self.admin,
             b"".join(self.body) if self.body else b"",
             user_agent=self.user_agent,
-            client=self.peer,
+            client=self.peer if self.forwarded is None else _last_hop(self.forwarded, self.peer),
         )
         if self.server.sink is not None:
             req.received = time.monotonic()
@@ -303,6 +318,16 @@ class _Protocol(asyncio.Protocol):
         self.write(head, b"" if head_only else body, keep_alive)
 
 
+def _last_hop(forwarded: str, peer: str) -> str:
+    """The address the balancer in front wrote last into `X-Forwarded-For` (the viewer as it
+    saw them); the peer itself if that entry is not an address."""
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer
+
+
 class EdgeServer:
     """A caching HTTP proxy in front of `config.upstream`; `start()` binds, `close()` stops."""
 
@@ -310,6 +335,9 @@ class EdgeServer:
         self.config = config
         self.name = config.name
         self.sink = sink
+        self._forwarded_from = tuple(
+            ipaddress.ip_network(c, strict=False) for c in config.forwarded_from
+        )
         """Where access records go (None: none are made, the hit path is unchanged)."""
         self.cache = Cache(
             max_bytes=config.max_bytes,
@@ -380,6 +408,16 @@ class EdgeServer:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         await self.upstream.aclose()
+
+    def forwards(self, peer: str) -> bool:
+        """Whether `peer` is a balancer of `forwarded_from` (its `X-Forwarded-For` is used)."""
+        if not self._forwarded_from or not peer:
+            return False
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._forwarded_from)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
