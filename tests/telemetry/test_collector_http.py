@@ -204,6 +204,7 @@ async def test_edge_access_batches_give_cdn_figures(harness: Harness) -> None:
     assert p["requests"] == 8
     assert p["error_rate"] == 0.25
     assert p["errors_by_status"] == {"503": 2}
+    assert p["error_rate_by_status"] == {"503": 0.25}
     assert p["cache_hit_ratio"] == 0.5
 
 

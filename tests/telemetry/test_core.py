@@ -208,6 +208,7 @@ def test_access_records_give_status_ttfb_cache_and_origin_fetches() -> None:
     assert edge.requests == 10
     assert edge.error_rate == 0.1
     assert edge.errors_by_status == {503: 1}
+    assert edge.error_rate_by_status == {503: 0.1}
     assert edge.cache_hit_ratio == 8 / 9
     assert edge.cdn_ttfb_p95_ms is not None
     assert edge.cdn_ttfb_p95_ms >= 40 * (1 - RELATIVE_ACCURACY)

@@ -26,7 +26,12 @@ from mainevent.control.telemetry.model import (
 
 __all__ = ["ALERT_METRICS", "AlertEngine", "AlertRule", "Firing", "HealthAlertEngine", "HealthRule"]
 
-ALERT_METRICS = frozenset(QoePoint.__dataclass_fields__) - {"start", "step_s", "errors_by_status"}
+ALERT_METRICS = frozenset(QoePoint.__dataclass_fields__) - {
+    "start",
+    "step_s",
+    "errors_by_status",
+    "error_rate_by_status",
+}
 
 
 @dataclass(frozen=True, slots=True)

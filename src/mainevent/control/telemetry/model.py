@@ -173,6 +173,9 @@ class QoeAggregate:
             requests=self.requests,
             error_rate=_ratio(errors, self.requests),
             errors_by_status={s: n for s, n in sorted(self.status.items()) if s >= 400},
+            error_rate_by_status={
+                s: n / self.requests for s, n in sorted(self.status.items()) if s >= 400
+            },
             cdn_ttfb_p50_ms=self.ttfb.quantile(0.5),
             cdn_ttfb_p95_ms=self.ttfb.quantile(0.95),
             cache_hit_ratio=_ratio(self.cache_hits, self.cache_lookups),
@@ -232,6 +235,8 @@ class QoePoint:
     """Share of CDN responses with status ≥ 400."""
     errors_by_status: dict[int, float]
     """CDN error responses by HTTP status."""
+    error_rate_by_status: dict[int, float]
+    """Share of CDN responses with each error status (≥ 400): the error rate by HTTP status."""
     cdn_ttfb_p50_ms: float | None
     """Median CDN time to first byte."""
     cdn_ttfb_p95_ms: float | None
