@@ -38,6 +38,8 @@ _APPEND_MARGIN_MS = 250.0
 earlier one (hls.js sets ``bl`` at each append, and an append follows its response's end)."""
 _PDT_CACHE = 20_000
 """Media URLs whose PDT is remembered (every viewer of the live edge fetches the same ones)."""
+_MEDIA_TYPES = frozenset({None, "v", "av", "a"})
+"""CMCD object types (``ot``) whose response records carry the playhead's latency."""
 _CACHE_LOOKUPS = frozenset({"HIT", "STALE", "MISS", "COLLAPSED", "EXPIRED"})
 _CACHE_HITS = frozenset({"HIT", "STALE"})
 
@@ -333,12 +335,16 @@ class Aggregator:
         # response ended, when the buffer ended where this object begins: latency = that
         # moment − (PDT − bl). Audio and video of one index are fetched in parallel, so the
         # previous response may have ended an instant before, not yet appended (see below).
-        if r.object_type not in (None, "v", "av", "a") or (
-            r.status is not None and r.status >= 300
-        ):
+        if r.object_type not in _MEDIA_TYPES or (r.status is not None and r.status >= 300):
+            return
+        url = r.url
+        if url is None:
             return
         timing = self.events.get(s.dims.event)
-        pdt = self._pdt(r.url, timing) if timing is not None and r.url is not None else None
+        if timing is None:
+            return
+        hit = self._pdt_cache.get(url)  # `_pdt`'s usual case, inlined (once per media record)
+        pdt = hit[1] if hit is not None and hit[0] is timing else self._pdt(url, timing)
         if pdt is None:
             return
         appended_at, s.media_obs_ms = s.media_obs_ms, obs

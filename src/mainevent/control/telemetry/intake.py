@@ -169,7 +169,8 @@ class Intake:
             elif not st.pending:
                 touched.append(st)
                 if now > st.updated:  # the session's bucket refills once per batch
-                    st.tokens = min(burst, st.tokens + (now - st.updated) * rate)
+                    tokens = st.tokens + (now - st.updated) * rate
+                    st.tokens = tokens if tokens < burst else burst  # min() without the call
                     st.updated = now
             pending = st.pending = st.pending + 1
             if pending > st.tokens and pending - st.tokens > short:
