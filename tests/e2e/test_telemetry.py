@@ -3,6 +3,7 @@ post access records, and the collector started by `mainevent up` shows the sessi
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,8 +108,13 @@ def test_hls_js_session_shows_in_the_api_as_the_page_shows_it(
             view,
             stats,
         )
-        # Let the session play; compare latency and bitrate at the same moment.
-        time.sleep(6)
+        # Let the session play; note the page's latency meanwhile (the API's session latency
+        # is the median of its last five estimates, one per media response: about the last
+        # 5 s of playback), then compare bitrate and latency.
+        page_latencies: list[float] = []
+        for _ in range(12):
+            time.sleep(0.5)
+            page_latencies.append(page.evaluate("window.mainevent.stats()")["latencySec"] * 1000)
         stats = page.evaluate("window.mainevent.stats()")
         view = client.get(f"{tele}/v1/telemetry/sessions/{sid}").json()
         assert view["state"] in ("p", "r")  # playing (a loaded machine may stall it)
@@ -116,28 +122,31 @@ def test_hls_js_session_shows_in_the_api_as_the_page_shows_it(
         assert abs(view["bitrate_kbps"] - page_kbps) <= 0.1 * page_kbps, (view, stats)
         page_latency_ms = stats["latencySec"] * 1000
         api_latency_ms = view["live_latency_ms"]
-        # The aggregate series for cdn-a has the attempt, the played time and edge requests.
+        # The aggregate series for cdn-a has the attempt, the played time and edge requests:
+        # its 1 s points over the last 30 s (a 30 s step would be aligned to the stored rows and
+        # answered only once whole, so the session could fall in the step still in progress).
         now = time.time()
         r = client.get(
             f"{tele}/v1/telemetry/qoe",
-            params={"event": stack.event, "by": "cdn", "from": now - 30, "to": now, "step": 30},
+            params={"event": stack.event, "by": "cdn", "from": now - 30, "to": now, "step": 1},
         )
         assert r.status_code == 200, r.text
         series = {s["labels"]["cdn"]: s["points"] for s in r.json()["series"]}
-        (point,) = series["cdn-a"]
-        assert point["play_attempts"] == 1
-        assert point["played_s"] > 3
-        assert point["requests"] > 5  # access records posted by the cdn-a edge
-        assert point["error_rate"] == 0
-        assert point["live_latency_p50_ms"] is not None
-        # The series' average bitrate: the rendition the page plays, or (had hls.js switched
-        # level meanwhile) a time-weighted mean between the ladder's rungs.
-        avg_kbps = point["average_bitrate_kbps"]
+        points = series["cdn-a"]
+        assert {p["step_s"] for p in points} == {1}
+        played_s = sum(p["played_s"] for p in points)
+        assert sum(p["play_attempts"] for p in points) == 1
+        assert played_s > 3
+        assert sum(p["requests"] for p in points) > 5  # access records posted by the cdn-a edge
+        assert all(not p["error_rate"] for p in points), points
+        assert any(p["live_latency_p50_ms"] is not None for p in points)
+        # The series' average bitrate (bits played ÷ time played): the rendition the page
+        # plays, or (had hls.js switched level meanwhile) a mean between the ladder's rungs.
+        avg_kbps = sum((p["average_bitrate_kbps"] or 0) * p["played_s"] for p in points) / played_s
         rungs = [lv["bitrate"] / 1000 for lv in stats["levels"] if lv["bitrate"]]
-        assert avg_kbps is not None
         assert abs(avg_kbps - page_kbps) <= 0.1 * page_kbps or (
             min(rungs) * 0.9 <= avg_kbps <= max(rungs) * 1.1
-        ), (point, stats)
+        ), (points, stats)
         metrics = client.get(f"{tele}/metrics").text
         assert 'mainevent_qoe_concurrent_sessions{cdn="cdn-a"' in metrics
         print(
@@ -149,8 +158,14 @@ def test_hls_js_session_shows_in_the_api_as_the_page_shows_it(
         )
         # hls.js 1.7.4 sends no `ltc`: the collector estimates it from response records
         # (docs/telemetry.md, "Live latency from hls.js reports").
-        assert abs(api_latency_ms - page_latency_ms) <= 0.1 * page_latency_ms, (
-            f"live latency: API {api_latency_ms:.0f} ms vs page {page_latency_ms:.0f} ms",
+        # Compared with what the page showed now, or over the seconds the API's median spans
+        # (hls.js moves its latency when it catches up: the median follows a few seconds later).
+        page_recent_ms = statistics.median(page_latencies[-10:])
+        assert any(
+            abs(api_latency_ms - ms) <= 0.1 * ms for ms in (page_latency_ms, page_recent_ms)
+        ), (
+            f"live latency: API {api_latency_ms:.0f} ms vs page {page_latency_ms:.0f} ms"
+            f" (median of its last 5 s {page_recent_ms:.0f} ms, samples {page_latencies})",
             view,
             stats,
         )
