@@ -168,11 +168,17 @@ def test_balancer_config_is_the_generated_one_for_the_roles_workers() -> None:
     assert any("/etc/mainevent/control-lb.conf" in v for v in unit["Service"]["ExecStart"])
 
 
-def test_balancer_passes_shed_answers_through_and_never_replays_a_sent_request() -> None:
+def test_balancer_passes_shed_answers_through_and_replays_only_refresh_and_heartbeat() -> None:
     """Fleet overload: a worker's 503 (shed new start) reaches the client, not another worker."""
     text = lb_config(_plan(Path("/w"), None))
-    (line,) = (ln.strip() for ln in text.splitlines() if "proxy_next_upstream " in ln)
-    assert line == "proxy_next_upstream error timeout;"  # no http_503, no non_idempotent
+    lines = [ln.strip() for ln in text.splitlines() if "proxy_next_upstream " in ln]
+    # No http_503 anywhere; non_idempotent only where the request is safe to send twice.
+    assert lines == [
+        "proxy_next_upstream error timeout;",
+        "proxy_next_upstream error timeout non_idempotent;",
+    ]
+    replayable = text.split("proxy_next_upstream error timeout;", 1)[1]
+    assert "location ~ ^/v1/sessions/[^/]+/(refresh|heartbeat)$ {" in replayable
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in text
 
 

@@ -5,8 +5,9 @@ so every worker still sheds new starts before refreshes when the whole fleet is 
 they share the database (PostgreSQL, or one SQLite file) and Redis (``redis_url``: sessions,
 rate-limit buckets, decisions), so the stream and rate limits are the fleet's, not a worker's.
 nginx listens on the public port: least-connections balancing, keep-alive upstreams, and a
-request that could not be sent to a dead worker goes to the next one (a POST already sent is
-never replayed). Workers that exit are restarted (at most once a second each).
+request that could not be sent to a dead worker goes to the next one. A POST already sent is
+replayed only for refresh and heartbeat, which are safe to repeat; a new start (which opens a
+stream) is never replayed. Workers that exit are restarted (at most once a second each).
 
 The client address and region a worker sees come from nginx only: it overwrites
 ``X-Forwarded-For`` with the peer's address (or, for a peer in ``trusted_edges``, the address
@@ -94,18 +95,27 @@ http {{
         listen {p.listen_host}:{p.listen_port} backlog=4096 reuseport;
         server_tokens off;
 
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header {region} $me_edge_region;
+        proxy_connect_timeout 1s;
+        proxy_read_timeout 30s;
+        proxy_next_upstream_tries 2;
+        proxy_buffering off;
+
         location / {{
             proxy_pass http://mainevent_control;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_set_header {region} $me_edge_region;
-            proxy_connect_timeout 1s;
-            proxy_read_timeout 30s;
             proxy_next_upstream error timeout;
-            proxy_next_upstream_tries 2;
-            proxy_buffering off;
+        }}
+
+        # A refresh or heartbeat is safe to send twice (it re-proves the same token and extends
+        # the same session), so one sent on a keep-alive connection to a worker that has just
+        # died goes to the next worker too, instead of the viewer getting a 502.
+        location ~ ^/v1/sessions/[^/]+/(refresh|heartbeat)$ {{
+            proxy_pass http://mainevent_control;
+            proxy_next_upstream error timeout non_idempotent;
         }}
     }}
 }}

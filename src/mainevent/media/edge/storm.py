@@ -2,7 +2,9 @@
 
     python -m mainevent.media.edge.storm URL N [--header 'Name: value'] [--timeout S] [--on-cue]
 
-Prints one JSON line: status counts, `X-Cache` counts, body digests (sha256 → count), errors.
+Prints one JSON line: status counts, `X-Cache` counts, body digests (sha256 → count), errors,
+and `timing`: seconds from the release to the last request written (`sent_s`) and to the
+first and last complete answers (`first_answer_s`, `last_answer_s`).
 Raw asyncio sockets with httptools, so one process can hold thousands of connections.
 
 With `--on-cue` it first opens the connections to URL's host, prints `{"connected": k}` and
@@ -50,14 +52,31 @@ def _request(url: str, headers: dict[str, str]) -> bytes:
     return f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\n{extra}Connection: close\r\n\r\n".encode()
 
 
+class _Clock:
+    """When the requests were released, and when each was written and answered (loop time)."""
+
+    def __init__(self) -> None:
+        self.released = 0.0
+        self.sent: list[float] = []
+        self.answered: list[float] = []
+
+
 async def _one(
-    host: str, port: int, go: asyncio.Future[bytes], opened: list[int], limit_s: float
+    host: str,
+    port: int,
+    go: asyncio.Future[bytes],
+    opened: list[int],
+    limit_s: float,
+    clock: _Clock,
 ) -> tuple[int, str, str]:
+    loop = asyncio.get_running_loop()
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit_s)
     opened[0] += 1
     try:
         request = await go
         writer.write(request)
+        await writer.drain()
+        clock.sent.append(loop.time())
         resp = _Response()
         parser = httptools.HttpResponseParser(resp)
         async with asyncio.timeout(limit_s):
@@ -69,6 +88,7 @@ async def _one(
                 parser.feed_data(data)
         if not resp.done:
             return 0, "", "truncated"
+        clock.answered.append(loop.time())
         body = b"".join(resp.body)
         declared = resp.headers.get("content-length")
         if declared is not None and int(declared) != len(body):
@@ -97,19 +117,22 @@ async def storm(
     """
     u = urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
-    go: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    go: asyncio.Future[bytes] = loop.create_future()
     opened = [0]
-    tasks = [asyncio.create_task(_one(host, port, go, opened, limit_s)) for _ in range(n)]
+    clock = _Clock()
+    tasks = [asyncio.create_task(_one(host, port, go, opened, limit_s, clock)) for _ in range(n)]
     await asyncio.sleep(0)
     if cue is None:
         # Let the connections open (bounded by the backlog) before firing.
         for _ in range(50):
             await asyncio.sleep(0.05)
+        clock.released = loop.time()
         go.set_result(_request(url, headers or {}))
     else:
-        deadline = asyncio.get_running_loop().time() + limit_s
+        deadline = loop.time() + limit_s
         while opened[0] + sum(t.done() for t in tasks) < n:
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() > deadline:
                 break
             await asyncio.sleep(0.02)
         try:
@@ -122,6 +145,7 @@ async def storm(
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        clock.released = loop.time()
         go.set_result(_request(chosen, headers or {}))
     results = await asyncio.gather(*tasks, return_exceptions=True)
     statuses: Counter[str] = Counter()
@@ -139,11 +163,20 @@ async def storm(
         statuses[str(status)] += 1
         caches[cache] += 1
         digests[digest] += 1
+
+    def since(times: list[float], pick: Callable[[list[float]], float]) -> float | None:
+        return round(pick(times) - clock.released, 4) if times else None
+
     return {
         "statuses": dict(statuses),
         "x_cache": dict(caches),
         "digests": dict(digests),
         "errors": dict(errors),
+        "timing": {
+            "sent_s": since(clock.sent, max),
+            "first_answer_s": since(clock.answered, min),
+            "last_answer_s": since(clock.answered, max),
+        },
     }
 
 
