@@ -102,6 +102,18 @@ def _play(url: str, account: str, device: str) -> httpx.Response:
     )
 
 
+def _start(url: str, account: str, device: str) -> httpx.Response:
+    """A start as a viewer makes it: a shed one (503 overloaded, retryable: admission control
+    sheds new starts before routing, so no limit was spent) is tried again after Retry-After.
+    With a worker down, the survivor carries every player's refreshes and sheds starts first."""
+    deadline = time.monotonic() + 60
+    while True:
+        r = _play(url, account, device)
+        if (r.status_code, _reason(r)) != (503, "overloaded") or time.monotonic() > deadline:
+            return r
+        time.sleep(min(2.0, float(r.headers.get("retry-after", "1"))))
+
+
 def _refresh(url: str, account: str, grant: dict[str, Any]) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/sessions/{grant['session_id']}/refresh",
@@ -124,15 +136,15 @@ def _limits_hold(fleet: ControlFleet, urls: tuple[str, str], phase: str) -> None
     a, b = urls
     streams, rated = f"s-{phase}", f"r-{phase}"
     _accounts(fleet, [streams, rated])
-    tv, phone = _play(a, streams, "tv"), _play(b, streams, "phone")
+    tv, phone = _start(a, streams, "tv"), _start(b, streams, "phone")
     assert (tv.status_code, phone.status_code) == (200, 200), (phase, tv.text, phone.text)
     for url in (a, b):
-        r = _play(url, streams, "laptop")
+        r = _start(url, streams, "laptop")
         assert (r.status_code, _reason(r)) == (403, "concurrent_stream_limit"), (phase, url)
-    codes = [_play(url, rated, "d").status_code for _ in range(BURST // 2) for url in urls]
+    codes = [_start(url, rated, "d").status_code for _ in range(BURST // 2) for url in urls]
     assert codes == [200] * BURST, (phase, codes)
     for url in urls:
-        r = _play(url, rated, "d")
+        r = _start(url, rated, "d")
         assert (r.status_code, _reason(r)) == (429, "rate_limited"), (phase, url, r.text)
 
 
