@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mainevent.common.nginx import make_dirs
 from mainevent.control.fleet import FleetPlan, find_nginx, lb_config
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="Debian nginx is not installed")
@@ -108,15 +109,11 @@ def balancer(tmp_path: Path) -> Iterator[tuple[str, Worker, Worker]]:
         workers=(f"127.0.0.1:{dead.port}", f"127.0.0.1:{alive.port}"),
         workdir=tmp_path,
     )
-    for sub in ("client_body", "proxy_temp", "fastcgi_temp", "uwsgi_temp", "scgi_temp"):
-        (tmp_path / sub).mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(lb_config(plan))
+    make_dirs(tmp_path)
+    (tmp_path / "nginx.conf").write_text(lb_config(plan))
     nginx = find_nginx()
     assert nginx is not None
-    proc = subprocess.Popen(
-        [nginx, "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")]
-    )
+    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", "nginx.conf", "-e", "error.log"])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 10
     while True:
